@@ -1,0 +1,90 @@
+//! The membership view: members with their address, state and weight, stamped with an epoch.
+//!
+//! Every change to membership bumps the epoch, so two views are ordered by epoch alone and a
+//! holder keeps the highest one it has seen.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A node's stable identity, `node-<ordinal>` in a StatefulSet.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub String);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(s: &str) -> Self {
+        NodeId(s.to_owned())
+    }
+}
+
+/// Where a member stands; only `Active` members own keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    #[default]
+    Active,
+    Draining,
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    /// Internal address (`host:port`) of the node's HTTP/2 listener.
+    pub addr: String,
+    #[serde(default)]
+    pub state: MemberState,
+    /// Relative share of keys; the ring gives a member `weight` times the base virtual nodes.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// One version of the cluster's membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Membership {
+    pub epoch: u64,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MembershipError {
+    #[error("member {0} is listed twice")]
+    DuplicateMember(NodeId),
+    #[error("member {0} has weight 0")]
+    ZeroWeight(NodeId),
+    #[error("member {0} has an empty address")]
+    EmptyAddress(NodeId),
+}
+
+impl Membership {
+    /// Checks the invariants a ring relies on: unique ids, non-empty addresses, positive weights.
+    pub fn validate(&self) -> Result<(), MembershipError> {
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.members {
+            if !seen.insert(&m.id) {
+                return Err(MembershipError::DuplicateMember(m.id.clone()));
+            }
+            if m.weight == 0 {
+                return Err(MembershipError::ZeroWeight(m.id.clone()));
+            }
+            if m.addr.trim().is_empty() {
+                return Err(MembershipError::EmptyAddress(m.id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn member(&self, id: &NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| &m.id == id)
+    }
+}

@@ -1,1 +1,126 @@
-//! placeholder
+//! The edge: where clients connect. Gateways hold no session state; they check each request,
+//! pick its era and routing key, and proxy it to the node that owns the key.
+//!
+//! Layout, in the order a request flows through it:
+//! - [`config`]: the typed, validated configuration.
+//! - [`tls`]: the optional TLS acceptor (ALPN h2, http/1.1) for the client listener.
+//! - [`proxy`]: the `/mcp` handler and its phases, calling in turn
+//!   [`checks`] (403/405/406/415/413), the era and routing-key decision, and
+//!   [`forward`] (pooled h2c to the owner, one retry after 421) over [`ring_view`].
+//! - [`error`]: every refusal with its blame, status, JSON-RPC error and metric label.
+//! - [`admin`] and [`metrics`]: `/health`, `/health/ready`, `/metrics` on the admin port.
+
+pub mod admin;
+pub mod checks;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod proxy;
+pub mod ring_view;
+pub mod tls;
+
+use axum::Router;
+use axum::routing::any;
+use config::GatewayConfig;
+use forward::Forwarder;
+use http::{HeaderName, Method};
+use metrics::Metrics;
+use ring_view::RingView;
+use shardgate_node::protocol;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// Shared state of one gateway process.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub ring: RingView,
+    pub forwarder: Forwarder,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Browsers may read these response headers (a client in a page needs the session id).
+const EXPOSED: [&str; 2] = [protocol::HEADER_SESSION_ID, protocol::HEADER_PROTOCOL_VERSION];
+
+fn cors(gw: &Arc<Gateway>) -> CorsLayer {
+    let check = gw.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| checks::origin_allowed(&check.config, o))
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers(EXPOSED.map(HeaderName::from_static))
+}
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/mcp", any(proxy::mcp))
+        .layer(cors(&gw))
+        .with_state(gw)
+}
+
+/// Listeners bound but not yet serving, so callers learn the real ports first.
+pub struct Bound {
+    pub mcp: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Bound {
+    pub async fn bind(config: &GatewayConfig) -> Result<Bound, GatewayError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| GatewayError::Bind { addr, error })
+        };
+        Ok(Bound {
+            mcp: bind(config.listen).await?,
+            admin: bind(config.admin_listen).await?,
+        })
+    }
+}
+
+/// Runs a gateway on already-bound listeners until `shutdown` is cancelled.
+pub async fn run(
+    config: GatewayConfig,
+    bound: Bound,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    config.validate()?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let gw = Arc::new(Gateway {
+        ring: RingView::new(config.membership.clone()),
+        forwarder: Forwarder::new(),
+        metrics: Metrics::new()?,
+        config,
+    });
+    let admin = shardgate_node::listener::serve(
+        bound.admin,
+        admin::router(gw.clone()),
+        None,
+        shutdown.clone(),
+    );
+    let mcp = shardgate_node::listener::serve(bound.mcp, router(gw), tls, shutdown);
+    tokio::join!(admin, mcp);
+    Ok(())
+}

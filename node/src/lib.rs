@@ -1,1 +1,67 @@
-//! placeholder
+//! The session host: where MCP sessions live and their upstream calls run.
+//!
+//! Layout, in the order a forwarded request flows through it:
+//! - [`server`]: the internal listener; ownership check (421) and the split by era.
+//! - [`protocol`]: MCP facts shared with the gateway — revisions, headers, message shapes.
+//! - [`internal`]: the trusted headers gateways add and the internal endpoints.
+//! - [`session_era`] → [`session`] → [`stream`] → [`sse`]: sessions, their event streams with
+//!   replay logs, and the SSE wire format.
+//! - [`stateless_checks`] → [`stateless_era`]: the 2026-07-28 request checks and handler.
+//! - [`upstream`]: what a call is served by; [`upstream::builtin`] is our own MCP server.
+//! - [`listener`]: the HTTP/1.1 + HTTP/2 accept loop gateways and nodes share.
+//! - [`reply`]: HTTP answers with JSON-RPC error bodies.
+
+pub mod internal;
+pub mod listener;
+pub mod protocol;
+pub mod reply;
+pub mod server;
+pub mod session;
+pub mod session_era;
+pub mod sse;
+pub mod stateless_checks;
+pub mod stateless_era;
+pub mod stream;
+pub mod upstream;
+
+pub use server::NodeState;
+
+use shardgate_raft::{Membership, NodeId};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// The membership view the node starts with (static until membership comes from Raft).
+    pub membership: Membership,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node {0} is not in its own membership list")]
+    NotAMember(NodeId),
+    #[error("invalid membership: {0}")]
+    Membership(#[from] shardgate_raft::membership::MembershipError),
+}
+
+/// Runs a node on an already-bound listener, serving the builtin upstream, until `shutdown`.
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    config.membership.validate()?;
+    if config.membership.member(&config.id).is_none() {
+        return Err(NodeError::NotAMember(config.id));
+    }
+    let state = Arc::new(NodeState::new(
+        config.id,
+        config.membership,
+        Arc::new(upstream::builtin::Builtin::default()),
+    ));
+    server::serve(listener, state, shutdown).await;
+    Ok(())
+}

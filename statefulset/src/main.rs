@@ -1,1 +1,40 @@
-fn main() {}
+//! `shardgate`: one binary for every role. Parses the command line, sets up logging, and hands
+//! over to the subcommand in `commands/`.
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod logging;
+mod members;
+
+#[derive(Parser)]
+#[command(name = "shardgate", version, about = "Sharded, stateful MCP session gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway: the client-facing /mcp endpoint that routes to nodes.
+    Gateway(commands::gateway::Args),
+    /// Run a node: hosts sessions and their upstreams.
+    Node(commands::node::Args),
+    /// Run a local cluster (nodes and gateways as processes) until Ctrl-C.
+    Up(commands::up::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Gateway(args) => commands::gateway::run(args).await,
+            Command::Node(args) => commands::node::run(args).await,
+            Command::Up(args) => commands::up::run(args).await,
+        }
+    })
+}

@@ -1,0 +1,74 @@
+//! The gateway's typed configuration, validated once at start.
+
+use shardgate_raft::Membership;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// What the stateless-era routing key is made of. The principal always comes first, so one
+/// client's upstream state stays on one node and moves with the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AffinityKey {
+    /// Principal and upstream: every request of a principal lands on one node (warm state).
+    #[default]
+    Principal,
+    /// Principal, upstream and `Mcp-Name`: one principal's tools spread over the nodes.
+    PrincipalAndName,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Client-facing listener (`/mcp`).
+    pub listen: SocketAddr,
+    /// Admin listener (`/health`, `/health/ready`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// Certificate and key (PEM); when set, the client listener speaks TLS with ALPN h2/http1.1.
+    pub tls: Option<TlsFiles>,
+    /// Host names (without port) clients may address; `*` allows any. Guards against DNS
+    /// rebinding together with the Origin check.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`) allowed besides loopback ones; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The membership the gateway starts from; it adopts newer views from nodes.
+    pub membership: Membership,
+    pub affinity: AffinityKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid membership: {0}")]
+    Membership(#[from] shardgate_raft::membership::MembershipError),
+    #[error("the gateway needs at least one node to route to")]
+    NoMembers,
+    #[error("max body size must be positive")]
+    ZeroBodyLimit,
+}
+
+impl GatewayConfig {
+    pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+
+    /// The loopback names a local deployment is reached by.
+    pub fn loopback_hosts() -> Vec<String> {
+        ["localhost", "127.0.0.1", "::1"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.membership.validate()?;
+        if self.membership.members.is_empty() {
+            return Err(ConfigError::NoMembers);
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::ZeroBodyLimit);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! The `/mcp` endpoint: one client request, through these phases in order:
+//!
+//! 1. edge checks — Host/Origin (403), method (405), Accept (406), Content-Type (415),
+//!    body size (413), JSON-RPC shape (400);
+//! 2. era — session era (2025-03-26 … 2025-11-25) or stateless era (2026-07-28);
+//! 3. routing key — a minted session id for `initialize`, the client's `Mcp-Session-Id`
+//!    afterwards, or the affinity key in the stateless era (checked first against the
+//!    2026-07-28 header rules, so a malformed request never reaches a node);
+//! 4. forward to the owner (one retry after a 421) and stream the answer back.
+
+use crate::Gateway;
+use crate::checks;
+use crate::config::AffinityKey;
+use crate::error::ProxyError;
+use crate::forward::{self, Route};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use shardgate_node::internal;
+use shardgate_node::protocol::{self, BodyError, Era, Message};
+use shardgate_node::reply;
+use shardgate_node::session;
+use shardgate_node::stateless_checks;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The principal of unauthenticated requests, until the gateway verifies tokens.
+const ANONYMOUS: &str = "anonymous";
+/// The name of the (single) upstream set a request is served by.
+const UPSTREAM: &str = "default";
+
+pub async fn mcp(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let (resp, era) = match handle(&gw, req).await {
+        Ok(ok) => ok,
+        Err((e, id)) => {
+            gw.metrics
+                .errors
+                .with_label_values(&[e.label(), blame_label(&e)])
+                .inc();
+            tracing::debug!(error = %e, retry_safe = e.retry_safe(), "request refused");
+            let mut resp = reply::rpc_error(e.status(), id.as_ref(), &e.rpc_error());
+            if let ProxyError::MethodNotAllowed(allow) = e {
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            (resp, None)
+        }
+    };
+    let era_label = match era {
+        Some(Era::Session) => "session",
+        Some(Era::Stateless) => "stateless",
+        None => "none",
+    };
+    gw.metrics
+        .requests
+        .with_label_values(&[method.as_str(), era_label, resp.status().as_str()])
+        .inc();
+    gw.metrics
+        .latency
+        .with_label_values(&[method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn blame_label(e: &ProxyError) -> &'static str {
+    match e.blame() {
+        crate::error::Blame::Client => "client",
+        crate::error::Blame::Gateway => "gateway",
+        crate::error::Blame::Node => "node",
+    }
+}
+
+type Refused = (ProxyError, Option<serde_json::Value>);
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), Refused> {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    let refuse = |e: ProxyError| (e, None);
+    checks::host_and_origin(&gw.config, headers, parts.uri.authority().map(|a| a.as_str()))
+        .map_err(refuse)?;
+    let version = header(headers, protocol::HEADER_PROTOCOL_VERSION);
+    match parts.method {
+        Method::POST => {}
+        Method::GET | Method::DELETE => {
+            if protocol::classify_era(version, None) == Era::Stateless {
+                return Err(refuse(ProxyError::MethodNotAllowed("POST")));
+            }
+            if parts.method == Method::GET {
+                checks::accept(&parts.method, headers).map_err(refuse)?;
+            }
+            let Some(sid) = header(headers, protocol::HEADER_SESSION_ID) else {
+                return Err(refuse(ProxyError::MissingSession));
+            };
+            let route = Route {
+                key: sid.to_owned(),
+                new_session: None,
+                principal: ANONYMOUS.into(),
+            };
+            let resp = send(gw, &parts.method, headers, Bytes::new(), &route).await?;
+            return Ok((resp, Some(Era::Session)));
+        }
+        _ => return Err(refuse(ProxyError::MethodNotAllowed("GET, POST, DELETE"))),
+    }
+    checks::accept(&parts.method, headers).map_err(refuse)?;
+    checks::content_type(headers).map_err(refuse)?;
+    checks::declared_length(headers, gw.config.max_body_bytes).map_err(refuse)?;
+    let bytes = read_body(body, gw.config.max_body_bytes)
+        .await
+        .map_err(refuse)?;
+    let parsed = protocol::Body::parse(&bytes).map_err(|e| match e {
+        BodyError::Parse => refuse(ProxyError::Parse),
+        BodyError::Invalid => refuse(ProxyError::Invalid),
+    })?;
+    let first = parsed.messages.first().map(|(_, v)| v);
+    let era = protocol::classify_era(version, first);
+    let route = match era {
+        Era::Session => session_route(&parsed, headers)?,
+        Era::Stateless => stateless_route(gw.config.affinity, &parsed, headers)?,
+    };
+    let resp = send(gw, &parts.method, headers, bytes, &route).await?;
+    Ok((resp, Some(era)))
+}
+
+fn session_route(parsed: &protocol::Body, headers: &HeaderMap) -> Result<Route, Refused> {
+    if parsed.initialize().is_some() {
+        let sid = session::mint_id();
+        return Ok(Route {
+            key: sid.clone(),
+            new_session: Some(sid),
+            principal: ANONYMOUS.into(),
+        });
+    }
+    let Some(sid) = header(headers, protocol::HEADER_SESSION_ID) else {
+        return Err((ProxyError::MissingSession, request_id(parsed)));
+    };
+    Ok(Route {
+        key: sid.to_owned(),
+        new_session: None,
+        principal: ANONYMOUS.into(),
+    })
+}
+
+fn stateless_route(
+    affinity: AffinityKey,
+    parsed: &protocol::Body,
+    headers: &HeaderMap,
+) -> Result<Route, Refused> {
+    for (msg, value) in &parsed.messages {
+        if let Message::Request { .. } = msg {
+            stateless_checks::check(headers, value)
+                .map_err(|r| (ProxyError::Stateless(r), value.get("id").cloned()))?;
+        }
+    }
+    let mut key = format!("{ANONYMOUS}/{UPSTREAM}");
+    if affinity == AffinityKey::PrincipalAndName
+        && let Some(name) = header(headers, protocol::HEADER_NAME)
+    {
+        key.push('/');
+        key.push_str(name);
+    }
+    Ok(Route {
+        key,
+        new_session: None,
+        principal: ANONYMOUS.into(),
+    })
+}
+
+fn request_id(parsed: &protocol::Body) -> Option<serde_json::Value> {
+    parsed.messages.iter().find_map(|(m, _)| match m {
+        Message::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    })
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
+    }
+}
+
+async fn send(
+    gw: &Gateway,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Bytes,
+    route: &Route,
+) -> Result<Response, Refused> {
+    let on_misdirected = |retried: bool| {
+        gw.metrics
+            .misdirected
+            .with_label_values(&[if retried { "yes" } else { "no" }])
+            .inc();
+    };
+    let resp = gw
+        .forwarder
+        .forward(&gw.ring, method, headers, body, route, on_misdirected)
+        .await
+        .map_err(|e| (e, None))?;
+    gw.metrics.ring_epoch.set(gw.ring.current().epoch() as i64);
+    let (mut parts, body) = resp.into_parts();
+    forward::strip_response_headers(&mut parts.headers);
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if is_sse {
+        parts
+            .headers
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+    if parts.status == StatusCode::MISDIRECTED_REQUEST {
+        parts.headers.remove(internal::EPOCH);
+    }
+    Ok(Response::from_parts(parts, Body::new(body)))
+}

@@ -1,0 +1,18 @@
+//! The trusted headers a gateway adds when it forwards a request to a node, and the node's
+//! internal endpoints. Nodes listen on the pod network only; these headers are never accepted
+//! from clients (the gateway strips any a client sends).
+
+/// The key the gateway routed by: the session id, or the stateless-era affinity key.
+pub const ROUTE_KEY: &str = "x-shardgate-route-key";
+/// The ring epoch the gateway routed under; a node answers 421 with its own.
+pub const EPOCH: &str = "x-shardgate-epoch";
+/// The session id the gateway minted for an `initialize`.
+pub const NEW_SESSION: &str = "x-shardgate-new-session";
+/// The verified principal (JWT `sub` and tenant) of the request.
+pub const PRINCIPAL: &str = "x-shardgate-principal";
+
+/// Every trusted header, for stripping them from client requests.
+pub const ALL: [&str; 4] = [ROUTE_KEY, EPOCH, NEW_SESSION, PRINCIPAL];
+
+/// The node's membership view, as JSON (`Membership`).
+pub const MEMBERSHIP_PATH: &str = "/internal/membership";

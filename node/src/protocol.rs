@@ -1,0 +1,355 @@
+//! MCP protocol facts shared by gateway and node: revisions and their eras, header names,
+//! JSON-RPC message shapes and error codes.
+//!
+//! Only what routing and safety need is parsed; everything else in a message is carried as
+//! opaque JSON so that fields we do not know pass through unchanged.
+
+use serde_json::{Map, Value, json};
+
+/// Session-era revisions, oldest first.
+pub const SESSION_ERA_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+/// Stateless-era revisions, oldest first.
+pub const STATELESS_ERA_VERSIONS: [&str; 1] = ["2026-07-28"];
+/// The newest session-era revision, offered when a client asks for one we do not know.
+pub const LATEST_SESSION_VERSION: &str = "2025-11-25";
+/// The revision assumed when a session-era request carries no `MCP-Protocol-Version` header
+/// (the 2025-06-18 transport's backwards-compatibility rule).
+pub const DEFAULT_SESSION_VERSION: &str = "2025-03-26";
+
+pub const HEADER_SESSION_ID: &str = "mcp-session-id";
+pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
+pub const HEADER_METHOD: &str = "mcp-method";
+pub const HEADER_NAME: &str = "mcp-name";
+pub const HEADER_LAST_EVENT_ID: &str = "last-event-id";
+
+/// `_meta` key of a stateless-era request that names its protocol revision.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key of a stateless-era request that carries the client's capabilities.
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key of a stateless-era request that carries the client's implementation info.
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+
+/// `_meta` key of a stateless-era request that opts in to log messages at or above a level.
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
+/// `_meta` key of a stateless-era result naming the server's implementation.
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+/// `_meta` key tying a `subscriptions/listen` notification to its listen request.
+pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// JSON-RPC and MCP error codes we produce.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// A request header disagrees with the body (stateless era).
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// The request needs a client capability it did not declare (stateless era).
+    pub const MISSING_CAPABILITY: i64 = -32021;
+    /// The requested protocol revision is not supported (stateless era).
+    pub const UNSUPPORTED_VERSION: i64 = -32022;
+    /// The resource asked for does not exist.
+    pub const RESOURCE_NOT_FOUND: i64 = -32002;
+    /// The gateway or node could not serve the request (ours; in the implementation range).
+    pub const UNAVAILABLE: i64 = -32001;
+}
+
+/// Which era of the protocol a request belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Era {
+    Session,
+    Stateless,
+}
+
+pub fn is_session_version(v: &str) -> bool {
+    SESSION_ERA_VERSIONS.contains(&v)
+}
+
+pub fn is_stateless_version(v: &str) -> bool {
+    STATELESS_ERA_VERSIONS.contains(&v)
+}
+
+/// Every revision this server speaks, newest first (the order clients pick from).
+pub fn supported_versions() -> Vec<&'static str> {
+    STATELESS_ERA_VERSIONS
+        .iter()
+        .rev()
+        .chain(SESSION_ERA_VERSIONS.iter().rev())
+        .copied()
+        .collect()
+}
+
+/// The -32022 error: `requested` is not a revision we speak; `data` lists those we do.
+pub fn unsupported_version(requested: &str) -> RpcError {
+    RpcError::new(code::UNSUPPORTED_VERSION, "Unsupported protocol version").with_data(
+        serde_json::json!({ "supported": supported_versions(), "requested": requested }),
+    )
+}
+
+/// Picks the era of one POSTed message (the dual-era rule of the 2026-07-28 versioning
+/// section): a request that carries the stateless `_meta` version, or names a stateless revision
+/// in its `MCP-Protocol-Version` header, is stateless; everything else — `initialize`, session
+/// traffic, and clients too old to send the header — is session era.
+pub fn classify_era(header_version: Option<&str>, msg: Option<&Value>) -> Era {
+    let meta_version = msg.and_then(meta_protocol_version);
+    if meta_version.is_some() || header_version.is_some_and(is_stateless_version) {
+        Era::Stateless
+    } else {
+        Era::Session
+    }
+}
+
+/// A JSON-RPC message, classified by shape. The original JSON is kept whole.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Message {
+    Request { id: Value, method: String },
+    Notification { method: String },
+    Response { id: Value },
+}
+
+impl Message {
+    /// Classifies one JSON-RPC message; `None` when it is not a valid JSON-RPC 2.0 message.
+    pub fn classify(v: &Value) -> Option<Message> {
+        let obj = v.as_object()?;
+        if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return None;
+        }
+        let id = obj.get("id").filter(|id| id.is_string() || id.is_number());
+        match (obj.get("method"), id) {
+            (Some(Value::String(m)), Some(id)) => Some(Message::Request {
+                id: id.clone(),
+                method: m.clone(),
+            }),
+            (Some(Value::String(m)), None) if !obj.contains_key("id") => {
+                Some(Message::Notification { method: m.clone() })
+            }
+            (None, Some(id)) if obj.contains_key("result") ^ obj.contains_key("error") => {
+                Some(Message::Response { id: id.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self, Message::Request { .. })
+    }
+}
+
+/// A POST body: one message or (2025-03-26) a batch.
+#[derive(Debug)]
+pub struct Body {
+    pub messages: Vec<(Message, Value)>,
+    pub batch: bool,
+}
+
+/// Why a POST body is not acceptable JSON-RPC.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not JSON at all: JSON-RPC parse error.
+    Parse,
+    /// JSON, but not a JSON-RPC message (or an empty batch): invalid request.
+    Invalid,
+}
+
+impl Body {
+    pub fn parse(bytes: &[u8]) -> Result<Body, BodyError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|_| BodyError::Parse)?;
+        let (values, batch) = match value {
+            Value::Array(items) if !items.is_empty() => (items, true),
+            Value::Array(_) => return Err(BodyError::Invalid),
+            other => (vec![other], false),
+        };
+        let messages = values
+            .into_iter()
+            .map(|v| Message::classify(&v).map(|m| (m, v)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(BodyError::Invalid)?;
+        Ok(Body { messages, batch })
+    }
+
+    /// The single `initialize` request of this body, if that is what it is.
+    pub fn initialize(&self) -> Option<&Value> {
+        match self.messages.as_slice() {
+            [(Message::Request { method, .. }, v)] if method == "initialize" => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn has_requests(&self) -> bool {
+        self.messages.iter().any(|(m, _)| m.is_request())
+    }
+
+    /// The first request's method, if any.
+    pub fn first_method(&self) -> Option<&str> {
+        self.messages.iter().find_map(|(m, _)| match m {
+            Message::Request { method, .. } | Message::Notification { method } => {
+                Some(method.as_str())
+            }
+            Message::Response { .. } => None,
+        })
+    }
+}
+
+/// Which of the two response media types an `Accept` header allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accepts {
+    pub json: bool,
+    pub sse: bool,
+}
+
+impl Accepts {
+    /// Reads an `Accept` header; wildcards count, `q=0` excludes. A missing header accepts
+    /// anything (RFC 9110).
+    pub fn parse(header: Option<&str>) -> Accepts {
+        let Some(header) = header else {
+            return Accepts {
+                json: true,
+                sse: true,
+            };
+        };
+        let mut out = Accepts::default();
+        for item in header.split(',') {
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if refused {
+                continue;
+            }
+            match media.as_str() {
+                "*/*" => {
+                    out.json = true;
+                    out.sse = true;
+                }
+                "application/*" | "application/json" => out.json = true,
+                "text/*" | "text/event-stream" => out.sse = true,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub fn any(self) -> bool {
+        self.json || self.sse
+    }
+}
+
+/// `params._meta[key]` of a message, if present.
+pub fn meta<'a>(msg: &'a Value, key: &str) -> Option<&'a Value> {
+    msg.get("params")?.get("_meta")?.get(key)
+}
+
+/// The protocol revision a stateless-era request names in its `_meta`.
+pub fn meta_protocol_version(msg: &Value) -> Option<&str> {
+    meta(msg, META_PROTOCOL_VERSION).and_then(Value::as_str)
+}
+
+/// A JSON-RPC error object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut err = Map::new();
+        err.insert("code".into(), self.code.into());
+        err.insert("message".into(), self.message.clone().into());
+        if let Some(d) = &self.data {
+            err.insert("data".into(), d.clone());
+        }
+        Value::Object(err)
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+pub fn response(id: &Value, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": result})
+}
+
+pub fn error_response(id: Option<&Value>, err: &RpcError) -> Value {
+    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err.to_json()})
+}
+
+pub fn notification(method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "method": method, "params": params})
+}
+
+pub fn request(id: &Value, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_the_three_shapes() {
+        let req = json!({"jsonrpc":"2.0","id":1,"method":"ping"});
+        let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+        let resp = json!({"jsonrpc":"2.0","id":"a","result":{}});
+        assert!(matches!(Message::classify(&req), Some(Message::Request { .. })));
+        assert!(matches!(Message::classify(&note), Some(Message::Notification { .. })));
+        assert!(matches!(Message::classify(&resp), Some(Message::Response { .. })));
+    }
+
+    #[test]
+    fn rejects_what_is_not_json_rpc() {
+        assert_eq!(Body::parse(b"{").unwrap_err(), BodyError::Parse);
+        assert_eq!(Body::parse(b"[]").unwrap_err(), BodyError::Invalid);
+        assert_eq!(Body::parse(br#"{"id":1}"#).unwrap_err(), BodyError::Invalid);
+        assert_eq!(
+            Body::parse(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#).unwrap_err(),
+            BodyError::Invalid
+        );
+        assert_eq!(
+            Body::parse(br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#).unwrap_err(),
+            BodyError::Invalid
+        );
+    }
+
+    #[test]
+    fn reads_accept_headers() {
+        let both = Accepts::parse(Some("application/json, text/event-stream"));
+        assert!(both.json && both.sse);
+        let sse = Accepts::parse(Some("text/event-stream"));
+        assert!(sse.sse && !sse.json);
+        assert!(Accepts::parse(Some("*/*")).json);
+        assert!(!Accepts::parse(Some("text/html")).any());
+        assert!(!Accepts::parse(Some("application/json;q=0")).json);
+        assert!(Accepts::parse(None).sse);
+    }
+
+    #[test]
+    fn finds_initialize() {
+        let b = Body::parse(br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
+            .expect("valid");
+        assert!(b.initialize().is_some());
+        assert!(!b.batch);
+    }
+}

@@ -1,0 +1,40 @@
+//! Building HTTP answers: JSON-RPC bodies with a status, and plain status answers.
+
+use crate::protocol::{self, RpcError};
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::Value;
+
+/// A JSON body with `status`.
+pub fn json(status: StatusCode, body: &Value) -> Response {
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A JSON-RPC error response (`id` null when the request's id is unknown) with `status`.
+pub fn rpc_error(status: StatusCode, id: Option<&Value>, err: &RpcError) -> Response {
+    json(status, &protocol::error_response(id, err))
+}
+
+/// A status with a short JSON-RPC error body saying why, for transport-level refusals.
+pub fn refuse(status: StatusCode, message: &str) -> Response {
+    let code = match status {
+        StatusCode::BAD_REQUEST => protocol::code::INVALID_REQUEST,
+        StatusCode::NOT_FOUND => protocol::code::INVALID_REQUEST,
+        _ => protocol::code::UNAVAILABLE,
+    };
+    rpc_error(status, None, &RpcError::new(code, message))
+}
+
+/// `202 Accepted` with no body: the answer to notifications and responses.
+pub fn accepted() -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}

@@ -1,0 +1,172 @@
+//! The node's internal HTTP listener (HTTP/1.1 and h2c): `/mcp` for forwarded client traffic,
+//! the membership view for gateways, and health.
+//!
+//! Request path: parse the body → pick the era → check that this node owns the routing key
+//! (else 421 with our epoch) → the session-era or stateless-era handler.
+
+use crate::internal;
+use crate::protocol::{self, BodyError, Era, RpcError};
+use crate::reply;
+use crate::session::Sessions;
+use crate::session_era;
+use crate::stateless_era::{self, Affinity};
+use crate::upstream::Upstream;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use shardgate_raft::{Membership, NodeId, Ring};
+use std::sync::{Arc, RwLock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Largest body a node takes; the gateway enforces the client-facing limit before this.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+pub struct NodeState {
+    pub id: NodeId,
+    ring: RwLock<Arc<Ring>>,
+    pub sessions: Sessions,
+    pub affinity: Affinity,
+    pub upstream: Arc<dyn Upstream>,
+}
+
+impl NodeState {
+    pub fn new(id: NodeId, membership: Membership, upstream: Arc<dyn Upstream>) -> Self {
+        NodeState {
+            id,
+            ring: RwLock::new(Arc::new(Ring::new(membership))),
+            sessions: Sessions::default(),
+            affinity: Affinity::default(),
+            upstream,
+        }
+    }
+
+    pub fn ring(&self) -> Arc<Ring> {
+        self.ring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+pub fn router(state: Arc<NodeState>) -> Router {
+    Router::new()
+        .route(
+            "/mcp",
+            get(mcp_get).post(mcp_post).delete(mcp_delete),
+        )
+        .route(internal::MEMBERSHIP_PATH, get(membership))
+        .route("/health", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` is cancelled, then finishes the requests in flight.
+pub async fn serve(listener: TcpListener, state: Arc<NodeState>, shutdown: CancellationToken) {
+    crate::listener::serve(listener, router(state), None, shutdown).await
+}
+
+async fn membership(State(node): State<Arc<NodeState>>) -> Response {
+    let ring = node.ring();
+    axum::Json(ring.membership().clone()).into_response()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// 421 unless this node owns the request's routing key under its current view. The key is
+/// the one the gateway routed by; a request sent to a node directly is routed by its session id.
+fn check_owner(node: &NodeState, headers: &HeaderMap) -> Result<(), Response> {
+    let key = header(headers, internal::ROUTE_KEY)
+        .or_else(|| header(headers, internal::NEW_SESSION))
+        .or_else(|| header(headers, protocol::HEADER_SESSION_ID));
+    let Some(key) = key else {
+        // Nothing to route by: a direct, sessionless request. Any node may answer it.
+        return Ok(());
+    };
+    let ring = node.ring();
+    if ring.owns(&node.id, key.as_bytes()) {
+        return Ok(());
+    }
+    let owner = ring.owner(key.as_bytes()).map(|m| m.id.to_string());
+    tracing::debug!(key, owner = ?owner, epoch = ring.epoch(), "misdirected request");
+    let mut resp = reply::refuse(
+        StatusCode::MISDIRECTED_REQUEST,
+        &format!("node {} does not own this key at epoch {}", node.id, ring.epoch()),
+    );
+    resp.headers_mut()
+        .insert(internal::EPOCH, HeaderValue::from(ring.epoch()));
+    Err(resp)
+}
+
+async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match protocol::Body::parse(&body) {
+        Ok(b) => b,
+        Err(BodyError::Parse) => {
+            return reply::rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                &RpcError::new(protocol::code::PARSE_ERROR, "Parse error: body is not JSON"),
+            );
+        }
+        Err(BodyError::Invalid) => {
+            return reply::rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                &RpcError::new(
+                    protocol::code::INVALID_REQUEST,
+                    "Invalid Request: not a JSON-RPC 2.0 message",
+                ),
+            );
+        }
+    };
+    if let Err(resp) = check_owner(&node, &headers) {
+        return resp;
+    }
+    let era = protocol::classify_era(
+        header(&headers, protocol::HEADER_PROTOCOL_VERSION),
+        body.messages.first().map(|(_, v)| v),
+    );
+    match era {
+        Era::Session => session_era::post(&node, &headers, body).await,
+        Era::Stateless => stateless_era::post(&node, &headers, body).await,
+    }
+}
+
+/// GET and DELETE exist only in the session era; a stateless-era client gets 405.
+fn stateless_refusal(headers: &HeaderMap, method: &Method) -> Option<Response> {
+    let era = protocol::classify_era(header(headers, protocol::HEADER_PROTOCOL_VERSION), None);
+    (era == Era::Stateless).then(|| {
+        let mut resp = reply::refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{method} is not part of the 2026-07-28 revision"),
+        );
+        resp.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        resp
+    })
+}
+
+async fn mcp_get(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = stateless_refusal(&headers, &Method::GET) {
+        return resp;
+    }
+    if let Err(resp) = check_owner(&node, &headers) {
+        return resp;
+    }
+    session_era::get(&node, &headers)
+}
+
+async fn mcp_delete(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = stateless_refusal(&headers, &Method::DELETE) {
+        return resp;
+    }
+    if let Err(resp) = check_owner(&node, &headers) {
+        return resp;
+    }
+    session_era::delete(&node, &headers)
+}

@@ -1,0 +1,311 @@
+//! Session-era state: one [`Session`] per `Mcp-Session-Id`, held in the [`Sessions`] table.
+//!
+//! Everything a session is lives here, in one place: its negotiated revision and the client's
+//! `initialize` params, its SSE streams with their event logs, the requests it has in flight and
+//! the server-to-client requests it is waiting on, and the upstream's per-session state. Later
+//! steps persist exactly this and rebuild it on another node.
+
+use crate::protocol::{self, RpcError};
+use crate::stream::EventStream;
+use crate::upstream::{BoxFuture, Peer, UpstreamState};
+use bytes::Bytes;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// Finished request streams a session keeps for replay, beyond which the oldest go.
+const RETAINED_STREAMS: usize = 64;
+/// The standalone (GET) stream's id; request streams count up from 1.
+pub const STANDALONE_STREAM: u64 = 0;
+
+type Pending = oneshot::Sender<Result<Value, RpcError>>;
+
+struct Inner {
+    streams: BTreeMap<u64, Arc<EventStream>>,
+    next_stream: u64,
+    /// Server-to-client requests awaiting the client's answer, by request id.
+    pending: HashMap<String, Pending>,
+    next_request: u64,
+    /// Client requests being served, by request id, for `notifications/cancelled`.
+    in_flight: HashMap<String, CancellationToken>,
+}
+
+pub struct Session {
+    pub id: String,
+    pub protocol_version: String,
+    /// The client's `initialize` params, kept to re-initialize an upstream later.
+    pub initialize_params: Value,
+    pub upstream_state: UpstreamState,
+    inner: Mutex<Inner>,
+    /// Cancelled when the session ends: every call in flight stops.
+    ended: CancellationToken,
+}
+
+/// A request id as a map key: its JSON text, so `1` and `"1"` stay distinct.
+fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+impl Session {
+    pub fn new(
+        id: String,
+        protocol_version: String,
+        initialize_params: Value,
+        upstream_state: UpstreamState,
+    ) -> Self {
+        let mut streams = BTreeMap::new();
+        streams.insert(
+            STANDALONE_STREAM,
+            Arc::new(EventStream::new(STANDALONE_STREAM)),
+        );
+        Session {
+            id,
+            protocol_version,
+            initialize_params,
+            upstream_state,
+            inner: Mutex::new(Inner {
+                streams,
+                next_stream: STANDALONE_STREAM + 1,
+                pending: HashMap::new(),
+                next_request: 0,
+                in_flight: HashMap::new(),
+            }),
+            ended: CancellationToken::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn client_capabilities(&self) -> Value {
+        self.initialize_params
+            .get("capabilities")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()))
+    }
+
+    /// Opens the stream that carries one POST's responses and related messages.
+    pub fn open_stream(&self) -> Arc<EventStream> {
+        let mut inner = self.lock();
+        let id = inner.next_stream;
+        inner.next_stream += 1;
+        let stream = Arc::new(EventStream::new(id));
+        inner.streams.insert(id, stream.clone());
+        let finished: Vec<u64> = inner
+            .streams
+            .iter()
+            .filter(|(id, s)| **id != STANDALONE_STREAM && s.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for old in finished.iter().take(finished.len().saturating_sub(RETAINED_STREAMS)) {
+            inner.streams.remove(old);
+        }
+        stream
+    }
+
+    pub fn stream(&self, id: u64) -> Option<Arc<EventStream>> {
+        self.lock().streams.get(&id).cloned()
+    }
+
+    pub fn standalone(&self) -> Arc<EventStream> {
+        self.lock()
+            .streams
+            .get(&STANDALONE_STREAM)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(EventStream::new(STANDALONE_STREAM)))
+    }
+
+    /// Records a client request as in flight; its token is cancelled by
+    /// `notifications/cancelled` or the end of the session.
+    pub fn begin_request(&self, id: &Value) -> CancellationToken {
+        let token = self.ended.child_token();
+        self.lock().in_flight.insert(id_key(id), token.clone());
+        token
+    }
+
+    pub fn end_request(&self, id: &Value) {
+        self.lock().in_flight.remove(&id_key(id));
+    }
+
+    pub fn cancel_request(&self, id: &Value) {
+        if let Some(token) = self.lock().in_flight.remove(&id_key(id)) {
+            token.cancel();
+        }
+    }
+
+    /// Hands a client's answer to the server-to-client request waiting for it; false when no
+    /// request of this session waits for that id.
+    pub fn deliver_response(&self, msg: &Value) -> bool {
+        let Some(id) = msg.get("id") else {
+            return false;
+        };
+        let Some(waiter) = self.lock().pending.remove(&id_key(id)) else {
+            return false;
+        };
+        let answer = match (msg.get("result"), msg.get("error")) {
+            (Some(result), _) => Ok(result.clone()),
+            (None, Some(err)) => Err(RpcError::new(
+                err.get("code").and_then(Value::as_i64).unwrap_or(0),
+                err.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("client error"),
+            )
+            .with_data(err.get("data").cloned().unwrap_or(Value::Null))),
+            (None, None) => return false,
+        };
+        let _ = waiter.send(answer);
+        true
+    }
+
+    /// Sends a request to the client on `stream` and waits for the answer, the call's
+    /// cancellation, or the end of the session.
+    pub async fn request_client(
+        &self,
+        stream: &EventStream,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut inner = self.lock();
+            inner.next_request += 1;
+            let id = Value::String(format!("sg-{}", inner.next_request));
+            inner.pending.insert(id_key(&id), tx);
+            id
+        };
+        stream.push(encode(&protocol::request(&id, method, params)));
+        tokio::select! {
+            answer = rx => answer.unwrap_or_else(|_| Err(RpcError::new(
+                protocol::code::INTERNAL_ERROR,
+                "session ended while waiting for the client",
+            ))),
+            _ = self.ended.cancelled() => {
+                self.lock().pending.remove(&id_key(&id));
+                Err(RpcError::new(protocol::code::INTERNAL_ERROR, "session ended"))
+            }
+        }
+    }
+
+    /// Ends the session: calls in flight are cancelled and every stream closes.
+    pub fn end(&self) {
+        self.ended.cancel();
+        let mut inner = self.lock();
+        inner.pending.clear();
+        for s in inner.streams.values() {
+            s.finish();
+        }
+    }
+}
+
+/// A new session id: 192 bits from the operating system's CSPRNG, URL-safe base64 (32 visible
+/// ASCII characters).
+pub fn mint_id() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 24];
+    // The OS generator failing is not recoverable in any useful way: nothing else is safe to
+    // hand out as a session credential.
+    getrandom::fill(&mut bytes).expect("operating system random generator");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn encode(msg: &Value) -> Bytes {
+    Bytes::from(msg.to_string())
+}
+
+/// The client, as an upstream call of a session sees it: messages go on `stream`.
+pub struct StreamPeer {
+    pub session: Arc<Session>,
+    pub stream: Arc<EventStream>,
+}
+
+impl Peer for StreamPeer {
+    fn notify(&self, method: &str, params: Value) {
+        self.stream
+            .push(encode(&protocol::notification(method, params)));
+    }
+
+    fn request(&self, method: &str, params: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
+        let method = method.to_owned();
+        Box::pin(async move {
+            self.session
+                .request_client(&self.stream, &method, params)
+                .await
+        })
+    }
+
+    fn disconnect(&self) {
+        self.stream.detach();
+    }
+}
+
+/// The client during `initialize`, before a session exists: it can be told nothing yet.
+pub struct NoPeer;
+
+impl Peer for NoPeer {
+    fn notify(&self, _method: &str, _params: Value) {}
+
+    fn request(&self, method: &str, _params: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
+        let err = RpcError::new(
+            protocol::code::INVALID_REQUEST,
+            format!("{method} cannot be sent before the session is initialized"),
+        );
+        Box::pin(async move { Err(err) })
+    }
+
+    fn disconnect(&self) {}
+}
+
+/// The table of live sessions on this node.
+#[derive(Default)]
+pub struct Sessions {
+    map: RwLock<HashMap<String, Arc<Session>>>,
+}
+
+impl Sessions {
+    pub fn insert(&self, session: Arc<Session>) {
+        self.map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session.id.clone(), session);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// Removes and ends a session; false when there was none.
+    pub fn remove(&self, id: &str) -> bool {
+        let removed = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        match removed {
+            Some(s) => {
+                s.end();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,267 @@
+//! The session era (2025-03-26 … 2025-11-25) on a node: `initialize` creates a session, every
+//! later POST, GET and DELETE names it with `Mcp-Session-Id`.
+//!
+//! A POST that carries requests is answered with an SSE stream of its own (or one JSON body when
+//! the client accepts only JSON); the calls run in tasks of their own, so a client that drops
+//! the connection loses nothing: it resumes the stream with `Last-Event-ID` on a GET.
+
+use crate::internal;
+use crate::protocol::{self, Accepts, Message, RpcError};
+use crate::reply;
+use crate::server::NodeState;
+use crate::session::{self, Session, StreamPeer};
+use crate::sse;
+use crate::stream::{EventId, EventStream, ReplayError};
+use crate::upstream::{Call, UpstreamState};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::join_all;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The session a request names: 400 when it names none, 404 when it is unknown or ended.
+fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
+    let Some(id) = header(headers, protocol::HEADER_SESSION_ID) else {
+        return Err(reply::refuse(
+            StatusCode::BAD_REQUEST,
+            "missing Mcp-Session-Id header",
+        ));
+    };
+    node.sessions
+        .get(id)
+        .ok_or_else(|| reply::refuse(StatusCode::NOT_FOUND, "session not found"))
+}
+
+pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Body) -> Response {
+    if let Some(init) = body.initialize() {
+        return initialize(node, headers, init).await;
+    }
+    let session = match session_of(node, headers) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    if let Some(v) = header(headers, protocol::HEADER_PROTOCOL_VERSION)
+        && !protocol::is_session_version(v)
+    {
+        return reply::rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &RpcError::new(
+                protocol::code::INVALID_REQUEST,
+                format!("unsupported MCP-Protocol-Version {v:?}"),
+            )
+            .with_data(serde_json::json!({ "supported": protocol::SESSION_ERA_VERSIONS })),
+        );
+    }
+    let mut requests = Vec::new();
+    for (msg, value) in body.messages {
+        match msg {
+            Message::Response { .. } => {
+                if !session.deliver_response(&value) {
+                    tracing::debug!(session = %session.id, "response to no pending request");
+                }
+            }
+            Message::Notification { method } => notification(node, &session, &method, &value),
+            Message::Request { id, method } => requests.push((id, method, value)),
+        }
+    }
+    if requests.is_empty() {
+        return reply::accepted();
+    }
+    let accepts = Accepts::parse(header(headers, "accept"));
+    if accepts.sse {
+        let stream = session.open_stream();
+        let (resume, rx) = stream.attach_now();
+        let first = priming(&session, resume);
+        tokio::spawn(serve_on_stream(node.clone(), session, stream, requests));
+        sse::response(first, rx, ())
+    } else {
+        // JSON only: related notifications and requests go on the standalone stream.
+        let stream = session.standalone();
+        let answers = join_all(
+            requests
+                .into_iter()
+                .map(|r| serve_one(node, &session, &stream, r)),
+        )
+        .await;
+        let answers: Vec<Value> = answers.into_iter().flatten().collect();
+        match (body.batch, answers.as_slice()) {
+            (_, []) => reply::accepted(),
+            (false, [one]) => reply::json(StatusCode::OK, one),
+            _ => reply::json(StatusCode::OK, &Value::Array(answers)),
+        }
+    }
+}
+
+/// Runs the requests of one POST and writes each answer to its stream, then ends the stream.
+async fn serve_on_stream(
+    node: Arc<NodeState>,
+    session: Arc<Session>,
+    stream: Arc<EventStream>,
+    requests: Vec<(Value, String, Value)>,
+) {
+    join_all(requests.into_iter().map(|r| {
+        let (node, session, stream) = (&node, &session, &stream);
+        async move {
+            if let Some(answer) = serve_one(node, session, stream, r).await {
+                stream.push(session::encode(&answer));
+            }
+        }
+    }))
+    .await;
+    stream.finish();
+}
+
+/// Serves one request; `None` when the client cancelled it (a cancelled request gets no answer).
+async fn serve_one(
+    node: &NodeState,
+    session: &Arc<Session>,
+    stream: &Arc<EventStream>,
+    (id, method, value): (Value, String, Value),
+) -> Option<Value> {
+    if method == "initialize" {
+        let err = RpcError::new(
+            protocol::code::INVALID_REQUEST,
+            "session is already initialized",
+        );
+        return Some(protocol::error_response(Some(&id), &err));
+    }
+    let cancel = session.begin_request(&id);
+    let call = Call {
+        method,
+        params: value.get("params").cloned().unwrap_or(Value::Null),
+        peer: Arc::new(StreamPeer {
+            session: session.clone(),
+            stream: stream.clone(),
+        }),
+        state: session.upstream_state.clone(),
+        cancel: cancel.clone(),
+        protocol_version: session.protocol_version.clone(),
+        client_capabilities: session.client_capabilities(),
+    };
+    let outcome = tokio::select! {
+        r = node.upstream.call(call) => Some(r),
+        _ = cancel.cancelled() => None,
+    };
+    session.end_request(&id);
+    outcome.map(|r| match r {
+        Ok(result) => protocol::response(&id, result),
+        Err(e) => protocol::error_response(Some(&id), &e),
+    })
+}
+
+/// The priming event, for clients of 2025-11-25 and later: older clients may try to parse its
+/// empty `data` as JSON, so they get none (they cannot resume from it anyway).
+fn priming(session: &Session, resume: EventId) -> Option<bytes::Bytes> {
+    (session.protocol_version.as_str() >= "2025-11-25").then(|| sse::priming(resume))
+}
+
+fn notification(node: &NodeState, session: &Session, method: &str, value: &Value) {
+    let params = value.get("params").cloned().unwrap_or(Value::Null);
+    if method == "notifications/cancelled"
+        && let Some(id) = params.get("requestId")
+    {
+        session.cancel_request(id);
+    }
+    node.upstream
+        .notification(method, &params, &session.upstream_state);
+}
+
+async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) -> Response {
+    let id = init.get("id").cloned().unwrap_or(Value::Null);
+    let params = init.get("params").cloned().unwrap_or(Value::Null);
+    let Some(requested) = params.get("protocolVersion").and_then(Value::as_str) else {
+        let err = RpcError::new(
+            protocol::code::INVALID_PARAMS,
+            "initialize needs params.protocolVersion",
+        );
+        return reply::rpc_error(StatusCode::BAD_REQUEST, Some(&id), &err);
+    };
+    let session_id = header(headers, internal::NEW_SESSION)
+        .map(str::to_owned)
+        .unwrap_or_else(session::mint_id);
+    let state = UpstreamState::default();
+    let call = Call {
+        method: "initialize".into(),
+        params: params.clone(),
+        peer: Arc::new(session::NoPeer),
+        state: state.clone(),
+        cancel: Default::default(),
+        protocol_version: requested.to_owned(),
+        client_capabilities: params.get("capabilities").cloned().unwrap_or_default(),
+    };
+    let result = match node.upstream.call(call).await {
+        Ok(r) => r,
+        Err(e) => return reply::rpc_error(StatusCode::OK, Some(&id), &e),
+    };
+    let negotiated = result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(requested)
+        .to_owned();
+    let session = Arc::new(Session::new(
+        session_id.clone(),
+        negotiated,
+        params,
+        state,
+    ));
+    node.sessions.insert(session);
+    tracing::info!(session = %session_id, "session initialized");
+    let mut resp = reply::json(StatusCode::OK, &protocol::response(&id, result));
+    if let Ok(v) = HeaderValue::from_str(&session_id) {
+        resp.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
+    }
+    resp
+}
+
+pub fn get(node: &NodeState, headers: &HeaderMap) -> Response {
+    let session = match session_of(node, headers) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    if !Accepts::parse(header(headers, "accept")).sse {
+        return reply::refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            "GET needs Accept: text/event-stream",
+        );
+    }
+    let Some(last) = header(headers, protocol::HEADER_LAST_EVENT_ID) else {
+        let (resume, rx) = session.standalone().attach_now();
+        return sse::response(priming(&session, resume), rx, ());
+    };
+    let Some(event) = EventId::parse(last) else {
+        return reply::refuse(StatusCode::BAD_REQUEST, "malformed Last-Event-ID");
+    };
+    let Some(stream) = session.stream(event.stream) else {
+        return reply::refuse(
+            StatusCode::BAD_REQUEST,
+            "Last-Event-ID names a stream this session no longer keeps",
+        );
+    };
+    match stream.attach(event.seq) {
+        Ok(rx) => sse::response(None, rx, ()),
+        Err(ReplayError::Gap { oldest }) => reply::refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("events after {event} are no longer kept (oldest is {oldest})"),
+        ),
+        Err(ReplayError::Unknown) => {
+            reply::refuse(StatusCode::BAD_REQUEST, "Last-Event-ID was never sent")
+        }
+    }
+}
+
+pub fn delete(node: &NodeState, headers: &HeaderMap) -> Response {
+    let Some(id) = header(headers, protocol::HEADER_SESSION_ID) else {
+        return reply::refuse(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header");
+    };
+    if node.sessions.remove(id) {
+        tracing::info!(session = %id, "session deleted");
+        StatusCode::OK.into_response()
+    } else {
+        reply::refuse(StatusCode::NOT_FOUND, "session not found")
+    }
+}

@@ -1,0 +1,187 @@
+//! The checks a stateless-era (2026-07-28) request must pass before it is served, in the order
+//! the specification implies: required `_meta` (-32602), `MCP-Protocol-Version` against `_meta`
+//! (-32020), a revision we speak (-32022), `Mcp-Method` and `Mcp-Name` against the body (-32020),
+//! a method this era has (404, -32601), a valid log level (-32602).
+//!
+//! Pure functions over headers and the parsed body, so the gateway (which parses the body and
+//! so must validate it) and the node run the same code.
+
+use crate::protocol::{self, RpcError, code};
+use base64::Engine;
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+/// The client-to-server requests of the 2026-07-28 revision.
+pub const METHODS: [&str; 10] = [
+    "server/discover",
+    "completion/complete",
+    "prompts/get",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "subscriptions/listen",
+    "tools/call",
+    "tools/list",
+];
+
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// A stateless-era request that passed every check.
+#[derive(Debug)]
+pub struct Checked {
+    pub id: Value,
+    pub method: String,
+    pub version: String,
+    pub client_capabilities: Value,
+}
+
+/// A refusal: the HTTP status and the JSON-RPC error that explains it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub error: RpcError,
+}
+
+fn refuse(status: StatusCode, code: i64, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        error: RpcError::new(code, message),
+    }
+}
+
+fn mismatch(message: impl Into<String>) -> Refusal {
+    refuse(StatusCode::BAD_REQUEST, code::HEADER_MISMATCH, message)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Decodes an `Mcp-Name`/`Mcp-Param-*` value: `=?base64?…?=` (exactly, lowercase) is strict
+/// padded base64 of UTF-8; anything else is the literal value.
+pub fn decode_header_value(raw: &str) -> Result<String, ()> {
+    match raw
+        .strip_prefix("=?base64?")
+        .and_then(|rest| rest.strip_suffix("?="))
+    {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or(()),
+        None => Ok(raw.to_owned()),
+    }
+}
+
+/// The body field `Mcp-Name` must mirror, for the methods that carry one.
+fn name_field(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// Runs every check on one request message (`msg` must classify as a request).
+pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let method = msg
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let meta = msg.get("params").and_then(|p| p.get("_meta"));
+    let version = meta
+        .and_then(|m| m.get(protocol::META_PROTOCOL_VERSION))
+        .and_then(Value::as_str);
+    let caps = meta
+        .and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES))
+        .filter(|c| c.is_object());
+    let (Some(version), Some(caps)) = (version, caps) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_PARAMS,
+            format!(
+                "params._meta must carry {} and {}",
+                protocol::META_PROTOCOL_VERSION,
+                protocol::META_CLIENT_CAPABILITIES
+            ),
+        ));
+    };
+    match header(headers, protocol::HEADER_PROTOCOL_VERSION) {
+        None => return Err(mismatch("missing MCP-Protocol-Version header")),
+        Some(h) if h != version => {
+            return Err(mismatch(format!(
+                "Header mismatch: MCP-Protocol-Version header value '{h}' does not match body value '{version}'"
+            )));
+        }
+        Some(_) => {}
+    }
+    if !protocol::is_stateless_version(version) {
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            error: protocol::unsupported_version(version),
+        });
+    }
+    match header(headers, protocol::HEADER_METHOD) {
+        None => return Err(mismatch("missing Mcp-Method header")),
+        Some(h) if h != method => {
+            return Err(mismatch(format!(
+                "Header mismatch: Mcp-Method header value '{h}' does not match body value '{method}'"
+            )));
+        }
+        Some(_) => {}
+    }
+    if let Some(field) = name_field(&method) {
+        let body_value = msg
+            .get("params")
+            .and_then(|p| p.get(field))
+            .and_then(Value::as_str);
+        let Some(raw) = header(headers, protocol::HEADER_NAME) else {
+            return Err(mismatch("missing Mcp-Name header"));
+        };
+        let decoded = decode_header_value(raw)
+            .map_err(|()| mismatch("Mcp-Name header is not valid base64-encoded UTF-8"))?;
+        if Some(decoded.as_str()) != body_value {
+            return Err(mismatch(format!(
+                "Header mismatch: Mcp-Name header value '{decoded}' does not match body value '{}'",
+                body_value.unwrap_or_default()
+            )));
+        }
+    }
+    if !METHODS.contains(&method.as_str()) {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            code::METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+        ));
+    }
+    if let Some(level) = meta.and_then(|m| m.get(protocol::META_LOG_LEVEL))
+        && !level.as_str().is_some_and(|l| LOG_LEVELS.contains(&l))
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_PARAMS,
+            format!("unknown log level {level}"),
+        ));
+    }
+    Ok(Checked {
+        id,
+        method,
+        version: version.to_owned(),
+        client_capabilities: caps.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

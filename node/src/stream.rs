@@ -1,0 +1,255 @@
+//! One SSE stream of a session: its bounded event log and its current listener.
+//!
+//! Event ids are `<stream>-<seq>`: unique within the session and naming the stream they belong
+//! to, so a `Last-Event-ID` resumes exactly that stream and nothing of another one. `seq` 0 is
+//! the priming event (an id and an empty `data`), so a client that saw nothing else can still
+//! resume from it.
+//!
+//! Writers never wait for a reader: an event goes to the log and, if a listener is attached and
+//! keeping up, to the listener. A listener that falls behind is detached; its client resumes
+//! from the log with `Last-Event-ID`.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+
+/// Events a stream keeps for replay.
+pub const LOG_CAPACITY: usize = 1024;
+/// Events buffered towards a live listener before it counts as fallen behind.
+const LISTENER_BUFFER: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EventId {
+    pub stream: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    pub fn parse(s: &str) -> Option<EventId> {
+        let (stream, seq) = s.trim().split_once('-')?;
+        Some(EventId {
+            stream: stream.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.stream, self.seq)
+    }
+}
+
+/// One SSE event: an id and a serialized JSON-RPC message (empty for the priming event).
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub id: EventId,
+    pub data: Bytes,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReplayError {
+    /// Events after the given id have already left the bounded log.
+    Gap { oldest: EventId },
+    /// The id is ahead of anything this stream has sent.
+    Unknown,
+}
+
+struct State {
+    log: VecDeque<Event>,
+    next_seq: u64,
+    listener: Option<mpsc::Sender<Event>>,
+    finished: bool,
+}
+
+pub struct EventStream {
+    id: u64,
+    state: Mutex<State>,
+}
+
+impl EventStream {
+    /// A new stream; its priming event takes `seq` 0.
+    pub fn new(id: u64) -> Self {
+        EventStream {
+            id,
+            state: Mutex::new(State {
+                log: VecDeque::new(),
+                next_seq: 1,
+                listener: None,
+                finished: false,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves a consistent log (pushes are single
+        // operations), so a poisoned lock is still safe to use.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends a message, hands it to the listener if one keeps up, and returns its id.
+    pub fn push(&self, data: Bytes) -> EventId {
+        let mut st = self.lock();
+        let id = EventId {
+            stream: self.id,
+            seq: st.next_seq,
+        };
+        st.next_seq += 1;
+        let event = Event { id, data };
+        if st.log.len() == LOG_CAPACITY {
+            st.log.pop_front();
+        }
+        st.log.push_back(event.clone());
+        if let Some(tx) = &st.listener
+            && tx.try_send(event).is_err()
+        {
+            st.listener = None;
+        }
+        id
+    }
+
+    /// Marks the stream complete: the listener's body ends once it has drained.
+    pub fn finish(&self) {
+        let mut st = self.lock();
+        st.finished = true;
+        st.listener = None;
+    }
+
+    /// Drops the current listener, ending its connection; the stream itself goes on.
+    pub fn detach(&self) {
+        self.lock().listener = None;
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
+    /// Attaches a listener for events from now on; returns the id to resume from (the id of the
+    /// priming event the caller sends first).
+    pub fn attach_now(&self) -> (EventId, mpsc::Receiver<Event>) {
+        let mut st = self.lock();
+        let resume = EventId {
+            stream: self.id,
+            seq: st.next_seq - 1,
+        };
+        let (tx, rx) = mpsc::channel(LISTENER_BUFFER);
+        st.listener = if st.finished { None } else { Some(tx) };
+        (resume, rx)
+    }
+
+    /// Attaches a new listener (replacing any previous one), first replaying every logged event
+    /// after `after`. A finished stream yields its replay and then ends.
+    pub fn attach(&self, after: u64) -> Result<mpsc::Receiver<Event>, ReplayError> {
+        let mut st = self.lock();
+        if after >= st.next_seq {
+            return Err(ReplayError::Unknown);
+        }
+        if let Some(oldest) = st.log.front()
+            && oldest.id.seq > after + 1
+        {
+            return Err(ReplayError::Gap { oldest: oldest.id });
+        }
+        let missed: Vec<Event> = st
+            .log
+            .iter()
+            .filter(|e| e.id.seq > after)
+            .cloned()
+            .collect();
+        let (tx, rx) = mpsc::channel(missed.len() + LISTENER_BUFFER);
+        for e in missed {
+            // Capacity was sized for the replay, so this cannot fail.
+            let _ = tx.try_send(e);
+        }
+        st.listener = if st.finished { None } else { Some(tx) };
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(i: u64) -> Bytes {
+        Bytes::from(format!("{{\"n\":{i}}}"))
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Event>) -> Vec<u64> {
+        let mut out = vec![];
+        while let Ok(e) = rx.try_recv() {
+            out.push(e.id.seq);
+        }
+        out
+    }
+
+    #[test]
+    fn event_ids_round_trip() {
+        let id = EventId { stream: 7, seq: 42 };
+        assert_eq!(EventId::parse(&id.to_string()), Some(id));
+        assert_eq!(EventId::parse("x-1"), None);
+        assert_eq!(EventId::parse("1"), None);
+    }
+
+    #[test]
+    fn replays_exactly_the_missed_events_then_follows_live() {
+        let s = EventStream::new(3);
+        for i in 1..=5 {
+            s.push(data(i));
+        }
+        let mut rx = s.attach(2).expect("within log");
+        assert_eq!(drain(&mut rx), vec![3, 4, 5]);
+        s.push(data(6));
+        assert_eq!(drain(&mut rx), vec![6]);
+    }
+
+    #[test]
+    fn priming_id_resumes_from_the_start() {
+        let s = EventStream::new(1);
+        let (resume, _live) = s.attach_now();
+        assert_eq!(resume.to_string(), "1-0");
+        s.push(data(1));
+        let mut rx = s.attach(resume.seq).expect("from priming");
+        assert_eq!(drain(&mut rx), vec![1]);
+    }
+
+    #[test]
+    fn finished_stream_replays_and_ends() {
+        let s = EventStream::new(1);
+        s.push(data(1));
+        s.finish();
+        let mut rx = s.attach(0).expect("replay");
+        assert_eq!(drain(&mut rx), vec![1]);
+        assert!(rx.try_recv().is_err());
+        assert!(rx.is_closed() || matches!(rx.try_recv(), Err(_)));
+    }
+
+    #[test]
+    fn gap_and_unknown_ids_are_errors() {
+        let s = EventStream::new(1);
+        for i in 0..(LOG_CAPACITY as u64 + 10) {
+            s.push(data(i));
+        }
+        assert!(matches!(s.attach(1), Err(ReplayError::Gap { .. })));
+        assert_eq!(s.attach(1_000_000).unwrap_err(), ReplayError::Unknown);
+    }
+
+    #[test]
+    fn a_listener_that_falls_behind_is_detached_not_waited_for() {
+        let s = EventStream::new(1);
+        let rx = s.attach(0).expect("attach");
+        for i in 0..(LISTENER_BUFFER as u64 + 5) {
+            s.push(data(i));
+        }
+        drop(rx);
+        // The writer never blocked, and the log still holds everything for a resume.
+        let mut rx = s.attach(0).expect("resume");
+        assert_eq!(drain(&mut rx).len(), LISTENER_BUFFER + 5);
+    }
+}

@@ -1,0 +1,77 @@
+//! What a session talks to: the [`Upstream`] trait and the context a call runs in.
+//!
+//! The engine hands an upstream one client request at a time as a [`Call`]; the upstream answers
+//! with a result or a JSON-RPC error, and meanwhile may talk back to the client through the
+//! call's [`Peer`] (progress, log messages, sampling/elicitation/roots requests). Upstream state
+//! that must outlive the process (the builtin counter, for one) lives in [`UpstreamState`],
+//! which belongs to the session, not to the upstream.
+
+pub mod builtin;
+
+use crate::protocol::RpcError;
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The client side of a call, as the upstream sees it.
+pub trait Peer: Send + Sync {
+    /// Sends a notification related to the call (progress, log message, …).
+    fn notify(&self, method: &str, params: Value);
+    /// Sends a request to the client and waits for its answer (session era only; in the
+    /// stateless era an upstream returns an `input_required` result instead).
+    fn request(&self, method: &str, params: Value) -> BoxFuture<'_, Result<Value, RpcError>>;
+    /// Closes the client's connection without ending the stream (SSE polling): the client
+    /// reconnects with `Last-Event-ID` and gets what was sent meanwhile. A no-op where streams
+    /// are not resumable.
+    fn disconnect(&self);
+}
+
+/// Per-session (or, in the stateless era, per-affinity-key) state an upstream keeps between
+/// calls. JSON so that stores can persist it and another node can continue from it.
+#[derive(Clone, Default)]
+pub struct UpstreamState(Arc<Mutex<Map<String, Value>>>);
+
+impl UpstreamState {
+    /// Runs `f` on the state; never hold it across an `.await`.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Map<String, Value>) -> R) -> R {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+/// One client request handed to an upstream.
+pub struct Call {
+    pub method: String,
+    /// The request's `params`, `_meta` included, exactly as the client sent them.
+    pub params: Value,
+    pub peer: Arc<dyn Peer>,
+    pub state: UpstreamState,
+    /// Cancelled when the client cancels the request or the session ends.
+    pub cancel: CancellationToken,
+    /// The protocol revision this call is served under.
+    pub protocol_version: String,
+    /// What the client said it can do (from `initialize`, or from the request's `_meta`).
+    pub client_capabilities: Value,
+}
+
+impl Call {
+    /// The `_meta.progressToken` of the request, if the client asked for progress.
+    pub fn progress_token(&self) -> Option<&Value> {
+        self.params.get("_meta")?.get("progressToken")
+    }
+}
+
+pub trait Upstream: Send + Sync {
+    /// Serves one client request.
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, RpcError>>;
+
+    /// Takes a client notification (`notifications/initialized`, `…/roots/list_changed`, …).
+    fn notification(&self, method: &str, params: &Value, state: &UpstreamState);
+}

@@ -1,0 +1,94 @@
+//! `shardgate gateway`: the client-facing endpoint.
+
+use crate::members;
+use anyhow::Context;
+use shardgate_gateway::config::{AffinityKey, GatewayConfig, TlsFiles};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Affinity {
+    Principal,
+    PrincipalAndName,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Client-facing listener for /mcp.
+    #[arg(long, env = "SHARDGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Admin listener for /health, /health/ready and /metrics.
+    #[arg(long, env = "SHARDGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    /// Nodes to route to: `node-0=host:port,…`; the gateway adopts newer views from nodes.
+    #[arg(long, env = "SHARDGATE_MEMBERS")]
+    pub members: String,
+    /// Epoch of that membership view.
+    #[arg(long, env = "SHARDGATE_EPOCH", default_value_t = 1)]
+    pub epoch: u64,
+    /// TLS certificate chain (PEM); with --tls-key, serves HTTPS with ALPN h2/http1.1.
+    #[arg(long, env = "SHARDGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "SHARDGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Host names clients may use (repeat or comma-separate); `*` for any. Default: loopback.
+    #[arg(long = "allowed-host", env = "SHARDGATE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed besides loopback ones (repeat or comma-separate); `*` for any.
+    #[arg(long = "allowed-origin", env = "SHARDGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SHARDGATE_MAX_BODY_BYTES", default_value_t = GatewayConfig::DEFAULT_MAX_BODY)]
+    pub max_body_bytes: usize,
+    /// What the stateless-era routing key is made of.
+    #[arg(long, env = "SHARDGATE_AFFINITY", value_enum, default_value = "principal")]
+    pub affinity: Affinity,
+}
+
+impl Args {
+    pub fn config(&self) -> anyhow::Result<GatewayConfig> {
+        let membership = members::parse(&self.members, self.epoch)
+            .map_err(anyhow::Error::msg)
+            .context("--members")?;
+        let config = GatewayConfig {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            allowed_hosts: if self.allowed_hosts.is_empty() {
+                GatewayConfig::loopback_hosts()
+            } else {
+                self.allowed_hosts.clone()
+            },
+            allowed_origins: self.allowed_origins.clone(),
+            max_body_bytes: self.max_body_bytes,
+            membership,
+            affinity: match self.affinity {
+                Affinity::Principal => AffinityKey::Principal,
+                Affinity::PrincipalAndName => AffinityKey::PrincipalAndName,
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let bound = shardgate_gateway::Bound::bind(&config).await?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        endpoint = %format!("{scheme}://{}/mcp", bound.mcp.local_addr()?),
+        admin = %bound.admin.local_addr()?,
+        "gateway listening"
+    );
+    shardgate_gateway::run(config, bound, super::shutdown_on_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

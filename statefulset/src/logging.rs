@@ -1,0 +1,19 @@
+//! Logging: human-readable by default, JSON with `LOG_FORMAT=json`; the filter from
+//! `LOG_LEVEL` (tracing's env-filter syntax, default `info`).
+
+use tracing_subscriber::EnvFilter;
+
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+
+pub fn init() {
+    let filter = EnvFilter::try_from_env(LOG_LEVEL).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var(LOG_FORMAT).is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// The membership view the node starts with (static until membership comes from Raft).
     pub membership: Membership,
+    /// Cluster-wide key sealing state handed to clients (MRTR `requestState`).
+    pub state_secret: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +62,7 @@ pub async fn run(
     let state = Arc::new(NodeState::new(
         config.id,
         config.membership,
-        Arc::new(upstream::builtin::Builtin::default()),
+        Arc::new(upstream::builtin::Builtin::new(config.state_secret)),
     ));
     server::serve(listener, state, shutdown).await;
     Ok(())

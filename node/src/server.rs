@@ -60,6 +60,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         )
         .route(internal::MEMBERSHIP_PATH, get(membership))
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -72,6 +73,37 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, shutdown: Cance
 async fn membership(State(node): State<Arc<NodeState>>) -> Response {
     let ring = node.ring();
     axum::Json(ring.membership().clone()).into_response()
+}
+
+/// Prometheus text: sessions and affinity states held by this node.
+async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
+    use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+    let registry = Registry::new();
+    let gauges = [
+        (
+            "shardgate_node_sessions",
+            "session-era sessions held",
+            node.sessions.len(),
+        ),
+        (
+            "shardgate_node_ring_epoch",
+            "epoch of the node's ring",
+            node.ring().epoch() as usize,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Ok(g) = IntGauge::new(name, help) {
+            g.set(value as i64);
+            let _ = registry.register(Box::new(g));
+        }
+    }
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

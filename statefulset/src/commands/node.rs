@@ -20,6 +20,23 @@ pub struct Args {
     /// Epoch of that membership view.
     #[arg(long, env = "SHARDGATE_EPOCH", default_value_t = 1)]
     pub epoch: u64,
+    /// Cluster-wide secret (64 hex digits) that seals state handed to clients (the builtin
+    /// upstream's `requestState`); every node needs the same one. Random when not given.
+    #[arg(long, env = "SHARDGATE_STATE_SECRET", hide_env_values = true)]
+    pub state_secret: Option<String>,
+}
+
+fn parse_secret(hex: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        anyhow::bail!("--state-secret must be 64 hex digits");
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair)?;
+        out[i] = u8::from_str_radix(s, 16).context("--state-secret must be hex")?;
+    }
+    Ok(out)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -30,9 +47,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(id = %args.id, addr = %listener.local_addr()?, epoch = args.epoch, "node listening");
+    let state_secret = match &args.state_secret {
+        Some(hex) => parse_secret(hex)?,
+        None => {
+            let mut s = [0u8; 32];
+            getrandom::fill(&mut s).context("operating system random generator")?;
+            s
+        }
+    };
     let config = NodeConfig {
         id: NodeId(args.id),
         membership,
+        state_secret,
     };
     shardgate_node::run(config, listener, super::shutdown_on_signal()).await?;
     tracing::info!("node stopped");

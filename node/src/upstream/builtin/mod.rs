@@ -9,3 +9,8 @@ impl Upstream for Builtin {
     }
     fn notification(&self, _method: &str, _params: &Value, _state: &UpstreamState) {}
 }
+impl Builtin {
+    pub fn new(_secret: [u8; 32]) -> Self {
+        Builtin
+    }
+}

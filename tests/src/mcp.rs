@@ -1,0 +1,198 @@
+//! A minimal MCP client over reqwest for the end-to-end tests: enough to initialize, call,
+//! and read SSE streams event by event (including ids, to test resumption).
+
+use anyhow::{Context, bail};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::{Value, json};
+
+pub const SESSION_VERSION: &str = "2025-11-25";
+
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub endpoint: String,
+}
+
+/// One SSE event as the client saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl Event {
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.data).ok()
+    }
+}
+
+/// Reads an SSE body event by event.
+pub struct SseReader {
+    body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: BytesMut,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        SseReader {
+            body: resp.bytes_stream().boxed(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The next event, skipping comments; `None` when the stream ends.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Event>> {
+        loop {
+            if let Some(end) = find_event_end(&self.buf) {
+                let raw = self.buf.split_to(end.0);
+                let _ = self.buf.split_to(end.1);
+                let text = String::from_utf8_lossy(&raw).to_string();
+                let (mut id, mut data, mut any_field) = (None, Vec::new(), false);
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                        any_field = true;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                        any_field = true;
+                    }
+                }
+                if any_field {
+                    return Ok(Some(Event {
+                        id,
+                        data: data.join("\n"),
+                    }));
+                }
+                continue;
+            }
+            match self.body.next().await {
+                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Every remaining event until the stream ends.
+    pub async fn collect(mut self) -> anyhow::Result<Vec<Event>> {
+        let mut out = Vec::new();
+        while let Some(e) = self.next().await? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
+/// The end of the first complete event in `buf`: (event length, separator length).
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Client {
+    pub fn new(endpoint: &str) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    /// A POST with the headers every MCP client sends.
+    pub fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(&self.endpoint)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string())
+    }
+
+    /// A POST within a session.
+    pub fn session_post(&self, sid: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.post(body)
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", SESSION_VERSION)
+    }
+
+    /// Runs the session-era handshake; returns the session id.
+    pub async fn initialize(&self) -> anyhow::Result<String> {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": SESSION_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "shardgate-tests", "version": "0"}
+        }});
+        let resp = self.post(&init).send().await?;
+        if !resp.status().is_success() {
+            bail!("initialize: HTTP {}", resp.status());
+        }
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .context("no Mcp-Session-Id on the initialize response")?
+            .to_str()?
+            .to_string();
+        let answer = response_of(resp, &json!(0)).await?;
+        if answer.get("result").is_none() {
+            bail!("initialize failed: {answer}");
+        }
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let status = self.session_post(&sid, &note).send().await?.status();
+        if status.as_u16() != 202 {
+            bail!("notifications/initialized: HTTP {status}");
+        }
+        Ok(sid)
+    }
+
+    /// Sends one request in a session and returns its JSON-RPC response.
+    pub async fn request(
+        &self,
+        sid: &str,
+        id: i64,
+        method: &str,
+        params: Value,
+    ) -> anyhow::Result<Value> {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let resp = self.session_post(sid, &body).send().await?;
+        if !resp.status().is_success() {
+            bail!("{method}: HTTP {}", resp.status());
+        }
+        response_of(resp, &json!(id)).await
+    }
+
+    /// `tools/call` of the builtin `counter` tool; returns the counter's new value.
+    pub async fn count(&self, sid: &str, id: i64) -> anyhow::Result<i64> {
+        let answer = self
+            .request(sid, id, "tools/call", json!({"name": "counter", "arguments": {}}))
+            .await?;
+        let text = answer["result"]["content"][0]["text"]
+            .as_str()
+            .with_context(|| format!("counter answer without text: {answer}"))?;
+        Ok(text.trim().parse()?)
+    }
+}
+
+/// The JSON-RPC response with `id` from a JSON or SSE answer.
+pub async fn response_of(resp: reqwest::Response, id: &Value) -> anyhow::Result<Value> {
+    let is_sse = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if !is_sse {
+        return Ok(resp.json().await?);
+    }
+    let mut reader = SseReader::new(resp);
+    while let Some(event) = reader.next().await? {
+        if let Some(msg) = event.json()
+            && msg.get("id") == Some(id)
+            && (msg.get("result").is_some() || msg.get("error").is_some())
+        {
+            return Ok(msg);
+        }
+    }
+    bail!("the stream ended without a response to {id}")
+}

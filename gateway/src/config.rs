@@ -56,9 +56,7 @@ impl GatewayConfig {
 
     /// The loopback names a local deployment is reached by.
     pub fn loopback_hosts() -> Vec<String> {
-        ["localhost", "127.0.0.1", "::1"]
-            .map(String::from)
-            .to_vec()
+        ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -58,9 +58,7 @@ impl ProxyError {
             | ProxyError::Invalid
             | ProxyError::MissingSession => StatusCode::BAD_REQUEST,
             ProxyError::Stateless(r) => r.status,
-            ProxyError::NoNodes | ProxyError::Misdirected { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoNodes | ProxyError::Misdirected { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NodeUnreachable { .. } => StatusCode::BAD_GATEWAY,
         }
     }

@@ -58,7 +58,10 @@ pub enum GatewayError {
 }
 
 /// Browsers may read these response headers (a client in a page needs the session id).
-const EXPOSED: [&str; 2] = [protocol::HEADER_SESSION_ID, protocol::HEADER_PROTOCOL_VERSION];
+const EXPOSED: [&str; 2] = [
+    protocol::HEADER_SESSION_ID,
+    protocol::HEADER_PROTOCOL_VERSION,
+];
 
 fn cors(gw: &Arc<Gateway>) -> CorsLayer {
     let check = gw.clone();

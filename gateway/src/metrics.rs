@@ -25,11 +25,17 @@ impl Metrics {
             &["method", "era", "status"],
         )?;
         let errors = IntCounterVec::new(
-            Opts::new("shardgate_gateway_errors_total", "requests refused or failed"),
+            Opts::new(
+                "shardgate_gateway_errors_total",
+                "requests refused or failed",
+            ),
             &["reason", "blame"],
         )?;
         let misdirected = IntCounterVec::new(
-            Opts::new("shardgate_gateway_misdirected_total", "421 answers from nodes"),
+            Opts::new(
+                "shardgate_gateway_misdirected_total",
+                "421 answers from nodes",
+            ),
             &["retried"],
         )?;
         let latency = HistogramVec::new(

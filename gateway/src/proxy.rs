@@ -85,8 +85,12 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let refuse = |e: ProxyError| (e, None);
-    checks::host_and_origin(&gw.config, headers, parts.uri.authority().map(|a| a.as_str()))
-        .map_err(refuse)?;
+    checks::host_and_origin(
+        &gw.config,
+        headers,
+        parts.uri.authority().map(|a| a.as_str()),
+    )
+    .map_err(refuse)?;
     let version = header(headers, protocol::HEADER_PROTOCOL_VERSION);
     match parts.method {
         Method::POST => {}

@@ -34,7 +34,11 @@ impl RingView {
         if membership.epoch <= current.epoch() || membership.validate().is_err() {
             return false;
         }
-        tracing::info!(from = current.epoch(), to = membership.epoch, "adopted a newer ring");
+        tracing::info!(
+            from = current.epoch(),
+            to = membership.epoch,
+            "adopted a newer ring"
+        );
         *current = Arc::new(Ring::new(membership));
         true
     }

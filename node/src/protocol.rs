@@ -82,9 +82,8 @@ pub fn supported_versions() -> Vec<&'static str> {
 
 /// The -32022 error: `requested` is not a revision we speak; `data` lists those we do.
 pub fn unsupported_version(requested: &str) -> RpcError {
-    RpcError::new(code::UNSUPPORTED_VERSION, "Unsupported protocol version").with_data(
-        serde_json::json!({ "supported": supported_versions(), "requested": requested }),
-    )
+    RpcError::new(code::UNSUPPORTED_VERSION, "Unsupported protocol version")
+        .with_data(serde_json::json!({ "supported": supported_versions(), "requested": requested }))
 }
 
 /// Picks the era of one POSTed message (the dual-era rule of the 2026-07-28 versioning
@@ -234,6 +233,20 @@ impl Accepts {
         out
     }
 
+    /// Reads every `Accept` field of a request: several fields form one list (RFC 9110 §5.3).
+    pub fn from_headers(headers: &http::HeaderMap) -> Accepts {
+        let values: Vec<&str> = headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if values.is_empty() {
+            Accepts::parse(None)
+        } else {
+            Accepts::parse(Some(&values.join(",")))
+        }
+    }
+
     pub fn any(self) -> bool {
         self.json || self.sse
     }
@@ -313,22 +326,34 @@ mod tests {
         let req = json!({"jsonrpc":"2.0","id":1,"method":"ping"});
         let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
         let resp = json!({"jsonrpc":"2.0","id":"a","result":{}});
-        assert!(matches!(Message::classify(&req), Some(Message::Request { .. })));
-        assert!(matches!(Message::classify(&note), Some(Message::Notification { .. })));
-        assert!(matches!(Message::classify(&resp), Some(Message::Response { .. })));
+        assert!(matches!(
+            Message::classify(&req),
+            Some(Message::Request { .. })
+        ));
+        assert!(matches!(
+            Message::classify(&note),
+            Some(Message::Notification { .. })
+        ));
+        assert!(matches!(
+            Message::classify(&resp),
+            Some(Message::Response { .. })
+        ));
     }
 
     #[test]
     fn rejects_what_is_not_json_rpc() {
-        assert_eq!(Body::parse(b"{").unwrap_err(), BodyError::Parse);
-        assert_eq!(Body::parse(b"[]").unwrap_err(), BodyError::Invalid);
-        assert_eq!(Body::parse(br#"{"id":1}"#).unwrap_err(), BodyError::Invalid);
+        assert_eq!(Body::parse(b"{").expect_err("refused"), BodyError::Parse);
+        assert_eq!(Body::parse(b"[]").expect_err("refused"), BodyError::Invalid);
         assert_eq!(
-            Body::parse(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#).unwrap_err(),
+            Body::parse(br#"{"id":1}"#).expect_err("refused"),
             BodyError::Invalid
         );
         assert_eq!(
-            Body::parse(br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#).unwrap_err(),
+            Body::parse(br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#).expect_err("refused"),
+            BodyError::Invalid
+        );
+        assert_eq!(
+            Body::parse(br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#).expect_err("refused"),
             BodyError::Invalid
         );
     }

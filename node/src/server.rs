@@ -54,10 +54,7 @@ impl NodeState {
 
 pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
-        .route(
-            "/mcp",
-            get(mcp_get).post(mcp_post).delete(mcp_delete),
-        )
+        .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
         .route(internal::MEMBERSHIP_PATH, get(membership))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -110,29 +107,33 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// 421 unless this node owns the request's routing key under its current view. The key is
+/// A 421 answer unless this node owns the request's routing key under its current view. The key is
 /// the one the gateway routed by; a request sent to a node directly is routed by its session id.
-fn check_owner(node: &NodeState, headers: &HeaderMap) -> Result<(), Response> {
+fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> {
     let key = header(headers, internal::ROUTE_KEY)
         .or_else(|| header(headers, internal::NEW_SESSION))
         .or_else(|| header(headers, protocol::HEADER_SESSION_ID));
     let Some(key) = key else {
         // Nothing to route by: a direct, sessionless request. Any node may answer it.
-        return Ok(());
+        return None;
     };
     let ring = node.ring();
     if ring.owns(&node.id, key.as_bytes()) {
-        return Ok(());
+        return None;
     }
     let owner = ring.owner(key.as_bytes()).map(|m| m.id.to_string());
     tracing::debug!(key, owner = ?owner, epoch = ring.epoch(), "misdirected request");
     let mut resp = reply::refuse(
         StatusCode::MISDIRECTED_REQUEST,
-        &format!("node {} does not own this key at epoch {}", node.id, ring.epoch()),
+        &format!(
+            "node {} does not own this key at epoch {}",
+            node.id,
+            ring.epoch()
+        ),
     );
     resp.headers_mut()
         .insert(internal::EPOCH, HeaderValue::from(ring.epoch()));
-    Err(resp)
+    Some(resp)
 }
 
 async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -156,7 +157,7 @@ async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: 
             );
         }
     };
-    if let Err(resp) = check_owner(&node, &headers) {
+    if let Some(resp) = misdirected(&node, &headers) {
         return resp;
     }
     let era = protocol::classify_era(
@@ -187,7 +188,7 @@ async fn mcp_get(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> Resp
     if let Some(resp) = stateless_refusal(&headers, &Method::GET) {
         return resp;
     }
-    if let Err(resp) = check_owner(&node, &headers) {
+    if let Some(resp) = misdirected(&node, &headers) {
         return resp;
     }
     session_era::get(&node, &headers)
@@ -197,7 +198,7 @@ async fn mcp_delete(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> R
     if let Some(resp) = stateless_refusal(&headers, &Method::DELETE) {
         return resp;
     }
-    if let Err(resp) = check_owner(&node, &headers) {
+    if let Some(resp) = misdirected(&node, &headers) {
         return resp;
     }
     session_era::delete(&node, &headers)

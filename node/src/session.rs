@@ -102,7 +102,10 @@ impl Session {
             .filter(|(id, s)| **id != STANDALONE_STREAM && s.is_finished())
             .map(|(id, _)| *id)
             .collect();
-        for old in finished.iter().take(finished.len().saturating_sub(RETAINED_STREAMS)) {
+        for old in finished
+            .iter()
+            .take(finished.len().saturating_sub(RETAINED_STREAMS))
+        {
             inner.streams.remove(old);
         }
         stream

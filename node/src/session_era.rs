@@ -23,17 +23,28 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The session a request names: 400 when it names none, 404 when it is unknown or ended.
-fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, Response> {
-    let Some(id) = header(headers, protocol::HEADER_SESSION_ID) else {
-        return Err(reply::refuse(
-            StatusCode::BAD_REQUEST,
-            "missing Mcp-Session-Id header",
-        ));
-    };
-    node.sessions
-        .get(id)
-        .ok_or_else(|| reply::refuse(StatusCode::NOT_FOUND, "session not found"))
+/// Why a request has no session to be served in.
+enum NoSession {
+    /// 400: it names none.
+    Missing,
+    /// 404: it names one that is unknown or ended, so the client starts a new one.
+    Unknown,
+}
+
+impl NoSession {
+    fn reply(self) -> Response {
+        match self {
+            NoSession::Missing => {
+                reply::refuse(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header")
+            }
+            NoSession::Unknown => reply::refuse(StatusCode::NOT_FOUND, "session not found"),
+        }
+    }
+}
+
+fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, NoSession> {
+    let id = header(headers, protocol::HEADER_SESSION_ID).ok_or(NoSession::Missing)?;
+    node.sessions.get(id).ok_or(NoSession::Unknown)
 }
 
 pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Body) -> Response {
@@ -42,7 +53,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Bo
     }
     let session = match session_of(node, headers) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(no) => return no.reply(),
     };
     if let Some(v) = header(headers, protocol::HEADER_PROTOCOL_VERSION)
         && !protocol::is_session_version(v)
@@ -72,7 +83,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Bo
     if requests.is_empty() {
         return reply::accepted();
     }
-    let accepts = Accepts::parse(header(headers, "accept"));
+    let accepts = Accepts::from_headers(headers);
     if accepts.sse {
         let stream = session.open_stream();
         let (resume, rx) = stream.attach_now();
@@ -203,12 +214,7 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
         .and_then(Value::as_str)
         .unwrap_or(requested)
         .to_owned();
-    let session = Arc::new(Session::new(
-        session_id.clone(),
-        negotiated,
-        params,
-        state,
-    ));
+    let session = Arc::new(Session::new(session_id.clone(), negotiated, params, state));
     node.sessions.insert(session);
     tracing::info!(session = %session_id, "session initialized");
     let mut resp = reply::json(StatusCode::OK, &protocol::response(&id, result));
@@ -221,9 +227,9 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
 pub fn get(node: &NodeState, headers: &HeaderMap) -> Response {
     let session = match session_of(node, headers) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(no) => return no.reply(),
     };
-    if !Accepts::parse(header(headers, "accept")).sse {
+    if !Accepts::from_headers(headers).sse {
         return reply::refuse(
             StatusCode::NOT_ACCEPTABLE,
             "GET needs Accept: text/event-stream",

@@ -64,12 +64,15 @@ fn mismatch(message: impl Into<String>) -> Refusal {
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// Decodes an `Mcp-Name`/`Mcp-Param-*` value: `=?base64?…?=` (exactly, lowercase) is strict
 /// padded base64 of UTF-8; anything else is the literal value.
-pub fn decode_header_value(raw: &str) -> Result<String, ()> {
+pub fn decode_header_value(raw: &str) -> Option<String> {
     match raw
         .strip_prefix("=?base64?")
         .and_then(|rest| rest.strip_suffix("?="))
@@ -77,9 +80,8 @@ pub fn decode_header_value(raw: &str) -> Result<String, ()> {
         Some(encoded) => base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or(()),
-        None => Ok(raw.to_owned()),
+            .and_then(|bytes| String::from_utf8(bytes).ok()),
+        None => Some(raw.to_owned()),
     }
 }
 
@@ -151,7 +153,7 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
             return Err(mismatch("missing Mcp-Name header"));
         };
         let decoded = decode_header_value(raw)
-            .map_err(|()| mismatch("Mcp-Name header is not valid base64-encoded UTF-8"))?;
+            .ok_or_else(|| mismatch("Mcp-Name header is not valid base64-encoded UTF-8"))?;
         if Some(decoded.as_str()) != body_value {
             return Err(mismatch(format!(
                 "Header mismatch: Mcp-Name header value '{decoded}' does not match body value '{}'",

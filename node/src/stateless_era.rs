@@ -60,7 +60,9 @@ impl Peer for ResponsePeer {
     fn request(&self, method: &str, _params: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
         let err = RpcError::new(
             code::INTERNAL_ERROR,
-            format!("{method}: stateless-era servers ask the client through input_required results"),
+            format!(
+                "{method}: stateless-era servers ask the client through input_required results"
+            ),
         );
         Box::pin(async move { Err(err) })
     }

@@ -227,7 +227,6 @@ mod tests {
         let mut rx = s.attach(0).expect("replay");
         assert_eq!(drain(&mut rx), vec![1]);
         assert!(rx.try_recv().is_err());
-        assert!(rx.is_closed() || matches!(rx.try_recv(), Err(_)));
     }
 
     #[test]
@@ -237,7 +236,10 @@ mod tests {
             s.push(data(i));
         }
         assert!(matches!(s.attach(1), Err(ReplayError::Gap { .. })));
-        assert_eq!(s.attach(1_000_000).unwrap_err(), ReplayError::Unknown);
+        assert_eq!(
+            s.attach(1_000_000).expect_err("refused"),
+            ReplayError::Unknown
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ mod logging;
 mod members;
 
 #[derive(Parser)]
-#[command(name = "shardgate", version, about = "Sharded, stateful MCP session gateway")]
+#[command(
+    name = "shardgate",
+    version,
+    about = "Sharded, stateful MCP session gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -19,6 +19,16 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// A reqwest builder with the process-wide TLS provider (ring) installed: reqwest is built
+/// without a provider of its own, so that only one crypto library is compiled in.
+pub fn http() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
 /// The `shardgate` binary under test: `SHARDGATE_BIN`, or the one cargo built beside this test.
 pub fn shardgate_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("SHARDGATE_BIN") {

@@ -87,7 +87,10 @@ impl SseReader {
 /// The end of the first complete event in `buf`: (event length, separator length).
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, 4));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4));
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -97,7 +100,9 @@ fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
 impl Client {
     pub fn new(endpoint: &str) -> Self {
         Client {
-            http: reqwest::Client::new(),
+            // Building a client with default settings only fails without a TLS provider,
+            // which `http()` installs.
+            http: crate::http().build().unwrap_or_default(),
             endpoint: endpoint.to_string(),
         }
     }
@@ -166,7 +171,12 @@ impl Client {
     /// `tools/call` of the builtin `counter` tool; returns the counter's new value.
     pub async fn count(&self, sid: &str, id: i64) -> anyhow::Result<i64> {
         let answer = self
-            .request(sid, id, "tools/call", json!({"name": "counter", "arguments": {}}))
+            .request(
+                sid,
+                id,
+                "tools/call",
+                json!({"name": "counter", "arguments": {}}),
+            )
             .await?;
         let text = answer["result"]["content"][0]["text"]
             .as_str()

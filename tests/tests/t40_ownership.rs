@@ -63,7 +63,9 @@ async fn t10_a_node_refuses_keys_it_does_not_own() -> anyhow::Result<()> {
         match resp.status().as_u16() {
             421 => {
                 assert_eq!(
-                    resp.headers().get("x-shardgate-epoch").map(|v| v.as_bytes()),
+                    resp.headers()
+                        .get("x-shardgate-epoch")
+                        .map(|v| v.as_bytes()),
                     Some(&b"2"[..]),
                     "a 421 names the node's epoch"
                 );
@@ -73,7 +75,10 @@ async fn t10_a_node_refuses_keys_it_does_not_own() -> anyhow::Result<()> {
             other => anyhow::bail!("unexpected status {other}"),
         }
     }
-    assert!(refused > 0 && served > 0, "refused {refused}, served {served}");
+    assert!(
+        refused > 0 && served > 0,
+        "refused {refused}, served {served}"
+    );
     // A refused initialize created nothing.
     let metrics = client
         .http
@@ -120,10 +125,16 @@ async fn t20_a_stale_gateway_retries_once_at_the_new_owner() -> anyhow::Result<(
         "shardgate_gateway_misdirected_total{retried=\"yes\"} ",
     );
     println!("misdirected and retried: {retried}");
-    assert!(retried >= 1, "the stale ring sent something to a non-owner:\n{metrics}");
+    assert!(
+        retried >= 1,
+        "the stale ring sent something to a non-owner:\n{metrics}"
+    );
     assert_eq!(metric(&metrics, "shardgate_gateway_ring_epoch "), 2);
     assert_eq!(
-        metric(&metrics, "shardgate_gateway_misdirected_total{retried=\"no\"} "),
+        metric(
+            &metrics,
+            "shardgate_gateway_misdirected_total{retried=\"no\"} "
+        ),
         0
     );
     Ok(())

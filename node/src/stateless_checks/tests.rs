@@ -95,13 +95,16 @@ fn method_and_name_headers_must_match_the_body() {
 
 #[test]
 fn base64_names_are_decoded_strictly() {
-    assert_eq!(decode_header_value("=?base64?SGVsbG8=?="), Ok("Hello".into()));
-    assert!(decode_header_value("=?base64?SGVsbG8?=").is_err());
-    assert!(decode_header_value("=?base64?SGVs!!!bG8=?=").is_err());
-    assert_eq!(decode_header_value("SGVsbG8="), Ok("SGVsbG8=".into()));
+    assert_eq!(
+        decode_header_value("=?base64?SGVsbG8=?="),
+        Some("Hello".into())
+    );
+    assert!(decode_header_value("=?base64?SGVsbG8?=").is_none());
+    assert!(decode_header_value("=?base64?SGVs!!!bG8=?=").is_none());
+    assert_eq!(decode_header_value("SGVsbG8="), Some("SGVsbG8=".into()));
     assert_eq!(
         decode_header_value("=?BASE64?SGVsbG8=?="),
-        Ok("=?BASE64?SGVsbG8=?=".into())
+        Some("=?BASE64?SGVsbG8=?=".into())
     );
 }
 

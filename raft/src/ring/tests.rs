@@ -18,13 +18,24 @@ fn membership(n: usize) -> Membership {
 /// Keys shaped like real session ids: 32 URL-safe characters.
 fn keys(count: usize) -> Vec<String> {
     (0..count)
-        .map(|i| format!("{:016x}{:016x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15), i))
+        .map(|i| {
+            format!(
+                "{:016x}{:016x}",
+                (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                i
+            )
+        })
         .collect()
 }
 
 fn owners(ring: &Ring, keys: &[String]) -> Vec<NodeId> {
     keys.iter()
-        .map(|k| ring.owner(k.as_bytes()).expect("ring has members").id.clone())
+        .map(|k| {
+            ring.owner(k.as_bytes())
+                .expect("ring has members")
+                .id
+                .clone()
+        })
         .collect()
 }
 

@@ -33,16 +33,29 @@ pub struct Args {
     #[arg(long, env = "SHARDGATE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Host names clients may use (repeat or comma-separate); `*` for any. Default: loopback.
-    #[arg(long = "allowed-host", env = "SHARDGATE_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-host",
+        env = "SHARDGATE_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     pub allowed_hosts: Vec<String>,
     /// Browser origins allowed besides loopback ones (repeat or comma-separate); `*` for any.
-    #[arg(long = "allowed-origin", env = "SHARDGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "SHARDGATE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SHARDGATE_MAX_BODY_BYTES", default_value_t = GatewayConfig::DEFAULT_MAX_BODY)]
     pub max_body_bytes: usize,
     /// What the stateless-era routing key is made of.
-    #[arg(long, env = "SHARDGATE_AFFINITY", value_enum, default_value = "principal")]
+    #[arg(
+        long,
+        env = "SHARDGATE_AFFINITY",
+        value_enum,
+        default_value = "principal"
+    )]
     pub affinity: Affinity,
 }
 
@@ -82,7 +95,11 @@ impl Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let bound = shardgate_gateway::Bound::bind(&config).await?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         endpoint = %format!("{scheme}://{}/mcp", bound.mcp.local_addr()?),
         admin = %bound.admin.local_addr()?,

@@ -192,7 +192,9 @@ async fn session(
             return refuse(
                 target,
                 code::INVALID_REQUEST,
-                format!("this needs the client's {cap} capability, which the session did not declare"),
+                format!(
+                    "this needs the client's {cap} capability, which the session did not declare"
+                ),
             );
         }
         let mut answers = Map::new();

@@ -12,9 +12,6 @@ pub const SESSION_ERA_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-1
 pub const STATELESS_ERA_VERSIONS: [&str; 1] = ["2026-07-28"];
 /// The newest session-era revision, offered when a client asks for one we do not know.
 pub const LATEST_SESSION_VERSION: &str = "2025-11-25";
-/// The revision assumed when a session-era request carries no `MCP-Protocol-Version` header
-/// (the 2025-06-18 transport's backwards-compatibility rule).
-pub const DEFAULT_SESSION_VERSION: &str = "2025-03-26";
 
 pub const HEADER_SESSION_ID: &str = "mcp-session-id";
 pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -26,8 +23,6 @@ pub const HEADER_LAST_EVENT_ID: &str = "last-event-id";
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// `_meta` key of a stateless-era request that carries the client's capabilities.
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-/// `_meta` key of a stateless-era request that carries the client's implementation info.
-pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 
 /// `_meta` key of a stateless-era request that opts in to log messages at or above a level.
 pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
@@ -130,9 +125,6 @@ impl Message {
         }
     }
 
-    pub fn is_request(&self) -> bool {
-        matches!(self, Message::Request { .. })
-    }
 }
 
 /// A POST body: one message or (2025-03-26) a batch.
@@ -173,20 +165,6 @@ impl Body {
             [(Message::Request { method, .. }, v)] if method == "initialize" => Some(v),
             _ => None,
         }
-    }
-
-    pub fn has_requests(&self) -> bool {
-        self.messages.iter().any(|(m, _)| m.is_request())
-    }
-
-    /// The first request's method, if any.
-    pub fn first_method(&self) -> Option<&str> {
-        self.messages.iter().find_map(|(m, _)| match m {
-            Message::Request { method, .. } | Message::Notification { method } => {
-                Some(method.as_str())
-            }
-            Message::Response { .. } => None,
-        })
     }
 }
 
@@ -252,14 +230,12 @@ impl Accepts {
     }
 }
 
-/// `params._meta[key]` of a message, if present.
-pub fn meta<'a>(msg: &'a Value, key: &str) -> Option<&'a Value> {
-    msg.get("params")?.get("_meta")?.get(key)
-}
-
 /// The protocol revision a stateless-era request names in its `_meta`.
 pub fn meta_protocol_version(msg: &Value) -> Option<&str> {
-    meta(msg, META_PROTOCOL_VERSION).and_then(Value::as_str)
+    msg.get("params")?
+        .get("_meta")?
+        .get(META_PROTOCOL_VERSION)?
+        .as_str()
 }
 
 /// A JSON-RPC error object.

@@ -83,10 +83,6 @@ impl EventStream {
         }
     }
 
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves a consistent log (pushes are single
         // operations), so a poisoned lock is still safe to use.

@@ -77,10 +77,6 @@ impl Process {
         Ok(Process { child })
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.terminate();

@@ -74,16 +74,6 @@ impl Builtin {
     }
 }
 
-impl Default for Builtin {
-    /// With a random secret: fine for a single node, whose sealed states no other node reads.
-    fn default() -> Self {
-        let mut secret = [0u8; 32];
-        // Not input: a host without OS randomness cannot run us safely at all.
-        getrandom::fill(&mut secret).expect("the OS random source is unavailable");
-        Builtin::new(secret)
-    }
-}
-
 impl Upstream for Builtin {
     fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, RpcError>> {
         let shared = self.shared.clone();

@@ -28,6 +28,7 @@ pub use server::NodeState;
 
 use shardgate_raft::{Membership, NodeId};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +40,8 @@ pub struct NodeConfig {
     pub membership: Membership,
     /// Cluster-wide key sealing state handed to clients (MRTR `requestState`).
     pub state_secret: [u8; 32],
+    /// Sessions (and stateless affinity state) unused this long are ended.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,27 @@ pub async fn run(
         config.membership,
         Arc::new(upstream::builtin::Builtin::new(config.state_secret)),
     ));
+    tokio::spawn(reap_idle(
+        state.clone(),
+        config.idle_timeout,
+        shutdown.clone(),
+    ));
     server::serve(listener, state, shutdown).await;
     Ok(())
+}
+
+/// Ends idle sessions and forgets idle affinity state, a few times per timeout.
+async fn reap_idle(node: Arc<NodeState>, timeout: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let sessions = node.sessions.reap(timeout);
+        let keys = node.affinity.reap(timeout);
+        if sessions + keys > 0 {
+            tracing::info!(sessions, affinity_keys = keys, "ended idle state");
+        }
+    }
 }

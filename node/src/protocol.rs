@@ -124,7 +124,6 @@ impl Message {
             _ => None,
         }
     }
-
 }
 
 /// A POST body: one message or (2025-03-26) a batch.

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use shardgate_raft::{Membership, NodeId, Ring};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,17 @@ pub struct NodeState {
     pub sessions: Sessions,
     pub affinity: Affinity,
     pub upstream: Arc<dyn Upstream>,
+    /// Upstream calls running now, both eras.
+    calls_in_flight: AtomicUsize,
+}
+
+/// Counts one upstream call for as long as it lives.
+pub struct CallCount<'a>(&'a AtomicUsize);
+
+impl Drop for CallCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl NodeState {
@@ -41,7 +53,14 @@ impl NodeState {
             sessions: Sessions::default(),
             affinity: Affinity::default(),
             upstream,
+            calls_in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Marks an upstream call as running until the returned guard is dropped.
+    pub fn call_started(&self) -> CallCount<'_> {
+        self.calls_in_flight.fetch_add(1, Ordering::Relaxed);
+        CallCount(&self.calls_in_flight)
     }
 
     pub fn ring(&self) -> Arc<Ring> {
@@ -81,6 +100,11 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
             "shardgate_node_sessions",
             "session-era sessions held",
             node.sessions.len(),
+        ),
+        (
+            "shardgate_node_calls_in_flight",
+            "upstream calls running",
+            node.calls_in_flight.load(Ordering::Relaxed),
         ),
         (
             "shardgate_node_ring_epoch",

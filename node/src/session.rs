@@ -12,7 +12,9 @@ use bytes::Bytes;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Finished request streams a session keeps for replay, beyond which the oldest go.
@@ -30,6 +32,8 @@ struct Inner {
     next_request: u64,
     /// Client requests being served, by request id, for `notifications/cancelled`.
     in_flight: HashMap<String, CancellationToken>,
+    /// When the client last sent anything in this session.
+    last_active: Instant,
 }
 
 pub struct Session {
@@ -71,6 +75,7 @@ impl Session {
                 pending: HashMap::new(),
                 next_request: 0,
                 in_flight: HashMap::new(),
+                last_active: Instant::now(),
             }),
             ended: CancellationToken::new(),
         }
@@ -87,6 +92,23 @@ impl Session {
             .get("capabilities")
             .cloned()
             .unwrap_or(Value::Object(Default::default()))
+    }
+
+    /// Records client activity: an idle session is ended after a while.
+    pub fn touch(&self) {
+        self.lock().last_active = Instant::now();
+    }
+
+    /// Idle: nothing from the client for `timeout`, no call in flight and no client listening
+    /// on the standalone stream (a client waiting there for notifications is not idle).
+    pub fn is_idle(&self, timeout: Duration) -> bool {
+        let inner = self.lock();
+        inner.last_active.elapsed() >= timeout
+            && inner.in_flight.is_empty()
+            && !inner
+                .streams
+                .get(&STANDALONE_STREAM)
+                .is_some_and(|s| s.has_listener())
     }
 
     /// Opens the stream that carries one POST's responses and related messages.
@@ -301,6 +323,19 @@ impl Sessions {
         }
     }
 
+    /// Ends every idle session (see [`Session::is_idle`]); returns how many.
+    pub fn reap(&self, timeout: Duration) -> usize {
+        let idle: Vec<String> = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|s| s.is_idle(timeout))
+            .map(|s| s.id.clone())
+            .collect();
+        idle.iter().filter(|id| self.remove(id)).count()
+    }
+
     pub fn len(&self) -> usize {
         self.map
             .read()
@@ -310,5 +345,56 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn session(id: &str) -> Arc<Session> {
+        Arc::new(Session::new(
+            id.into(),
+            "2025-11-25".into(),
+            json!({}),
+            UpstreamState::default(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_sessions_are_reaped_busy_ones_kept() {
+        let sessions = Sessions::default();
+        let (idle, busy, listening) = (session("idle"), session("busy"), session("listening"));
+        for s in [&idle, &busy, &listening] {
+            sessions.insert(s.clone());
+        }
+        let _token = busy.begin_request(&json!(1));
+        let (_, _rx) = listening.standalone().attach_now();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(sessions.reap(Duration::from_secs(30)), 1);
+        assert!(sessions.get("idle").is_none());
+        assert!(sessions.get("busy").is_some() && sessions.get("listening").is_some());
+        busy.touch();
+        assert_eq!(sessions.reap(Duration::from_secs(30)), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_answer_reaches_the_request_waiting_for_it() {
+        let s = session("s");
+        let stream = s.open_stream();
+        let (_, mut rx) = stream.attach_now();
+        let waiter = {
+            let s = s.clone();
+            let stream = stream.clone();
+            tokio::spawn(async move { s.request_client(&stream, "roots/list", json!({})).await })
+        };
+        let sent = rx.recv().await.expect("the request goes out on the stream");
+        let request: Value = serde_json::from_slice(&sent.data).expect("json");
+        assert!(!s.deliver_response(&json!({"jsonrpc": "2.0", "id": "other", "result": {}})));
+        let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {"roots": []}});
+        assert!(s.deliver_response(&answer));
+        let got = waiter.await.expect("joined").expect("answered");
+        assert_eq!(got, json!({"roots": []}));
     }
 }

@@ -44,7 +44,9 @@ impl NoSession {
 
 fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, NoSession> {
     let id = header(headers, protocol::HEADER_SESSION_ID).ok_or(NoSession::Missing)?;
-    node.sessions.get(id).ok_or(NoSession::Unknown)
+    let session = node.sessions.get(id).ok_or(NoSession::Unknown)?;
+    session.touch();
+    Ok(session)
 }
 
 pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Body) -> Response {
@@ -154,6 +156,7 @@ async fn serve_one(
         protocol_version: session.protocol_version.clone(),
         client_capabilities: session.client_capabilities(),
     };
+    let _counted = node.call_started();
     let outcome = tokio::select! {
         r = node.upstream.call(call) => Some(r),
         _ = cancel.cancelled() => None,

@@ -20,26 +20,43 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Messages a call may send ahead of its result before the client counts as not reading.
 const NOTE_BUFFER: usize = 256;
 
-/// Upstream state per affinity key: the stateless era's counterpart of a session's state.
+/// Upstream state per affinity key: the stateless era's counterpart of a session's state,
+/// forgotten after the key has been idle for a while.
 #[derive(Default)]
 pub struct Affinity {
-    states: Mutex<HashMap<String, UpstreamState>>,
+    states: Mutex<HashMap<String, (UpstreamState, Instant)>>,
 }
 
 impl Affinity {
-    pub fn state(&self, key: &str) -> UpstreamState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (UpstreamState, Instant)>> {
         self.states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn state(&self, key: &str) -> UpstreamState {
+        let mut states = self.lock();
+        let entry = states
             .entry(key.to_owned())
-            .or_default()
-            .clone()
+            .or_insert_with(|| (UpstreamState::default(), Instant::now()));
+        entry.1 = Instant::now();
+        entry.0.clone()
+    }
+
+    /// Forgets the state of keys unused for `timeout`; returns how many.
+    pub fn reap(&self, timeout: Duration) -> usize {
+        let mut states = self.lock();
+        let before = states.len();
+        states.retain(|_, (_, used)| used.elapsed() < timeout);
+        before - states.len()
     }
 }
 
@@ -138,11 +155,12 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Bo
         protocol_version: checked.version,
         client_capabilities: checked.client_capabilities,
     };
-    let upstream = node.upstream.clone();
+    let serving = node.clone();
     let token = cancel.clone();
     let mut task = tokio::spawn(async move {
+        let _counted = serving.call_started();
         tokio::select! {
-            r = upstream.call(call) => Some(r),
+            r = serving.upstream.call(call) => Some(r),
             _ = token.cancelled() => None,
         }
     });

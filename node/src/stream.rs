@@ -124,6 +124,14 @@ impl EventStream {
         self.lock().listener = None;
     }
 
+    /// Whether a client is connected to this stream right now.
+    pub fn has_listener(&self) -> bool {
+        self.lock()
+            .listener
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed())
+    }
+
     pub fn is_finished(&self) -> bool {
         self.lock().finished
     }

@@ -110,7 +110,10 @@ pub async fn wait_for_port(addr: SocketAddr) -> anyhow::Result<()> {
 
 /// A running local cluster started with `shardgate up`.
 pub struct Cluster {
+    /// The first gateway's `/mcp` URL.
     pub endpoint: String,
+    /// Every gateway's `/mcp` URL.
+    pub endpoints: Vec<String>,
     pub admin: String,
     /// `(node id, address)` of every node.
     pub nodes: Vec<(String, String)>,
@@ -161,12 +164,12 @@ impl ClusterBuilder {
         let mut process = Process::spawn(&args)?;
         let stdout = process.child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut endpoint, mut admin, mut nodes) = (None, None, Vec::new());
+        let (mut endpoints, mut admin, mut nodes) = (Vec::new(), None, Vec::new());
         let read = async {
             while let Some(line) = lines.next_line().await? {
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
-                    ["endpoint", url] if endpoint.is_none() => endpoint = Some(url.to_string()),
+                    ["endpoint", url] => endpoints.push(url.to_string()),
                     ["admin", url] if admin.is_none() => {
                         admin = Some(url.trim_end_matches("/metrics").to_string())
                     }
@@ -183,7 +186,8 @@ impl ClusterBuilder {
         // Keep draining stdout so the cluster never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Cluster {
-            endpoint: endpoint.context("no endpoint line")?,
+            endpoint: endpoints.first().cloned().context("no endpoint line")?,
+            endpoints,
             admin: admin.context("no admin line")?,
             nodes,
             process,

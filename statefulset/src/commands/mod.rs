@@ -4,7 +4,18 @@ pub mod gateway;
 pub mod node;
 pub mod up;
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+
+/// Waits for a signal; forever if its handler could not be installed.
+async fn recv(signal: &mut std::io::Result<Signal>) {
+    match signal {
+        Ok(s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
 
 /// Set by `up` on the processes it starts: they stop when `up` is gone, however it ended.
 pub const EXIT_WITH_PARENT: &str = "SHARDGATE_EXIT_WITH_PARENT";
@@ -25,23 +36,15 @@ pub fn shutdown_on_signal() -> CancellationToken {
             orphaned.cancel();
         });
     }
+    // The handlers are installed before this returns, so a signal that arrives right after
+    // start-up is a drain, never the default (immediate) termination.
+    let mut interrupt = signal(SignalKind::interrupt());
+    let mut terminate = signal(SignalKind::terminate());
     let trigger = token.clone();
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term => {}
+            _ = recv(&mut interrupt) => {}
+            _ = recv(&mut terminate) => {}
         }
         trigger.cancel();
     });

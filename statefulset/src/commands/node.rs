@@ -24,6 +24,9 @@ pub struct Args {
     /// upstream's `requestState`); every node needs the same one. Random when not given.
     #[arg(long, env = "SHARDGATE_STATE_SECRET", hide_env_values = true)]
     pub state_secret: Option<String>,
+    /// Seconds after which a session nobody uses (no request, no open stream) is ended.
+    #[arg(long, env = "SHARDGATE_SESSION_IDLE_SECS", default_value_t = 1800)]
+    pub session_idle_secs: u64,
 }
 
 fn parse_secret(hex: &str) -> anyhow::Result<[u8; 32]> {
@@ -59,6 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         id: NodeId(args.id),
         membership,
         state_secret,
+        idle_timeout: std::time::Duration::from_secs(args.session_idle_secs.max(1)),
     };
     shardgate_node::run(config, listener, super::shutdown_on_signal()).await?;
     tracing::info!("node stopped");

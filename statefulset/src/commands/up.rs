@@ -105,6 +105,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.nodes == 0 || args.gateways == 0 {
         bail!("a cluster needs at least one node and one gateway");
     }
+    let shutdown = super::shutdown_on_signal();
     let exe = std::env::current_exe().context("cannot find the shardgate binary")?;
     let ip = args.bind;
     let mut membership = Membership {
@@ -166,7 +167,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     print_summary(&membership, &endpoints).await?;
 
-    let shutdown = super::shutdown_on_signal();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     while !shutdown.is_cancelled() {
         tokio::select! {

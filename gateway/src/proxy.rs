@@ -130,7 +130,10 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
         Era::Session => session_route(&parsed, headers)?,
         Era::Stateless => stateless_route(gw.config.affinity, &parsed, headers)?,
     };
-    let resp = send(gw, &parts.method, headers, bytes, &route).await?;
+    // A failure past this point still answers the request it failed: with its id.
+    let resp = send(gw, &parts.method, headers, bytes, &route)
+        .await
+        .map_err(|(e, _)| (e, request_id(&parsed)))?;
     Ok((resp, Some(era)))
 }
 

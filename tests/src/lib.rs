@@ -29,11 +29,17 @@ pub fn http() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
 }
 
-/// The `shardgate` binary under test: `SHARDGATE_BIN`, or the one cargo built beside this test.
+/// The `shardgate` binary under test: `SHARDGATE_BIN`, or the one cargo builds beside this
+/// test. Under cargo it is (re)built once per test process, so a test never runs a stale binary.
 pub fn shardgate_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("SHARDGATE_BIN") {
         return Ok(PathBuf::from(p));
     }
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(build_binary)
+        .clone()
+        .map_err(anyhow::Error::msg)?;
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> → target/<profile>/shardgate
     let bin = exe
@@ -48,6 +54,47 @@ pub fn shardgate_bin() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(bin)
+}
+
+/// Builds the binary with the cargo that runs the tests, in the same profile.
+fn build_binary() -> Result<(), String> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(()); // not under cargo: use what is there
+    };
+    let release = std::env::current_exe()
+        .map(|p| p.components().any(|c| c.as_os_str() == "release"))
+        .unwrap_or(false);
+    let mut cmd = std::process::Command::new(cargo);
+    // The same package selection as a plain `cargo build --workspace`, so both share one
+    // feature resolution and neither relinks what the other built.
+    cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+    // Cargo sets these for the test process; left in, build scripts that watch the
+    // environment would rerun and rebuild shared dependencies on every alternation.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let per_test = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_TARGET_TMPDIR"
+            || k == "OUT_DIR";
+        if per_test {
+            cmd.env_remove(&key);
+        }
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("building shardgate failed: {s}")),
+        Err(e) => Err(format!("cannot run cargo to build shardgate: {e}")),
+    }
 }
 
 pub fn free_addr() -> anyhow::Result<SocketAddr> {

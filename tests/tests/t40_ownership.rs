@@ -139,3 +139,73 @@ async fn t20_a_stale_gateway_retries_once_at_the_new_owner() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn t30_an_unreachable_owner_gets_a_clear_answer_and_others_are_unaffected()
+-> anyhow::Result<()> {
+    let (nodes, mut procs) = nodes_at_epoch_2().await?;
+    let (listen, admin) = (free_addr()?, free_addr()?);
+    let _gateway = Process::spawn(&[
+        "gateway".into(),
+        "--listen".into(),
+        listen.to_string(),
+        "--admin-listen".into(),
+        admin.to_string(),
+        "--members".into(),
+        member_list(&nodes),
+        "--epoch".into(),
+        "2".into(),
+    ])?;
+    wait_for_port(listen).await?;
+    let client = Client::new(&format!("http://{listen}/mcp"));
+    let mut sessions = Vec::new();
+    for _ in 0..12 {
+        sessions.push(client.initialize().await?);
+    }
+    // node-2 goes away; its sessions' requests fail loudly, everyone else's still work.
+    procs.pop().expect("three nodes").stop().await?;
+    let (mut unreachable, mut served) = (0, 0);
+    for (i, sid) in sessions.iter().enumerate() {
+        let count = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": "counter", "arguments": {}}});
+        let resp = client.session_post(sid, &count).send().await?;
+        match resp.status().as_u16() {
+            502 => {
+                let body: serde_json::Value = resp.json().await?;
+                let message = body["error"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains("node-2"),
+                    "the error names the node: {body}"
+                );
+                assert_eq!(body["id"], i, "the error answers this request");
+                unreachable += 1;
+            }
+            200 => served += 1,
+            other => anyhow::bail!("unexpected status {other}"),
+        }
+    }
+    println!("unreachable {unreachable}, served {served}");
+    assert!(unreachable > 0 && served > 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn t40_trusted_headers_from_clients_are_ignored() -> anyhow::Result<()> {
+    let cluster = shardgate_tests::Cluster::builder().nodes(3).start().await?;
+    let client = Client::new(&cluster.endpoint);
+    let sid = client.initialize().await?;
+    // A client naming another routing key cannot steer its request to another node.
+    for i in 0..10 {
+        let count = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": "counter", "arguments": {}}});
+        let resp = client
+            .session_post(&sid, &count)
+            .header("x-shardgate-route-key", format!("elsewhere-{i}"))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(client.count(&sid, 99).await?, 11);
+    cluster.stop().await?;
+    Ok(())
+}

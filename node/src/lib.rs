@@ -84,8 +84,7 @@ async fn reap_idle(node: Arc<NodeState>, timeout: Duration, shutdown: Cancellati
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let sessions = node.sessions.reap(timeout);
-        let keys = node.affinity.reap(timeout);
+        let (sessions, keys) = node.reap_idle(timeout);
         if sessions + keys > 0 {
             tracing::info!(sessions, affinity_keys = keys, "ended idle state");
         }

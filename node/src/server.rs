@@ -10,7 +10,7 @@ use crate::reply;
 use crate::session::Sessions;
 use crate::session_era;
 use crate::stateless_era::{self, Affinity};
-use crate::upstream::Upstream;
+use crate::upstream::{Scope, Upstream};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -55,6 +55,28 @@ impl NodeState {
             upstream,
             calls_in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Ends a session and releases what its upstream holds for it; false if there was none.
+    pub fn end_session(&self, id: &str) -> bool {
+        let ended = self.sessions.remove(id);
+        if ended {
+            self.upstream.close(&Scope::Session(id.to_owned()));
+        }
+        ended
+    }
+
+    /// Ends idle sessions and forgets idle affinity state, releasing their upstream resources.
+    pub fn reap_idle(&self, timeout: std::time::Duration) -> (usize, usize) {
+        let sessions = self.sessions.reap(timeout);
+        for id in &sessions {
+            self.upstream.close(&Scope::Session(id.clone()));
+        }
+        let keys = self.affinity.reap(timeout);
+        for key in &keys {
+            self.upstream.close(&Scope::Affinity(key.clone()));
+        }
+        (sessions.len(), keys.len())
     }
 
     /// Marks an upstream call as running until the returned guard is dropped.

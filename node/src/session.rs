@@ -323,8 +323,8 @@ impl Sessions {
         }
     }
 
-    /// Ends every idle session (see [`Session::is_idle`]); returns how many.
-    pub fn reap(&self, timeout: Duration) -> usize {
+    /// Ends every idle session (see [`Session::is_idle`]); returns their ids.
+    pub fn reap(&self, timeout: Duration) -> Vec<String> {
         let idle: Vec<String> = self
             .map
             .read()
@@ -333,7 +333,7 @@ impl Sessions {
             .filter(|s| s.is_idle(timeout))
             .map(|s| s.id.clone())
             .collect();
-        idle.iter().filter(|id| self.remove(id)).count()
+        idle.into_iter().filter(|id| self.remove(id)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -372,11 +372,14 @@ mod tests {
         let _token = busy.begin_request(&json!(1));
         let (_, _rx) = listening.standalone().attach_now();
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(sessions.reap(Duration::from_secs(30)), 1);
+        assert_eq!(
+            sessions.reap(Duration::from_secs(30)),
+            vec!["idle".to_string()]
+        );
         assert!(sessions.get("idle").is_none());
         assert!(sessions.get("busy").is_some() && sessions.get("listening").is_some());
         busy.touch();
-        assert_eq!(sessions.reap(Duration::from_secs(30)), 0);
+        assert!(sessions.reap(Duration::from_secs(30)).is_empty());
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use crate::server::NodeState;
 use crate::session::{self, Session, StreamPeer};
 use crate::sse;
 use crate::stream::{EventId, EventStream, ReplayError};
-use crate::upstream::{Call, UpstreamState};
+use crate::upstream::{Call, Scope, UpstreamState};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -151,6 +151,12 @@ async fn serve_one(
             session: session.clone(),
             stream: stream.clone(),
         }),
+        session_peer: Arc::new(StreamPeer {
+            session: session.clone(),
+            stream: session.standalone(),
+        }),
+        scope: Scope::Session(session.id.clone()),
+        initialize: Some(session.initialize_params.clone()),
         state: session.upstream_state.clone(),
         cancel: cancel.clone(),
         protocol_version: session.protocol_version.clone(),
@@ -181,8 +187,12 @@ fn notification(node: &NodeState, session: &Session, method: &str, value: &Value
     {
         session.cancel_request(id);
     }
-    node.upstream
-        .notification(method, &params, &session.upstream_state);
+    node.upstream.notification(
+        method,
+        &params,
+        &Scope::Session(session.id.clone()),
+        &session.upstream_state,
+    );
 }
 
 async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) -> Response {
@@ -199,10 +209,14 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
         .map(str::to_owned)
         .unwrap_or_else(session::mint_id);
     let state = UpstreamState::default();
+    let scope = Scope::Session(session_id.clone());
     let call = Call {
         method: "initialize".into(),
         params: params.clone(),
         peer: Arc::new(session::NoPeer),
+        session_peer: Arc::new(session::NoPeer),
+        scope: scope.clone(),
+        initialize: Some(params.clone()),
         state: state.clone(),
         cancel: Default::default(),
         protocol_version: requested.to_owned(),
@@ -210,7 +224,10 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
     };
     let result = match node.upstream.call(call).await {
         Ok(r) => r,
-        Err(e) => return reply::rpc_error(StatusCode::OK, Some(&id), &e),
+        Err(e) => {
+            node.upstream.close(&scope);
+            return reply::rpc_error(StatusCode::OK, Some(&id), &e);
+        }
     };
     let negotiated = result
         .get("protocolVersion")
@@ -267,7 +284,7 @@ pub fn delete(node: &NodeState, headers: &HeaderMap) -> Response {
     let Some(id) = header(headers, protocol::HEADER_SESSION_ID) else {
         return reply::refuse(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header");
     };
-    if node.sessions.remove(id) {
+    if node.end_session(id) {
         tracing::info!(session = %id, "session deleted");
         StatusCode::OK.into_response()
     } else {

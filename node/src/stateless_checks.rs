@@ -1,7 +1,8 @@
 //! The checks a stateless-era (2026-07-28) request must pass before it is served, in the order
 //! the specification implies: required `_meta` (-32602), `MCP-Protocol-Version` against `_meta`
 //! (-32020), a revision we speak (-32022), `Mcp-Method` and `Mcp-Name` against the body (-32020),
-//! a method this era has (404, -32601), a valid log level (-32602).
+//! not a method this era removed (404, -32601), a valid log level (-32602). Methods we do not
+//! know pass: an upstream may implement them (extensions), and says -32601 if not.
 //!
 //! Pure functions over headers and the parsed body, so the gateway (which parses the body and
 //! so must validate it) and the node run the same code.
@@ -11,18 +12,13 @@ use base64::Engine;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-/// The client-to-server requests of the 2026-07-28 revision.
-pub const METHODS: [&str; 10] = [
-    "server/discover",
-    "completion/complete",
-    "prompts/get",
-    "prompts/list",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "subscriptions/listen",
-    "tools/call",
-    "tools/list",
+/// Session-era requests the 2026-07-28 revision removed: answered 404 without asking anyone.
+pub const REMOVED: [&str; 5] = [
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
 ];
 
 const LOG_LEVELS: [&str; 8] = [
@@ -161,7 +157,7 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
             )));
         }
     }
-    if !METHODS.contains(&method.as_str()) {
+    if REMOVED.contains(&method.as_str()) {
         return Err(refuse(
             StatusCode::NOT_FOUND,
             code::METHOD_NOT_FOUND,

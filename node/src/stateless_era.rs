@@ -10,10 +10,11 @@ use crate::internal;
 use crate::protocol::{self, Message, RpcError, code};
 use crate::reply;
 use crate::server::NodeState;
+use crate::session::NoPeer;
 use crate::session::encode;
 use crate::sse;
 use crate::stateless_checks;
-use crate::upstream::{BoxFuture, Call, Peer, UpstreamState};
+use crate::upstream::{BoxFuture, Call, Peer, Scope, UpstreamState};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -51,12 +52,18 @@ impl Affinity {
         entry.0.clone()
     }
 
-    /// Forgets the state of keys unused for `timeout`; returns how many.
-    pub fn reap(&self, timeout: Duration) -> usize {
+    /// Forgets the state of keys unused for `timeout`; returns those keys.
+    pub fn reap(&self, timeout: Duration) -> Vec<String> {
         let mut states = self.lock();
-        let before = states.len();
-        states.retain(|_, (_, used)| used.elapsed() < timeout);
-        before - states.len()
+        let idle: Vec<String> = states
+            .iter()
+            .filter(|(_, (_, used))| used.elapsed() >= timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &idle {
+            states.remove(k);
+        }
+        idle
     }
 }
 
@@ -150,6 +157,9 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Bo
         method: checked.method,
         params: value.get("params").cloned().unwrap_or(Value::Null),
         peer: Arc::new(ResponsePeer { tx: tx.clone() }),
+        session_peer: Arc::new(NoPeer),
+        scope: Scope::Affinity(key.to_owned()),
+        initialize: None,
         state: node.affinity.state(key),
         cancel: cancel.clone(),
         protocol_version: checked.version,

@@ -46,12 +46,39 @@ impl UpstreamState {
     }
 }
 
+/// Whose call it is: the unit an upstream keeps live resources for (a stdio process, an
+/// upstream session), released by [`Upstream::close`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A session-era session, by its id.
+    Session(String),
+    /// Stateless-era traffic of one affinity key (principal and upstream, by default).
+    Affinity(String),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Session(id) => write!(f, "session {id}"),
+            Scope::Affinity(key) => write!(f, "affinity {key}"),
+        }
+    }
+}
+
 /// One client request handed to an upstream.
 pub struct Call {
     pub method: String,
     /// The request's `params`, `_meta` included, exactly as the client sent them.
     pub params: Value,
+    /// The client, for messages related to this request (they go on its response stream).
     pub peer: Arc<dyn Peer>,
+    /// The client, for messages related to no request (list changes, unrelated server
+    /// requests): the session's standalone stream. A no-op in the stateless era.
+    pub session_peer: Arc<dyn Peer>,
+    pub scope: Scope,
+    /// Session era: the client's `initialize` params, to initialize (or re-initialize) an
+    /// upstream on its behalf. `None` in the stateless era, where each request carries `_meta`.
+    pub initialize: Option<Value>,
     pub state: UpstreamState,
     /// Cancelled when the client cancels the request or the session ends.
     pub cancel: CancellationToken,
@@ -73,5 +100,9 @@ pub trait Upstream: Send + Sync {
     fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, RpcError>>;
 
     /// Takes a client notification (`notifications/initialized`, `…/roots/list_changed`, …).
-    fn notification(&self, method: &str, params: &Value, state: &UpstreamState);
+    fn notification(&self, method: &str, params: &Value, scope: &Scope, state: &UpstreamState);
+
+    /// The scope has ended (session deleted or idle, affinity state forgotten, node draining):
+    /// release what is held for it.
+    fn close(&self, scope: &Scope);
 }

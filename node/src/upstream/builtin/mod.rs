@@ -22,7 +22,7 @@ mod tools;
 #[cfg(test)]
 mod tests;
 
-use super::{BoxFuture, Call, Upstream, UpstreamState};
+use super::{BoxFuture, Call, Scope, Upstream, UpstreamState};
 use crate::protocol::{self, Era, RpcError, code};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -80,8 +80,12 @@ impl Upstream for Builtin {
         Box::pin(async move { shared.serve(&call).await })
     }
 
-    fn notification(&self, _method: &str, _params: &Value, _state: &UpstreamState) {
+    fn notification(&self, _method: &str, _params: &Value, _scope: &Scope, _state: &UpstreamState) {
         // Nothing a client tells us changes what we serve.
+    }
+
+    fn close(&self, _scope: &Scope) {
+        // Everything per scope lives in its UpstreamState, which goes with the scope.
     }
 }
 

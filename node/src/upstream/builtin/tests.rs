@@ -6,7 +6,7 @@ mod stateless;
 
 use super::Builtin;
 use crate::protocol::RpcError;
-use crate::upstream::{BoxFuture, Call, Peer, Upstream, UpstreamState};
+use crate::upstream::{BoxFuture, Call, Peer, Scope, Upstream, UpstreamState};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,6 +118,9 @@ impl CallSpec {
             method: method.to_owned(),
             params,
             peer: self.peer.clone(),
+            session_peer: self.peer.clone(),
+            scope: Scope::Session("test".into()),
+            initialize: None,
             state: self.state.clone(),
             cancel: self.cancel.clone(),
             protocol_version: self.version.to_owned(),

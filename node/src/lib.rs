@@ -11,6 +11,7 @@
 //! - [`listener`]: the HTTP/1.1 + HTTP/2 accept loop gateways and nodes share.
 //! - [`reply`]: HTTP answers with JSON-RPC error bodies.
 
+pub mod config;
 pub mod internal;
 pub mod listener;
 pub mod protocol;

@@ -120,7 +120,12 @@ fn unknown_methods_pass_for_the_upstream_to_judge() {
 
 #[test]
 fn removed_methods_are_not_found() {
-    for method in ["initialize", "ping", "logging/setLevel", "resources/subscribe"] {
+    for method in [
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+    ] {
         let msg = request(method, json!({"_meta": meta()}));
         let h = headers(&[
             ("mcp-protocol-version", "2026-07-28"),

@@ -1,0 +1,294 @@
+//! The node's configuration file (TOML): the upstreams a session is served by, and limits.
+//!
+//! Raw serde types with unknown fields denied, then [`NodeFile::validate`]; an empty file (or
+//! none) means one builtin upstream, the embedded default. `etc/shardgate.toml` is the
+//! commented template of every key.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// The upstreams, in order; with two or more, their names are prefixed (federation).
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name, used in errors, logs and metrics.
+    pub name: String,
+    /// Prefix of this upstream's tool, prompt and resource names when several upstreams are
+    /// federated (`<prefix>__<name>`); defaults to `name`. Unused with a single upstream.
+    pub prefix: Option<String>,
+    /// Exactly one of the kinds below.
+    pub builtin: Option<BuiltinConfig>,
+    pub stdio: Option<StdioConfig>,
+    pub http: Option<HttpConfig>,
+}
+
+/// Our own in-process MCP server (tests, demos, benchmarks).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinConfig {}
+
+/// A command spawned on the owning node, speaking line-delimited JSON-RPC on stdin/stdout.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioConfig {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Added to the node's own environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    /// How long one request may take before the client gets an error.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+/// What protocol era a remote upstream speaks.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamEra {
+    /// Session era (2025-03-26 … 2025-11-25): `initialize`, `Mcp-Session-Id`.
+    #[default]
+    Session,
+    /// Stateless era (2026-07-28): per-request `_meta`, `server/discover`.
+    Stateless,
+}
+
+/// A remote MCP server over Streamable HTTP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub url: String,
+    /// Sent on every request: the node's own credentials. The client's are never forwarded.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub era: UpstreamEra,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Consecutive failures that open the circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls fast before it tries the upstream again.
+    #[serde(default = "default_breaker_open")]
+    pub breaker_open_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// stdio upstream processes one node may run at once; further sessions get an error.
+    #[serde(default = "default_stdio_processes")]
+    pub stdio_processes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            stdio_processes: default_stdio_processes(),
+        }
+    }
+}
+
+fn default_request_timeout() -> u64 {
+    300
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open() -> u64 {
+    10
+}
+fn default_stdio_processes() -> usize {
+    256
+}
+
+/// Separator between a federated upstream's prefix and the name it gave.
+pub const PREFIX_SEPARATOR: &str = "__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: String },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("upstream {0:?}: exactly one of builtin, stdio or http must be given")]
+    Kind(String),
+    #[error("upstream name {0:?} is used twice")]
+    DuplicateName(String),
+    #[error("upstream prefix {0:?} is used twice")]
+    DuplicatePrefix(String),
+    #[error("upstream {name:?}: {problem}")]
+    Invalid { name: String, problem: String },
+}
+
+/// The kind of one upstream, once validated.
+pub enum Kind<'a> {
+    Builtin,
+    Stdio(&'a StdioConfig),
+    Http(&'a HttpConfig),
+}
+
+impl UpstreamConfig {
+    pub fn kind(&self) -> Result<Kind<'_>, ConfigError> {
+        match (&self.builtin, &self.stdio, &self.http) {
+            (Some(_), None, None) => Ok(Kind::Builtin),
+            (None, Some(s), None) => Ok(Kind::Stdio(s)),
+            (None, None, Some(h)) => Ok(Kind::Http(h)),
+            _ => Err(ConfigError::Kind(self.name.clone())),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl NodeFile {
+    pub fn parse(text: &str) -> Result<NodeFile, ConfigError> {
+        let file: NodeFile = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<NodeFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })?;
+        NodeFile::parse(&text)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        let mut prefixes = std::collections::HashSet::new();
+        for u in &self.upstreams {
+            let invalid = |problem: &str| ConfigError::Invalid {
+                name: u.name.clone(),
+                problem: problem.to_owned(),
+            };
+            if u.name.is_empty() {
+                return Err(invalid("the name is empty"));
+            }
+            if !names.insert(u.name.as_str()) {
+                return Err(ConfigError::DuplicateName(u.name.clone()));
+            }
+            let prefix = u.prefix();
+            if prefix.is_empty() || prefix.contains(PREFIX_SEPARATOR) {
+                return Err(invalid(
+                    "the prefix must be non-empty and contain no \"__\"",
+                ));
+            }
+            if !prefixes.insert(prefix) {
+                return Err(ConfigError::DuplicatePrefix(prefix.to_owned()));
+            }
+            match u.kind()? {
+                Kind::Builtin => {}
+                Kind::Stdio(s) if s.command.trim().is_empty() => {
+                    return Err(invalid("stdio.command is empty"));
+                }
+                Kind::Stdio(_) => {}
+                Kind::Http(h) => {
+                    if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+                        return Err(invalid("http.url must be an http:// or https:// URL"));
+                    }
+                    if h.breaker_failures == 0 {
+                        return Err(invalid("http.breaker_failures must be at least 1"));
+                    }
+                }
+            }
+        }
+        if self.limits.stdio_processes == 0 {
+            return Err(ConfigError::Parse(
+                "limits.stdio_processes must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_parses() {
+        let file = NodeFile::parse(
+            r#"
+            [[upstream]]
+            name = "local"
+            [upstream.builtin]
+
+            [[upstream]]
+            name = "everything"
+            prefix = "ev"
+            [upstream.stdio]
+            command = "npx"
+            args = ["-y", "@modelcontextprotocol/server-everything"]
+            env = { DEBUG = "1" }
+
+            [[upstream]]
+            name = "remote"
+            [upstream.http]
+            url = "https://mcp.example.com/mcp"
+            headers = { Authorization = "Bearer node-credential" }
+            era = "stateless"
+
+            [limits]
+            stdio_processes = 8
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(file.upstreams.len(), 3);
+        assert_eq!(file.upstreams[1].prefix(), "ev");
+        assert_eq!(file.limits.stdio_processes, 8);
+        assert!(
+            matches!(file.upstreams[2].kind(), Ok(Kind::Http(h)) if h.era == UpstreamEra::Stateless)
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let two_kinds = "[[upstream]]\nname='a'\n[upstream.builtin]\n[upstream.stdio]\ncommand='x'";
+        assert!(matches!(
+            NodeFile::parse(two_kinds),
+            Err(ConfigError::Kind(_))
+        ));
+        let unknown = "[[upstream]]\nname='a'\ncolour='red'\n[upstream.builtin]";
+        assert!(matches!(
+            NodeFile::parse(unknown),
+            Err(ConfigError::Parse(_))
+        ));
+        let twice = "[[upstream]]\nname='a'\n[upstream.builtin]\n[[upstream]]\nname='a'\n[upstream.builtin]";
+        assert!(matches!(
+            NodeFile::parse(twice),
+            Err(ConfigError::DuplicateName(_))
+        ));
+        let bad_url = "[[upstream]]\nname='a'\n[upstream.http]\nurl='ftp://x'";
+        assert!(matches!(
+            NodeFile::parse(bad_url),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(
+            NodeFile::parse("")
+                .expect("empty is fine")
+                .upstreams
+                .is_empty()
+        );
+    }
+}

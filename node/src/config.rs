@@ -8,7 +8,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFile {
     /// The upstreams, in order; with two or more, their names are prefixed (federation).
@@ -18,7 +18,7 @@ pub struct NodeFile {
     pub limits: Limits,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Unique name, used in errors, logs and metrics.
@@ -33,7 +33,7 @@ pub struct UpstreamConfig {
 }
 
 /// Our own in-process MCP server (tests, demos, benchmarks).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuiltinConfig {}
 
@@ -86,7 +86,7 @@ pub struct HttpConfig {
     pub breaker_open_secs: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// stdio upstream processes one node may run at once; further sessions get an error.
@@ -189,9 +189,10 @@ impl NodeFile {
                 return Err(ConfigError::DuplicateName(u.name.clone()));
             }
             let prefix = u.prefix();
-            if prefix.is_empty() || prefix.contains(PREFIX_SEPARATOR) {
+            // `x_` next to `x` would make `x___tool` ambiguous.
+            if prefix.is_empty() || prefix.contains(PREFIX_SEPARATOR) || prefix.ends_with('_') {
                 return Err(invalid(
-                    "the prefix must be non-empty and contain no \"__\"",
+                    "the prefix must be non-empty, contain no \"__\" and not end in \"_\"",
                 ));
             }
             if !prefixes.insert(prefix) {
@@ -279,6 +280,11 @@ mod tests {
             NodeFile::parse(twice),
             Err(ConfigError::DuplicateName(_))
         ));
+        let trailing = "[[upstream]]\nname='a'\nprefix='x_'\n[upstream.builtin]";
+        assert!(matches!(
+            NodeFile::parse(trailing),
+            Err(ConfigError::Invalid { .. })
+        ));
         let bad_url = "[[upstream]]\nname='a'\n[upstream.http]\nurl='ftp://x'";
         assert!(matches!(
             NodeFile::parse(bad_url),
@@ -290,5 +296,27 @@ mod tests {
                 .upstreams
                 .is_empty()
         );
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    /// Every configuration file the repository ships parses and validates.
+    #[test]
+    fn every_shipped_config_parses() {
+        let etc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
+        let mut files = vec![etc.join("shardgate.toml")];
+        let examples = std::fs::read_dir(etc.join("examples")).expect("etc/examples exists");
+        for entry in examples.flatten() {
+            files.push(entry.path());
+        }
+        assert!(files.len() >= 4, "{files:?}");
+        for f in files {
+            if let Err(e) = NodeFile::load(&f) {
+                panic!("{}: {e}", f.display());
+            }
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! - [`session_era`] → [`session`] → [`stream`] → [`sse`]: sessions, their event streams with
 //!   replay logs, and the SSE wire format.
 //! - [`stateless_checks`] → [`stateless_era`]: the 2026-07-28 request checks and handler.
-//! - [`upstream`]: what a call is served by; [`upstream::builtin`] is our own MCP server.
+//! - [`upstream`]: what a call is served by; [`upstream::builtin`] is our own MCP server,
+//!   [`upstream::connector`] reaches real ones over stdio or HTTP, [`upstream::federation`]
+//!   puts several behind one session; [`upstreams`] builds them from [`config`].
 //! - [`listener`]: the HTTP/1.1 + HTTP/2 accept loop gateways and nodes share.
 //! - [`reply`]: HTTP answers with JSON-RPC error bodies.
 
@@ -24,6 +26,7 @@ pub mod stateless_checks;
 pub mod stateless_era;
 pub mod stream;
 pub mod upstream;
+pub mod upstreams;
 
 pub use server::NodeState;
 
@@ -43,6 +46,8 @@ pub struct NodeConfig {
     pub state_secret: [u8; 32],
     /// Sessions (and stateless affinity state) unused this long are ended.
     pub idle_timeout: Duration,
+    /// Upstreams and limits (`--config`); the default is one builtin upstream.
+    pub file: config::NodeFile,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +56,12 @@ pub enum NodeError {
     NotAMember(NodeId),
     #[error("invalid membership: {0}")]
     Membership(#[from] shardgate_raft::membership::MembershipError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
-/// Runs a node on an already-bound listener, serving the builtin upstream, until `shutdown`.
+/// Runs a node on an already-bound listener, serving its configured upstreams, until
+/// `shutdown`.
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
@@ -63,11 +71,8 @@ pub async fn run(
     if config.membership.member(&config.id).is_none() {
         return Err(NodeError::NotAMember(config.id));
     }
-    let state = Arc::new(NodeState::new(
-        config.id,
-        config.membership,
-        Arc::new(upstream::builtin::Builtin::new(config.state_secret)),
-    ));
+    let upstream = upstreams::build(&config.file, config.state_secret)?;
+    let state = Arc::new(NodeState::new(config.id, config.membership, upstream));
     tokio::spawn(reap_idle(
         state.clone(),
         config.idle_timeout,

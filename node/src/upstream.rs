@@ -7,6 +7,8 @@
 //! which belongs to the session, not to the upstream.
 
 pub mod builtin;
+pub mod connector;
+pub mod federation;
 
 use crate::protocol::RpcError;
 use serde_json::{Map, Value};

@@ -170,6 +170,7 @@ pub struct Cluster {
 pub struct ClusterBuilder {
     nodes: usize,
     gateways: usize,
+    config: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -177,6 +178,7 @@ impl Cluster {
         ClusterBuilder {
             nodes: 3,
             gateways: 1,
+            config: None,
         }
     }
 
@@ -197,8 +199,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// The node configuration file (upstreams) every node gets.
+    pub fn config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config = Some(path.into());
+        self
+    }
+
     pub async fn start(self) -> anyhow::Result<Cluster> {
-        let args = [
+        let mut args: Vec<String> = [
             "up",
             "--port",
             "0",
@@ -207,7 +215,11 @@ impl ClusterBuilder {
             "--gateways",
             &self.gateways.to_string(),
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        if let Some(config) = &self.config {
+            args.extend(["--config".into(), config.display().to_string()]);
+        }
         let mut process = Process::spawn(&args)?;
         let stdout = process.child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();

@@ -38,3 +38,10 @@ pub fn conformance(which: &str) -> anyhow::Result<PathBuf> {
 pub fn python() -> anyhow::Result<PathBuf> {
     existing(dir()?.join("venv/bin/python"))
 }
+
+/// The reference MCP server's entry point (`node <it> stdio` or `… streamableHttp`).
+pub fn server_everything() -> anyhow::Result<PathBuf> {
+    existing(dir()?.join(
+        "server-everything/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
+    ))
+}

@@ -24,6 +24,9 @@ pub struct Args {
     /// upstream's `requestState`); every node needs the same one. Random when not given.
     #[arg(long, env = "SHARDGATE_STATE_SECRET", hide_env_values = true)]
     pub state_secret: Option<String>,
+    /// Configuration file (TOML): upstreams and limits. Without one, the builtin upstream.
+    #[arg(long, env = "SHARDGATE_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Seconds after which a session nobody uses (no request, no open stream) is ended.
     #[arg(long, env = "SHARDGATE_SESSION_IDLE_SECS", default_value_t = 1800)]
     pub session_idle_secs: u64,
@@ -63,6 +66,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         membership,
         state_secret,
         idle_timeout: std::time::Duration::from_secs(args.session_idle_secs.max(1)),
+        file: match &args.config {
+            Some(path) => shardgate_node::config::NodeFile::load(path)?,
+            None => Default::default(),
+        },
     };
     shardgate_node::run(config, listener, super::shutdown_on_signal()).await?;
     tracing::info!("node stopped");

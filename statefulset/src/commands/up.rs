@@ -37,6 +37,9 @@ pub struct Args {
     /// Port of the first gateway's /mcp endpoint; 0 picks free ports.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Node configuration file (upstreams, limits) for every node; default: builtin upstream.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// One process of the local StatefulSet, with what it takes to start it again.
@@ -105,6 +108,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.nodes == 0 || args.gateways == 0 {
         bail!("a cluster needs at least one node and one gateway");
     }
+    if let Some(config) = &args.config {
+        // Fail here, once, rather than in every node.
+        shardgate_node::config::NodeFile::load(config)?;
+    }
     let shutdown = super::shutdown_on_signal();
     let exe = std::env::current_exe().context("cannot find the shardgate binary")?;
     let ip = args.bind;
@@ -128,7 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut replicas = Vec::new();
     // Ordered start, as a StatefulSet does: node-0 first, each one up before the next.
     for m in &membership.members {
-        let node_args = vec![
+        let mut node_args: Vec<String> = vec![
             "node".into(),
             "--id".into(),
             m.id.to_string(),
@@ -139,6 +146,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--state-secret".into(),
             secret.clone(),
         ];
+        if let Some(config) = &args.config {
+            node_args.extend(["--config".into(), config.display().to_string()]);
+        }
         let addr: SocketAddr = m.addr.parse()?;
         replicas.push(start(&exe, m.id.to_string(), node_args, addr).await?);
     }
@@ -227,7 +237,7 @@ async fn print_summary(
 ) -> anyhow::Result<()> {
     let mut out = String::new();
     out.push_str(&format!(
-        "shardgate: {} nodes, {} gateways, builtin upstream\n",
+        "shardgate: {} nodes, {} gateways\n",
         membership.members.len(),
         endpoints.len()
     ));

@@ -1,0 +1,453 @@
+//! Real upstreams behind the gateway: the reference server (`server-everything`) over stdio
+//! and Streamable HTTP, servers built with the official Python SDK, federation, era bridging.
+
+use serde_json::{Value, json};
+use shardgate_tests::mcp::Client;
+use shardgate_tests::{Cluster, free_addr, peers, wait_for_port};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("shardgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn write_config(dir: &Path, toml: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("shardgate.toml");
+    std::fs::write(&path, toml)?;
+    Ok(path)
+}
+
+fn toml_str(s: impl AsRef<str>) -> String {
+    Value::String(s.as_ref().to_string()).to_string()
+}
+
+/// A peer process (reference server, Python server) on a free loopback port, killed on drop.
+struct Peer {
+    _child: Child,
+    url: String,
+}
+
+impl Peer {
+    async fn spawn(mut cmd: Command, port: u16) -> anyhow::Result<Peer> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        wait_for_port(([127, 0, 0, 1], port).into()).await?;
+        Ok(Peer {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        })
+    }
+
+    /// The reference server in Streamable HTTP mode.
+    async fn everything() -> anyhow::Result<Peer> {
+        let port = free_addr()?.port();
+        let mut cmd = Command::new(peers::node()?);
+        cmd.arg(peers::server_everything()?)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string());
+        Peer::spawn(cmd, port).await
+    }
+
+    /// The Python SDK server that logs the headers of every request to `log`.
+    async fn recording(log: &Path) -> anyhow::Result<Peer> {
+        let port = free_addr()?.port();
+        let mut cmd = Command::new(peers::python()?);
+        cmd.arg(python_script("recording_server.py"))
+            .arg(port.to_string())
+            .arg(log);
+        Peer::spawn(cmd, port).await
+    }
+}
+
+fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
+fn everything_stdio_config() -> anyhow::Result<String> {
+    Ok(format!(
+        "[[upstream]]\nname = \"everything\"\n[upstream.stdio]\ncommand = {}\nargs = [{}, \"stdio\"]\n",
+        toml_str(peers::node()?.display().to_string()),
+        toml_str(peers::server_everything()?.display().to_string()),
+    ))
+}
+
+fn http_config(name: &str, url: &str, era: &str) -> String {
+    format!(
+        "[[upstream]]\nname = \"{name}\"\n[upstream.http]\nurl = {}\nera = \"{era}\"\nheaders = {{ Authorization = \"Bearer node-credential\" }}\n",
+        toml_str(url)
+    )
+}
+
+/// Runs the stable conformance suite against `url`; returns each check's status by
+/// (scenario, check id).
+async fn conformance(url: &str, out: &Path) -> anyhow::Result<BTreeMap<(String, String), String>> {
+    let _ = Command::new(peers::node()?)
+        .arg(peers::conformance("stable")?)
+        .args(["server", "--url", url, "-o"])
+        .arg(out)
+        .output()
+        .await?;
+    let mut checks = BTreeMap::new();
+    for entry in std::fs::read_dir(out)?.flatten() {
+        let dir = entry.file_name().to_string_lossy().to_string();
+        // server-<scenario>-<timestamp>
+        let scenario = dir
+            .strip_prefix("server-")
+            .and_then(|rest| rest.find("-20").map(|i| rest[..i].to_string()))
+            .unwrap_or(dir.clone());
+        let text = std::fs::read_to_string(entry.path().join("checks.json"))?;
+        let list: Vec<Value> = serde_json::from_str(&text)?;
+        for check in list {
+            let id = check["id"].as_str().unwrap_or_default().to_string();
+            let status = check["status"].as_str().unwrap_or_default().to_string();
+            checks.insert((scenario.clone(), id), status);
+        }
+    }
+    anyhow::ensure!(!checks.is_empty(), "the suite wrote no results for {url}");
+    Ok(checks)
+}
+
+/// Checks the reference server fails on its own and passes behind the gateway, because the
+/// gateway does what the check asks: server-everything binds every interface and accepts any
+/// `Host` (DNS rebinding); our gateway refuses a foreign `Host` with 403.
+const GATEWAY_RIGHT: [(&str, &str); 1] = [(
+    "dns-rebinding-protection",
+    "localhost-host-rebinding-rejected",
+)];
+
+/// Check by check, what differs between a direct run and a run through the gateway, but for
+/// the [`GATEWAY_RIGHT`] checks turning from failure into success.
+fn differences(
+    direct: &BTreeMap<(String, String), String>,
+    via: &BTreeMap<(String, String), String>,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<_> = direct.keys().chain(via.keys()).collect();
+    keys.into_iter()
+        .filter(|k| direct.get(*k) != via.get(*k))
+        .filter(|k| {
+            let fixed = direct.get(*k).is_some_and(|s| s == "FAILURE")
+                && via.get(*k).is_some_and(|s| s == "SUCCESS");
+            !(fixed && GATEWAY_RIGHT.contains(&(k.0.as_str(), k.1.as_str())))
+        })
+        .map(|k| {
+            format!(
+                "{}/{}: direct {:?}, through the gateway {:?}",
+                k.0,
+                k.1,
+                direct.get(k),
+                via.get(k)
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn t10_transparency_against_the_reference_server() -> anyhow::Result<()> {
+    let dir = scratch("transparency")?;
+    let reference = Peer::everything().await?;
+    let direct = conformance(&reference.url, &dir.join("direct")).await?;
+
+    let http = write_config(&dir, &http_config("everything", &reference.url, "session"))?;
+    let cluster = Cluster::builder().nodes(3).config(&http).start().await?;
+    let via_http = conformance(&cluster.endpoint, &dir.join("via-http")).await?;
+    cluster.stop().await?;
+
+    std::fs::write(dir.join("stdio.toml"), everything_stdio_config()?)?;
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .config(dir.join("stdio.toml"))
+        .start()
+        .await?;
+    let via_stdio = conformance(&cluster.endpoint, &dir.join("via-stdio")).await?;
+    cluster.stop().await?;
+
+    let passed = direct.values().filter(|s| *s == "SUCCESS").count();
+    println!("direct: {passed} of {} checks pass", direct.len());
+    let http_diff = differences(&direct, &via_http);
+    let stdio_diff = differences(&direct, &via_stdio);
+    println!("through the gateway (http upstream): {http_diff:#?}");
+    println!("through the gateway (stdio upstream): {stdio_diff:#?}");
+    assert!(http_diff.is_empty(), "http upstream: {http_diff:#?}");
+    assert!(stdio_diff.is_empty(), "stdio upstream: {stdio_diff:#?}");
+    Ok(())
+}
+
+async fn sdk(endpoint: &str, mode: &str, tool: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(peers::python()?)
+        .arg(python_script("sdk_client.py"))
+        .args([endpoint, mode])
+        .args(tool)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    anyhow::ensure!(
+        out.status.success(),
+        "python sdk ({mode}) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+#[tokio::test]
+async fn t20_python_sdk_against_each_kind_of_upstream() -> anyhow::Result<()> {
+    let dir = scratch("sdk-upstreams")?;
+    let reference = Peer::everything().await?;
+    let echo = [
+        "echo",
+        r#"{"message": "through shardgate"}"#,
+        "through shardgate",
+    ];
+
+    std::fs::write(
+        dir.join("http.toml"),
+        http_config("everything", &reference.url, "session"),
+    )?;
+    std::fs::write(dir.join("stdio.toml"), everything_stdio_config()?)?;
+    for config in ["http.toml", "stdio.toml"] {
+        let cluster = Cluster::builder()
+            .nodes(2)
+            .config(dir.join(config))
+            .start()
+            .await?;
+        let legacy = sdk(&cluster.endpoint, "legacy", &echo).await?;
+        assert!(legacy.contains("ok legacy"), "{config}: {legacy}");
+        // auto mode picks the stateless era: a stateless client bridged to a session-era upstream.
+        let auto = sdk(&cluster.endpoint, "auto", &echo).await?;
+        assert!(auto.contains("ok auto"), "{config}: {auto}");
+        println!("{config}: {legacy}{auto}");
+        cluster.stop().await?;
+    }
+
+    // A session-era client bridged to a stateless-era upstream: another shardgate cluster,
+    // whose builtin upstream speaks 2026-07-28.
+    let upstream = Cluster::builder().nodes(1).start().await?;
+    std::fs::write(
+        dir.join("bridge.toml"),
+        http_config("modern", &upstream.endpoint, "stateless"),
+    )?;
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .config(dir.join("bridge.toml"))
+        .start()
+        .await?;
+    let legacy = sdk(&cluster.endpoint, "legacy", &[]).await?;
+    assert!(legacy.contains("ok legacy 2025-11-25"), "{legacy}");
+    cluster.stop().await?;
+    upstream.stop().await?;
+    Ok(())
+}
+
+fn tool_text(answer: &Value) -> Option<String> {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn t30_a_stdio_upstream_killed_mid_request() -> anyhow::Result<()> {
+    let dir = scratch("stdio-kill")?;
+    let config = format!(
+        "[[upstream]]\nname = \"py\"\n[upstream.stdio]\ncommand = {}\nargs = [{}]\n",
+        toml_str(peers::python()?.display().to_string()),
+        toml_str(python_script("stdio_server.py").display().to_string()),
+    );
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .config(write_config(&dir, &config)?)
+        .start()
+        .await?;
+    let c = Client::new(&cluster.endpoint);
+    let sid = c.initialize().await?;
+    let pid_of = |answer: Value| -> anyhow::Result<i32> {
+        Ok(tool_text(&answer)
+            .ok_or_else(|| anyhow::anyhow!("no pid in {answer}"))?
+            .parse()?)
+    };
+    let first = pid_of(
+        c.request(
+            &sid,
+            1,
+            "tools/call",
+            json!({"name": "pid", "arguments": {}}),
+        )
+        .await?,
+    )?;
+    let napping = {
+        let (c, sid) = (c.clone(), sid.clone());
+        tokio::spawn(async move {
+            c.request(
+                &sid,
+                2,
+                "tools/call",
+                json!({"name": "nap", "arguments": {"seconds": 30}}),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let answer = tokio::time::timeout(Duration::from_secs(10), napping).await???;
+    assert!(
+        answer.get("error").is_some(),
+        "the interrupted request gets an error: {answer}"
+    );
+    println!("interrupted: {}", answer["error"]);
+    let second = pid_of(
+        c.request(
+            &sid,
+            3,
+            "tools/call",
+            json!({"name": "pid", "arguments": {}}),
+        )
+        .await?,
+    )?;
+    assert_ne!(first, second, "a new process serves the session");
+    let echo = c
+        .request(
+            &sid,
+            4,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "alive"}}),
+        )
+        .await?;
+    assert_eq!(tool_text(&echo).as_deref(), Some("alive"));
+    cluster.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn t40_federated_upstreams_with_clashing_names_are_both_reachable() -> anyhow::Result<()> {
+    let dir = scratch("federation")?;
+    let config = "[[upstream]]\nname = \"a\"\n[upstream.builtin]\n\n[[upstream]]\nname = \"b\"\n[upstream.builtin]\n";
+    let cluster = Cluster::builder()
+        .nodes(2)
+        .config(write_config(&dir, config)?)
+        .start()
+        .await?;
+    let c = Client::new(&cluster.endpoint);
+    let sid = c.initialize().await?;
+    let mut names = Vec::new();
+    let mut cursor: Option<Value> = None;
+    for page in 0..50 {
+        let params = match &cursor {
+            Some(cur) => json!({"cursor": cur}),
+            None => json!({}),
+        };
+        let list = c.request(&sid, 100 + page, "tools/list", params).await?;
+        for t in list["result"]["tools"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            names.push(t["name"].as_str().unwrap_or_default().to_string());
+        }
+        cursor = list["result"].get("nextCursor").cloned();
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(names.contains(&"a__echo".to_string()), "{names:?}");
+    assert!(names.contains(&"b__echo".to_string()), "{names:?}");
+    let count = |name: &'static str, id: i64| {
+        let (c, sid) = (c.clone(), sid.clone());
+        async move {
+            let answer = c
+                .request(
+                    &sid,
+                    id,
+                    "tools/call",
+                    json!({"name": name, "arguments": {}}),
+                )
+                .await?;
+            tool_text(&answer).ok_or_else(|| anyhow::anyhow!("{answer}"))
+        }
+    };
+    assert_eq!(count("a__counter", 1).await?, "1");
+    assert_eq!(count("a__counter", 2).await?, "2");
+    assert_eq!(
+        count("b__counter", 3).await?,
+        "1",
+        "each upstream keeps its own state"
+    );
+    let echo = c
+        .request(
+            &sid,
+            4,
+            "tools/call",
+            json!({"name": "b__echo", "arguments": {"text": "b"}}),
+        )
+        .await?;
+    assert_eq!(tool_text(&echo).as_deref(), Some("b"));
+    cluster.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn t50_a_client_token_never_reaches_an_upstream() -> anyhow::Result<()> {
+    let dir = scratch("token")?;
+    let log = dir.join("headers.jsonl");
+    let recording = Peer::recording(&log).await?;
+    let config = write_config(&dir, &http_config("rec", &recording.url, "session"))?;
+    let cluster = Cluster::builder().nodes(2).config(&config).start().await?;
+    let c = Client {
+        http: shardgate_tests::http()
+            .default_headers(
+                [(
+                    reqwest::header::AUTHORIZATION,
+                    reqwest::header::HeaderValue::from_static("Bearer client-secret-token"),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .build()?,
+        endpoint: cluster.endpoint.clone(),
+    };
+    let sid = c.initialize().await?;
+    let answer = c
+        .request(
+            &sid,
+            1,
+            "tools/call",
+            json!({"name": "whoami", "arguments": {"text": "x"}}),
+        )
+        .await?;
+    assert_eq!(tool_text(&answer).as_deref(), Some("recorded: x"));
+    cluster.stop().await?;
+
+    let lines = std::fs::read_to_string(&log)?;
+    let requests: Vec<Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        requests.len() >= 3,
+        "initialize, initialized, call: {lines}"
+    );
+    for r in &requests {
+        assert_eq!(
+            r["headers"]["authorization"], "Bearer node-credential",
+            "the node's own credential, always: {r}"
+        );
+    }
+    assert!(
+        !lines.contains("client-secret-token"),
+        "the client's token reached the upstream:\n{lines}"
+    );
+    Ok(())
+}

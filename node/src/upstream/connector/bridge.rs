@@ -12,7 +12,9 @@
 //!   ([`session_result`]). `input_required` results are driven by the connector, asking the
 //!   client over the session.
 
-use crate::protocol::{self, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION};
+use crate::protocol::{
+    self, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, RpcError,
+};
 use serde_json::{Map, Value, json};
 
 /// Prefix of the `_meta` keys the protocol itself defines.
@@ -27,12 +29,13 @@ fn client_info() -> Value {
 }
 
 /// `initialize` params for a session-era upstream serving stateless-era clients. The clients
-/// behind one affinity key may differ in capabilities and none can be asked mid-request, so
-/// the upstream is told the client can do nothing it would have to be asked for.
+/// behind one affinity key may differ in capabilities, and each states its own per request,
+/// so the upstream is told everything can be asked; whether this client can is checked when
+/// the upstream asks (-32021 if not).
 pub fn initialize_params() -> Value {
     json!({
         "protocolVersion": protocol::LATEST_SESSION_VERSION,
-        "capabilities": {},
+        "capabilities": {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}},
         "clientInfo": client_info(),
     })
 }
@@ -41,9 +44,10 @@ pub fn initialize_params() -> Value {
 /// `InitializeResult`.
 pub fn discover_from(init: &Value) -> Value {
     let mut result = Map::new();
+    // The endpoint serves every revision, whichever era the upstream speaks.
     result.insert(
         "supportedVersions".into(),
-        json!(protocol::STATELESS_ERA_VERSIONS),
+        json!(protocol::supported_versions()),
     );
     result.insert(
         "capabilities".into(),
@@ -164,6 +168,15 @@ pub fn session_result(mut result: Value) -> Value {
     result
 }
 
+/// A session-era upstream's error as the stateless era words it: a missing resource is
+/// -32602 there (SEP-2164), where the session era used -32002.
+pub fn stateless_error(mut e: RpcError) -> RpcError {
+    if e.code == protocol::code::RESOURCE_NOT_FOUND {
+        e.code = protocol::code::INVALID_PARAMS;
+    }
+    e
+}
+
 /// An `input_required` result's requests (`{key: {method, params}}`), if it is one.
 pub fn input_requests(result: &Value) -> Option<&Map<String, Value>> {
     if result.get("resultType").and_then(Value::as_str) != Some("input_required") {
@@ -197,7 +210,10 @@ mod tests {
             "instructions": "be nice"
         });
         let d = discover_from(&init);
-        assert_eq!(d["supportedVersions"], json!(["2026-07-28"]));
+        assert_eq!(
+            d["supportedVersions"],
+            json!(protocol::supported_versions())
+        );
         assert_eq!(d["capabilities"], json!({"tools": {}}));
         assert_eq!(d["instructions"], "be nice");
         assert_eq!(d["_meta"][protocol::META_SERVER_INFO]["name"], "up");
@@ -249,6 +265,13 @@ mod tests {
             "_meta": {(protocol::META_SERVER_INFO): {}}
         }));
         assert_eq!(r, json!({"tools": []}));
+    }
+
+    #[test]
+    fn a_missing_resource_is_invalid_params_in_the_stateless_era() {
+        let e = stateless_error(RpcError::new(protocol::code::RESOURCE_NOT_FOUND, "gone"));
+        assert_eq!(e.code, protocol::code::INVALID_PARAMS);
+        assert_eq!(e.message, "gone");
     }
 
     #[test]

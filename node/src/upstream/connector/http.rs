@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// The upstream's session id, in the scope's state.
 const STATE_SESSION_ID: &str = "upstreamSessionId";
@@ -43,8 +44,8 @@ pub(super) struct Http {
     breaker: Breaker,
     /// One (re)initialization at a time per scope.
     handshakes: Mutex<HashMap<Scope, Arc<tokio::sync::Mutex<()>>>>,
-    /// The upstream sessions this node used, to end them when their scope ends.
-    sessions: Mutex<HashMap<Scope, Link>>,
+    /// The upstream sessions this node uses, to end them when their scope ends.
+    sessions: Mutex<HashMap<Scope, Held>>,
 }
 
 /// How to address the upstream session of a scope.
@@ -69,6 +70,18 @@ impl Link {
                     .map(str::to_owned),
             })
         })
+    }
+}
+
+/// An upstream session in use, and the listener of its standalone stream.
+struct Held {
+    link: Link,
+    listener: CancellationToken,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.listener.cancel();
     }
 }
 
@@ -132,7 +145,7 @@ impl Http {
     /// Serves one request, initializing the upstream session first if the scope has none.
     pub async fn request(
         &self,
-        ex: &Exchange<'_>,
+        ex: &Exchange,
         method: &str,
         params: Value,
     ) -> Result<Value, RpcError> {
@@ -154,7 +167,7 @@ impl Http {
     }
 
     /// The client's `initialize`: a new upstream session, whose answer is the client's.
-    pub async fn initialize(&self, ex: &Exchange<'_>) -> Result<Value, RpcError> {
+    pub async fn initialize(&self, ex: &Exchange) -> Result<Value, RpcError> {
         self.guarded("initialize", async {
             let (_, result) = self.handshake(ex, None).await?;
             Ok(result)
@@ -163,7 +176,7 @@ impl Http {
     }
 
     /// The upstream's `InitializeResult`, initializing the upstream session if need be.
-    pub async fn initialized(&self, ex: &Exchange<'_>) -> Result<Value, RpcError> {
+    pub async fn initialized(&self, ex: &Exchange) -> Result<Value, RpcError> {
         self.guarded("initialize", async {
             self.link(ex).await?;
             ex.initialize_result()
@@ -206,9 +219,9 @@ impl Http {
     }
 
     /// The scope's upstream session, initialized on first use.
-    async fn link(&self, ex: &Exchange<'_>) -> Result<Link, Failure> {
-        if let Some(link) = Link::of(ex.state) {
-            lock(&self.sessions).insert(ex.scope.clone(), link.clone());
+    async fn link(&self, ex: &Exchange) -> Result<Link, Failure> {
+        if let Some(link) = Link::of(&ex.state) {
+            self.hold(ex, &link);
             return Ok(link);
         }
         Ok(self.handshake(ex, None).await?.0)
@@ -218,7 +231,7 @@ impl Http {
     /// `stale`: unless the scope's session is no longer that one).
     async fn handshake(
         &self,
-        ex: &Exchange<'_>,
+        ex: &Exchange,
         stale: Option<&Link>,
     ) -> Result<(Link, Value), Failure> {
         let turn = lock(&self.handshakes)
@@ -227,7 +240,7 @@ impl Http {
             .clone();
         let _turn = turn.lock().await;
         if let (Some(stale), Some(current), Some(result)) =
-            (stale, Link::of(ex.state), ex.initialize_result())
+            (stale, Link::of(&ex.state), ex.initialize_result())
             && current.session_id != stale.session_id
         {
             return Ok((current, result));
@@ -256,7 +269,6 @@ impl Http {
             Some(id) => s.insert(STATE_SESSION_ID.into(), id.clone().into()),
             None => s.remove(STATE_SESSION_ID),
         });
-        lock(&self.sessions).insert(ex.scope.clone(), link.clone());
         let initialized = notification("notifications/initialized", Value::Null);
         let response = self
             .poster(&link)
@@ -269,13 +281,43 @@ impl Http {
                 response.status()
             )));
         }
+        self.hold(ex, &link);
         Ok((link, result))
+    }
+
+    /// Notes that the scope uses `link`; a session-era client's scope also listens to the
+    /// upstream session's standalone stream (list changes, resource updates, requests that
+    /// belong to no call), on its own stream.
+    fn hold(&self, ex: &Exchange, link: &Link) {
+        let mut sessions = lock(&self.sessions);
+        if sessions
+            .get(&ex.scope)
+            .is_some_and(|held| held.link.session_id == link.session_id)
+        {
+            return;
+        }
+        let listener = CancellationToken::new();
+        if ex.session_era && link.session_id.is_some() {
+            let listening = Listening {
+                name: self.name.clone(),
+                poster: self.poster(link),
+                caller: ex.standalone(),
+            };
+            tokio::spawn(listening.run(listener.clone()));
+        }
+        sessions.insert(
+            ex.scope.clone(),
+            Held {
+                link: link.clone(),
+                listener,
+            },
+        );
     }
 
     /// One request and its answer.
     async fn exchange(
         &self,
-        ex: &Exchange<'_>,
+        ex: &Exchange,
         link: &Link,
         method: &str,
         params: Value,
@@ -382,7 +424,7 @@ impl Http {
                         tracing::warn!(upstream = %self.name, "upstream sent an event that is not JSON");
                         continue;
                     };
-                    if let Some(answer) = self.take(poster, &msg, id, caller) {
+                    if let Some(answer) = take(&self.name, poster, &msg, id, caller) {
                         return answer;
                     }
                 }
@@ -390,6 +432,9 @@ impl Http {
             let Some(last) = &last_event else {
                 break;
             };
+            // The upstream closed the stream to be polled (SSE polling): do the same to our
+            // client, whose stream resumes from our event log while we resume the upstream's.
+            caller.disconnect();
             let wait = reader
                 .retry
                 .map_or(Duration::ZERO, Duration::from_millis)
@@ -404,42 +449,6 @@ impl Http {
             }
         }
         Err(Failure::Broken("the stream ended before the answer".into()))
-    }
-
-    /// Handles one message of a call's stream; the call's outcome if it is the answer.
-    fn take(
-        &self,
-        poster: &Poster,
-        msg: &Value,
-        id: &Value,
-        caller: &Arc<Caller>,
-    ) -> Option<Result<Value, Failure>> {
-        let params = msg.get("params").cloned().unwrap_or(Value::Null);
-        match Message::classify(msg) {
-            Some(Message::Response { id: answered }) if &answered == id => {
-                Some(outcome(msg).map_err(Failure::Rpc))
-            }
-            Some(Message::Notification { method }) => {
-                caller.notify(&method, params);
-                None
-            }
-            Some(Message::Request { id: asked, method }) => {
-                let caller = caller.clone();
-                let poster = poster.clone();
-                let name = self.name.clone();
-                tokio::spawn(async move {
-                    let reply = caller.answer(&asked, &method, params).await;
-                    if let Err(e) = poster.post(&reply, HeaderMap::new()).await {
-                        tracing::warn!(upstream = %name, %method, error = %e, "could not send the client's answer");
-                    }
-                });
-                None
-            }
-            Some(Message::Response { .. }) | None => {
-                tracing::debug!(upstream = %self.name, "ignored a message on a call's stream");
-                None
-            }
-        }
     }
 
     fn poster(&self, link: &Link) -> Poster {
@@ -479,17 +488,112 @@ impl Http {
     /// Ends the scope's upstream session, if this node used one.
     pub fn close(&self, scope: &Scope) {
         lock(&self.handshakes).remove(scope);
-        let Some(link) = lock(&self.sessions).remove(scope) else {
+        let Some(held) = lock(&self.sessions).remove(scope) else {
             return;
         };
-        if link.session_id.is_none() {
+        if held.link.session_id.is_none() {
             return;
         }
-        let poster = self.poster(&link);
+        let poster = self.poster(&held.link);
         tokio::spawn(async move {
             // The upstream may not allow ending sessions (405); it expires them itself then.
             let _ = poster.delete().await;
         });
+    }
+}
+
+/// Handles one message of a stream; the call's outcome if it is the answer to `id`.
+fn take(
+    name: &str,
+    poster: &Poster,
+    msg: &Value,
+    id: &Value,
+    caller: &Arc<Caller>,
+) -> Option<Result<Value, Failure>> {
+    let params = msg.get("params").cloned().unwrap_or(Value::Null);
+    match Message::classify(msg) {
+        Some(Message::Response { id: answered }) if &answered == id => {
+            Some(outcome(msg).map_err(Failure::Rpc))
+        }
+        Some(Message::Notification { method }) => {
+            caller.notify(&method, params);
+            None
+        }
+        Some(Message::Request { id: asked, method }) => {
+            let caller = caller.clone();
+            let poster = poster.clone();
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                let reply = caller.answer(&asked, &method, params).await;
+                if let Err(e) = poster.post(&reply, HeaderMap::new()).await {
+                    tracing::warn!(upstream = %name, %method, error = %e, "could not send the client's answer");
+                }
+            });
+            None
+        }
+        Some(Message::Response { .. }) | None => {
+            tracing::debug!(upstream = %name, "ignored a message on a call's stream");
+            None
+        }
+    }
+}
+
+/// Reads an upstream session's standalone stream (the GET stream) until the scope ends,
+/// reconnecting (with `Last-Event-ID`) when it drops.
+struct Listening {
+    name: String,
+    poster: Poster,
+    caller: Arc<Caller>,
+}
+
+impl Listening {
+    async fn run(self, stop: CancellationToken) {
+        tokio::select! {
+            _ = self.listen() => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+
+    async fn listen(&self) {
+        let mut last_event: Option<String> = None;
+        let mut reader = sse::Reader::default();
+        loop {
+            let response = match self.poster.listen(last_event.as_deref()).await {
+                Ok(r) if r.status().is_success() => r,
+                // 405: the upstream offers no standalone stream; anything else: it is gone
+                // or refuses, and the next call finds out and says so.
+                Ok(r) => {
+                    tracing::debug!(upstream = %self.name, status = %r.status(), "no standalone stream");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(upstream = %self.name, error = %e, "standalone stream failed");
+                    return;
+                }
+            };
+            let mut response = response;
+            while let Ok(Some(chunk)) = response.chunk().await {
+                for event in reader.feed(&chunk) {
+                    if event.id.is_some() {
+                        last_event = event.id;
+                    }
+                    match serde_json::from_str::<Value>(&event.data) {
+                        Ok(msg) => {
+                            take(&self.name, &self.poster, &msg, &Value::Null, &self.caller);
+                        }
+                        Err(_) if event.data.is_empty() => {}
+                        Err(_) => {
+                            tracing::warn!(upstream = %self.name, "upstream sent an event that is not JSON")
+                        }
+                    }
+                }
+            }
+            let wait = reader
+                .retry
+                .map_or(Duration::from_secs(1), Duration::from_millis)
+                .min(MAX_RETRY_WAIT);
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -515,13 +619,20 @@ impl Poster {
     }
 
     async fn resume(&self, last_event: &str) -> reqwest::Result<reqwest::Response> {
-        self.client
+        self.listen(Some(last_event)).await
+    }
+
+    /// A GET for the session's stream, from after `last_event` if given.
+    async fn listen(&self, last_event: Option<&str>) -> reqwest::Result<reqwest::Response> {
+        let mut get = self
+            .client
             .get(self.url.clone())
             .headers(self.headers.clone())
-            .header(http::header::ACCEPT, "text/event-stream")
-            .header(HEADER_LAST_EVENT_ID, last_event)
-            .send()
-            .await
+            .header(http::header::ACCEPT, "text/event-stream");
+        if let Some(last) = last_event {
+            get = get.header(HEADER_LAST_EVENT_ID, last);
+        }
+        get.send().await
     }
 
     async fn delete(&self) -> reqwest::Result<reqwest::Response> {

@@ -19,6 +19,7 @@
 
 mod bridge;
 mod http;
+mod park;
 mod sse;
 mod stdio;
 
@@ -28,7 +29,7 @@ use crate::protocol::{self, RpcError, code};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// The upstream's `InitializeResult` (session-era upstreams), in the scope's state.
 const STATE_INITIALIZE_RESULT: &str = "initializeResult";
@@ -53,6 +54,8 @@ pub struct Connector {
 struct Inner {
     name: String,
     transport: Transport,
+    /// Stateless-era calls waiting for the client's answers.
+    parking: park::Parking,
 }
 
 enum Transport {
@@ -82,6 +85,7 @@ impl Connector {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 transport,
+                parking: park::Parking::default(),
             }),
         }
     }
@@ -123,18 +127,85 @@ impl Upstream for Connector {
 }
 
 /// One call, as the transports see it.
-pub(super) struct Exchange<'a> {
-    pub scope: &'a Scope,
-    pub state: &'a UpstreamState,
+#[derive(Clone)]
+struct Exchange {
+    pub scope: Scope,
+    pub state: UpstreamState,
     /// The `initialize` params to (re)initialize a session-era upstream with.
-    pub initialize: &'a Value,
-    pub peer: &'a Arc<dyn Peer>,
-    pub session_peer: &'a Arc<dyn Peer>,
-    /// Whether the client can be asked while the call runs (session era).
-    pub askable: bool,
+    pub initialize: Value,
+    pub peer: Arc<dyn Peer>,
+    pub session_peer: Arc<dyn Peer>,
+    /// A session-era client: it has a standalone stream, and can be asked mid-call.
+    pub session_era: bool,
+    /// How the upstream's questions reach the client.
+    pub asks: Asks,
+    /// Which log messages the client wants.
+    pub logs: Logs,
 }
 
-impl Exchange<'_> {
+/// How an upstream's requests to the client (sampling, elicitation, roots) are answered.
+#[derive(Clone)]
+enum Asks {
+    /// Asked over the client's session.
+    Client,
+    /// Parked until a stateless-era client answers an `input_required` result ([`park`]).
+    Park(mpsc::UnboundedSender<park::Ask>),
+    /// Not at all: nobody can answer.
+    Refuse,
+}
+
+/// Which `notifications/message` reach the client.
+#[derive(Clone, Copy)]
+enum Logs {
+    All,
+    /// At or above this severity (a stateless-era request's `logLevel`).
+    From(usize),
+    /// None: a stateless-era request that named no log level.
+    Off,
+}
+
+impl Logs {
+    /// What a stateless-era request asked for in its `_meta`.
+    fn requested(params: &Value) -> Logs {
+        params
+            .get("_meta")
+            .and_then(|m| m.get(protocol::META_LOG_LEVEL))
+            .and_then(Value::as_str)
+            .and_then(level_rank)
+            .map_or(Logs::Off, Logs::From)
+    }
+
+    fn allow(self, params: &Value) -> bool {
+        match self {
+            Logs::All => true,
+            Logs::Off => false,
+            // A message without a known level is shown rather than lost.
+            Logs::From(floor) => params
+                .get("level")
+                .and_then(Value::as_str)
+                .and_then(level_rank)
+                .is_none_or(|rank| rank >= floor),
+        }
+    }
+}
+
+/// RFC 5424 severities, least severe first.
+const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+fn level_rank(level: &str) -> Option<usize> {
+    LOG_LEVELS.iter().position(|l| *l == level)
+}
+
+impl Exchange {
     /// The JSON-RPC request for the upstream under a fresh id of ours, and where what the
     /// upstream says while answering it goes.
     fn outgoing(&self, method: &str, mut params: Value) -> (u64, Value, Arc<Caller>) {
@@ -150,7 +221,8 @@ impl Exchange<'_> {
         let caller = Arc::new(Caller {
             peer: self.peer.clone(),
             progress,
-            askable: self.askable,
+            asks: self.asks.clone(),
+            logs: self.logs,
         });
         (id, request(id, method, params), caller)
     }
@@ -160,7 +232,11 @@ impl Exchange<'_> {
         Arc::new(Caller {
             peer: self.session_peer.clone(),
             progress: None,
-            askable: self.askable,
+            asks: match self.session_era {
+                true => Asks::Client,
+                false => Asks::Refuse,
+            },
+            logs: Logs::All,
         })
     }
 
@@ -176,11 +252,12 @@ impl Exchange<'_> {
 }
 
 /// Where what the upstream says during one call goes.
-pub(super) struct Caller {
+struct Caller {
     peer: Arc<dyn Peer>,
     /// The progress token the upstream was given, and the client's it stands for.
     progress: Option<(Value, Value)>,
-    askable: bool,
+    asks: Asks,
+    logs: Logs,
 }
 
 impl Caller {
@@ -197,18 +274,38 @@ impl Caller {
         {
             params["progressToken"] = theirs.clone();
         }
+        if method == "notifications/message" && !self.logs.allow(&params) {
+            return;
+        }
         self.peer.notify(method, params);
+    }
+
+    fn disconnect(&self) {
+        self.peer.disconnect();
     }
 
     /// The client's answer to an upstream request, as the JSON-RPC response to send back.
     async fn answer(&self, id: &Value, method: &str, params: Value) -> Value {
-        let outcome = if self.askable {
-            self.peer.request(method, params).await
-        } else {
-            Err(RpcError::new(
+        let outcome = match &self.asks {
+            Asks::Client => self.peer.request(method, params).await,
+            Asks::Park(questions) => {
+                let (reply, answered) = oneshot::channel();
+                let ask = park::Ask {
+                    method: method.to_owned(),
+                    params,
+                    reply,
+                };
+                match questions.send(ask) {
+                    Ok(()) => answered.await.unwrap_or_else(|_| {
+                        Err(RpcError::new(code::INTERNAL_ERROR, "the client went away"))
+                    }),
+                    Err(_) => Err(RpcError::new(code::INTERNAL_ERROR, "the client went away")),
+                }
+            }
+            Asks::Refuse => Err(RpcError::new(
                 code::METHOD_NOT_FOUND,
-                format!("{method}: the client cannot be asked during a stateless-era request"),
-            ))
+                format!("{method}: there is no client to ask"),
+            )),
         };
         match outcome {
             Ok(result) => protocol::response(id, result),
@@ -266,35 +363,39 @@ fn unavailable(upstream: &str, problem: impl std::fmt::Display) -> RpcError {
 }
 
 impl Inner {
-    async fn serve(&self, call: Call) -> Result<Value, RpcError> {
+    async fn serve(self: &Arc<Self>, call: Call) -> Result<Value, RpcError> {
         let client_stateless = protocol::is_stateless_version(&call.protocol_version);
-        let bridged_initialize;
         let ex = Exchange {
-            scope: &call.scope,
-            state: &call.state,
-            initialize: match &call.initialize {
-                Some(params) => params,
-                None => {
-                    bridged_initialize = bridge::initialize_params();
-                    &bridged_initialize
-                }
+            scope: call.scope.clone(),
+            state: call.state.clone(),
+            initialize: call
+                .initialize
+                .clone()
+                .unwrap_or_else(bridge::initialize_params),
+            peer: call.peer.clone(),
+            session_peer: call.session_peer.clone(),
+            session_era: !client_stateless,
+            asks: match client_stateless {
+                true => Asks::Refuse,
+                false => Asks::Client,
             },
-            peer: &call.peer,
-            session_peer: &call.session_peer,
-            askable: !client_stateless,
+            logs: match client_stateless {
+                true => Logs::requested(&call.params),
+                false => Logs::All,
+            },
         };
         let method = call.method.as_str();
-        match (&self.transport, client_stateless) {
-            (Transport::Http(h), false) if h.stateless() => self.to_stateless(h, &ex, &call).await,
-            (Transport::Http(h), true) if h.stateless() => {
-                h.request(&ex, method, call.params.clone()).await
-            }
-            (transport, false) if method == "initialize" => match transport {
+        let upstream_stateless = matches!(&self.transport, Transport::Http(h) if h.stateless());
+        match (client_stateless, upstream_stateless) {
+            (false, true) => self.to_stateless(&ex, &call).await,
+            (true, true) => self.request(&ex, method, call.params.clone()).await,
+            (false, false) if method == "initialize" => match &self.transport {
                 Transport::Stdio(s) => s.initialize(&ex).await,
                 Transport::Http(h) => h.initialize(&ex).await,
             },
-            (transport, true) if method == "server/discover" => {
-                let init = match transport {
+            (false, false) => self.request(&ex, method, call.params.clone()).await,
+            (true, false) if method == "server/discover" => {
+                let init = match &self.transport {
                     Transport::Stdio(s) => s.initialized(&ex).await?,
                     Transport::Http(h) => h.initialized(&ex).await?,
                 };
@@ -303,35 +404,73 @@ impl Inner {
                     bridge::discover_from(&init),
                 ))
             }
-            (transport, client_stateless) => {
-                let mut params = call.params.clone();
-                if client_stateless {
-                    bridge::strip_stateless_meta(&mut params);
-                }
-                let result = match transport {
-                    Transport::Stdio(s) => s.request(&ex, method, params).await?,
-                    Transport::Http(h) => h.request(&ex, method, params).await?,
-                };
-                Ok(match client_stateless {
-                    true => bridge::with_cache_hints(method, result),
-                    false => result,
-                })
+            (true, false) => {
+                let result = self
+                    .from_stateless(ex, &call)
+                    .await
+                    .map_err(bridge::stateless_error)?;
+                Ok(bridge::with_cache_hints(method, result))
             }
         }
     }
 
-    /// A session-era client served by a stateless-era upstream.
-    async fn to_stateless(
-        &self,
-        http: &http::Http,
-        ex: &Exchange<'_>,
+    async fn request(&self, ex: &Exchange, method: &str, params: Value) -> Result<Value, RpcError> {
+        match &self.transport {
+            Transport::Stdio(s) => s.request(ex, method, params).await,
+            Transport::Http(h) => h.request(ex, method, params).await,
+        }
+    }
+
+    /// A stateless-era client served by a session-era upstream. The upstream call runs as a
+    /// task of its own, so that when it asks the client something it can wait, parked, for
+    /// the client's retry ([`park`]).
+    async fn from_stateless(
+        self: &Arc<Self>,
+        mut ex: Exchange,
         call: &Call,
     ) -> Result<Value, RpcError> {
+        let running = match call.params.get("requestState") {
+            // A session-era upstream gives no requestState: this one is ours.
+            Some(token) => {
+                let mut running = token
+                    .as_str()
+                    .and_then(|t| self.parking.take(t))
+                    .ok_or_else(park::unknown_state)?;
+                let empty = Map::new();
+                let answers = call
+                    .params
+                    .get("inputResponses")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty);
+                running.resume(call.peer.clone(), answers);
+                running
+            }
+            None => {
+                let mut params = call.params.clone();
+                bridge::strip_stateless_meta(&mut params);
+                let (questions, asked) = mpsc::unbounded_channel();
+                let relay = Arc::new(park::Relay::new(call.peer.clone()));
+                ex.peer = relay.clone();
+                ex.asks = Asks::Park(questions);
+                let inner = self.clone();
+                let method = call.method.clone();
+                let task = tokio::spawn(async move { inner.request(&ex, &method, params).await });
+                park::Running::new(task, asked, relay)
+            }
+        };
+        match running.next(&self.parking, &call.client_capabilities).await {
+            park::Turn::Done(outcome) => outcome,
+            park::Turn::Asking(input_required) => Ok(input_required),
+        }
+    }
+
+    /// A session-era client served by a stateless-era upstream.
+    async fn to_stateless(&self, ex: &Exchange, call: &Call) -> Result<Value, RpcError> {
         let caps = &call.client_capabilities;
         match call.method.as_str() {
             "initialize" => {
                 let params = bridge::with_stateless_meta(json!({}), caps, None);
-                let discovered = http.request(ex, "server/discover", params).await?;
+                let discovered = self.request(ex, "server/discover", params).await?;
                 let requested = call.params.get("protocolVersion").and_then(Value::as_str);
                 Ok(bridge::initialize_from(&discovered, requested, &self.name))
             }
@@ -358,7 +497,7 @@ impl Inner {
                 let mut params =
                     bridge::with_stateless_meta(call.params.clone(), caps, level.as_deref());
                 for _ in 0..MAX_INPUT_ROUNDS {
-                    let result = http.request(ex, method, params.clone()).await?;
+                    let result = self.request(ex, method, params.clone()).await?;
                     let Some(asked) = bridge::input_requests(&result) else {
                         return Ok(bridge::session_result(result));
                     };

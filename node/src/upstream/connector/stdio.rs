@@ -78,7 +78,7 @@ impl Stdio {
     /// Serves one request on the scope's process, starting one if there is none.
     pub async fn request(
         &self,
-        ex: &Exchange<'_>,
+        ex: &Exchange,
         method: &str,
         params: Value,
     ) -> Result<Value, RpcError> {
@@ -87,8 +87,8 @@ impl Stdio {
     }
 
     /// The client's `initialize`: always a fresh process, whose answer is the client's.
-    pub async fn initialize(&self, ex: &Exchange<'_>) -> Result<Value, RpcError> {
-        let slot = self.slot(ex.scope);
+    pub async fn initialize(&self, ex: &Exchange) -> Result<Value, RpcError> {
+        let slot = self.slot(&ex.scope);
         let mut held = slot.lock().await;
         if let Some(old) = held.take() {
             old.kill.cancel();
@@ -99,14 +99,14 @@ impl Stdio {
     }
 
     /// The upstream's `InitializeResult`, starting the process if need be.
-    pub async fn initialized(&self, ex: &Exchange<'_>) -> Result<Value, RpcError> {
+    pub async fn initialized(&self, ex: &Exchange) -> Result<Value, RpcError> {
         self.process(ex).await?;
         ex.initialize_result()
             .ok_or_else(|| unavailable(&self.name, "no InitializeResult"))
     }
 
-    async fn process(&self, ex: &Exchange<'_>) -> Result<Arc<Process>, RpcError> {
-        let slot = self.slot(ex.scope);
+    async fn process(&self, ex: &Exchange) -> Result<Arc<Process>, RpcError> {
+        let slot = self.slot(&ex.scope);
         let mut held = slot.lock().await;
         if let Some(p) = held.as_ref().filter(|p| !p.exited.is_cancelled()) {
             return Ok(p.clone());
@@ -117,7 +117,7 @@ impl Stdio {
     }
 
     /// Starts a process and runs the `initialize` handshake with the scope's params.
-    async fn spawn(&self, ex: &Exchange<'_>) -> Result<(Arc<Process>, Value), RpcError> {
+    async fn spawn(&self, ex: &Exchange) -> Result<(Arc<Process>, Value), RpcError> {
         let permit = self.processes.clone().try_acquire_owned().map_err(|_| {
             unavailable(
                 &self.name,
@@ -234,7 +234,7 @@ impl Drop for InFlight {
 impl Process {
     async fn request(
         self: &Arc<Self>,
-        ex: &Exchange<'_>,
+        ex: &Exchange,
         method: &str,
         params: Value,
         timeout: Duration,

@@ -61,7 +61,10 @@ impl Peer {
 
     /// The Python SDK server that logs the headers of every request to `log`.
     async fn recording(log: &Path) -> anyhow::Result<Peer> {
-        let port = free_addr()?.port();
+        Peer::recording_on(log, free_addr()?.port()).await
+    }
+
+    async fn recording_on(log: &Path, port: u16) -> anyhow::Result<Peer> {
         let mut cmd = Command::new(peers::python()?);
         cmd.arg(python_script("recording_server.py"))
             .arg(port.to_string())
@@ -598,5 +601,168 @@ async fn t50_a_client_token_never_reaches_an_upstream() -> anyhow::Result<()> {
         !lines.contains("client-secret-token"),
         "the client's token reached the upstream:\n{lines}"
     );
+    Ok(())
+}
+
+/// The JSON-RPC answer to a session-era `initialize`, whatever it is.
+async fn initialize_answer(c: &Client) -> anyhow::Result<Value> {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "shardgate-tests", "version": "0"}
+    }});
+    shardgate_tests::mcp::response_of(c.post(&init).send().await?, &json!(0)).await
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test]
+async fn t35_stdio_processes_are_limited_and_end_with_their_session() -> anyhow::Result<()> {
+    let dir = scratch("stdio-limits")?;
+    let config = format!(
+        "[limits]\nstdio_processes = 1\n\n[[upstream]]\nname = \"py\"\n[upstream.stdio]\ncommand = {}\nargs = [{}]\n",
+        toml_str(peers::python()?.display().to_string()),
+        toml_str(python_script("stdio_server.py").display().to_string()),
+    );
+    let cluster = Cluster::builder()
+        .nodes(1)
+        .config(write_config(&dir, &config)?)
+        .start()
+        .await?;
+    let c = Client::new(&cluster.endpoint);
+    let first = c.initialize().await?;
+    let answer = c
+        .request(
+            &first,
+            1,
+            "tools/call",
+            json!({"name": "pid", "arguments": {}}),
+        )
+        .await?;
+    let pid: i32 = tool_text(&answer).unwrap_or_default().parse()?;
+    assert!(alive(pid));
+
+    let refused = initialize_answer(&c).await?;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("upstream py") && message.contains("stdio upstream processes"),
+        "a second process is refused, naming the upstream and the limit: {refused}"
+    );
+
+    let status = c
+        .http
+        .delete(&c.endpoint)
+        .header("mcp-session-id", &first)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await?
+        .status();
+    assert!(status.is_success(), "DELETE: {status}");
+    let mut waited = 0;
+    while alive(pid) && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert!(!alive(pid), "the session's process ends with it");
+    let second = c.initialize().await?;
+    let echo = c
+        .request(
+            &second,
+            1,
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "room"}}),
+        )
+        .await?;
+    assert_eq!(
+        tool_text(&echo).as_deref(),
+        Some("room"),
+        "its place is free again"
+    );
+    cluster.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn t55_an_upstream_that_forgets_the_session_is_initialized_again() -> anyhow::Result<()> {
+    let dir = scratch("upstream-404")?;
+    let log = dir.join("headers.jsonl");
+    let port = free_addr()?.port();
+    let upstream = Peer::recording_on(&log, port).await?;
+    let config = write_config(&dir, &http_config("rec", &upstream.url, "session"))?;
+    let cluster = Cluster::builder().nodes(1).config(&config).start().await?;
+    let c = Client::new(&cluster.endpoint);
+    let sid = c.initialize().await?;
+    let call = |id: i64, text: &'static str| {
+        let (c, sid) = (c.clone(), sid.clone());
+        async move {
+            let answer = c
+                .request(
+                    &sid,
+                    id,
+                    "tools/call",
+                    json!({"name": "whoami", "arguments": {"text": text}}),
+                )
+                .await?;
+            tool_text(&answer).ok_or_else(|| anyhow::anyhow!("{answer}"))
+        }
+    };
+    assert_eq!(call(1, "before").await?, "recorded: before");
+    // A restarted upstream has forgotten every session: it answers 404 to ours.
+    drop(upstream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _upstream = Peer::recording_on(&log, port).await?;
+    assert_eq!(call(2, "after").await?, "recorded: after");
+    cluster.stop().await?;
+
+    let lines = std::fs::read_to_string(&log)?;
+    let initializes = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["method"] == "POST" && r["headers"].get("mcp-session-id").is_none())
+        .count();
+    assert_eq!(
+        initializes, 2,
+        "initialized once, then again after the 404:\n{lines}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn t56_a_dead_upstream_is_named_and_its_breaker_opens() -> anyhow::Result<()> {
+    let dir = scratch("breaker")?;
+    let closed = free_addr()?.port();
+    let config = format!(
+        "[[upstream]]\nname = \"gone\"\n[upstream.http]\nurl = \"http://127.0.0.1:{closed}/mcp\"\nbreaker_failures = 2\nbreaker_open_secs = 600\n"
+    );
+    let cluster = Cluster::builder()
+        .nodes(1)
+        .config(write_config(&dir, &config)?)
+        .start()
+        .await?;
+    let c = Client::new(&cluster.endpoint);
+    let mut messages = Vec::new();
+    for _ in 0..3 {
+        let answer = initialize_answer(&c).await?;
+        assert_eq!(answer["error"]["code"], -32001, "{answer}");
+        messages.push(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    println!("{messages:#?}");
+    assert!(
+        messages.iter().all(|m| m.starts_with("upstream gone: ")),
+        "{messages:?}"
+    );
+    assert!(!messages[0].contains("not tried again"), "{messages:?}");
+    assert!(
+        messages[2].contains("not tried again"),
+        "the breaker is open: {messages:?}"
+    );
+    cluster.stop().await?;
     Ok(())
 }

@@ -99,8 +99,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn broken(e: impl std::fmt::Display) -> Failure {
-    Failure::Broken(e.to_string())
+/// A transport error with its causes, which say what actually went wrong (refused, reset,
+/// timed out, certificate…).
+fn broken(e: reqwest::Error) -> Failure {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Failure::Broken(text)
 }
 
 impl Http {

@@ -208,7 +208,7 @@ async fn t10_transparency_against_the_reference_server() -> anyhow::Result<()> {
 
 /// What a stateless-era client cannot get from a session-era upstream through the bridge,
 /// by scenario and check of the 2026-07-28 suite, with the reason.
-const BRIDGE_LIMITS: [(&str, &str, &str); 13] = [
+const BRIDGE_LIMITS: [(&str, &str, &str); 8] = [
     // The upstream session's client capabilities are fixed at its `initialize`, where the
     // bridge declares them all; a tool that checks them rather than asking cannot see this
     // request's.
@@ -253,32 +253,6 @@ const BRIDGE_LIMITS: [(&str, &str, &str); 13] = [
         "input-required-result-ignore-extra-params",
         "sep-2322-ignore-unexpected-params",
         "keys",
-    ),
-    // `subscriptions/listen` is not bridged to a session-era upstream's standalone stream.
-    (
-        "server-stateless",
-        "sep-2575-server-sends-subscription-ack",
-        "listen",
-    ),
-    (
-        "server-stateless",
-        "sep-2575-server-tags-subscription-id",
-        "listen",
-    ),
-    (
-        "server-stateless",
-        "sep-2575-server-honors-notification-filter",
-        "listen",
-    ),
-    (
-        "server-stateless",
-        "sep-2575-server-sends-prompts-list-changed-on-subscription",
-        "listen",
-    ),
-    (
-        "server-stateless",
-        "sep-2575-server-sends-tools-list-changed-on-subscription",
-        "listen",
     ),
 ];
 

@@ -294,9 +294,10 @@ impl Http {
         Ok((link, result))
     }
 
-    /// Notes that the scope uses `link`; a session-era client's scope also listens to the
-    /// upstream session's standalone stream (list changes, resource updates, requests that
-    /// belong to no call), on its own stream.
+    /// Notes that the scope uses `link`; the scope also listens to the upstream session's
+    /// standalone stream (list changes, resource updates, requests that belong to no call): a
+    /// session-era client on its own stream, stateless-era clients through their listen
+    /// streams.
     fn hold(&self, ex: &Exchange, link: &Link) {
         let mut sessions = lock(&self.sessions);
         if sessions
@@ -306,7 +307,7 @@ impl Http {
             return;
         }
         let listener = CancellationToken::new();
-        if ex.session_era && link.session_id.is_some() {
+        if (ex.session_era || ex.feed.is_some()) && link.session_id.is_some() {
             let listening = Listening {
                 name: self.name.clone(),
                 poster: self.poster(link),

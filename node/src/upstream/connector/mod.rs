@@ -19,6 +19,7 @@
 
 mod bridge;
 mod http;
+mod listen;
 mod park;
 mod sse;
 mod stdio;
@@ -56,6 +57,8 @@ struct Inner {
     transport: Transport,
     /// Stateless-era calls waiting for the client's answers.
     parking: park::Parking,
+    /// The upstream's announcements, by scope, for stateless-era listen streams.
+    feeds: std::sync::Mutex<std::collections::HashMap<Scope, listen::Feed>>,
 }
 
 enum Transport {
@@ -86,6 +89,7 @@ impl Connector {
                 name: name.to_owned(),
                 transport,
                 parking: park::Parking::default(),
+                feeds: Default::default(),
             }),
         }
     }
@@ -119,6 +123,11 @@ impl Upstream for Connector {
     }
 
     fn close(&self, scope: &Scope) {
+        self.inner
+            .feeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(scope);
         match &self.inner.transport {
             Transport::Stdio(s) => s.close(scope),
             Transport::Http(h) => h.close(scope),
@@ -141,6 +150,8 @@ struct Exchange {
     pub asks: Asks,
     /// Which log messages the client wants.
     pub logs: Logs,
+    /// Stateless-era clients of a session-era upstream: where change announcements go.
+    pub feed: Option<listen::Feed>,
 }
 
 /// How an upstream's requests to the client (sampling, elicitation, roots) are answered.
@@ -223,6 +234,7 @@ impl Exchange {
             progress,
             asks: self.asks.clone(),
             logs: self.logs,
+            feed: self.feed.clone(),
         });
         (id, request(id, method, params), caller)
     }
@@ -237,6 +249,7 @@ impl Exchange {
                 false => Asks::Refuse,
             },
             logs: Logs::All,
+            feed: self.feed.clone(),
         })
     }
 
@@ -258,6 +271,7 @@ struct Caller {
     progress: Option<(Value, Value)>,
     asks: Asks,
     logs: Logs,
+    feed: Option<listen::Feed>,
 }
 
 impl Caller {
@@ -275,6 +289,13 @@ impl Caller {
             params["progressToken"] = theirs.clone();
         }
         if method == "notifications/message" && !self.logs.allow(&params) {
+            return;
+        }
+        if let Some(feed) = &self.feed
+            && listen::is_change(method)
+        {
+            // Nobody listening is not a failure: the change is news to no one.
+            let _ = feed.send((method.to_owned(), params));
             return;
         }
         self.peer.notify(method, params);
@@ -383,9 +404,17 @@ impl Inner {
                 true => Logs::requested(&call.params),
                 false => Logs::All,
             },
+            feed: None,
         };
         let method = call.method.as_str();
         let upstream_stateless = matches!(&self.transport, Transport::Http(h) if h.stateless());
+        let ex = match client_stateless && !upstream_stateless {
+            true => Exchange {
+                feed: Some(self.feed(&call.scope)),
+                ..ex
+            },
+            false => ex,
+        };
         match (client_stateless, upstream_stateless) {
             (false, true) => self.to_stateless(&ex, &call).await,
             (true, true) => self.request(&ex, method, call.params.clone()).await,
@@ -394,11 +423,12 @@ impl Inner {
                 Transport::Http(h) => h.initialize(&ex).await,
             },
             (false, false) => self.request(&ex, method, call.params.clone()).await,
+            (true, false) if method == "subscriptions/listen" => match &ex.feed {
+                Some(feed) => self.listen(&ex, &call, feed).await,
+                None => Err(RpcError::new(code::INTERNAL_ERROR, "no feed to listen to")),
+            },
             (true, false) if method == "server/discover" => {
-                let init = match &self.transport {
-                    Transport::Stdio(s) => s.initialized(&ex).await?,
-                    Transport::Http(h) => h.initialized(&ex).await?,
-                };
+                let init = self.initialized(&ex).await?;
                 Ok(bridge::with_cache_hints(
                     method,
                     bridge::discover_from(&init),
@@ -412,6 +442,23 @@ impl Inner {
                 Ok(bridge::with_cache_hints(method, result))
             }
         }
+    }
+
+    /// The upstream's `InitializeResult`, initializing it for the scope if need be.
+    async fn initialized(&self, ex: &Exchange) -> Result<Value, RpcError> {
+        match &self.transport {
+            Transport::Stdio(s) => s.initialized(ex).await,
+            Transport::Http(h) => h.initialized(ex).await,
+        }
+    }
+
+    fn feed(&self, scope: &Scope) -> listen::Feed {
+        self.feeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(scope.clone())
+            .or_insert_with(listen::feed)
+            .clone()
     }
 
     async fn request(&self, ex: &Exchange, method: &str, params: Value) -> Result<Value, RpcError> {

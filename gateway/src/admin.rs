@@ -1,5 +1,5 @@
-//! The admin listener: liveness, readiness (a ring with an active member is known) and
-//! Prometheus metrics. Kept off the client port so it is never exposed with it.
+//! The admin listener: liveness, readiness (a ring with an active member is known), the
+//! membership view routed by, and Prometheus metrics. Kept off the client port so it is never exposed with it.
 
 use crate::Gateway;
 use axum::Router;
@@ -14,6 +14,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/membership", get(membership))
         .with_state(gw)
 }
 
@@ -27,6 +28,11 @@ async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
         )
             .into_response()
     }
+}
+
+/// The view this gateway routes by, as JSON.
+async fn membership(State(gw): State<Arc<Gateway>>) -> Response {
+    axum::Json(gw.ring.current().membership().clone()).into_response()
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {

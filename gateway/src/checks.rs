@@ -125,6 +125,7 @@ mod tests {
             allowed_origins: vec!["https://app.example.com".into()],
             max_body_bytes: 1024,
             membership: Membership::default(),
+            seeds: Vec::new(),
             affinity: Default::default(),
         }
     }

@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// The membership the gateway starts from; it adopts newer views from nodes.
     pub membership: Membership,
+    /// Nodes (`host:port`) to follow membership through: the gateway long-polls them, and
+    /// then the members it learns of, for newer views. Empty: only 421s bring news.
+    pub seeds: Vec<String>,
     pub affinity: AffinityKey,
 }
 
@@ -45,7 +48,7 @@ pub struct GatewayConfig {
 pub enum ConfigError {
     #[error("invalid membership: {0}")]
     Membership(#[from] shardgate_raft::membership::MembershipError),
-    #[error("the gateway needs at least one node to route to")]
+    #[error("the gateway needs members to route to, or seeds to learn them from")]
     NoMembers,
     #[error("max body size must be positive")]
     ZeroBodyLimit,
@@ -61,7 +64,7 @@ impl GatewayConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.membership.validate()?;
-        if self.membership.members.is_empty() {
+        if self.membership.members.is_empty() && self.seeds.is_empty() {
             return Err(ConfigError::NoMembers);
         }
         if self.max_body_bytes == 0 {

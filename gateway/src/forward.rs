@@ -152,6 +152,36 @@ impl Forwarder {
             .map_err(|e| unreachable_node(node, e))
     }
 
+    /// Long-polls the node at `addr` for a view newer than `after`, for up to `wait`; `None`
+    /// if it does not answer.
+    pub async fn poll_membership(
+        &self,
+        addr: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Option<Membership> {
+        let url = format!(
+            "http://{addr}{}?after={after}&wait_ms={}",
+            internal::MEMBERSHIP_PATH,
+            wait.as_millis()
+        );
+        let req = Request::get(url)
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let fetch = async {
+            let resp = self.client.request(req).await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            serde_json::from_slice(&body).ok()
+        };
+        tokio::time::timeout(wait + REFRESH_TIMEOUT, fetch)
+            .await
+            .ok()?
+    }
+
     /// Asks a node for its membership view; `None` if it does not answer in time.
     async fn membership_of(&self, node: &Member) -> Option<Membership> {
         let req = Request::get(format!("http://{}{}", node.addr, internal::MEMBERSHIP_PATH))

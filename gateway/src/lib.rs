@@ -14,6 +14,7 @@ pub mod admin;
 pub mod checks;
 pub mod config;
 pub mod error;
+pub mod follow;
 pub mod forward;
 pub mod metrics;
 pub mod proxy;
@@ -117,6 +118,14 @@ pub async fn run(
         metrics: Metrics::new()?,
         config,
     });
+    // Without seeds the view is fixed but for what 421s bring.
+    if !gw.config.seeds.is_empty() {
+        tokio::spawn(follow::follow(
+            gw.clone(),
+            gw.config.seeds.clone(),
+            shutdown.clone(),
+        ));
+    }
     let admin = shardgate_node::listener::serve(
         bound.admin,
         admin::router(gw.clone()),

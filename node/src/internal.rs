@@ -14,5 +14,12 @@ pub const PRINCIPAL: &str = "x-shardgate-principal";
 /// Every trusted header, for stripping them from client requests.
 pub const ALL: [&str; 4] = [ROUTE_KEY, EPOCH, NEW_SESSION, PRINCIPAL];
 
-/// The node's membership view, as JSON (`Membership`).
+/// The node's membership view, as JSON (`Membership`). With `?after=EPOCH&wait_ms=N` it is a
+/// long poll: answered once the view is newer than `EPOCH`, or after `N` ms with the current.
 pub const MEMBERSHIP_PATH: &str = "/internal/membership";
+/// Raft and cluster RPCs between nodes: `POST /internal/raft/<name>`, JSON in and out.
+pub const RAFT_PATH: &str = "/internal/raft/{name}";
+/// What `shardgate status` shows: this node's view of consensus and membership.
+pub const STATUS_PATH: &str = "/internal/status";
+/// Asks the node to drain: mark itself `Draining`, hand its sessions off, leave, stop.
+pub const DRAIN_PATH: &str = "/internal/drain";

@@ -30,18 +30,28 @@ pub mod upstreams;
 
 pub use server::NodeState;
 
-use shardgate_raft::{Membership, NodeId};
+use shardgate_raft::consensus::Consensus;
+use shardgate_raft::{MemberState, Membership, NodeId};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// How long a drain waits for the calls in flight before the node leaves anyway.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Where a node's membership comes from.
+pub enum MembershipSource {
+    /// A fixed list (`--members`): tests of routing, and clusters that never change.
+    Fixed(Membership),
+    /// Agreed on through Raft, which the node has already joined or is joining.
+    Raft(Arc<Consensus>),
+}
+
 /// What a node needs to start.
-#[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub id: NodeId,
-    /// The membership view the node starts with (static until membership comes from Raft).
-    pub membership: Membership,
+    pub membership: MembershipSource,
     /// Cluster-wide key sealing state handed to clients (MRTR `requestState`).
     pub state_secret: [u8; 32],
     /// Sessions (and stateless affinity state) unused this long are ended.
@@ -61,25 +71,85 @@ pub enum NodeError {
 }
 
 /// Runs a node on an already-bound listener, serving its configured upstreams, until
-/// `shutdown`.
+/// `shutdown` (stop, staying a member: a restart comes back as the same member) or `drain`
+/// (leave the cluster first; also asked for by `POST /internal/drain`).
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
+    drain: CancellationToken,
 ) -> Result<(), NodeError> {
-    config.membership.validate()?;
-    if config.membership.member(&config.id).is_none() {
-        return Err(NodeError::NotAMember(config.id));
-    }
     let upstream = upstreams::build(&config.file, config.state_secret)?;
-    let state = Arc::new(NodeState::new(config.id, config.membership, upstream));
-    tokio::spawn(reap_idle(
-        state.clone(),
-        config.idle_timeout,
-        shutdown.clone(),
+    let (membership, consensus) = match config.membership {
+        MembershipSource::Fixed(m) => {
+            m.validate()?;
+            if m.member(&config.id).is_none() {
+                return Err(NodeError::NotAMember(config.id));
+            }
+            (m, None)
+        }
+        MembershipSource::Raft(c) => (c.watch().borrow().clone(), Some(c)),
+    };
+    let state = Arc::new(NodeState::new(
+        config.id,
+        membership,
+        consensus.clone(),
+        upstream,
     ));
-    server::serve(listener, state, shutdown).await;
+    let stop = CancellationToken::new();
+    if let Some(c) = &consensus {
+        tokio::spawn(follow(state.clone(), c.watch(), stop.clone()));
+    }
+    tokio::spawn(reap_idle(state.clone(), config.idle_timeout, stop.clone()));
+    let serving = tokio::spawn(server::serve(listener, state.clone(), stop.clone()));
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = drain.cancelled() => leave(&state).await,
+        _ = state.drain.cancelled() => leave(&state).await,
+    }
+    stop.cancel();
+    let _ = serving.await;
+    if let Some(c) = consensus {
+        c.shutdown().await;
+    }
     Ok(())
+}
+
+/// Keeps the node's ring on the newest membership consensus has applied.
+async fn follow(
+    node: Arc<NodeState>,
+    mut views: tokio::sync::watch::Receiver<Membership>,
+    stop: CancellationToken,
+) {
+    loop {
+        let view = views.borrow_and_update().clone();
+        node.adopt(view);
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Drains the node: `Draining` through Raft (its keys move to the others, so no new session
+/// lands here), the calls in flight get a grace period to finish, then it leaves. Sessions
+/// still held are handed over by the stores once they exist; today they end with the node.
+async fn leave(node: &NodeState) {
+    let Some(consensus) = &node.consensus else {
+        return;
+    };
+    tracing::info!(node = %node.id, "draining");
+    if let Err(e) = consensus.set_state(&node.id, MemberState::Draining).await {
+        tracing::warn!(error = %e, "could not mark this node draining; leaving anyway");
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    while node.calls_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match consensus.leave().await {
+        Ok(()) => tracing::info!(node = %node.id, "left the cluster"),
+        Err(e) => tracing::warn!(error = %e, "could not leave the cluster"),
+    }
 }
 
 /// Ends idle sessions and forgets idle affinity state, a few times per timeout.

@@ -13,22 +13,32 @@ use crate::stateless_era::{self, Affinity};
 use crate::upstream::{Scope, Upstream};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use shardgate_raft::consensus::{Consensus, ConsensusError};
 use shardgate_raft::{Membership, NodeId, Ring};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Largest body a node takes; the gateway enforces the client-facing limit before this.
 const MAX_BODY: usize = 8 * 1024 * 1024;
+/// The longest a membership long poll is held.
+const MAX_MEMBERSHIP_WAIT: Duration = Duration::from_secs(60);
 
 pub struct NodeState {
     pub id: NodeId,
-    ring: RwLock<Arc<Ring>>,
+    /// The ring of the newest membership this node knows; watched by membership long polls.
+    ring: watch::Sender<Arc<Ring>>,
+    /// Raft, when membership is agreed on rather than fixed.
+    pub consensus: Option<Arc<Consensus>>,
+    /// Cancelled when someone asks this node to drain (`POST /internal/drain`).
+    pub drain: CancellationToken,
     pub sessions: Sessions,
     pub affinity: Affinity,
     pub upstream: Arc<dyn Upstream>,
@@ -46,10 +56,17 @@ impl Drop for CallCount<'_> {
 }
 
 impl NodeState {
-    pub fn new(id: NodeId, membership: Membership, upstream: Arc<dyn Upstream>) -> Self {
+    pub fn new(
+        id: NodeId,
+        membership: Membership,
+        consensus: Option<Arc<Consensus>>,
+        upstream: Arc<dyn Upstream>,
+    ) -> Self {
         NodeState {
             id,
-            ring: RwLock::new(Arc::new(Ring::new(membership))),
+            ring: watch::Sender::new(Arc::new(Ring::new(membership))),
+            consensus,
+            drain: CancellationToken::new(),
             sessions: Sessions::default(),
             affinity: Affinity::default(),
             upstream,
@@ -79,6 +96,10 @@ impl NodeState {
         (sessions.len(), keys.len())
     }
 
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls_in_flight.load(Ordering::Relaxed)
+    }
+
     /// Marks an upstream call as running until the returned guard is dropped.
     pub fn call_started(&self) -> CallCount<'_> {
         self.calls_in_flight.fetch_add(1, Ordering::Relaxed);
@@ -86,10 +107,30 @@ impl NodeState {
     }
 
     pub fn ring(&self) -> Arc<Ring> {
-        self.ring
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.ring.borrow().clone()
+    }
+
+    /// Takes `membership` if it is newer than the current view; true when it was.
+    pub fn adopt(&self, membership: Membership) -> bool {
+        self.ring.send_if_modified(|ring| {
+            if membership.epoch <= ring.epoch() || membership.validate().is_err() {
+                return false;
+            }
+            tracing::info!(
+                from = ring.epoch(),
+                to = membership.epoch,
+                "membership changed"
+            );
+            *ring = Arc::new(Ring::new(membership));
+            true
+        })
+    }
+
+    /// Whether this node may serve sessions: always with a fixed membership; with Raft, only
+    /// while it hears from a quorum (a node cut off from the cluster may have lost its keys
+    /// to another without knowing it, so it fails closed).
+    pub fn serving(&self) -> bool {
+        self.consensus.as_ref().is_none_or(|c| c.serving())
     }
 }
 
@@ -97,6 +138,9 @@ pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
         .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
         .route(internal::MEMBERSHIP_PATH, get(membership))
+        .route(internal::RAFT_PATH, post(raft_rpc))
+        .route(internal::STATUS_PATH, get(status))
+        .route(internal::DRAIN_PATH, post(drain))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -108,9 +152,70 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>, shutdown: Cance
     crate::listener::serve(listener, router(state), None, shutdown).await
 }
 
-async fn membership(State(node): State<Arc<NodeState>>) -> Response {
+#[derive(serde::Deserialize)]
+struct MembershipQuery {
+    after: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+/// The current view, or, with `after`, the first view newer than that epoch (long poll).
+async fn membership(
+    State(node): State<Arc<NodeState>>,
+    Query(q): Query<MembershipQuery>,
+) -> Response {
+    if let Some(after) = q.after {
+        let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_MEMBERSHIP_WAIT);
+        let mut views = node.ring.subscribe();
+        // Timing out is an answer too: the current view, no newer than `after`.
+        let _ = tokio::time::timeout(wait, views.wait_for(|r| r.epoch() > after)).await;
+    }
     let ring = node.ring();
     axum::Json(ring.membership().clone()).into_response()
+}
+
+fn fixed_membership(node: &NodeState) -> Response {
+    reply::refuse(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "node {} has a fixed membership; there is no consensus",
+            node.id
+        ),
+    )
+}
+
+async fn raft_rpc(
+    State(node): State<Arc<NodeState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(consensus) = &node.consensus else {
+        return fixed_membership(&node);
+    };
+    match consensus.rpc(&name, &body).await {
+        Ok(answer) => ([(http::header::CONTENT_TYPE, "application/json")], answer).into_response(),
+        Err(e @ ConsensusError::UnknownRpc(_)) => {
+            reply::refuse(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        Err(e @ ConsensusError::BadRequest { .. }) => {
+            reply::refuse(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Err(e) => reply::refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn status(State(node): State<Arc<NodeState>>) -> Response {
+    match &node.consensus {
+        Some(c) => axum::Json(c.status()).into_response(),
+        None => fixed_membership(&node),
+    }
+}
+
+async fn drain(State(node): State<Arc<NodeState>>) -> Response {
+    if node.consensus.is_none() {
+        return fixed_membership(&node);
+    }
+    node.drain.cancel();
+    StatusCode::ACCEPTED.into_response()
 }
 
 /// Prometheus text: sessions and affinity states held by this node.
@@ -163,6 +268,15 @@ fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> {
         // Nothing to route by: a direct, sessionless request. Any node may answer it.
         return None;
     };
+    if !node.serving() {
+        return Some(reply::refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "node {} cannot reach a quorum of the cluster and serves nothing until it can",
+                node.id
+            ),
+        ));
+    }
     let ring = node.ring();
     if ring.owns(&node.id, key.as_bytes()) {
         return None;

@@ -26,11 +26,18 @@ enum Command {
     Node(commands::node::Args),
     /// Run a local cluster (nodes and gateways as processes) until Ctrl-C.
     Up(commands::up::Args),
+    /// Show the cluster's members, their states, the epoch, the leader and the voters.
+    Status(commands::status::Args),
+    /// Drain a node: its keys move to the others, then it leaves the cluster.
+    Drain(commands::drain::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init();
+    // One crypto provider for every TLS client and server in the process (ring; reqwest and
+    // rustls are built without one of their own).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -39,6 +46,8 @@ fn main() -> anyhow::Result<()> {
             Command::Gateway(args) => commands::gateway::run(args).await,
             Command::Node(args) => commands::node::run(args).await,
             Command::Up(args) => commands::up::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Drain(args) => commands::drain::run(args).await,
         }
     })
 }

@@ -29,26 +29,17 @@ pub fn parse(list: &str, epoch: u64) -> Result<Membership, String> {
     Ok(membership)
 }
 
-/// The inverse of [`parse`], for passing a view on to child processes.
-pub fn format(membership: &Membership) -> String {
-    membership
-        .members
-        .iter()
-        .map(|m| format!("{}={}*{}", m.id, m.addr, m.weight))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn round_trips() {
+    fn parses_addresses_and_weights() {
         let m = parse("node-0=127.0.0.1:1, node-1=127.0.0.1:2*3", 4).expect("valid");
+        assert_eq!(m.epoch, 4);
         assert_eq!(m.members.len(), 2);
+        assert_eq!(m.members[0].addr, "127.0.0.1:1");
         assert_eq!(m.members[1].weight, 3);
-        assert_eq!(parse(&format(&m), 4).expect("valid"), m);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //!   tests that need views to disagree.
 //! - [`peers`]: where the conformance suite, Node 22 and the Python SDK live.
 //! - [`mcp`]: initialize, call, read SSE.
+//! - [`raft`]: nodes started one by one with Raft membership, for killing and scaling them.
 
 pub mod mcp;
 pub mod peers;
+pub mod raft;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -113,7 +115,7 @@ impl Process {
             .env("SHARDGATE_EXIT_WITH_PARENT", "1")
             .env(
                 "LOG_LEVEL",
-                std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+                std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn,openraft=off".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -122,6 +124,23 @@ impl Process {
             .spawn()
             .context("cannot start shardgate")?;
         Ok(Process { child })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// `kill -9`: no drain, no goodbye, as a crash or an OOM kill.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait(mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(within, self.child.wait())
+            .await
+            .context("the process did not exit in time")??)
     }
 
     /// Sends SIGTERM and waits for the process to exit.

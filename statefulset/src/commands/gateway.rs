@@ -20,9 +20,13 @@ pub struct Args {
     /// Admin listener for /health, /health/ready and /metrics.
     #[arg(long, env = "SHARDGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
-    /// Nodes to route to: `node-0=host:port,…`; the gateway adopts newer views from nodes.
+    /// Nodes to follow membership through, `host:port,…` (in Kubernetes, the headless Service
+    /// names); the gateway routes once it has learnt a view from one of them.
+    #[arg(long, env = "SHARDGATE_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// A membership to start from: `node-0=host:port,…`; newer views from nodes replace it.
     #[arg(long, env = "SHARDGATE_MEMBERS")]
-    pub members: String,
+    pub members: Option<String>,
     /// Epoch of that membership view.
     #[arg(long, env = "SHARDGATE_EPOCH", default_value_t = 1)]
     pub epoch: u64,
@@ -61,9 +65,12 @@ pub struct Args {
 
 impl Args {
     pub fn config(&self) -> anyhow::Result<GatewayConfig> {
-        let membership = members::parse(&self.members, self.epoch)
-            .map_err(anyhow::Error::msg)
-            .context("--members")?;
+        let membership = match &self.members {
+            Some(list) => members::parse(list, self.epoch)
+                .map_err(anyhow::Error::msg)
+                .context("--members")?,
+            None => Default::default(),
+        };
         let config = GatewayConfig {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -82,6 +89,7 @@ impl Args {
             allowed_origins: self.allowed_origins.clone(),
             max_body_bytes: self.max_body_bytes,
             membership,
+            seeds: self.seeds.clone(),
             affinity: match self.affinity {
                 Affinity::Principal => AffinityKey::Principal,
                 Affinity::PrincipalAndName => AffinityKey::PrincipalAndName,

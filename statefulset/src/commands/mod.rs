@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
+pub mod cluster;
+pub mod drain;
 pub mod gateway;
 pub mod node;
+pub mod status;
 pub mod up;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -23,7 +26,30 @@ pub const EXIT_WITH_PARENT: &str = "SHARDGATE_EXIT_WITH_PARENT";
 /// A token cancelled on SIGINT or SIGTERM (the drain signal for every long-running command),
 /// or, under `up`, when the parent process is gone.
 pub fn shutdown_on_signal() -> CancellationToken {
+    let signals = signals();
+    let either = CancellationToken::new();
+    let trigger = either.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = signals.stop.cancelled() => {}
+            _ = signals.leave.cancelled() => {}
+        }
+        trigger.cancel();
+    });
+    either
+}
+
+/// What a node is asked to do by signals.
+pub struct Signals {
+    /// SIGINT, or under `up` the parent gone: stop, and stay a member (a restart comes back).
+    pub stop: CancellationToken,
+    /// SIGTERM, what an orchestrator sends a pod it removes: leave the cluster, then stop.
+    pub leave: CancellationToken,
+}
+
+pub fn signals() -> Signals {
     let token = CancellationToken::new();
+    let leave = CancellationToken::new();
     if std::env::var_os(EXIT_WITH_PARENT).is_some() {
         let orphaned = token.clone();
         let parent = nix::unistd::getppid();
@@ -40,13 +66,12 @@ pub fn shutdown_on_signal() -> CancellationToken {
     // start-up is a drain, never the default (immediate) termination.
     let mut interrupt = signal(SignalKind::interrupt());
     let mut terminate = signal(SignalKind::terminate());
-    let trigger = token.clone();
+    let (stop, go) = (token.clone(), leave.clone());
     tokio::spawn(async move {
         tokio::select! {
-            _ = recv(&mut interrupt) => {}
-            _ = recv(&mut terminate) => {}
+            _ = recv(&mut interrupt) => stop.cancel(),
+            _ = recv(&mut terminate) => go.cancel(),
         }
-        trigger.cancel();
     });
-    token
+    Signals { stop: token, leave }
 }

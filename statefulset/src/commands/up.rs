@@ -1,13 +1,13 @@
 //! `shardgate up`: a local StatefulSet on one machine — nodes `node-0..node-N-1` and M gateways
-//! as child processes of this one, started in order (nodes first, each healthy before the
-//! gateways), restarted with the same identity when one dies, and stopped together on Ctrl-C.
+//! as child processes of this one, started in order (node-0 first, which starts the Raft
+//! cluster; the others join it; then the gateways), restarted with the same identity and data
+//! directory when one dies, and stopped together on Ctrl-C.
 
-use crate::commands::EXIT_WITH_PARENT;
-use crate::members;
+use crate::commands::{EXIT_WITH_PARENT, cluster};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shardgate_raft::{Member, MemberState, Membership, NodeId};
+use shardgate_raft::MemberState;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -40,6 +40,13 @@ pub struct Args {
     /// Node configuration file (upstreams, limits) for every node; default: builtin upstream.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Where the nodes keep their Raft state (`<dir>/node-N`); kept across runs. Default: a
+    /// temporary directory, removed when the cluster stops.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Raft voters (1, 3 or 5); the other nodes are learners.
+    #[arg(long, default_value_t = 3)]
+    pub voters: usize,
 }
 
 /// One process of the local StatefulSet, with what it takes to start it again.
@@ -65,7 +72,7 @@ fn spawn(exe: &PathBuf, args: &[String]) -> anyhow::Result<Child> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     if std::env::var_os(crate::logging::LOG_LEVEL).is_none() {
-        cmd.env(crate::logging::LOG_LEVEL, "warn");
+        cmd.env(crate::logging::LOG_LEVEL, "warn,openraft=off");
     }
     cmd.spawn()
         .with_context(|| format!("cannot start {}", exe.display()))
@@ -115,43 +122,51 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = super::shutdown_on_signal();
     let exe = std::env::current_exe().context("cannot find the shardgate binary")?;
     let ip = args.bind;
-    let mut membership = Membership {
-        epoch: 1,
-        members: Vec::new(),
+    let (data_dir, temporary) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("shardgate-up-{}", std::process::id())),
+            true,
+        ),
     };
+    let mut nodes = Vec::new();
     for i in 0..args.nodes {
-        membership.members.push(Member {
-            id: NodeId(format!("node-{i}")),
-            addr: SocketAddr::new(ip, free_port(ip)?).to_string(),
-            state: MemberState::Active,
-            weight: 1,
-        });
+        nodes.push((format!("node-{i}"), SocketAddr::new(ip, free_port(ip)?)));
     }
-    let member_list = members::format(&membership);
+    let seeds = nodes
+        .iter()
+        .map(|(_, addr)| addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).context("operating system random generator")?;
     let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
 
     let mut replicas = Vec::new();
     // Ordered start, as a StatefulSet does: node-0 first, each one up before the next.
-    for m in &membership.members {
+    for (id, addr) in &nodes {
         let mut node_args: Vec<String> = vec![
             "node".into(),
             "--id".into(),
-            m.id.to_string(),
+            id.clone(),
             "--listen".into(),
-            m.addr.clone(),
-            "--members".into(),
-            member_list.clone(),
+            addr.to_string(),
+            "--data-dir".into(),
+            data_dir.join(id).display().to_string(),
+            "--seeds".into(),
+            seeds.clone(),
+            "--voters".into(),
+            args.voters.to_string(),
             "--state-secret".into(),
             secret.clone(),
         ];
         if let Some(config) = &args.config {
             node_args.extend(["--config".into(), config.display().to_string()]);
         }
-        let addr: SocketAddr = m.addr.parse()?;
-        replicas.push(start(&exe, m.id.to_string(), node_args, addr).await?);
+        replicas.push(start(&exe, id.clone(), node_args, *addr).await?);
     }
+    let node_addrs: Vec<String> = nodes.iter().map(|(_, a)| a.to_string()).collect();
+    wait_for_members(&node_addrs, args.nodes).await?;
     let mut endpoints = Vec::new();
     for i in 0..args.gateways {
         let port = if args.port == 0 {
@@ -169,13 +184,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             listen.to_string(),
             "--admin-listen".into(),
             admin.to_string(),
-            "--members".into(),
-            member_list.clone(),
+            "--seeds".into(),
+            seeds.clone(),
         ];
         replicas.push(start(&exe, format!("gateway-{i}"), gw_args, listen).await?);
         endpoints.push((listen, admin));
     }
-    print_summary(&membership, &endpoints).await?;
+    print_summary(&nodes, &endpoints).await?;
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     while !shutdown.is_cancelled() {
@@ -188,7 +203,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     stop_all(replicas).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
     Ok(())
+}
+
+/// Waits until the cluster lists `n` active members.
+async fn wait_for_members(seeds: &[String], n: usize) -> anyhow::Result<()> {
+    let client = cluster::client()?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(status) = cluster::status(&client, seeds).await {
+            let active = status
+                .membership
+                .members
+                .iter()
+                .filter(|m| m.state == MemberState::Active)
+                .count();
+            if active >= n {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not reach {n} active members within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Restarts a replica that exited, under the same identity and ports.
@@ -210,13 +251,14 @@ async fn restart_if_dead(exe: &PathBuf, r: &mut Replica) {
     }
 }
 
-/// SIGTERM to everyone (gateways first, so no new traffic reaches stopping nodes), then wait;
-/// whoever is still running after the grace period is killed.
+/// SIGINT to everyone (gateways first, so no new traffic reaches stopping nodes): stop, and
+/// stay members, as the whole cluster stops; then wait, and kill whoever is still running
+/// after the grace period.
 async fn stop_all(mut replicas: Vec<Replica>) {
     replicas.reverse();
     for r in &replicas {
         if let Some(pid) = r.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
         }
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
@@ -232,21 +274,21 @@ async fn stop_all(mut replicas: Vec<Replica>) {
 
 /// What the user (and the test harness, which reads these lines) needs: the endpoint first.
 async fn print_summary(
-    membership: &Membership,
+    nodes: &[(String, SocketAddr)],
     endpoints: &[(SocketAddr, SocketAddr)],
 ) -> anyhow::Result<()> {
     let mut out = String::new();
     out.push_str(&format!(
         "shardgate: {} nodes, {} gateways\n",
-        membership.members.len(),
+        nodes.len(),
         endpoints.len()
     ));
     for (listen, admin) in endpoints {
         out.push_str(&format!("endpoint http://{listen}/mcp\n"));
         out.push_str(&format!("admin http://{admin}/metrics\n"));
     }
-    for m in &membership.members {
-        out.push_str(&format!("node {} {}\n", m.id, m.addr));
+    for (id, addr) in nodes {
+        out.push_str(&format!("node {id} {addr}\n"));
     }
     out.push_str("ready (Ctrl-C stops the cluster)\n");
     let mut stdout = tokio::io::stdout();

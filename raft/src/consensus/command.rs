@@ -1,0 +1,182 @@
+//! The commands of the membership state machine and the pure function that applies them.
+//!
+//! Every node applies the same committed commands in the same order, so `apply` must be
+//! deterministic: no clocks, no randomness, no I/O. A command that changes nothing leaves the
+//! epoch alone, which keeps retried joins and repeated failure-detector verdicts from churning
+//! the ring.
+
+use super::types::ordinal;
+use crate::{Member, MemberState, Membership, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// A change to the membership, as proposed to the leader and stored in the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Adds the member as `Active`; a known member becomes `Active` again with the given address
+    /// and weight (a restarted pod may come back on a new IP).
+    Join {
+        id: NodeId,
+        addr: String,
+        weight: u32,
+    },
+    SetState {
+        id: NodeId,
+        state: MemberState,
+    },
+    Leave {
+        id: NodeId,
+    },
+}
+
+/// Applies `command` to `membership`; returns whether anything changed (and the epoch moved).
+pub fn apply(membership: &mut Membership, command: &Command) -> bool {
+    let changed = match command {
+        Command::Join { id, addr, weight } => join(membership, id, addr, *weight),
+        Command::SetState { id, state } => match find(membership, id) {
+            Some(m) if m.state != *state => {
+                m.state = *state;
+                true
+            }
+            _ => false,
+        },
+        Command::Leave { id } => {
+            let before = membership.members.len();
+            membership.members.retain(|m| &m.id != id);
+            membership.members.len() != before
+        }
+    };
+    if changed {
+        membership.epoch += 1;
+    }
+    changed
+}
+
+fn join(membership: &mut Membership, id: &NodeId, addr: &str, weight: u32) -> bool {
+    let joined = Member {
+        id: id.clone(),
+        addr: addr.to_owned(),
+        state: MemberState::Active,
+        weight,
+    };
+    match find(membership, id) {
+        Some(m) if *m == joined => false,
+        Some(m) => {
+            *m = joined;
+            true
+        }
+        None => {
+            membership.members.push(joined);
+            // Ordinal order keeps every view (and `shardgate status`) listed the same way.
+            membership
+                .members
+                .sort_by(|a, b| (ordinal(&a.id), &a.id).cmp(&(ordinal(&b.id), &b.id)));
+            true
+        }
+    }
+}
+
+fn find<'a>(membership: &'a mut Membership, id: &NodeId) -> Option<&'a mut Member> {
+    membership.members.iter_mut().find(|m| &m.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(id: &str, addr: &str) -> Command {
+        Command::Join {
+            id: id.into(),
+            addr: addr.into(),
+            weight: 1,
+        }
+    }
+
+    fn set(id: &str, state: MemberState) -> Command {
+        Command::SetState {
+            id: id.into(),
+            state,
+        }
+    }
+
+    fn ids(m: &Membership) -> Vec<&str> {
+        m.members.iter().map(|m| m.id.0.as_str()).collect()
+    }
+
+    #[test]
+    fn join_adds_an_active_member_in_ordinal_order_and_bumps_the_epoch() {
+        let mut m = Membership::default();
+        assert!(apply(&mut m, &join("node-10", "h10:1")));
+        assert!(apply(&mut m, &join("node-2", "h2:1")));
+        assert!(apply(&mut m, &join("node-0", "h0:1")));
+        assert_eq!(m.epoch, 3);
+        assert_eq!(ids(&m), ["node-0", "node-2", "node-10"]);
+        assert!(m.members.iter().all(|m| m.state == MemberState::Active));
+        assert_eq!(m.validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejoin_is_idempotent_but_revives_and_readdresses() {
+        let mut m = Membership::default();
+        apply(&mut m, &join("node-1", "a:1"));
+        assert!(!apply(&mut m, &join("node-1", "a:1")), "same join twice");
+        assert_eq!(m.epoch, 1);
+
+        apply(&mut m, &set("node-1", MemberState::Down));
+        assert!(apply(&mut m, &join("node-1", "b:1")));
+        let member = &m.members[0];
+        assert_eq!(
+            (member.state, member.addr.as_str()),
+            (MemberState::Active, "b:1")
+        );
+        assert_eq!(m.epoch, 3);
+
+        let reweighted = Command::Join {
+            id: "node-1".into(),
+            addr: "b:1".into(),
+            weight: 3,
+        };
+        assert!(apply(&mut m, &reweighted));
+        assert_eq!((m.members[0].weight, m.epoch), (3, 4));
+    }
+
+    #[test]
+    fn set_state_changes_only_known_members_and_only_when_different() {
+        let mut m = Membership::default();
+        apply(&mut m, &join("node-0", "a:1"));
+        assert!(apply(&mut m, &set("node-0", MemberState::Draining)));
+        assert_eq!(m.members[0].state, MemberState::Draining);
+        assert!(!apply(&mut m, &set("node-0", MemberState::Draining)));
+        assert!(!apply(&mut m, &set("node-9", MemberState::Down)));
+        assert_eq!(m.epoch, 2);
+    }
+
+    #[test]
+    fn leave_removes_the_member_once() {
+        let mut m = Membership::default();
+        apply(&mut m, &join("node-0", "a:1"));
+        apply(&mut m, &join("node-1", "b:1"));
+        assert!(apply(
+            &mut m,
+            &Command::Leave {
+                id: "node-0".into()
+            }
+        ));
+        assert!(!apply(
+            &mut m,
+            &Command::Leave {
+                id: "node-0".into()
+            }
+        ));
+        assert_eq!(ids(&m), ["node-1"]);
+        assert_eq!(m.epoch, 3);
+    }
+
+    #[test]
+    fn commands_have_a_stable_wire_form() {
+        let json = serde_json::to_string(&set("node-3", MemberState::Down)).expect("serializes");
+        assert_eq!(json, r#"{"op":"set_state","id":"node-3","state":"down"}"#);
+        let back: Command = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, set("node-3", MemberState::Down));
+    }
+}

@@ -1,0 +1,364 @@
+//! The leader's failure detector: probe every member, mark the silent ones `Down` and the
+//! recovered ones `Active` again.
+//!
+//! Only the leader runs it, so there is one verdict per outage rather than one per observer, and
+//! every verdict is a committed command that bumps the epoch. [`Detector`] holds the decisions
+//! (pure, driven by the instants it is given); [`run`] does the probing and proposing.
+
+use super::Shared;
+use super::changes::plan;
+use super::command::Command;
+use super::rpc::{self, ProbeReply, ProbeRequest};
+use super::types::node_id;
+use crate::{MemberState, Membership, NodeId};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+/// One leadership term's view of who answers.
+pub(crate) struct Detector {
+    last_heard: HashMap<NodeId, Instant>,
+    /// Members whose latest probe failed. A verdict needs one, so that silence measured before
+    /// this term (the previous leader's) is confirmed by this leader before it counts.
+    unanswered: HashSet<NodeId>,
+    /// Members with a verdict being proposed, so a slow commit is not proposed again.
+    pending: HashSet<NodeId>,
+}
+
+impl Detector {
+    /// Starts a term. A new leader has probed nobody yet, so every `Active` member gets a full
+    /// `down_after` of grace, and a `Down` member must answer before it counts as alive. The
+    /// previous leader is the exception: this node knows when its last heartbeat came, and an
+    /// election only starts after an election timeout of silence, so a crashed leader is marked
+    /// `Down` after one failed probe rather than a whole `down_after` into the new term.
+    pub(crate) fn new(
+        membership: &Membership,
+        now: Instant,
+        previous_leader: Option<(NodeId, Instant)>,
+    ) -> Detector {
+        let mut last_heard: HashMap<NodeId, Instant> = membership
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Active)
+            .map(|m| (m.id.clone(), now))
+            .collect();
+        if let Some((id, at)) = previous_leader
+            && let Some(heard) = last_heard.get_mut(&id)
+        {
+            *heard = at.min(now);
+        }
+        Detector {
+            last_heard,
+            unanswered: HashSet::new(),
+            pending: HashSet::new(),
+        }
+    }
+
+    pub(crate) fn heard(&mut self, id: NodeId, at: Instant) {
+        self.unanswered.remove(&id);
+        let last = self.last_heard.entry(id).or_insert(at);
+        *last = (*last).max(at);
+    }
+
+    pub(crate) fn unanswered(&mut self, id: NodeId) {
+        self.unanswered.insert(id);
+    }
+
+    /// A proposal finished, committed or not; a failed one is proposed again next time.
+    pub(crate) fn settled(&mut self, id: &NodeId) {
+        self.pending.remove(id);
+    }
+
+    /// The state changes to propose now. `Draining` members are left alone: they are on their
+    /// way out and an operator decided so.
+    pub(crate) fn verdicts(
+        &mut self,
+        membership: &Membership,
+        me: &NodeId,
+        now: Instant,
+        down_after: Duration,
+    ) -> Vec<(NodeId, MemberState)> {
+        self.last_heard
+            .retain(|id, _| membership.member(id).is_some());
+        self.unanswered.retain(|id| membership.member(id).is_some());
+        let mut verdicts = Vec::new();
+        for m in &membership.members {
+            if &m.id == me || self.pending.contains(&m.id) {
+                continue;
+            }
+            let verdict = match m.state {
+                MemberState::Active => {
+                    // A member that joined during this term starts with its grace period.
+                    let heard = *self.last_heard.entry(m.id.clone()).or_insert(now);
+                    let silent = now.saturating_duration_since(heard) >= down_after;
+                    (silent && self.unanswered.contains(&m.id)).then_some(MemberState::Down)
+                }
+                MemberState::Down => self
+                    .last_heard
+                    .get(&m.id)
+                    .is_some_and(|t| now.saturating_duration_since(*t) < down_after)
+                    .then_some(MemberState::Active),
+                MemberState::Draining => None,
+            };
+            if let Some(state) = verdict {
+                self.pending.insert(m.id.clone());
+                verdicts.push((m.id.clone(), state));
+            }
+        }
+        verdicts
+    }
+}
+
+/// What the detector's helper tasks report back.
+enum Event {
+    Heard(NodeId, Instant),
+    Silent(NodeId),
+    Settled(NodeId),
+    Reconciled,
+}
+
+/// Probes and proposes while this node leads; idles otherwise.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let timing = shared.config.timing.clone();
+    let mut tick = tokio::time::interval(timing.probe_interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut term: Option<(u64, Detector)> = None;
+    // Probes and proposals run beside the loop so that a dead member's timeout or a slow commit
+    // never delays the next round; dropping the set (on shutdown) aborts them.
+    let mut tasks = JoinSet::new();
+    let mut reconciling = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let Some(current) = shared.leading_term() else {
+                    term = None;
+                    continue;
+                };
+                let now = Instant::now();
+                let membership = shared.membership();
+                let detector = match &mut term {
+                    Some((t, d)) if *t == current => d,
+                    slot => {
+                        let previous = shared
+                            .lease
+                            .last_leader_contact()
+                            .filter(|(leader, _)| *leader != shared.nid)
+                            .map(|(leader, at)| (node_id(leader), at));
+                        &mut slot.insert((current, Detector::new(&membership, now, previous))).1
+                    }
+                };
+                for (id, state) in detector.verdicts(&membership, &shared.id, now, timing.down_after) {
+                    tracing::info!(member = %id, ?state, "failure detector verdict");
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        let command = Command::SetState { id: id.clone(), state };
+                        if let Err(e) = shared.commit(command).await {
+                            tracing::warn!(member = %id, error = %e, "could not propose a verdict");
+                        }
+                        Event::Settled(id)
+                    });
+                }
+                for m in membership.members.iter().filter(|m| m.id != shared.id) {
+                    tasks.spawn(probe(shared.clone(), m.id.clone(), m.addr.clone()));
+                }
+                if !reconciling && needs_reconcile(&shared, &membership) {
+                    reconciling = true;
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        if let Err(e) = shared.reconcile_if_idle().await {
+                            tracing::warn!(error = %e, "could not reconcile raft membership");
+                        }
+                        Event::Reconciled
+                    });
+                }
+            }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                let Ok(event) = done else { continue };
+                match (event, &mut term) {
+                    (Event::Reconciled, _) => reconciling = false,
+                    (Event::Heard(id, at), Some((_, d))) => d.heard(id, at),
+                    (Event::Silent(id), Some((_, d))) => d.unanswered(id),
+                    (Event::Settled(id), Some((_, d))) => d.settled(&id),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn probe(shared: Arc<Shared>, id: NodeId, addr: String) -> Event {
+    let req = ProbeRequest {
+        from: shared.id.clone(),
+    };
+    let deadline = shared.config.timing.down_after / 2;
+    let reply: Result<ProbeReply, _> =
+        rpc::call(&*shared.transport, &addr, rpc::PROBE, &req, deadline).await;
+    match reply {
+        Ok(r) if r.id == id => Event::Heard(id, Instant::now()),
+        _ => Event::Silent(id),
+    }
+}
+
+/// Whether Raft's voters or nodes lag behind the membership, e.g. after a leader removed
+/// itself and stepped down before it could finish the change. Uses the metrics' (possibly
+/// slightly stale) view; the reconcile itself rereads the authoritative one.
+fn needs_reconcile(shared: &Shared, membership: &Membership) -> bool {
+    let metrics = shared.metrics.borrow();
+    let raft = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = raft.voter_ids().collect();
+    let nodes: BTreeSet<u64> = raft.nodes().map(|(id, _)| *id).collect();
+    !plan(membership, &voters, &nodes, shared.config.voters).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Member;
+
+    const DOWN_AFTER: Duration = Duration::from_millis(400);
+
+    fn membership(states: &[(&str, MemberState)]) -> Membership {
+        Membership {
+            epoch: 7,
+            members: states
+                .iter()
+                .map(|(id, state)| Member {
+                    id: (*id).into(),
+                    addr: format!("{id}:1"),
+                    state: *state,
+                    weight: 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_silent_active_member_is_marked_down_once() {
+        let t0 = Instant::now();
+        let m = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-1", MemberState::Active),
+        ]);
+        let me = NodeId::from("node-0");
+        let mut d = Detector::new(&m, t0, None);
+        d.unanswered("node-1".into());
+        assert!(
+            d.verdicts(&m, &me, t0 + ms(399), DOWN_AFTER).is_empty(),
+            "grace"
+        );
+        let v = d.verdicts(&m, &me, t0 + ms(400), DOWN_AFTER);
+        assert_eq!(v, [("node-1".into(), MemberState::Down)]);
+        assert!(
+            d.verdicts(&m, &me, t0 + ms(500), DOWN_AFTER).is_empty(),
+            "pending"
+        );
+        d.settled(&"node-1".into());
+        // Not committed (lost leadership, say): proposed again.
+        assert_eq!(d.verdicts(&m, &me, t0 + ms(600), DOWN_AFTER).len(), 1);
+    }
+
+    #[test]
+    fn a_new_leader_marks_a_long_silent_previous_leader_down_after_one_failed_probe() {
+        let t0 = Instant::now();
+        let m = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-1", MemberState::Active),
+            ("node-2", MemberState::Active),
+        ]);
+        let me = NodeId::from("node-1");
+        let now = t0 + ms(500);
+        let mut d = Detector::new(&m, now, Some(("node-0".into(), t0)));
+        assert!(
+            d.verdicts(&m, &me, now, DOWN_AFTER).is_empty(),
+            "not probed yet"
+        );
+        d.unanswered("node-0".into());
+        d.unanswered("node-2".into());
+        let v = d.verdicts(&m, &me, now + ms(10), DOWN_AFTER);
+        assert_eq!(
+            v,
+            [("node-0".into(), MemberState::Down)],
+            "node-2 keeps its grace"
+        );
+
+        // A previous leader that is alive (it stepped down during a long election) answers the
+        // first probe of the term and is left alone.
+        let mut d = Detector::new(&m, now, Some(("node-0".into(), t0)));
+        d.heard("node-0".into(), now + ms(5));
+        assert!(d.verdicts(&m, &me, now + ms(10), DOWN_AFTER).is_empty());
+    }
+
+    #[test]
+    fn answering_members_stay_active_and_the_leader_never_judges_itself() {
+        let t0 = Instant::now();
+        let m = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-1", MemberState::Active),
+        ]);
+        let me = NodeId::from("node-0");
+        let mut d = Detector::new(&m, t0, None);
+        for step in 1..10 {
+            let now = t0 + ms(step * 100);
+            d.heard("node-1".into(), now);
+            assert!(d.verdicts(&m, &me, now, DOWN_AFTER).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_down_member_that_answers_again_is_marked_active() {
+        let t0 = Instant::now();
+        let m = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-2", MemberState::Down),
+        ]);
+        let me = NodeId::from("node-0");
+        let mut d = Detector::new(&m, t0, None);
+        assert!(
+            d.verdicts(&m, &me, t0 + ms(1000), DOWN_AFTER).is_empty(),
+            "no answer yet"
+        );
+        d.heard("node-2".into(), t0 + ms(1100));
+        let v = d.verdicts(&m, &me, t0 + ms(1150), DOWN_AFTER);
+        assert_eq!(v, [("node-2".into(), MemberState::Active)]);
+    }
+
+    #[test]
+    fn draining_members_are_left_alone() {
+        let t0 = Instant::now();
+        let m = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-1", MemberState::Draining),
+        ]);
+        let mut d = Detector::new(&m, t0, None);
+        d.heard("node-1".into(), t0);
+        assert!(
+            d.verdicts(&m, &"node-0".into(), t0 + ms(5000), DOWN_AFTER)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_member_that_joins_mid_term_gets_its_grace_period() {
+        let t0 = Instant::now();
+        let me = NodeId::from("node-0");
+        let before = membership(&[("node-0", MemberState::Active)]);
+        let mut d = Detector::new(&before, t0, None);
+        let after = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-3", MemberState::Active),
+        ]);
+        d.unanswered("node-3".into());
+        assert!(
+            d.verdicts(&after, &me, t0 + ms(1000), DOWN_AFTER)
+                .is_empty()
+        );
+        let v = d.verdicts(&after, &me, t0 + ms(1400), DOWN_AFTER);
+        assert_eq!(v, [("node-3".into(), MemberState::Down)]);
+    }
+}

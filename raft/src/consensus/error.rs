@@ -1,0 +1,74 @@
+//! What consensus operations fail with, and which failures are worth retrying.
+
+use crate::NodeId;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// Raft stopped (shut down, or a fatal storage error) or refused the change for good.
+    #[error("{0}")]
+    Failed(String),
+    #[error("invalid consensus configuration: {0}")]
+    Config(String),
+    #[error("storage in {}: {source}", path.display())]
+    Storage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// No leader is known right now (an election is running, or this node is cut off).
+    #[error("no leader is known")]
+    NoLeader,
+    /// The leader or a peer did not answer in time, or a membership change is still in
+    /// progress.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("unknown member {0}")]
+    UnknownMember(NodeId),
+    #[error("unknown consensus rpc {0:?}")]
+    UnknownRpc(String),
+    #[error("malformed {rpc} request: {reason}")]
+    BadRequest { rpc: String, reason: String },
+}
+
+impl ConsensusError {
+    /// Whether the same request may succeed later, e.g. once a new leader is elected.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ConsensusError::NoLeader | ConsensusError::Unavailable(_)
+        )
+    }
+}
+
+/// A [`ConsensusError`] as carried in the reply of a forwarded request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WireError {
+    NoLeader,
+    Unavailable(String),
+    UnknownMember(NodeId),
+    Failed(String),
+}
+
+impl From<ConsensusError> for WireError {
+    fn from(e: ConsensusError) -> Self {
+        match e {
+            ConsensusError::NoLeader => WireError::NoLeader,
+            ConsensusError::Unavailable(s) => WireError::Unavailable(s),
+            ConsensusError::UnknownMember(id) => WireError::UnknownMember(id),
+            other => WireError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<WireError> for ConsensusError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::NoLeader => ConsensusError::NoLeader,
+            WireError::Unavailable(s) => ConsensusError::Unavailable(s),
+            WireError::UnknownMember(id) => ConsensusError::UnknownMember(id),
+            WireError::Failed(s) => ConsensusError::Failed(s),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! `shardgate drain node-N`: the node marks itself `Draining` (its keys move to the others),
+//! hands its sessions off, and leaves the cluster; the command returns once it has left.
+
+use super::cluster;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The member to drain, `node-N`.
+    pub id: String,
+    /// Nodes to reach the cluster through, `host:port,…`.
+    #[arg(long, env = "SHARDGATE_SEEDS", value_delimiter = ',', required = true)]
+    pub seeds: Vec<String>,
+    /// How long to wait for the node to leave, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    cluster::drain(
+        &args.seeds,
+        &args.id,
+        Duration::from_secs(args.timeout_secs),
+    )
+    .await?;
+    println!("{} has left the cluster", args.id);
+    Ok(())
+}

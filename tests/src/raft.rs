@@ -1,0 +1,246 @@
+//! Nodes with Raft membership, started one by one as a StatefulSet would (node-0 first, the
+//! others joining through seeds), each with its own data directory, so that a test can
+//! `kill -9` one, restart it under the same identity, add members and drain them.
+
+use crate::{Process, free_addr, wait_for_port};
+use anyhow::{Context, bail};
+use shardgate_raft::consensus::Status;
+use shardgate_raft::{MemberState, Membership};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// One StatefulSet-shaped cluster: nodes `node-0…` and one gateway following them.
+pub struct RaftCluster {
+    dir: PathBuf,
+    /// Every node's address by ordinal, including those not started (yet).
+    addrs: Vec<String>,
+    nodes: Vec<Option<Process>>,
+    gateway: Option<(Process, String)>,
+    /// Extra `shardgate node` flags (timings) for every node.
+    flags: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+impl RaftCluster {
+    /// Room for `capacity` nodes in `dir`; nothing is started yet.
+    pub fn new(dir: PathBuf, capacity: usize, flags: &[&str]) -> anyhow::Result<RaftCluster> {
+        let mut addrs = Vec::new();
+        for _ in 0..capacity {
+            addrs.push(free_addr()?.to_string());
+        }
+        Ok(RaftCluster {
+            dir,
+            addrs,
+            nodes: (0..capacity).map(|_| None).collect(),
+            gateway: None,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            http: crate::http().timeout(Duration::from_secs(3)).build()?,
+        })
+    }
+
+    pub fn addr(&self, i: usize) -> &str {
+        &self.addrs[i]
+    }
+
+    /// Starts (or restarts, with the same id and data directory) node `i`.
+    pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let id = format!("node-{i}");
+        let mut args = vec![
+            "node".to_string(),
+            "--id".into(),
+            id.clone(),
+            "--listen".into(),
+            self.addrs[i].clone(),
+            "--data-dir".into(),
+            self.dir.join(&id).display().to_string(),
+            "--seeds".into(),
+            self.addrs.join(","),
+        ];
+        args.extend(self.flags.iter().cloned());
+        self.nodes[i] = Some(Process::spawn(&args)?);
+        wait_for_port(self.addrs[i].parse()?).await
+    }
+
+    /// Starts nodes `0..n` in order, and waits until all are active members.
+    pub async fn start(&mut self, n: usize) -> anyhow::Result<()> {
+        for i in 0..n {
+            self.start_node(i).await?;
+        }
+        self.wait_for_active(n, Duration::from_secs(30)).await
+    }
+
+    /// Starts the gateway, following the nodes; returns its admin address.
+    pub async fn start_gateway(&mut self) -> anyhow::Result<String> {
+        let (listen, admin) = (free_addr()?, free_addr()?);
+        let process = Process::spawn(&[
+            "gateway".into(),
+            "--listen".into(),
+            listen.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--seeds".into(),
+            self.addrs.join(","),
+        ])?;
+        wait_for_port(admin).await?;
+        self.gateway = Some((process, admin.to_string()));
+        Ok(admin.to_string())
+    }
+
+    /// `kill -9` of node `i`.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        let process = self.nodes[i].take().context("the node is not running")?;
+        process.kill().await
+    }
+
+    /// Takes node `i`'s process, to wait for it to exit by itself.
+    pub fn take(&mut self, i: usize) -> Option<Process> {
+        self.nodes[i].take()
+    }
+
+    /// The running nodes' ordinals.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect()
+    }
+
+    /// Node `i`'s status.
+    pub async fn status(&self, i: usize) -> anyhow::Result<Status> {
+        let url = format!("http://{}/internal/status", self.addrs[i]);
+        let resp = self.http.get(url).send().await?;
+        if !resp.status().is_success() {
+            bail!("status of node-{i}: HTTP {}", resp.status());
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// The view the gateway routes by.
+    pub async fn gateway_view(&self) -> anyhow::Result<Membership> {
+        let (_, admin) = self.gateway.as_ref().context("no gateway")?;
+        let resp = self
+            .http
+            .get(format!("http://{admin}/membership"))
+            .send()
+            .await?;
+        Ok(resp.json().await?)
+    }
+
+    /// Polls the gateway's view until `done` holds; returns how long that took.
+    pub async fn until_gateway(
+        &self,
+        within: Duration,
+        done: impl Fn(&Membership) -> bool,
+    ) -> anyhow::Result<(Duration, Membership)> {
+        let started = Instant::now();
+        loop {
+            if let Ok(view) = self.gateway_view().await
+                && done(&view)
+            {
+                return Ok((started.elapsed(), view));
+            }
+            if started.elapsed() > within {
+                bail!(
+                    "the gateway's view did not get there within {within:?}: {:?}",
+                    self.gateway_view().await.ok()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until some running node reports `n` active members.
+    pub async fn wait_for_active(&self, n: usize, within: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            for i in self.running() {
+                if let Ok(s) = self.status(i).await
+                    && active(&s.membership) >= n
+                {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > within {
+                bail!("the cluster did not reach {n} active members within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node reports the same membership; returns it.
+    pub async fn wait_for_agreement(&self, within: Duration) -> anyhow::Result<Membership> {
+        let started = Instant::now();
+        loop {
+            let mut views = Vec::new();
+            for i in self.running() {
+                if let Ok(s) = self.status(i).await {
+                    views.push(s.membership);
+                }
+            }
+            if views.len() == self.running().len()
+                && let Some(first) = views.first()
+                && views.iter().all(|v| v == first)
+            {
+                return Ok(first.clone());
+            }
+            if started.elapsed() > within {
+                bail!("the running nodes did not agree within {within:?}: {views:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The leader's ordinal, as a running node sees it.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        for i in self.running() {
+            if let Ok(s) = self.status(i).await
+                && let Some(leader) = s.leader
+            {
+                return ordinal(&leader.0);
+            }
+        }
+        bail!("no running node knows a leader")
+    }
+
+    /// Drains node `i` with `shardgate drain`, and waits for its process to exit.
+    pub async fn drain(&mut self, i: usize) -> anyhow::Result<()> {
+        let seeds = self
+            .running()
+            .into_iter()
+            .filter(|&j| j != i)
+            .map(|j| self.addrs[j].clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = tokio::process::Command::new(crate::shardgate_bin()?)
+            .args(["drain", &format!("node-{i}"), "--seeds", &seeds])
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "shardgate drain node-{i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let process = self.take(i).context("the node is not running")?;
+        process.wait(Duration::from_secs(30)).await?;
+        Ok(())
+    }
+}
+
+pub fn active(m: &Membership) -> usize {
+    m.members
+        .iter()
+        .filter(|m| m.state == MemberState::Active)
+        .count()
+}
+
+/// The state of `node-i` in `m`, if it is a member.
+pub fn state_of(m: &Membership, i: usize) -> Option<MemberState> {
+    let id = format!("node-{i}");
+    m.members.iter().find(|m| m.id.0 == id).map(|m| m.state)
+}
+
+fn ordinal(id: &str) -> anyhow::Result<usize> {
+    id.strip_prefix("node-")
+        .and_then(|o| o.parse().ok())
+        .with_context(|| format!("{id} is not node-<ordinal>"))
+}

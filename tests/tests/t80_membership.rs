@@ -1,0 +1,123 @@
+//! Membership through Raft over real processes: `kill -9` of a follower and of the leader,
+//! restarts under the same identity, and scaling 3 → 5 → 3 through join and drain.
+
+use shardgate_raft::{MemberState, Membership, Ring};
+use shardgate_tests::raft::{RaftCluster, active, state_of};
+use std::time::Duration;
+
+fn scratch(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("shardgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+const CONVERGE: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn t10_killed_members_go_down_and_come_back_with_their_id() -> anyhow::Result<()> {
+    let mut cluster = RaftCluster::new(scratch("raft-kill")?, 5, &[])?;
+    cluster.start(5).await?;
+    cluster.start_gateway().await?;
+    let (_, view) = cluster.until_gateway(CONVERGE, |m| active(m) == 5).await?;
+    println!("formed at epoch {}", view.epoch);
+
+    let leader = cluster.leader().await?;
+    let follower = (0..5).find(|&i| i != leader).unwrap_or(0);
+    for (who, victim) in [("follower", follower), ("leader", leader)] {
+        let before = cluster.gateway_view().await?.epoch;
+        cluster.kill(victim).await?;
+        let (took, view) = cluster
+            .until_gateway(CONVERGE, |m| {
+                m.epoch > before && state_of(m, victim) == Some(MemberState::Down)
+            })
+            .await?;
+        println!(
+            "{who} node-{victim} killed: Down at epoch {} after {took:?}",
+            view.epoch
+        );
+        let agreed = cluster.wait_for_agreement(CONVERGE).await?;
+        assert_eq!(state_of(&agreed, victim), Some(MemberState::Down));
+        assert_eq!(active(&agreed), 4, "the others stay active: {agreed:?}");
+        let new_leader = cluster.leader().await?;
+        assert_ne!(new_leader, victim, "a dead node does not lead");
+
+        cluster.start_node(victim).await?;
+        let (took, view) = cluster
+            .until_gateway(CONVERGE, |m| {
+                state_of(m, victim) == Some(MemberState::Active) && active(m) == 5
+            })
+            .await?;
+        println!(
+            "node-{victim} restarted: Active at epoch {} after {took:?}",
+            view.epoch
+        );
+        let status = cluster.status(victim).await?;
+        assert_eq!(status.id.0, format!("node-{victim}"), "the same identity");
+        cluster.wait_for_agreement(CONVERGE).await?;
+    }
+    Ok(())
+}
+
+/// The share of `keys` whose owner differs between two views.
+fn moved(before: &Membership, after: &Membership, keys: usize) -> f64 {
+    let (a, b) = (Ring::new(before.clone()), Ring::new(after.clone()));
+    let changed = (0..keys)
+        .filter(|k| {
+            let key = format!("session-{k}");
+            a.owner(key.as_bytes()).map(|m| &m.id) != b.owner(key.as_bytes()).map(|m| &m.id)
+        })
+        .count();
+    changed as f64 / keys as f64
+}
+
+#[tokio::test]
+async fn t20_scaling_3_to_5_to_3_keeps_every_view_identical() -> anyhow::Result<()> {
+    let mut cluster = RaftCluster::new(scratch("raft-scale")?, 5, &[])?;
+    cluster.start(3).await?;
+    let mut view = cluster.wait_for_agreement(CONVERGE).await?;
+    assert_eq!(active(&view), 3);
+
+    for i in [3, 4] {
+        cluster.start_node(i).await?;
+        cluster.wait_for_active(i + 1, CONVERGE).await?;
+        let next = cluster.wait_for_agreement(CONVERGE).await?;
+        assert!(next.epoch > view.epoch);
+        let share = moved(&view, &next, 20_000);
+        let ideal = 1.0 / (i + 1) as f64;
+        println!(
+            "node-{i} joined: epoch {} → {}, {:.3} of keys moved (ideal {ideal:.3})",
+            view.epoch, next.epoch, share
+        );
+        assert!(
+            share > ideal * 0.6 && share < ideal * 1.5,
+            "moved {share}, ideal {ideal}"
+        );
+        view = next;
+    }
+    let status = cluster.status(0).await?;
+    assert_eq!(status.voters.len(), 3, "voters are capped: {status:?}");
+    assert_eq!(status.learners.len(), 2, "{status:?}");
+
+    for i in [4, 3] {
+        cluster.drain(i).await?;
+        let next = cluster.wait_for_agreement(CONVERGE).await?;
+        assert!(state_of(&next, i).is_none(), "node-{i} has left: {next:?}");
+        let share = moved(&view, &next, 20_000);
+        println!(
+            "node-{i} drained: epoch {} → {}, {:.3} of keys moved",
+            view.epoch, next.epoch, share
+        );
+        // Only the leaver's keys move: about 1/(n+1) of them.
+        let leaver_share = 1.0 / (i + 1) as f64;
+        assert!(
+            share > leaver_share * 0.6 && share < leaver_share * 1.5,
+            "moved {share}, the leaver held about {leaver_share}"
+        );
+        view = next;
+    }
+    assert_eq!(active(&view), 3);
+    let status = cluster.status(0).await?;
+    assert_eq!(status.voters.len(), 3, "{status:?}");
+    Ok(())
+}

@@ -43,12 +43,13 @@ pub fn shardgate_bin() -> anyhow::Result<PathBuf> {
         .clone()
         .map_err(anyhow::Error::msg)?;
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/shardgate
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("shardgate"))
-        .context("cannot locate the target directory")?;
+    // A test is target/<profile>/deps/<test>, a bench binary target/<profile>/<bench>; the
+    // binary is target/<profile>/shardgate.
+    let dir = exe.parent().context("cannot locate the target directory")?;
+    let bin = match dir.file_name().is_some_and(|n| n == "deps") {
+        true => dir.parent().unwrap_or(dir).join("shardgate"),
+        false => dir.join("shardgate"),
+    };
     if !bin.exists() {
         bail!(
             "{} is missing: build it first (cargo build -p shardgate-statefulset)",

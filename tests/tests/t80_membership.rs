@@ -36,6 +36,7 @@ async fn t10_killed_members_go_down_and_come_back_with_their_id() -> anyhow::Res
             "{who} node-{victim} killed: Down at epoch {} after {took:?}",
             view.epoch
         );
+        assert_eq!(view.epoch, before + 1, "one verdict, one epoch: {view:?}");
         let agreed = cluster.wait_for_agreement(CONVERGE).await?;
         assert_eq!(state_of(&agreed, victim), Some(MemberState::Down));
         assert_eq!(active(&agreed), 4, "the others stay active: {agreed:?}");
@@ -54,7 +55,12 @@ async fn t10_killed_members_go_down_and_come_back_with_their_id() -> anyhow::Res
         );
         let status = cluster.status(victim).await?;
         assert_eq!(status.id.0, format!("node-{victim}"), "the same identity");
-        cluster.wait_for_agreement(CONVERGE).await?;
+        let settled = cluster.wait_for_agreement(CONVERGE).await?;
+        assert_eq!(
+            settled.epoch,
+            agreed.epoch + 1,
+            "back by one rejoin, not marked Down again on stale silence: {settled:?}"
+        );
     }
     Ok(())
 }

@@ -67,12 +67,18 @@ impl Detector {
     }
 
     /// A proposal finished, committed or not; a failed one is proposed again next time.
+    /// Either way, what was heard of the member before is history: a member that was marked
+    /// `Down` may rejoin (`Active`) before the next round, and must not be judged on the
+    /// silence that got it marked, so it starts again with the grace of a new member.
     pub(crate) fn settled(&mut self, id: &NodeId) {
         self.pending.remove(id);
+        self.last_heard.remove(id);
+        self.unanswered.remove(id);
     }
 
     /// The state changes to propose now. `Draining` members are left alone: they are on their
-    /// way out and an operator decided so.
+    /// way out and an operator decided so. The leader judges itself only to undo a `Down`: it
+    /// is evidently alive (it was marked while it was away, and won an election since).
     pub(crate) fn verdicts(
         &mut self,
         membership: &Membership,
@@ -85,7 +91,14 @@ impl Detector {
         self.unanswered.retain(|id| membership.member(id).is_some());
         let mut verdicts = Vec::new();
         for m in &membership.members {
-            if &m.id == me || self.pending.contains(&m.id) {
+            if self.pending.contains(&m.id) {
+                continue;
+            }
+            if &m.id == me {
+                if m.state == MemberState::Down {
+                    self.pending.insert(m.id.clone());
+                    verdicts.push((m.id.clone(), MemberState::Active));
+                }
                 continue;
             }
             let verdict = match m.state {
@@ -259,8 +272,11 @@ mod tests {
             "pending"
         );
         d.settled(&"node-1".into());
-        // Not committed (lost leadership, say): proposed again.
-        assert_eq!(d.verdicts(&m, &me, t0 + ms(600), DOWN_AFTER).len(), 1);
+        // Not committed (lost leadership, say): judged again, from a fresh grace period.
+        d.unanswered("node-1".into());
+        assert!(d.verdicts(&m, &me, t0 + ms(600), DOWN_AFTER).is_empty());
+        d.unanswered("node-1".into());
+        assert_eq!(d.verdicts(&m, &me, t0 + ms(1000), DOWN_AFTER).len(), 1);
     }
 
     #[test]
@@ -340,6 +356,53 @@ mod tests {
         assert!(
             d.verdicts(&m, &"node-0".into(), t0 + ms(5000), DOWN_AFTER)
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_member_that_rejoins_gets_a_fresh_grace_period() {
+        let t0 = Instant::now();
+        let me = NodeId::from("node-0");
+        let active = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-1", MemberState::Active),
+        ]);
+        let down = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-1", MemberState::Down),
+        ]);
+        let mut d = Detector::new(&active, t0, None);
+        d.unanswered("node-1".into());
+        assert_eq!(d.verdicts(&active, &me, t0 + ms(400), DOWN_AFTER).len(), 1);
+        d.settled(&"node-1".into());
+        assert!(d.verdicts(&down, &me, t0 + ms(500), DOWN_AFTER).is_empty());
+        // It restarts and rejoins (Active again) before any probe of this term reached it;
+        // the probe that failed while it was away must not count against it.
+        d.unanswered("node-1".into());
+        assert!(
+            d.verdicts(&active, &me, t0 + ms(600), DOWN_AFTER)
+                .is_empty(),
+            "a rejoined member is not marked Down on stale silence"
+        );
+        d.unanswered("node-1".into());
+        let v = d.verdicts(&active, &me, t0 + ms(1000), DOWN_AFTER);
+        assert_eq!(v, [("node-1".into(), MemberState::Down)], "silent again");
+    }
+
+    #[test]
+    fn a_leader_marked_down_marks_itself_active() {
+        let t0 = Instant::now();
+        let m = membership(&[
+            ("node-0", MemberState::Down),
+            ("node-1", MemberState::Active),
+        ]);
+        let mut d = Detector::new(&m, t0, None);
+        let v = d.verdicts(&m, &"node-0".into(), t0, DOWN_AFTER);
+        assert_eq!(v, [("node-0".into(), MemberState::Active)]);
+        assert!(
+            d.verdicts(&m, &"node-0".into(), t0 + ms(10), DOWN_AFTER)
+                .is_empty(),
+            "pending"
         );
     }
 

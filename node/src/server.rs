@@ -258,16 +258,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// A 421 answer unless this node owns the request's routing key under its current view. The key is
-/// the one the gateway routed by; a request sent to a node directly is routed by its session id.
+/// A 503 while this node is cut off from the quorum; else a 421 unless this node owns the
+/// request's routing key under its current view. The key is the one the gateway routed by; a
+/// request sent to a node directly is routed by its session id.
 fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> {
-    let key = header(headers, internal::ROUTE_KEY)
-        .or_else(|| header(headers, internal::NEW_SESSION))
-        .or_else(|| header(headers, protocol::HEADER_SESSION_ID));
-    let Some(key) = key else {
-        // Nothing to route by: a direct, sessionless request. Any node may answer it.
-        return None;
-    };
     if !node.serving() {
         return Some(reply::refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -277,6 +271,13 @@ fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> {
             ),
         ));
     }
+    let key = header(headers, internal::ROUTE_KEY)
+        .or_else(|| header(headers, internal::NEW_SESSION))
+        .or_else(|| header(headers, protocol::HEADER_SESSION_ID));
+    let Some(key) = key else {
+        // Nothing to route by: a direct, sessionless request. Any node may answer it.
+        return None;
+    };
     let ring = node.ring();
     if ring.owns(&node.id, key.as_bytes()) {
         return None;

@@ -97,6 +97,11 @@ impl RaftCluster {
         self.nodes[i].take()
     }
 
+    /// Node `i`'s process id, to signal it.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].as_ref().and_then(Process::pid)
+    }
+
     /// The running nodes' ordinals.
     pub fn running(&self) -> Vec<usize> {
         (0..self.nodes.len())

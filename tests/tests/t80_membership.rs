@@ -127,3 +127,65 @@ async fn t20_scaling_3_to_5_to_3_keeps_every_view_identical() -> anyhow::Result<
     assert_eq!(status.voters.len(), 3, "{status:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn t30_a_node_cut_off_from_the_quorum_fails_closed() -> anyhow::Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut cluster = RaftCluster::new(scratch("raft-lease")?, 3, &[])?;
+    cluster.start(3).await?;
+    cluster.wait_for_agreement(CONVERGE).await?;
+    let signal = |cluster: &RaftCluster, i: usize, sig: Signal| -> anyhow::Result<()> {
+        let pid = cluster
+            .pid(i)
+            .ok_or_else(|| anyhow::anyhow!("node-{i} is not running"))?;
+        kill(Pid::from_raw(pid as i32), sig)?;
+        Ok(())
+    };
+    // A session-era initialize that node-0 would host, sent to it directly.
+    let initialize = |cluster: &RaftCluster| {
+        let url = format!("http://{}/mcp", cluster.addr(0));
+        let http = cluster.http.clone();
+        async move {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"}}});
+            let resp = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(body.to_string())
+                .send()
+                .await?;
+            anyhow::Ok(resp.status().as_u16())
+        }
+    };
+    assert_eq!(initialize(&cluster).await?, 200, "serving while in quorum");
+
+    // Freeze the other two: node-0 hears from no quorum.
+    signal(&cluster, 1, Signal::SIGSTOP)?;
+    signal(&cluster, 2, Signal::SIGSTOP)?;
+    let started = std::time::Instant::now();
+    let mut status = cluster.status(0).await?;
+    while status.serving && started.elapsed() < CONVERGE {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = cluster.status(0).await?;
+    }
+    println!("node-0 stopped serving after {:?}", started.elapsed());
+    assert!(!status.serving, "{status:?}");
+    assert_eq!(initialize(&cluster).await?, 503, "fails closed");
+
+    signal(&cluster, 1, Signal::SIGCONT)?;
+    signal(&cluster, 2, Signal::SIGCONT)?;
+    let started = std::time::Instant::now();
+    while !cluster.status(0).await?.serving && started.elapsed() < CONVERGE {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("node-0 serves again after {:?}", started.elapsed());
+    assert_eq!(
+        initialize(&cluster).await?,
+        200,
+        "serving again with a quorum"
+    );
+    Ok(())
+}

@@ -31,7 +31,7 @@ impl RingView {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if membership.epoch <= current.epoch() || membership.validate().is_err() {
+        if !current.superseded_by(&membership) {
             return false;
         }
         tracing::info!(

@@ -31,6 +31,23 @@ pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 /// `_meta` key tying a `subscriptions/listen` notification to its listen request.
 pub const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
+/// Log levels (RFC 5424 severities), least severe first.
+pub const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// How severe a log level is (0 for `debug`); `None` for a level that does not exist.
+pub fn log_level_rank(level: &str) -> Option<usize> {
+    LOG_LEVELS.iter().position(|l| *l == level)
+}
+
 /// JSON-RPC and MCP error codes we produce.
 pub mod code {
     pub const PARSE_ERROR: i64 = -32700;

@@ -113,7 +113,7 @@ impl NodeState {
     /// Takes `membership` if it is newer than the current view; true when it was.
     pub fn adopt(&self, membership: Membership) -> bool {
         self.ring.send_if_modified(|ring| {
-            if membership.epoch <= ring.epoch() || membership.validate().is_err() {
+            if !ring.superseded_by(&membership) {
                 return false;
             }
             tracing::info!(

@@ -21,17 +21,6 @@ pub const REMOVED: [&str; 5] = [
     "resources/unsubscribe",
 ];
 
-const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
-
 /// A stateless-era request that passed every check.
 #[derive(Debug)]
 pub struct Checked {
@@ -165,7 +154,9 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
         ));
     }
     if let Some(level) = meta.and_then(|m| m.get(protocol::META_LOG_LEVEL))
-        && !level.as_str().is_some_and(|l| LOG_LEVELS.contains(&l))
+        && !level
+            .as_str()
+            .is_some_and(|l| protocol::LOG_LEVELS.contains(&l))
     {
         return Err(refuse(
             StatusCode::BAD_REQUEST,

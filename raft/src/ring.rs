@@ -68,6 +68,12 @@ impl Ring {
         Ring { membership, points }
     }
 
+    /// Whether `membership` should replace this ring's: it is newer, and valid. Views only
+    /// move forward, so whoever holds a ring keeps the highest epoch it has seen.
+    pub fn superseded_by(&self, membership: &Membership) -> bool {
+        membership.epoch > self.epoch() && membership.validate().is_ok()
+    }
+
     pub fn epoch(&self) -> u64 {
         self.membership.epoch
     }

@@ -39,17 +39,6 @@ const READ_TTL_MS: u64 = 60_000;
 
 /// Where a session's `logging/setLevel` is kept in its state.
 const LOG_LEVEL: &str = "logLevel";
-/// RFC 5424 severities, least severe first.
-const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
 
 /// Our MCP server; see the module documentation.
 pub struct Builtin {
@@ -188,16 +177,12 @@ fn stateless_result(method: &str, mut result: Value) -> Value {
     result
 }
 
-fn level_rank(level: &str) -> Option<usize> {
-    LOG_LEVELS.iter().position(|l| *l == level)
-}
-
 fn set_level(call: &Call) -> Result<Value, RpcError> {
     let level = call
         .params
         .get("level")
         .and_then(Value::as_str)
-        .filter(|l| level_rank(l).is_some())
+        .filter(|l| protocol::log_level_rank(l).is_some())
         .ok_or_else(|| invalid_params("Invalid log level"))?;
     call.state
         .with(|state| state.insert(LOG_LEVEL.into(), level.into()));
@@ -223,8 +208,8 @@ fn log(call: &Call, era: Era, level: &str, data: &str) {
         })),
     };
     let wanted = threshold
-        .and_then(|t| level_rank(&t))
-        .is_some_and(|min| level_rank(level).is_some_and(|l| l >= min));
+        .and_then(|t| protocol::log_level_rank(&t))
+        .is_some_and(|min| protocol::log_level_rank(level).is_some_and(|l| l >= min));
     if wanted {
         call.peer.notify(
             "notifications/message",

@@ -15,7 +15,9 @@
 
 use super::bridge::STATELESS_VERSION;
 use super::sse;
-use super::{Caller, Exchange, STATE_INITIALIZE_RESULT, notification, outcome, unavailable};
+use super::{
+    Caller, Exchange, STATE_INITIALIZE_RESULT, cancelled, notification, outcome, unavailable,
+};
 use crate::config::{HttpConfig, UpstreamEra};
 use crate::protocol::{self, HEADER_LAST_EVENT_ID, Message, RpcError};
 use crate::upstream::{Scope, UpstreamState};
@@ -667,10 +669,7 @@ impl Drop for InFlight {
             return;
         }
         let poster = self.poster.clone();
-        let msg = notification(
-            "notifications/cancelled",
-            json!({"requestId": self.id, "reason": "the client's request ended"}),
-        );
+        let msg = cancelled(self.id);
         tokio::spawn(async move {
             let _ = poster.post(&msg, HeaderMap::new()).await;
         });

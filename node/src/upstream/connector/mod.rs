@@ -182,7 +182,7 @@ impl Logs {
             .get("_meta")
             .and_then(|m| m.get(protocol::META_LOG_LEVEL))
             .and_then(Value::as_str)
-            .and_then(level_rank)
+            .and_then(protocol::log_level_rank)
             .map_or(Logs::Off, Logs::From)
     }
 
@@ -194,26 +194,10 @@ impl Logs {
             Logs::From(floor) => params
                 .get("level")
                 .and_then(Value::as_str)
-                .and_then(level_rank)
+                .and_then(protocol::log_level_rank)
                 .is_none_or(|rank| rank >= floor),
         }
     }
-}
-
-/// RFC 5424 severities, least severe first.
-const LOG_LEVELS: [&str; 8] = [
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
-
-fn level_rank(level: &str) -> Option<usize> {
-    LOG_LEVELS.iter().position(|l| *l == level)
 }
 
 impl Exchange {
@@ -356,6 +340,14 @@ fn notification(method: &str, params: Value) -> Value {
         msg.insert("params".into(), params);
     }
     Value::Object(msg)
+}
+
+/// Tells the upstream that our request `id` is no longer wanted.
+fn cancelled(id: u64) -> Value {
+    notification(
+        "notifications/cancelled",
+        json!({"requestId": id, "reason": "the client's request ended"}),
+    )
 }
 
 /// The outcome a JSON-RPC response carries.

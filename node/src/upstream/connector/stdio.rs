@@ -11,11 +11,11 @@
 //! they go to the call whose progress token they name, else to the only call in flight, else
 //! to the session's standalone stream.
 
-use super::{Caller, Exchange, notification, outcome, unavailable};
+use super::{Caller, Exchange, cancelled, notification, outcome, unavailable};
 use crate::config::StdioConfig;
 use crate::protocol::{Message, RpcError, code};
 use crate::upstream::Scope;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::process::Stdio as Piped;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -221,10 +221,7 @@ impl Drop for InFlight {
             return;
         }
         let process = self.process.clone();
-        let msg = notification(
-            "notifications/cancelled",
-            json!({"requestId": self.id, "reason": "the client's request ended"}),
-        );
+        let msg = cancelled(self.id);
         tokio::spawn(async move {
             let _ = process.send(&msg).await;
         });

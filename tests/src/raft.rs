@@ -92,6 +92,16 @@ impl RaftCluster {
         process.kill().await
     }
 
+    /// SIGTERM to node `i`, as an orchestrator removing the pod: it drains, leaves and exits.
+    pub async fn terminate(&mut self, i: usize) -> anyhow::Result<()> {
+        let process = self.nodes[i].take().context("the node is not running")?;
+        let status = process.stop().await?;
+        if !status.success() {
+            bail!("node-{i} exited with {status}");
+        }
+        Ok(())
+    }
+
     /// Takes node `i`'s process, to wait for it to exit by itself.
     pub fn take(&mut self, i: usize) -> Option<Process> {
         self.nodes[i].take()

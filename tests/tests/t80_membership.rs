@@ -104,9 +104,46 @@ async fn t20_scaling_3_to_5_to_3_keeps_every_view_identical() -> anyhow::Result<
     let status = cluster.status(0).await?;
     assert_eq!(status.voters.len(), 3, "voters are capped: {status:?}");
     assert_eq!(status.learners.len(), 2, "{status:?}");
+    // What an operator sees: `shardgate status`, as JSON and as text.
+    let shardgate = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(shardgate_tests::shardgate_bin()?)
+            .args(args)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        anyhow::Ok(String::from_utf8(out.stdout)?)
+    };
+    let seeds = cluster.addr(1).to_string();
+    let json: serde_json::Value = serde_json::from_str(
+        &shardgate(vec![
+            "status".into(),
+            "--seeds".into(),
+            seeds.clone(),
+            "--json".into(),
+        ])
+        .await?,
+    )?;
+    assert_eq!(
+        json["membership"]["members"].as_array().map(Vec::len),
+        Some(5)
+    );
+    assert_eq!(json["membership"]["epoch"], view.epoch);
+    let text = shardgate(vec!["status".into(), "--seeds".into(), seeds]).await?;
+    println!("{text}");
+    assert!(text.contains(&format!("epoch {}", view.epoch)), "{text}");
+    assert!(text.contains("leader node-"), "{text}");
+    assert_eq!(text.matches(" active ").count(), 5, "{text}");
 
+    // One leaves by `shardgate drain`, the other by SIGTERM.
     for i in [4, 3] {
-        cluster.drain(i).await?;
+        match i {
+            4 => cluster.drain(i).await?,
+            _ => cluster.terminate(i).await?,
+        }
         let next = cluster.wait_for_agreement(CONVERGE).await?;
         assert!(state_of(&next, i).is_none(), "node-{i} has left: {next:?}");
         let share = moved(&view, &next, 20_000);

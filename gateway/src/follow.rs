@@ -1,11 +1,15 @@
-//! Following membership: a gateway long-polls one node at a time for a view newer than its
-//! own, so a change reaches it as soon as that node has applied it (within a heartbeat or
-//! two of the commit), not at the next 421.
+//! Following membership: a gateway long-polls nodes for a view newer than its own, so a change
+//! reaches it as soon as a node has applied it (within a heartbeat or two of the commit), not
+//! at the next 421.
 //!
-//! It asks the members it knows, then its seeds; a node that fails or is gone is skipped for
-//! the next one. Views only ever move forward: the highest epoch wins (`RingView::adopt`).
+//! It asks two nodes at once, from the members it knows and then its seeds, and takes the first
+//! answer: a node that is alive but cut off (frozen, partitioned) holds its poll without news,
+//! and the other one answers. A node that fails is replaced by the next. Views only ever move
+//! forward: the highest epoch wins (`RingView::adopt`).
 
 use crate::Gateway;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use shardgate_raft::MemberState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How long one long poll is held by the node.
 const POLL: Duration = Duration::from_secs(20);
-/// Pause after a node failed to answer, before the next is asked.
+/// Pause after the nodes asked failed to answer, before the next are asked.
 const BACKOFF: Duration = Duration::from_millis(50);
+/// Nodes asked at once.
+const FAN_OUT: usize = 2;
 
 pub async fn follow(gw: Arc<Gateway>, seeds: Vec<String>, shutdown: CancellationToken) {
     let mut next = 0usize;
@@ -32,22 +38,37 @@ pub async fn follow(gw: Arc<Gateway>, seeds: Vec<String>, shutdown: Cancellation
                 addrs.push(seed.clone());
             }
         }
-        let Some(addr) = addrs.get(next % addrs.len().max(1)).cloned() else {
+        if addrs.is_empty() {
             return;
+        }
+        let asked: Vec<String> = (0..FAN_OUT.min(addrs.len()))
+            .map(|i| addrs[(next + i) % addrs.len()].clone())
+            .collect();
+        let mut polls: FuturesUnordered<_> = asked
+            .iter()
+            .map(|addr| gw.forwarder.poll_membership(addr, ring.epoch(), POLL))
+            .collect();
+        // The first view that comes back; `None` when every node asked failed.
+        let first = async {
+            while let Some(answer) = polls.next().await {
+                if answer.is_some() {
+                    return answer;
+                }
+            }
+            None
         };
-        let poll = gw.forwarder.poll_membership(&addr, ring.epoch(), POLL);
         let view = tokio::select! {
-            view = poll => view,
+            view = first => view,
             _ = shutdown.cancelled() => return,
         };
         match view {
-            // A newer view, or the same one after the poll timed out: ask the same node again.
+            // A newer view, or the same one after the poll timed out: ask the same nodes again.
             Some(view) => {
                 gw.ring.adopt(view);
             }
             None => {
-                tracing::debug!(node = %addr, "membership poll failed; asking the next node");
-                next = next.wrapping_add(1);
+                tracing::debug!(nodes = ?asked, "membership polls failed; asking the next nodes");
+                next = next.wrapping_add(FAN_OUT);
                 tokio::time::sleep(BACKOFF).await;
             }
         }

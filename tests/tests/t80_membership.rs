@@ -226,3 +226,28 @@ async fn t30_a_node_cut_off_from_the_quorum_fails_closed() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn t40_a_frozen_node_does_not_hold_the_gateway_back() -> anyhow::Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut cluster = RaftCluster::new(scratch("raft-frozen")?, 5, &[])?;
+    cluster.start(5).await?;
+    cluster.start_gateway().await?;
+    let (_, view) = cluster.until_gateway(CONVERGE, |m| active(m) == 5).await?;
+    // The gateway asks the members in order, so it is polling node-0 now. Frozen, node-0
+    // keeps the connection open and never answers: only another node can bring the news.
+    let pid = cluster
+        .pid(0)
+        .ok_or_else(|| anyhow::anyhow!("node-0 is not running"))?;
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP)?;
+    let outcome = cluster
+        .until_gateway(Duration::from_secs(5), |m| {
+            m.epoch > view.epoch && state_of(m, 0) == Some(MemberState::Down)
+        })
+        .await;
+    kill(Pid::from_raw(pid as i32), Signal::SIGCONT)?;
+    let (took, _) = outcome?;
+    println!("frozen node-0 is Down at the gateway after {took:?}");
+    Ok(())
+}

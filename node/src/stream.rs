@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 
 /// Events a stream keeps for replay.
 pub const LOG_CAPACITY: usize = 1024;
+/// Bytes of event data a stream keeps for replay: a few large results (images, resources)
+/// must not hold a session's memory hostage. The newest event is kept whatever its size.
+pub const LOG_BYTES: usize = 4 * 1024 * 1024;
 /// Events buffered towards a live listener before it counts as fallen behind.
 const LISTENER_BUFFER: usize = 256;
 
@@ -59,6 +62,8 @@ pub enum ReplayError {
 
 struct State {
     log: VecDeque<Event>,
+    /// Bytes of data in `log`.
+    log_bytes: usize,
     next_seq: u64,
     listener: Option<mpsc::Sender<Event>>,
     finished: bool,
@@ -76,6 +81,7 @@ impl EventStream {
             id,
             state: Mutex::new(State {
                 log: VecDeque::new(),
+                log_bytes: 0,
                 next_seq: 1,
                 listener: None,
                 finished: false,
@@ -100,10 +106,13 @@ impl EventStream {
         };
         st.next_seq += 1;
         let event = Event { id, data };
-        if st.log.len() == LOG_CAPACITY {
-            st.log.pop_front();
-        }
+        st.log_bytes += event.data.len();
         st.log.push_back(event.clone());
+        while st.log.len() > 1 && (st.log.len() > LOG_CAPACITY || st.log_bytes > LOG_BYTES) {
+            if let Some(old) = st.log.pop_front() {
+                st.log_bytes -= old.data.len();
+            }
+        }
         if let Some(tx) = &st.listener
             && tx.try_send(event).is_err()
         {
@@ -231,6 +240,27 @@ mod tests {
         let mut rx = s.attach(0).expect("replay");
         assert_eq!(drain(&mut rx), vec![1]);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_log_is_bounded_in_bytes_too() {
+        let s = EventStream::new(1);
+        let big = Bytes::from(vec![b'x'; LOG_BYTES / 3]);
+        for _ in 0..5 {
+            s.push(big.clone());
+        }
+        assert!(
+            matches!(s.attach(0), Err(ReplayError::Gap { oldest }) if oldest.seq == 3),
+            "only the newest three fit"
+        );
+        let mut rx = s.attach(2).expect("within the log");
+        assert_eq!(drain(&mut rx), vec![3, 4, 5]);
+        let huge = Bytes::from(vec![b'x'; LOG_BYTES * 2]);
+        let id = s.push(huge);
+        let mut rx = s
+            .attach(id.seq - 1)
+            .expect("the newest is kept, however large");
+        assert_eq!(drain(&mut rx), vec![id.seq]);
     }
 
     #[test]

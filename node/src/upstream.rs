@@ -9,6 +9,8 @@
 pub mod builtin;
 pub mod connector;
 pub mod federation;
+#[cfg(test)]
+mod recorder;
 
 use crate::protocol::RpcError;
 use serde_json::{Map, Value};

@@ -227,16 +227,7 @@ pub(super) fn unknown_state() -> RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Silent;
-
-    impl Peer for Silent {
-        fn notify(&self, _: &str, _: Value) {}
-        fn request(&self, _: &str, _: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
-            Box::pin(async { Err(RpcError::new(code::INTERNAL_ERROR, "silent")) })
-        }
-        fn disconnect(&self) {}
-    }
+    use crate::upstream::recorder::Recorder;
 
     fn running(answer_after_asking: bool) -> (Running, tokio::sync::mpsc::UnboundedSender<Ask>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -256,7 +247,7 @@ mod tests {
                 .map_err(|_| RpcError::new(code::INTERNAL_ERROR, "dropped"))??;
             Ok(json!({"got": roots}))
         });
-        let relay = Arc::new(Relay::new(Arc::new(Silent)));
+        let relay = Arc::new(Relay::new(Arc::new(Recorder::default())));
         (Running::new(task, rx, relay), tx)
     }
 
@@ -274,7 +265,7 @@ mod tests {
         assert!(parking.take(&token).is_none(), "taken once");
         let mut answers = Map::new();
         answers.insert("q1".into(), json!({"roots": []}));
-        run.resume(Arc::new(Silent), &answers);
+        run.resume(Arc::new(Recorder::default()), &answers);
         let Turn::Done(Ok(result)) = run.next(&parking, &json!({"roots": {}})).await else {
             panic!("expected the result");
         };

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::protocol::code;
+use std::sync::atomic::Ordering;
 
 #[tokio::test]
 async fn initialize_negotiates_the_version() {

@@ -8,57 +8,12 @@ mod stateless;
 use super::{Federation, Member};
 use crate::protocol::{RpcError, code};
 use crate::upstream::builtin::Builtin;
-use crate::upstream::{BoxFuture, Call, Peer, Scope, Upstream, UpstreamState};
+use crate::upstream::recorder::Recorder;
+use crate::upstream::{BoxFuture, Call, Scope, Upstream, UpstreamState};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// A client that records what it is told.
-#[derive(Default)]
-struct Recorder {
-    notes: Mutex<Vec<(String, Value)>>,
-}
-
-impl Recorder {
-    fn notes(&self) -> Vec<(String, Value)> {
-        self.notes.lock().map(|n| n.clone()).unwrap_or_default()
-    }
-
-    fn notes_of(&self, method: &str) -> Vec<Value> {
-        self.notes()
-            .into_iter()
-            .filter(|(m, _)| m == method)
-            .map(|(_, p)| p)
-            .collect()
-    }
-
-    /// Waits until `n` notifications have arrived (or a second has passed).
-    async fn wait_for_notes(&self, n: usize) -> Vec<(String, Value)> {
-        for _ in 0..100 {
-            if self.notes().len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.notes()
-    }
-}
-
-impl Peer for Recorder {
-    fn notify(&self, method: &str, params: Value) {
-        if let Ok(mut notes) = self.notes.lock() {
-            notes.push((method.to_owned(), params));
-        }
-    }
-
-    fn request(&self, method: &str, _params: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
-        let err = RpcError::new(code::METHOD_NOT_FOUND, format!("no answer for {method}"));
-        Box::pin(async move { Err(err) })
-    }
-
-    fn disconnect(&self) {}
-}
 
 fn federation(members: Vec<(&str, Arc<dyn Upstream>)>) -> Federation {
     Federation::new(

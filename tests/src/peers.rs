@@ -39,6 +39,32 @@ pub fn python() -> anyhow::Result<PathBuf> {
     existing(dir()?.join("venv/bin/python"))
 }
 
+/// One of our Python peers in `tests/python/`.
+pub fn python_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
+/// Runs the official Python SDK client (`tests/python/sdk_client.py`) against `endpoint` in
+/// `mode` (`legacy` or `auto`), with an optional `TOOL ARGS_JSON EXPECTED` to call; its output
+/// on success, else an error with everything it printed.
+pub async fn sdk_client(endpoint: &str, mode: &str, tool: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(python()?)
+        .arg(python_script("sdk_client.py"))
+        .args([endpoint, mode])
+        .args(tool)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    anyhow::ensure!(
+        out.status.success(),
+        "python sdk ({mode}) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
 /// The reference MCP server's entry point (`node <it> stdio` or `… streamableHttp`).
 pub fn server_everything() -> anyhow::Result<PathBuf> {
     existing(dir()?.join(

@@ -3,20 +3,12 @@
 
 use serde_json::{Value, json};
 use shardgate_tests::mcp::Client;
-use shardgate_tests::{Cluster, free_addr, peers, wait_for_port};
+use shardgate_tests::{Cluster, free_addr, peers, scratch, wait_for_port};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
-
-/// A scratch directory for one test.
-fn scratch(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("shardgate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
 
 fn write_config(dir: &Path, toml: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("shardgate.toml");
@@ -66,17 +58,11 @@ impl Peer {
 
     async fn recording_on(log: &Path, port: u16) -> anyhow::Result<Peer> {
         let mut cmd = Command::new(peers::python()?);
-        cmd.arg(python_script("recording_server.py"))
+        cmd.arg(peers::python_script("recording_server.py"))
             .arg(port.to_string())
             .arg(log);
         Peer::spawn(cmd, port).await
     }
-}
-
-fn python_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(name)
 }
 
 fn everything_stdio_config() -> anyhow::Result<String> {
@@ -311,22 +297,6 @@ async fn t15_transparency_against_the_builtin() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sdk(endpoint: &str, mode: &str, tool: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(peers::python()?)
-        .arg(python_script("sdk_client.py"))
-        .args([endpoint, mode])
-        .args(tool)
-        .output()
-        .await?;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    anyhow::ensure!(
-        out.status.success(),
-        "python sdk ({mode}) failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(stdout)
-}
-
 #[tokio::test]
 async fn t20_python_sdk_against_each_kind_of_upstream() -> anyhow::Result<()> {
     let dir = scratch("sdk-upstreams")?;
@@ -348,10 +318,10 @@ async fn t20_python_sdk_against_each_kind_of_upstream() -> anyhow::Result<()> {
             .config(dir.join(config))
             .start()
             .await?;
-        let legacy = sdk(&cluster.endpoint, "legacy", &echo).await?;
+        let legacy = peers::sdk_client(&cluster.endpoint, "legacy", &echo).await?;
         assert!(legacy.contains("ok legacy"), "{config}: {legacy}");
         // auto mode picks the stateless era: a stateless client bridged to a session-era upstream.
-        let auto = sdk(&cluster.endpoint, "auto", &echo).await?;
+        let auto = peers::sdk_client(&cluster.endpoint, "auto", &echo).await?;
         assert!(auto.contains("ok auto"), "{config}: {auto}");
         println!("{config}: {legacy}{auto}");
         cluster.stop().await?;
@@ -369,7 +339,7 @@ async fn t20_python_sdk_against_each_kind_of_upstream() -> anyhow::Result<()> {
         .config(dir.join("bridge.toml"))
         .start()
         .await?;
-    let legacy = sdk(&cluster.endpoint, "legacy", &[]).await?;
+    let legacy = peers::sdk_client(&cluster.endpoint, "legacy", &[]).await?;
     assert!(legacy.contains("ok legacy 2025-11-25"), "{legacy}");
     cluster.stop().await?;
     upstream.stop().await?;
@@ -388,7 +358,11 @@ async fn t30_a_stdio_upstream_killed_mid_request() -> anyhow::Result<()> {
     let config = format!(
         "[[upstream]]\nname = \"py\"\n[upstream.stdio]\ncommand = {}\nargs = [{}]\n",
         toml_str(peers::python()?.display().to_string()),
-        toml_str(python_script("stdio_server.py").display().to_string()),
+        toml_str(
+            peers::python_script("stdio_server.py")
+                .display()
+                .to_string()
+        ),
     );
     let cluster = Cluster::builder()
         .nodes(2)
@@ -598,7 +572,11 @@ async fn t35_stdio_processes_are_limited_and_end_with_their_session() -> anyhow:
     let config = format!(
         "[limits]\nstdio_processes = 1\n\n[[upstream]]\nname = \"py\"\n[upstream.stdio]\ncommand = {}\nargs = [{}]\n",
         toml_str(peers::python()?.display().to_string()),
-        toml_str(python_script("stdio_server.py").display().to_string()),
+        toml_str(
+            peers::python_script("stdio_server.py")
+                .display()
+                .to_string()
+        ),
     );
     let cluster = Cluster::builder()
         .nodes(1)

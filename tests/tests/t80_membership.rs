@@ -3,14 +3,8 @@
 
 use shardgate_raft::{MemberState, Membership, Ring};
 use shardgate_tests::raft::{RaftCluster, active, state_of};
+use shardgate_tests::scratch;
 use std::time::Duration;
-
-fn scratch(name: &str) -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("shardgate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
 
 const CONVERGE: Duration = Duration::from_secs(15);
 

@@ -16,9 +16,7 @@ async fn main() -> anyhow::Result<()> {
         Some(n) => n.parse()?,
         None => 20,
     };
-    let dir = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let dir = shardgate_tests::scratch("bench")?;
     let mut cluster = RaftCluster::new(dir.clone(), 5, &[])?;
     cluster.start(5).await?;
     cluster.start_gateway().await?;

@@ -309,7 +309,7 @@ impl Http {
             return;
         }
         let listener = CancellationToken::new();
-        if (ex.session_era || ex.feed.is_some()) && link.session_id.is_some() {
+        if link.session_id.is_some() {
             let listening = Listening {
                 name: self.name.clone(),
                 poster: self.poster(link),

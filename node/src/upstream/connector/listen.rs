@@ -110,9 +110,10 @@ impl Inner {
         &self,
         ex: &Exchange,
         call: &Call,
+        params: &Value,
         feed: &Feed,
     ) -> Result<Value, RpcError> {
-        let mut filter = Filter::parse(&call.params)?;
+        let mut filter = Filter::parse(params)?;
         let init = self.initialized(ex).await?;
         // Subscribed before anything is asked of the upstream, so that nothing it announces
         // from then on is missed.
@@ -137,7 +138,7 @@ impl Inner {
             .honoured
             .insert("resourceSubscriptions".into(), json!(filter.uris));
         if filter.uris.is_empty()
-            && !call.params["notifications"]
+            && !params["notifications"]
                 .as_object()
                 .is_some_and(|n| n.contains_key("resourceSubscriptions"))
         {

@@ -300,11 +300,10 @@ impl Caller {
                     params,
                     reply,
                 };
+                let gone = || RpcError::new(code::INTERNAL_ERROR, "the client went away");
                 match questions.send(ask) {
-                    Ok(()) => answered.await.unwrap_or_else(|_| {
-                        Err(RpcError::new(code::INTERNAL_ERROR, "the client went away"))
-                    }),
-                    Err(_) => Err(RpcError::new(code::INTERNAL_ERROR, "the client went away")),
+                    Ok(()) => answered.await.unwrap_or_else(|_| Err(gone())),
+                    Err(_) => Err(gone()),
                 }
             }
             Asks::Refuse => Err(RpcError::new(
@@ -376,14 +375,17 @@ fn unavailable(upstream: &str, problem: impl std::fmt::Display) -> RpcError {
 }
 
 impl Inner {
-    async fn serve(self: &Arc<Self>, call: Call) -> Result<Value, RpcError> {
+    async fn serve(self: &Arc<Self>, mut call: Call) -> Result<Value, RpcError> {
         let client_stateless = protocol::is_stateless_version(&call.protocol_version);
+        let upstream_stateless = matches!(&self.transport, Transport::Http(h) if h.stateless());
+        // Moved, not copied: the call is served from here on.
+        let params = std::mem::take(&mut call.params);
         let ex = Exchange {
             scope: call.scope.clone(),
             state: call.state.clone(),
             initialize: call
                 .initialize
-                .clone()
+                .take()
                 .unwrap_or_else(bridge::initialize_params),
             peer: call.peer.clone(),
             session_peer: call.session_peer.clone(),
@@ -393,32 +395,24 @@ impl Inner {
                 false => Asks::Client,
             },
             logs: match client_stateless {
-                true => Logs::requested(&call.params),
+                true => Logs::requested(&params),
                 false => Logs::All,
             },
-            feed: None,
+            feed: (client_stateless && !upstream_stateless).then(|| self.feed(&call.scope)),
         };
         let method = call.method.as_str();
-        let upstream_stateless = matches!(&self.transport, Transport::Http(h) if h.stateless());
-        let ex = match client_stateless && !upstream_stateless {
-            true => Exchange {
-                feed: Some(self.feed(&call.scope)),
-                ..ex
-            },
-            false => ex,
-        };
         match (client_stateless, upstream_stateless) {
-            (false, true) => self.to_stateless(&ex, &call).await,
-            (true, true) => self.request(&ex, method, call.params.clone()).await,
+            (false, true) => self.to_stateless(&ex, &call, params).await,
+            (true, true) => self.request(&ex, method, params).await,
             (false, false) if method == "initialize" => match &self.transport {
                 Transport::Stdio(s) => s.initialize(&ex).await,
                 Transport::Http(h) => h.initialize(&ex).await,
             },
-            (false, false) => self.request(&ex, method, call.params.clone()).await,
-            (true, false) if method == "subscriptions/listen" => match &ex.feed {
-                Some(feed) => self.listen(&ex, &call, feed).await,
-                None => Err(RpcError::new(code::INTERNAL_ERROR, "no feed to listen to")),
-            },
+            (false, false) => self.request(&ex, method, params).await,
+            (true, false) if method == "subscriptions/listen" => {
+                self.listen(&ex, &call, &params, &self.feed(&call.scope))
+                    .await
+            }
             (true, false) if method == "server/discover" => {
                 let init = self.initialized(&ex).await?;
                 Ok(bridge::with_cache_hints(
@@ -428,7 +422,7 @@ impl Inner {
             }
             (true, false) => {
                 let result = self
-                    .from_stateless(ex, &call)
+                    .from_stateless(ex, &call, params)
                     .await
                     .map_err(bridge::stateless_error)?;
                 Ok(bridge::with_cache_hints(method, result))
@@ -467,8 +461,9 @@ impl Inner {
         self: &Arc<Self>,
         mut ex: Exchange,
         call: &Call,
+        mut params: Value,
     ) -> Result<Value, RpcError> {
-        let running = match call.params.get("requestState") {
+        let running = match params.get("requestState") {
             // A session-era upstream gives no requestState: this one is ours.
             Some(token) => {
                 let mut running = token
@@ -476,8 +471,7 @@ impl Inner {
                     .and_then(|t| self.parking.take(t))
                     .ok_or_else(park::unknown_state)?;
                 let empty = Map::new();
-                let answers = call
-                    .params
+                let answers = params
                     .get("inputResponses")
                     .and_then(Value::as_object)
                     .unwrap_or(&empty);
@@ -485,7 +479,6 @@ impl Inner {
                 running
             }
             None => {
-                let mut params = call.params.clone();
                 bridge::strip_stateless_meta(&mut params);
                 let (questions, asked) = mpsc::unbounded_channel();
                 let relay = Arc::new(park::Relay::new(call.peer.clone()));
@@ -504,20 +497,25 @@ impl Inner {
     }
 
     /// A session-era client served by a stateless-era upstream.
-    async fn to_stateless(&self, ex: &Exchange, call: &Call) -> Result<Value, RpcError> {
+    async fn to_stateless(
+        &self,
+        ex: &Exchange,
+        call: &Call,
+        params: Value,
+    ) -> Result<Value, RpcError> {
         let caps = &call.client_capabilities;
         match call.method.as_str() {
             "initialize" => {
-                let params = bridge::with_stateless_meta(json!({}), caps, None);
-                let discovered = self.request(ex, "server/discover", params).await?;
-                let requested = call.params.get("protocolVersion").and_then(Value::as_str);
+                let discover = bridge::with_stateless_meta(json!({}), caps, None);
+                let discovered = self.request(ex, "server/discover", discover).await?;
+                let requested = params.get("protocolVersion").and_then(Value::as_str);
                 Ok(bridge::initialize_from(&discovered, requested, &self.name))
             }
             // Liveness of the bridge itself: the stateless era has no ping.
             "ping" => Ok(json!({})),
             // The stateless era asks for log messages per request; keep the level for those.
             "logging/setLevel" => {
-                let level = call.params.get("level").cloned().unwrap_or(Value::Null);
+                let level = params.get("level").cloned().unwrap_or(Value::Null);
                 if !level.is_string() {
                     return Err(RpcError::new(
                         code::INVALID_PARAMS,
@@ -533,8 +531,7 @@ impl Inner {
                         .and_then(Value::as_str)
                         .map(str::to_owned)
                 });
-                let mut params =
-                    bridge::with_stateless_meta(call.params.clone(), caps, level.as_deref());
+                let mut params = bridge::with_stateless_meta(params, caps, level.as_deref());
                 for _ in 0..MAX_INPUT_ROUNDS {
                     let result = self.request(ex, method, params.clone()).await?;
                     let Some(asked) = bridge::input_requests(&result) else {

@@ -165,6 +165,16 @@ impl Forwarder {
             internal::MEMBERSHIP_PATH,
             wait.as_millis()
         );
+        self.fetch_membership(url, wait + REFRESH_TIMEOUT).await
+    }
+
+    /// Asks a node for its membership view; `None` if it does not answer in time.
+    async fn membership_of(&self, node: &Member) -> Option<Membership> {
+        let url = format!("http://{}{}", node.addr, internal::MEMBERSHIP_PATH);
+        self.fetch_membership(url, REFRESH_TIMEOUT).await
+    }
+
+    async fn fetch_membership(&self, url: String, within: Duration) -> Option<Membership> {
         let req = Request::get(url)
             .header(header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
@@ -177,23 +187,7 @@ impl Forwarder {
             let body = resp.into_body().collect().await.ok()?.to_bytes();
             serde_json::from_slice(&body).ok()
         };
-        tokio::time::timeout(wait + REFRESH_TIMEOUT, fetch)
-            .await
-            .ok()?
-    }
-
-    /// Asks a node for its membership view; `None` if it does not answer in time.
-    async fn membership_of(&self, node: &Member) -> Option<Membership> {
-        let req = Request::get(format!("http://{}{}", node.addr, internal::MEMBERSHIP_PATH))
-            .header(header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::new()))
-            .ok()?;
-        let fetch = async {
-            let resp = self.client.request(req).await.ok()?;
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
-            serde_json::from_slice(&body).ok()
-        };
-        tokio::time::timeout(REFRESH_TIMEOUT, fetch).await.ok()?
+        tokio::time::timeout(within, fetch).await.ok()?
     }
 }
 

@@ -7,7 +7,7 @@
 //! before that waits behind it. Members number their streams independently, so what they send
 //! is re-tagged with the one subscription id the client knows.
 
-use super::{Inner, no_members};
+use super::{Inner, merge};
 use crate::protocol::{META_SUBSCRIPTION_ID, RpcError};
 use crate::upstream::{BoxFuture, Call, Peer};
 use futures_util::future::join_all;
@@ -49,22 +49,8 @@ pub(super) async fn listen(inner: &Arc<Inner>, call: &Call) -> Result<Value, Rpc
         }
     });
     let results = join_all(streams).await;
-    let mut first_error = None;
-    let mut any = false;
-    for (&i, result) in active.iter().zip(results) {
-        match result {
-            Ok(_) => any = true,
-            Err(e) => {
-                inner.failed(i, &call.method, &e);
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match (any, first_error) {
-        (true, _) => Ok(json!({ "_meta": { META_SUBSCRIPTION_ID: id } })),
-        (false, Some(e)) => Err(e),
-        (false, None) => Err(no_members()),
-    }
+    inner.any_took(call, &active, results)?;
+    Ok(json!({ "_meta": { META_SUBSCRIPTION_ID: id } }))
 }
 
 /// Where the members' streams meet the client's.
@@ -97,7 +83,7 @@ impl Hub {
         if let Some(theirs) = honoured {
             let united = state.honoured.get_or_insert_with(Map::new);
             if let Value::Object(theirs) = theirs {
-                unite(united, theirs);
+                merge::unite(united, theirs);
             }
         }
         state.waiting = state.waiting.saturating_sub(1);
@@ -128,26 +114,6 @@ impl Hub {
             self.client.notify(method, params);
         } else if state.held.len() < MAX_HELD {
             state.held.push((method.to_owned(), params));
-        }
-    }
-}
-
-/// Flags are on if one member honours them; resource URIs are all those any member honours.
-fn unite(into: &mut Map<String, Value>, from: &Map<String, Value>) {
-    for (key, value) in from {
-        match (into.get_mut(key), value) {
-            (None, _) => {
-                into.insert(key.clone(), value.clone());
-            }
-            (Some(Value::Bool(a)), Value::Bool(b)) => *a |= *b,
-            (Some(Value::Array(a)), Value::Array(b)) => {
-                for v in b {
-                    if !a.contains(v) {
-                        a.push(v.clone());
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }

@@ -143,7 +143,9 @@ fn capabilities(answers: &[(usize, Value)]) -> Value {
     Value::Object(united)
 }
 
-fn unite(into: &mut Map<String, Value>, from: &Map<String, Value>) {
+/// Unites what members offer: a flag is on if one member's is, objects unite key by key,
+/// lists (a listen stream's resource URIs) hold what any member's holds.
+pub(super) fn unite(into: &mut Map<String, Value>, from: &Map<String, Value>) {
     for (key, value) in from {
         match (into.get_mut(key), value) {
             (None, _) => {
@@ -151,6 +153,13 @@ fn unite(into: &mut Map<String, Value>, from: &Map<String, Value>) {
             }
             (Some(Value::Bool(a)), Value::Bool(b)) => *a |= *b,
             (Some(Value::Object(a)), Value::Object(b)) => unite(a, b),
+            (Some(Value::Array(a)), Value::Array(b)) => {
+                for v in b {
+                    if !a.contains(v) {
+                        a.push(v.clone());
+                    }
+                }
+            }
             // Anything else the members disagree on: the first member's word stands.
             _ => {}
         }

@@ -186,6 +186,18 @@ impl Inner {
                 .map(|&i| self.forward(call, i, &call.method, call.params.clone())),
         )
         .await;
+        self.any_took(call, &active, results)?;
+        Ok(json!({}))
+    }
+
+    /// `Ok` if any of the `active` members' `results` is a success, else the first error (or
+    /// "no members"); the failures are logged either way.
+    fn any_took(
+        &self,
+        call: &Call,
+        active: &[usize],
+        results: Vec<Result<Value, RpcError>>,
+    ) -> Result<(), RpcError> {
         let mut first_error = None;
         let mut any = false;
         for (&i, result) in active.iter().zip(results) {
@@ -198,7 +210,7 @@ impl Inner {
             }
         }
         match (any, first_error) {
-            (true, _) => Ok(json!({})),
+            (true, _) => Ok(()),
             (false, Some(e)) => Err(e),
             (false, None) => Err(no_members()),
         }

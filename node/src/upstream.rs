@@ -10,7 +10,7 @@ pub mod builtin;
 pub mod connector;
 pub mod federation;
 #[cfg(test)]
-mod recorder;
+mod testing;
 
 use crate::protocol::RpcError;
 use serde_json::{Map, Value};

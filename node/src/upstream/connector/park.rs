@@ -227,7 +227,7 @@ pub(super) fn unknown_state() -> RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::recorder::Recorder;
+    use crate::upstream::testing::Recorder;
 
     fn running(answer_after_asking: bool) -> (Running, tokio::sync::mpsc::UnboundedSender<Ask>) {
         let (tx, rx) = mpsc::unbounded_channel();

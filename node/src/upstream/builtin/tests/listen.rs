@@ -5,9 +5,9 @@ use super::*;
 #[tokio::test]
 async fn listen_acknowledges_filters_and_tags() {
     let b = builtin();
-    let tools = CallSpec::stateless();
-    let prompts = CallSpec::stateless();
-    let listen = |s: &CallSpec, filter: Value| {
+    let tools = Client::stateless();
+    let prompts = Client::stateless();
+    let listen = |s: &Client, filter: Value| {
         tokio::spawn(b.call(s.call("subscriptions/listen", json!({"notifications": filter}))))
     };
     let tools_task = listen(&tools, json!({"toolsListChanged": true, "bogus": true}));
@@ -26,7 +26,7 @@ async fn listen_acknowledges_filters_and_tags() {
         id
     );
 
-    let trigger = CallSpec::stateless();
+    let trigger = Client::stateless();
     trigger
         .tool(&b, "test_trigger_tool_change", json!({}))
         .await
@@ -62,7 +62,7 @@ async fn listen_acknowledges_filters_and_tags() {
 #[tokio::test]
 async fn resource_changes_reach_subscribers_only() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let filter = json!({"resourceSubscriptions": ["test://watched-resource", "test://nope"], "resourcesListChanged": true});
     let task =
         tokio::spawn(b.call(s.call("subscriptions/listen", json!({"notifications": filter}))));
@@ -71,7 +71,7 @@ async fn resource_changes_reach_subscribers_only() {
         ack[0].1["notifications"],
         json!({"resourceSubscriptions": ["test://watched-resource"], "resourcesListChanged": true})
     );
-    let trigger = CallSpec::stateless();
+    let trigger = Client::stateless();
     let other = json!({"arguments": {"uri": "test://static-text"}});
     trigger
         .tool(&b, "test_trigger_resource_change", other)
@@ -104,7 +104,7 @@ async fn resource_changes_reach_subscribers_only() {
 #[tokio::test]
 async fn a_listen_without_a_filter_is_refused() {
     let b = builtin();
-    let err = CallSpec::stateless()
+    let err = Client::stateless()
         .run(&b, "subscriptions/listen", json!({}))
         .await
         .expect_err("no filter");
@@ -114,7 +114,7 @@ async fn a_listen_without_a_filter_is_refused() {
 #[tokio::test]
 async fn session_triggers_tell_the_calling_session() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     s.tool(&b, "test_trigger_tool_change", json!({}))
         .await
         .expect("trigger");

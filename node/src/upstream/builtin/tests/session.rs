@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 #[tokio::test]
 async fn initialize_negotiates_the_version() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     for (asked, got) in [
         ("2025-06-18", "2025-06-18"),
         ("2025-03-26", "2025-03-26"),
@@ -33,7 +33,7 @@ async fn initialize_negotiates_the_version() {
 #[tokio::test]
 async fn ping_set_level_and_subscriptions_answer_exactly_empty() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     assert_eq!(s.run(&b, "ping", Value::Null).await, Ok(json!({})));
     let r = s
         .run(&b, "logging/setLevel", json!({"level": "info"}))
@@ -68,7 +68,7 @@ async fn ping_set_level_and_subscriptions_answer_exactly_empty() {
 #[tokio::test]
 async fn the_counter_lives_in_the_session_state() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     for want in ["1", "2", "3"] {
         let r = s.tool(&b, "counter", json!({})).await.expect("counter");
         assert_eq!(text_of(&r), want);
@@ -81,7 +81,7 @@ async fn the_counter_lives_in_the_session_state() {
         .expect("counter");
     assert_eq!(text_of(&r), "4");
     // Another session starts afresh.
-    let other = CallSpec::session();
+    let other = Client::session();
     let r = other.tool(&b, "counter", json!({})).await.expect("counter");
     assert_eq!(text_of(&r), "1");
 }
@@ -90,7 +90,7 @@ async fn the_counter_lives_in_the_session_state() {
 async fn progress_comes_before_the_result_with_the_token_as_sent() {
     let b = builtin();
     for token in [json!("progress-test-1"), json!(1)] {
-        let s = CallSpec::session();
+        let s = Client::session();
         let r = s
             .tool(
                 &b,
@@ -113,7 +113,7 @@ async fn progress_comes_before_the_result_with_the_token_as_sent() {
         assert_eq!(text_of(&r), want);
     }
     // No token, no progress.
-    let s = CallSpec::session();
+    let s = Client::session();
     s.tool(&b, "test_tool_with_progress", json!({}))
         .await
         .expect("progress tool");
@@ -129,9 +129,9 @@ async fn sampling_asks_the_client_over_the_session() {
         "model": "test-model",
         "stopReason": "endTurn"
     });
-    let s = CallSpec {
+    let s = Client {
         peer: Recorder::answering(&[("sampling/createMessage", answer)]),
-        ..CallSpec::session()
+        ..Client::session()
     };
     let args = json!({"arguments": {"prompt": "Test prompt for sampling"}});
     let r = s
@@ -158,9 +158,9 @@ async fn sampling_asks_the_client_over_the_session() {
 async fn elicitation_forms_go_over_the_session() {
     let b = builtin();
     let accept = json!({"action": "accept", "content": {"name": "Jane Smith", "age": 25}});
-    let s = CallSpec {
+    let s = Client {
         peer: Recorder::answering(&[("elicitation/create", accept)]),
-        ..CallSpec::session()
+        ..Client::session()
     };
     let r = s
         .tool(&b, "test_elicitation_sep1034_defaults", json!({}))
@@ -178,9 +178,9 @@ async fn elicitation_forms_go_over_the_session() {
 async fn multi_round_tools_run_all_rounds_over_the_session() {
     let b = builtin();
     let answer = json!({"action": "accept", "content": {"name": "Alice", "color": "blue"}});
-    let s = CallSpec {
+    let s = Client {
         peer: Recorder::answering(&[("elicitation/create", answer)]),
-        ..CallSpec::session()
+        ..Client::session()
     };
     let r = s
         .tool(&b, "test_input_required_result_multi_round", json!({}))
@@ -193,9 +193,9 @@ async fn multi_round_tools_run_all_rounds_over_the_session() {
 #[tokio::test]
 async fn asking_without_the_capability_is_a_tool_error() {
     let b = builtin();
-    let s = CallSpec {
+    let s = Client {
         caps: json!({"sampling": {}}),
-        ..CallSpec::session()
+        ..Client::session()
     };
     let r = s
         .tool(&b, "test_input_required_result_elicitation", json!({}))
@@ -203,9 +203,9 @@ async fn asking_without_the_capability_is_a_tool_error() {
         .expect("a result");
     assert_eq!(r["isError"], true);
     assert!(s.peer.requests().is_empty());
-    let r = CallSpec {
+    let r = Client {
         caps: json!({}),
-        ..CallSpec::session()
+        ..Client::session()
     }
     .tool(&b, "test_missing_capability", json!({}))
     .await
@@ -216,7 +216,7 @@ async fn asking_without_the_capability_is_a_tool_error() {
 #[tokio::test]
 async fn logging_follows_the_session_level() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     s.tool(&b, "test_tool_with_logging", json!({}))
         .await
         .expect("logging tool");
@@ -228,7 +228,7 @@ async fn logging_follows_the_session_level() {
             .all(|m| m["level"] == "info" && m["data"].is_string())
     );
 
-    let quiet = CallSpec::session();
+    let quiet = Client::session();
     quiet
         .run(&b, "logging/setLevel", json!({"level": "warning"}))
         .await
@@ -243,7 +243,7 @@ async fn logging_follows_the_session_level() {
 #[tokio::test]
 async fn session_results_carry_no_stateless_extras() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     for method in [
         "tools/list",
         "prompts/list",
@@ -269,7 +269,7 @@ async fn session_results_carry_no_stateless_extras() {
 #[tokio::test]
 async fn errors_use_the_session_era_codes() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     let uri = "test://nonexistent-resource-for-conformance-testing";
     let err = s
         .run(&b, "resources/read", json!({"uri": uri}))
@@ -307,7 +307,7 @@ async fn errors_use_the_session_era_codes() {
 #[tokio::test]
 async fn reconnection_closes_the_stream_first() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     let r = s
         .tool(&b, "test_reconnection", json!({}))
         .await
@@ -319,7 +319,7 @@ async fn reconnection_closes_the_stream_first() {
 #[tokio::test]
 async fn every_listed_tool_can_be_called() {
     let b = builtin();
-    let s = CallSpec {
+    let s = Client {
         peer: Recorder::answering(&[
             (
                 "elicitation/create",
@@ -331,7 +331,7 @@ async fn every_listed_tool_can_be_called() {
             ),
             ("roots/list", json!({"roots": [{"uri": "file:///r"}]})),
         ]),
-        ..CallSpec::session()
+        ..Client::session()
     };
     let list = s
         .run(&b, "tools/list", json!({}))
@@ -367,7 +367,7 @@ async fn every_listed_tool_can_be_called() {
 #[tokio::test]
 async fn completion_suggests_prompt_and_template_arguments() {
     let b = builtin();
-    let s = CallSpec::session();
+    let s = Client::session();
     let complete = |reference: Value, name: &str, value: &str| json!({"ref": reference, "argument": {"name": name, "value": value}});
     let prompt = json!({"type": "ref/prompt", "name": "test_prompt_with_arguments"});
     let r = s

@@ -6,7 +6,7 @@ use crate::protocol::code;
 #[tokio::test]
 async fn discover_describes_the_server() {
     let b = builtin();
-    let r = CallSpec::stateless()
+    let r = Client::stateless()
         .run(&b, "server/discover", json!({}))
         .await
         .expect("discover");
@@ -29,7 +29,7 @@ async fn discover_describes_the_server() {
 #[tokio::test]
 async fn cacheable_results_carry_hints_and_others_do_not() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     for method in [
         "tools/list",
         "prompts/list",
@@ -65,7 +65,7 @@ async fn cacheable_results_carry_hints_and_others_do_not() {
 #[tokio::test]
 async fn unknown_resources_and_removed_methods() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let uri = "test://nonexistent-resource-for-conformance-testing";
     let err = s
         .run(&b, "resources/read", json!({"uri": uri}))
@@ -103,7 +103,7 @@ async fn unknown_resources_and_removed_methods() {
 #[tokio::test]
 async fn elicitation_round_trip() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let name = "test_input_required_result_elicitation";
     let r1 = s.tool(&b, name, json!({})).await.expect("round 1");
     assert_eq!(r1["resultType"], "input_required");
@@ -136,7 +136,7 @@ async fn elicitation_round_trip() {
 #[tokio::test]
 async fn malformed_input_responses_are_refused() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let name = "test_input_required_result_elicitation";
     for bad in [
         json!({"inputResponses": {"user_name": 12345}}),
@@ -152,7 +152,7 @@ async fn malformed_input_responses_are_refused() {
 #[tokio::test]
 async fn multi_round_state_changes_and_is_sealed() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let name = "test_input_required_result_multi_round";
     let r1 = s.tool(&b, name, json!({})).await.expect("round 1");
     let s1 = r1["requestState"].as_str().expect("state 1").to_owned();
@@ -190,12 +190,12 @@ async fn multi_round_state_changes_and_is_sealed() {
     );
 
     // Another node with the same secret accepts the state; one with another secret does not.
-    let r = CallSpec::stateless()
+    let r = Client::stateless()
         .tool(&builtin(), name, json!({"requestState": s2.clone()}))
         .await
         .expect("same secret");
     assert_eq!(r["inputRequests"]["step2"]["method"], "elicitation/create");
-    let err = CallSpec::stateless()
+    let err = Client::stateless()
         .tool(
             &Builtin::new([8; 32]),
             name,
@@ -219,7 +219,7 @@ async fn multi_round_state_changes_and_is_sealed() {
 #[tokio::test]
 async fn tampered_state_is_an_error() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let name = "test_input_required_result_tampered_state";
     let r1 = s.tool(&b, name, json!({})).await.expect("round 1");
     let state = r1["requestState"].as_str().expect("a state").to_owned();
@@ -250,9 +250,9 @@ async fn tampered_state_is_an_error() {
 #[tokio::test]
 async fn only_declared_capabilities_are_asked_for() {
     let b = builtin();
-    let sampling_only = CallSpec {
+    let sampling_only = Client {
         caps: json!({"sampling": {}}),
-        ..CallSpec::stateless()
+        ..Client::stateless()
     };
     let r = sampling_only
         .tool(&b, "test_input_required_result_capabilities", json!({}))
@@ -277,9 +277,9 @@ async fn only_declared_capabilities_are_asked_for() {
         Some(json!({"requiredCapabilities": {"elicitation": {}}}))
     );
 
-    let none = CallSpec {
+    let none = Client {
         caps: json!({}),
-        ..CallSpec::stateless()
+        ..Client::stateless()
     };
     let err = none
         .tool(&b, "test_missing_capability", json!({}))
@@ -300,7 +300,7 @@ async fn only_declared_capabilities_are_asked_for() {
 #[tokio::test]
 async fn multiple_inputs_keep_partial_answers() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let name = "test_input_required_result_multiple_inputs";
     let r1 = s.tool(&b, name, json!({})).await.expect("round 1");
     let keys: Vec<_> = r1["inputRequests"]
@@ -347,7 +347,7 @@ async fn multiple_inputs_keep_partial_answers() {
 #[tokio::test]
 async fn prompts_can_ask_too() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let params = json!({"name": "test_input_required_result_prompt"});
     let r1 = s.run(&b, "prompts/get", params).await.expect("round 1");
     assert_eq!(
@@ -369,7 +369,7 @@ async fn prompts_can_ask_too() {
 #[tokio::test]
 async fn notifications_need_an_opt_in() {
     let b = builtin();
-    let s = CallSpec::stateless();
+    let s = Client::stateless();
     let r = s
         .tool(&b, "test_streaming_elicitation", json!({}))
         .await

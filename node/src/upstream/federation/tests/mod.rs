@@ -8,12 +8,11 @@ mod stateless;
 use super::{Federation, Member};
 use crate::protocol::{RpcError, code};
 use crate::upstream::builtin::Builtin;
-use crate::upstream::recorder::Recorder;
+use crate::upstream::testing::Client;
 use crate::upstream::{BoxFuture, Call, Scope, Upstream, UpstreamState};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 fn federation(members: Vec<(&str, Arc<dyn Upstream>)>) -> Federation {
     Federation::new(
@@ -35,56 +34,8 @@ fn builtins() -> Federation {
     ])
 }
 
-/// One client's session (or affinity key): the calls it makes share state and peer.
-struct Client {
-    version: &'static str,
-    state: UpstreamState,
-    peer: Arc<Recorder>,
-    cancel: CancellationToken,
-}
-
-/// The scope every test call runs in.
-fn scope() -> Scope {
-    Scope::Session("test".into())
-}
-
 impl Client {
-    fn session() -> Client {
-        Client {
-            version: "2025-11-25",
-            state: UpstreamState::default(),
-            peer: Arc::new(Recorder::default()),
-            cancel: CancellationToken::new(),
-        }
-    }
-
-    fn stateless() -> Client {
-        Client {
-            version: "2026-07-28",
-            ..Client::session()
-        }
-    }
-
-    fn call(&self, method: &str, params: Value) -> Call {
-        Call {
-            method: method.to_owned(),
-            params,
-            peer: self.peer.clone(),
-            session_peer: self.peer.clone(),
-            scope: scope(),
-            initialize: None,
-            state: self.state.clone(),
-            cancel: self.cancel.clone(),
-            protocol_version: self.version.to_owned(),
-            client_capabilities: json!({"elicitation": {}, "sampling": {}, "roots": {}}),
-        }
-    }
-
-    async fn run(&self, f: &Federation, method: &str, params: Value) -> Result<Value, RpcError> {
-        f.call(self.call(method, params)).await
-    }
-
-    async fn tool(&self, f: &Federation, name: &str, args: Value) -> Result<Value, RpcError> {
+    async fn call_tool(&self, f: &Federation, name: &str, args: Value) -> Result<Value, RpcError> {
         self.run(f, "tools/call", json!({"name": name, "arguments": args}))
             .await
     }

@@ -100,7 +100,7 @@ async fn subscriptions_go_where_reads_go() {
     let r = c.run(&f, "resources/subscribe", uri.clone()).await;
     assert_eq!(r, Ok(json!({})));
     let r = c
-        .tool(&f, "built__test_trigger_resource_change", json!({}))
+        .call_tool(&f, "built__test_trigger_resource_change", json!({}))
         .await
         .expect("trigger");
     assert_eq!(text_of(&r), "Change of test://watched-resource announced");

@@ -11,11 +11,11 @@ async fn clashing_tools_are_both_reachable_with_their_own_counters() {
         ("a__counter", "2"),
         ("b__counter", "1"),
     ] {
-        let r = c.tool(&f, name, json!({})).await.expect(name);
+        let r = c.call_tool(&f, name, json!({})).await.expect(name);
         assert_eq!(text_of(&r), expected, "{name}");
     }
     let echo = c
-        .tool(&f, "b__echo", json!({"text": "from b"}))
+        .call_tool(&f, "b__echo", json!({"text": "from b"}))
         .await
         .expect("echo");
     assert_eq!(text_of(&echo), "from b");
@@ -27,17 +27,17 @@ async fn clashing_tools_are_both_reachable_with_their_own_counters() {
 #[tokio::test]
 async fn member_state_moves_with_the_session() {
     let c = Client::session();
-    c.tool(&builtins(), "a__counter", json!({}))
+    c.call_tool(&builtins(), "a__counter", json!({}))
         .await
         .expect("first node");
     // Another node (another federation) continues from the session's state.
     let elsewhere = builtins();
-    let r = c.tool(&elsewhere, "a__counter", json!({})).await;
+    let r = c.call_tool(&elsewhere, "a__counter", json!({})).await;
     assert_eq!(text_of(&r.expect("second node")), "2");
     // State restored under a live view replaces it.
     c.state
         .with(|s| s["federation"]["members"]["a"]["counter"] = json!(10));
-    let r = c.tool(&elsewhere, "a__counter", json!({})).await;
+    let r = c.call_tool(&elsewhere, "a__counter", json!({})).await;
     assert_eq!(text_of(&r.expect("restored")), "11");
 }
 
@@ -52,12 +52,18 @@ async fn a_long_call_does_not_undo_what_others_changed_meanwhile() {
     // Under way before the counter is touched.
     tokio::time::sleep(Duration::from_millis(10)).await;
     for expected in ["1", "2"] {
-        let r = c.tool(&f, "a__counter", json!({})).await.expect("counter");
+        let r = c
+            .call_tool(&f, "a__counter", json!({}))
+            .await
+            .expect("counter");
         assert_eq!(text_of(&r), expected);
     }
     let done = slow.await.expect("joined").expect("slow");
     assert_eq!(text_of(&done), "Finished 2 steps");
-    let r = c.tool(&f, "a__counter", json!({})).await.expect("counter");
+    let r = c
+        .call_tool(&f, "a__counter", json!({}))
+        .await
+        .expect("counter");
     assert_eq!(text_of(&r), "3");
 }
 
@@ -188,15 +194,24 @@ async fn initialize_merges_and_excludes_failing_members() {
             .is_some_and(|i| i.starts_with("built: ")),
         "{r}"
     );
-    assert_eq!(broken.closed(), [scope()], "released at once");
+    assert_eq!(
+        broken.closed(),
+        [Scope::Session("test".into())],
+        "released at once"
+    );
 
-    f.notification("notifications/initialized", &json!({}), &scope(), &c.state);
+    f.notification(
+        "notifications/initialized",
+        &json!({}),
+        &Scope::Session("test".into()),
+        &c.state,
+    );
     assert_eq!(old.told(), ["notifications/initialized"]);
     assert!(broken.told().is_empty(), "excluded for the session");
     c.run(&f, "tools/list", json!({})).await.expect("list");
     assert!(broken.asked("tools/list").is_empty());
     let err = c
-        .tool(&f, "broken__anything", json!({}))
+        .call_tool(&f, "broken__anything", json!({}))
         .await
         .expect_err("excluded");
     assert_eq!(err.code, code::INVALID_PARAMS);
@@ -256,7 +271,7 @@ async fn unknown_names_are_invalid_params() {
     let f = builtins();
     let c = Client::session();
     for name in ["zz__echo", "echo", "a_echo"] {
-        let err = c.tool(&f, name, json!({})).await.expect_err(name);
+        let err = c.call_tool(&f, name, json!({})).await.expect_err(name);
         assert_eq!(err.code, code::INVALID_PARAMS, "{name}");
         assert!(err.message.contains(name), "{}", err.message);
     }
@@ -278,7 +293,7 @@ async fn the_longest_fitting_prefix_owns_a_name() {
     let long = Arc::new(Fake::new(&[]));
     let f = federation(vec![("x", short.clone()), ("x_", long.clone())]);
     let r = Client::session()
-        .tool(&f, "x___tool", json!({}))
+        .call_tool(&f, "x___tool", json!({}))
         .await
         .expect("call");
     assert_eq!(text_of(&r), "tool");
@@ -357,12 +372,12 @@ async fn notifications_and_close_reach_every_member() {
     f.notification(
         "notifications/roots/list_changed",
         &params,
-        &scope(),
+        &Scope::Session("test".into()),
         &c.state,
     );
     assert_eq!(a.told(), ["notifications/roots/list_changed"]);
     assert_eq!(b.told(), ["notifications/roots/list_changed"]);
-    f.close(&scope());
-    assert_eq!(a.closed(), [scope()]);
-    assert_eq!(b.closed(), [scope()]);
+    f.close(&Scope::Session("test".into()));
+    assert_eq!(a.closed(), [Scope::Session("test".into())]);
+    assert_eq!(b.closed(), [Scope::Session("test".into())]);
 }

@@ -143,11 +143,11 @@ async fn listen_acknowledges_once_and_forwards_every_member() {
 
     let trigger = Client::stateless();
     trigger
-        .tool(&f, "a__test_trigger_tool_change", json!({}))
+        .call_tool(&f, "a__test_trigger_tool_change", json!({}))
         .await
         .expect("a's change");
     trigger
-        .tool(&f, "b__test_trigger_resource_change", json!({}))
+        .call_tool(&f, "b__test_trigger_resource_change", json!({}))
         .await
         .expect("b's change");
     let notes = c.peer.wait_for_notes(3).await;

@@ -1,13 +1,68 @@
-//! A client for unit tests of upstreams: records what it is told and asked, and answers
-//! requests from a table (anything else: -32601).
+//! A client for unit tests of upstreams: [`Client`] makes the calls of one session (or affinity
+//! key), and its [`Recorder`] records what it is told and asked, answering requests from a
+//! table (anything else: -32601).
 
 use crate::protocol::RpcError;
-use crate::upstream::{BoxFuture, Peer};
-use serde_json::Value;
+use crate::upstream::{BoxFuture, Call, Peer, Scope, Upstream, UpstreamState};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// One client's session (or affinity key): the calls it makes share state and peer.
+pub(crate) struct Client {
+    pub version: &'static str,
+    pub caps: Value,
+    pub state: UpstreamState,
+    pub peer: Arc<Recorder>,
+    pub cancel: CancellationToken,
+}
+
+impl Client {
+    /// A session-era client that can be asked anything.
+    pub(crate) fn session() -> Client {
+        Client {
+            version: "2025-11-25",
+            caps: json!({"sampling": {}, "elicitation": {}, "roots": {}}),
+            state: UpstreamState::default(),
+            peer: Arc::new(Recorder::default()),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) fn stateless() -> Client {
+        Client {
+            version: "2026-07-28",
+            ..Client::session()
+        }
+    }
+
+    pub(crate) fn call(&self, method: &str, params: Value) -> Call {
+        Call {
+            method: method.to_owned(),
+            params,
+            peer: self.peer.clone(),
+            session_peer: self.peer.clone(),
+            scope: Scope::Session("test".into()),
+            initialize: None,
+            state: self.state.clone(),
+            cancel: self.cancel.clone(),
+            protocol_version: self.version.to_owned(),
+            client_capabilities: self.caps.clone(),
+        }
+    }
+
+    pub(crate) async fn run(
+        &self,
+        upstream: &dyn Upstream,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, RpcError> {
+        upstream.call(self.call(method, params)).await
+    }
+}
 
 /// A client that records what it is told and asked, and answers requests from a table.
 #[derive(Default)]

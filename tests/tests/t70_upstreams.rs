@@ -73,6 +73,19 @@ fn everything_stdio_config() -> anyhow::Result<String> {
     ))
 }
 
+/// Our Python stdio server (`tests/python/stdio_server.py`) as the upstream `py`.
+fn python_stdio_config() -> anyhow::Result<String> {
+    Ok(format!(
+        "[[upstream]]\nname = \"py\"\n[upstream.stdio]\ncommand = {}\nargs = [{}]\n",
+        toml_str(peers::python()?.display().to_string()),
+        toml_str(
+            peers::python_script("stdio_server.py")
+                .display()
+                .to_string()
+        ),
+    ))
+}
+
 fn http_config(name: &str, url: &str, era: &str) -> String {
     format!(
         "[[upstream]]\nname = \"{name}\"\n[upstream.http]\nurl = {}\nera = \"{era}\"\nheaders = {{ Authorization = \"Bearer node-credential\" }}\n",
@@ -355,15 +368,7 @@ fn tool_text(answer: &Value) -> Option<String> {
 #[tokio::test]
 async fn t30_a_stdio_upstream_killed_mid_request() -> anyhow::Result<()> {
     let dir = scratch("stdio-kill")?;
-    let config = format!(
-        "[[upstream]]\nname = \"py\"\n[upstream.stdio]\ncommand = {}\nargs = [{}]\n",
-        toml_str(peers::python()?.display().to_string()),
-        toml_str(
-            peers::python_script("stdio_server.py")
-                .display()
-                .to_string()
-        ),
-    );
+    let config = python_stdio_config()?;
     let cluster = Cluster::builder()
         .nodes(2)
         .config(write_config(&dir, &config)?)
@@ -570,13 +575,8 @@ fn alive(pid: i32) -> bool {
 async fn t35_stdio_processes_are_limited_and_end_with_their_session() -> anyhow::Result<()> {
     let dir = scratch("stdio-limits")?;
     let config = format!(
-        "[limits]\nstdio_processes = 1\n\n[[upstream]]\nname = \"py\"\n[upstream.stdio]\ncommand = {}\nargs = [{}]\n",
-        toml_str(peers::python()?.display().to_string()),
-        toml_str(
-            peers::python_script("stdio_server.py")
-                .display()
-                .to_string()
-        ),
+        "[limits]\nstdio_processes = 1\n\n{}",
+        python_stdio_config()?
     );
     let cluster = Cluster::builder()
         .nodes(1)

@@ -18,6 +18,8 @@ pub const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
 pub const HEADER_METHOD: &str = "mcp-method";
 pub const HEADER_NAME: &str = "mcp-name";
 pub const HEADER_LAST_EVENT_ID: &str = "last-event-id";
+/// Prefix of the stateless era's `Mcp-Param-<Name>` headers (lowercase, as `http` names them).
+pub const HEADER_PARAM_PREFIX: &str = "mcp-param-";
 
 /// `_meta` key of a stateless-era request that names its protocol revision.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";

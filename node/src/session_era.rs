@@ -161,6 +161,7 @@ async fn serve_one(
         cancel: cancel.clone(),
         protocol_version: session.protocol_version.clone(),
         client_capabilities: session.client_capabilities(),
+        param_headers: Vec::new(),
     };
     let _counted = node.call_started();
     let outcome = tokio::select! {
@@ -221,6 +222,7 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
         cancel: Default::default(),
         protocol_version: requested.to_owned(),
         client_capabilities: params.get("capabilities").cloned().unwrap_or_default(),
+        param_headers: Vec::new(),
     };
     let result = match node.upstream.call(call).await {
         Ok(r) => r,

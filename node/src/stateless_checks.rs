@@ -71,7 +71,7 @@ pub fn decode_header_value(raw: &str) -> Option<String> {
 }
 
 /// The body field `Mcp-Name` must mirror, for the methods that carry one.
-fn name_field(method: &str) -> Option<&'static str> {
+pub fn name_field(method: &str) -> Option<&'static str> {
     match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),

@@ -119,6 +119,15 @@ fn complete(mut result: Value) -> Value {
     result
 }
 
+/// The request's `Mcp-Param-*` headers, for the upstream.
+fn param_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with(protocol::HEADER_PARAM_PREFIX))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
 fn answer(id: &Value, outcome: Result<Value, RpcError>) -> Value {
     match outcome {
         Ok(result) => protocol::response(id, complete(result)),
@@ -164,6 +173,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Bo
         cancel: cancel.clone(),
         protocol_version: checked.version,
         client_capabilities: checked.client_capabilities,
+        param_headers: param_headers(headers),
     };
     let serving = node.clone();
     let token = cancel.clone();

@@ -90,6 +90,10 @@ pub struct Call {
     pub protocol_version: String,
     /// What the client said it can do (from `initialize`, or from the request's `_meta`).
     pub client_capabilities: Value,
+    /// The request's `Mcp-Param-*` headers (stateless era), name and value as sent: they
+    /// mirror arguments for the upstream's own use, so they pass to it unchanged. No other
+    /// client header ever reaches an upstream.
+    pub param_headers: Vec<(String, String)>,
 }
 
 impl Call {

@@ -718,3 +718,107 @@ async fn t56_a_dead_upstream_is_named_and_its_breaker_opens() -> anyhow::Result<
     cluster.stop().await?;
     Ok(())
 }
+
+/// A stateless-era upstream of the simplest kind: answers every request with an empty
+/// complete result, and records the headers of every request it gets.
+async fn recording_stateless_upstream()
+-> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/mcp", listener.local_addr()?);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then as much body as Content-Length says.
+            let (head, body) = loop {
+                let Ok(n) = socket.read(&mut chunk).await else {
+                    break (String::new(), Vec::new());
+                };
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = buf[end + 4..].to_vec();
+                    while body.len() < length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => body.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    break (head, body);
+                }
+            };
+            if let Ok(mut seen) = record.lock() {
+                seen.push(head);
+            }
+            let id = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|m| m.get("id").cloned())
+                .unwrap_or(Value::Null);
+            let answer = json!({"jsonrpc": "2.0", "id": id,
+                "result": {"content": [], "resultType": "complete"}})
+            .to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    Ok((url, seen))
+}
+
+#[tokio::test]
+async fn t57_mcp_param_headers_reach_a_stateless_upstream_and_nothing_else_does()
+-> anyhow::Result<()> {
+    let dir = scratch("param-headers")?;
+    let (url, seen) = recording_stateless_upstream().await?;
+    let config = write_config(&dir, &http_config("modern", &url, "stateless"))?;
+    let cluster = Cluster::builder().nodes(1).config(&config).start().await?;
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "weather", "arguments": {"region": "eu-west"},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}
+        }
+    }});
+    let resp = shardgate_tests::http()
+        .build()?
+        .post(&cluster.endpoint)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "weather")
+        .header("mcp-param-region", "eu-west")
+        .header("authorization", "Bearer client-secret-token")
+        .body(body.to_string())
+        .send()
+        .await?;
+    let answer: Value = resp.json().await?;
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    cluster.stop().await?;
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let call = seen
+        .iter()
+        .find(|h| h.contains("mcp-method: tools/call"))
+        .ok_or_else(|| anyhow::anyhow!("the call did not reach the upstream: {seen:?}"))?;
+    assert!(call.contains("mcp-param-region: eu-west"), "{call}");
+    assert!(call.contains("mcp-name: weather"), "{call}");
+    assert!(
+        call.contains("authorization: bearer node-credential"),
+        "{call}"
+    );
+    assert!(!call.contains("client-secret-token"), "{call}");
+    Ok(())
+}

@@ -51,6 +51,7 @@ impl Client {
             cancel: self.cancel.clone(),
             protocol_version: self.version.to_owned(),
             client_capabilities: self.caps.clone(),
+            param_headers: Vec::new(),
         }
     }
 

@@ -7,9 +7,10 @@
 //! upstream session. A 404 for that session means the upstream forgot it: the connector
 //! initializes again with the stored params and sends the request once more. Stateless-era
 //! upstreams get the headers that era requires (`MCP-Protocol-Version`, `Mcp-Method`,
-//! `Mcp-Name`).
+//! `Mcp-Name`), and a stateless-era client's `Mcp-Param-*` headers as it sent them.
 //!
-//! Only the configured headers are sent (the node's own credentials), never the client's.
+//! Otherwise only the configured headers are sent (the node's own credentials), never the
+//! client's.
 //! Each request has a deadline; consecutive transport failures open a circuit breaker that
 //! fails calls fast for a while, so a dead upstream costs its clients no timeouts.
 
@@ -20,6 +21,7 @@ use super::{
 };
 use crate::config::{HttpConfig, UpstreamEra};
 use crate::protocol::{self, HEADER_LAST_EVENT_ID, Message, RpcError};
+use crate::stateless_checks;
 use crate::upstream::{Scope, UpstreamState};
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -341,7 +343,7 @@ impl Http {
             id,
             armed: true,
         };
-        let headers = self.era_headers(method, &msg);
+        let headers = self.era_headers(method, &msg, &ex.param_headers);
         let response = poster.post(&msg, headers).await.map_err(broken)?;
         let answer = self
             .answer(&poster, response, &json!(id), &caller, link)
@@ -353,26 +355,32 @@ impl Http {
     }
 
     /// What a stateless-era upstream needs to see in the headers.
-    fn era_headers(&self, method: &str, msg: &Value) -> HeaderMap {
+    fn era_headers(&self, method: &str, msg: &Value, params: &[(String, String)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         if !self.stateless {
             return headers;
         }
-        let params = msg.get("params");
-        let version = params
+        let body = msg.get("params");
+        let version = body
             .and_then(|p| p.get("_meta"))
             .and_then(|m| m.get(protocol::META_PROTOCOL_VERSION))
             .and_then(Value::as_str)
             .unwrap_or(STATELESS_VERSION);
         insert(&mut headers, protocol::HEADER_PROTOCOL_VERSION, version);
         insert(&mut headers, protocol::HEADER_METHOD, method);
-        let field = match method {
-            "tools/call" | "prompts/get" => Some("name"),
-            "resources/read" => Some("uri"),
-            _ => None,
-        };
-        if let Some(name) = field.and_then(|f| params?.get(f)).and_then(Value::as_str) {
+        if let Some(name) = stateless_checks::name_field(method)
+            .and_then(|f| body?.get(f))
+            .and_then(Value::as_str)
+        {
             insert(&mut headers, protocol::HEADER_NAME, &header_value(name));
+        }
+        for (name, value) in params {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                headers.append(name, value);
+            }
         }
         headers
     }

@@ -152,6 +152,8 @@ struct Exchange {
     pub logs: Logs,
     /// Stateless-era clients of a session-era upstream: where change announcements go.
     pub feed: Option<listen::Feed>,
+    /// The client's `Mcp-Param-*` headers, for a stateless-era upstream.
+    pub param_headers: Vec<(String, String)>,
 }
 
 /// How an upstream's requests to the client (sampling, elicitation, roots) are answered.
@@ -399,6 +401,7 @@ impl Inner {
                 false => Logs::All,
             },
             feed: (client_stateless && !upstream_stateless).then(|| self.feed(&call.scope)),
+            param_headers: std::mem::take(&mut call.param_headers),
         };
         let method = call.method.as_str();
         match (client_stateless, upstream_stateless) {

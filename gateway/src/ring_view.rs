@@ -56,11 +56,13 @@ mod tests {
 
     fn view(epoch: u64, n: usize) -> Membership {
         Membership {
+            cluster: None,
             epoch,
             members: (0..n)
                 .map(|i| Member {
                     id: NodeId(format!("node-{i}")),
                     addr: format!("127.0.0.1:{}", 9000 + i),
+                    session_addr: format!("127.0.0.1:{}", 9100 + i),
                     state: Default::default(),
                     weight: 1,
                 })

@@ -36,8 +36,10 @@ pub enum MemberState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub id: NodeId,
-    /// Internal address (`host:port`) of the node's HTTP/2 listener.
+    /// The node's internal listener (`host:port`): Raft, membership, drain and status.
     pub addr: String,
+    /// The node's session listener (`host:port`): the `/mcp` traffic gateways forward.
+    pub session_addr: String,
     #[serde(default)]
     pub state: MemberState,
     /// Relative share of keys; the ring gives a member `weight` times the base virtual nodes.
@@ -52,6 +54,10 @@ fn default_weight() -> u32 {
 /// One version of the cluster's membership.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Membership {
+    /// The id of the cluster this view belongs to, fixed when the cluster is founded; `None`
+    /// for a fixed membership. A view of another cluster never replaces one of ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     pub epoch: u64,
     pub members: Vec<Member>,
 }
@@ -77,7 +83,7 @@ impl Membership {
             if m.weight == 0 {
                 return Err(MembershipError::ZeroWeight(m.id.clone()));
             }
-            if m.addr.trim().is_empty() {
+            if m.addr.trim().is_empty() || m.session_addr.trim().is_empty() {
                 return Err(MembershipError::EmptyAddress(m.id.clone()));
             }
         }

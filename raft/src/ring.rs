@@ -68,10 +68,13 @@ impl Ring {
         Ring { membership, points }
     }
 
-    /// Whether `membership` should replace this ring's: it is newer, and valid. Views only
-    /// move forward, so whoever holds a ring keeps the highest epoch it has seen.
+    /// Whether `membership` should replace this ring's: it is newer, valid, and of the same
+    /// cluster (once a holder knows its cluster, a view of another one is never taken). Views
+    /// only move forward, so whoever holds a ring keeps the highest epoch it has seen.
     pub fn superseded_by(&self, membership: &Membership) -> bool {
-        membership.epoch > self.epoch() && membership.validate().is_ok()
+        let same_cluster =
+            self.membership.cluster.is_none() || self.membership.cluster == membership.cluster;
+        same_cluster && membership.epoch > self.epoch() && membership.validate().is_ok()
     }
 
     pub fn epoch(&self) -> u64 {

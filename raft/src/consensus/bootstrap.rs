@@ -56,6 +56,7 @@ pub(crate) async fn join_loop(shared: Arc<Shared>) {
     let req = JoinRequest {
         id: shared.id.clone(),
         addr: shared.config.addr.clone(),
+        session_addr: shared.config.session_addr.clone(),
         weight: shared.config.weight,
         forwarded: false,
     };

@@ -183,6 +183,7 @@ impl Shared {
             self.commit(Command::Join {
                 id: self.id.clone(),
                 addr: self.config.addr.clone(),
+                session_addr: self.config.session_addr.clone(),
                 weight: self.config.weight,
             })
             .await?;
@@ -208,6 +209,7 @@ impl Shared {
         self.commit(Command::Join {
             id: req.id.clone(),
             addr: req.addr.clone(),
+            session_addr: req.session_addr.clone(),
             weight: req.weight,
         })
         .await?;
@@ -312,12 +314,14 @@ mod tests {
 
     fn membership(ordinals: &[u64]) -> Membership {
         Membership {
+            cluster: None,
             epoch: 1,
             members: ordinals
                 .iter()
                 .map(|n| Member {
                     id: super::super::types::node_id(*n),
                     addr: format!("h{n}:1"),
+                    session_addr: format!("h{n}:2"),
                     state: MemberState::Active,
                     weight: 1,
                 })

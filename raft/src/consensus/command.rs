@@ -18,6 +18,8 @@ pub enum Command {
     Join {
         id: NodeId,
         addr: String,
+        #[serde(default)]
+        session_addr: String,
         weight: u32,
     },
     SetState {
@@ -32,7 +34,21 @@ pub enum Command {
 /// Applies `command` to `membership`; returns whether anything changed (and the epoch moved).
 pub fn apply(membership: &mut Membership, command: &Command) -> bool {
     let changed = match command {
-        Command::Join { id, addr, weight } => join(membership, id, addr, *weight),
+        Command::Join {
+            id,
+            addr,
+            session_addr,
+            weight,
+        } => join(
+            membership,
+            Member {
+                id: id.clone(),
+                addr: addr.clone(),
+                session_addr: session_addr.clone(),
+                state: MemberState::Active,
+                weight: *weight,
+            },
+        ),
         Command::SetState { id, state } => match find(membership, id) {
             Some(m) if m.state != *state => {
                 m.state = *state;
@@ -52,14 +68,8 @@ pub fn apply(membership: &mut Membership, command: &Command) -> bool {
     changed
 }
 
-fn join(membership: &mut Membership, id: &NodeId, addr: &str, weight: u32) -> bool {
-    let joined = Member {
-        id: id.clone(),
-        addr: addr.to_owned(),
-        state: MemberState::Active,
-        weight,
-    };
-    match find(membership, id) {
+fn join(membership: &mut Membership, joined: Member) -> bool {
+    match find(membership, &joined.id) {
         Some(m) if *m == joined => false,
         Some(m) => {
             *m = joined;
@@ -88,6 +98,7 @@ mod tests {
         Command::Join {
             id: id.into(),
             addr: addr.into(),
+            session_addr: format!("{addr}/mcp"),
             weight: 1,
         }
     }
@@ -134,6 +145,7 @@ mod tests {
         let reweighted = Command::Join {
             id: "node-1".into(),
             addr: "b:1".into(),
+            session_addr: "b:1/mcp".into(),
             weight: 3,
         };
         assert!(apply(&mut m, &reweighted));

@@ -234,12 +234,14 @@ mod tests {
 
     fn membership(states: &[(&str, MemberState)]) -> Membership {
         Membership {
+            cluster: None,
             epoch: 7,
             members: states
                 .iter()
                 .map(|(id, state)| Member {
                     id: (*id).into(),
                     addr: format!("{id}:1"),
+                    session_addr: format!("{id}:2"),
                     state: *state,
                     weight: 1,
                 })

@@ -12,6 +12,8 @@
 //!   side of every RPC (what `POST /internal/raft/{name}` calls).
 //! - `detector.rs`: the leader probes members and proposes `Down`/`Active` verdicts.
 //! - `lease.rs`: whether this node may serve (fails closed without a quorum).
+//! - `timing.rs`: heartbeats, elections, probes, `Down` verdicts and the lease, and the order
+//!   between them that keeps two nodes from owning one key.
 //! - `types.rs`, `error.rs`: openraft's type configuration, node ids, and errors.
 
 mod bootstrap;
@@ -25,11 +27,13 @@ mod log_store;
 mod network;
 mod rpc;
 mod state_machine;
+mod timing;
 mod transport;
 mod types;
 
 pub use error::ConsensusError;
 pub use rpc::RPC_NAMES;
+pub use timing::Timing;
 pub use transport::{BoxFuture, HttpTransport, Transport, TransportError};
 
 use crate::{MemberState, Membership, NodeId};
@@ -48,65 +52,14 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use types::{Metrics, Raft, node_id, ordinal};
 
-/// The timings of consensus and failure detection.
-#[derive(Clone, Debug)]
-pub struct Timing {
-    /// Leader → follower heartbeats.
-    pub heartbeat: Duration,
-    /// Election timeout range of a follower that hears no leader. openraft first waits out the
-    /// old leader's lease (`election_max`), so a follower campaigns `election_max` plus a
-    /// timeout from this range after the last heartbeat.
-    pub election_min: Duration,
-    pub election_max: Duration,
-    /// How often the leader probes every member.
-    pub probe_interval: Duration,
-    /// A member silent this long is proposed `Down`.
-    pub down_after: Duration,
-    /// A node that has not heard from a quorum this long stops serving (fails closed).
-    pub lease: Duration,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            heartbeat: Duration::from_millis(50),
-            election_min: Duration::from_millis(150),
-            election_max: Duration::from_millis(300),
-            probe_interval: Duration::from_millis(100),
-            down_after: Duration::from_millis(400),
-            lease: Duration::from_millis(1500),
-        }
-    }
-}
-
-impl Timing {
-    /// How long a membership change (join, leave, state change) may take before it is reported
-    /// as unavailable: a few leases covers an election plus a learner catching up.
-    pub(crate) fn admin_timeout(&self) -> Duration {
-        self.lease * 4
-    }
-
-    fn check(&self) -> Result<(), ConsensusError> {
-        let bad = |what: &str| Err(ConsensusError::Config(what.to_owned()));
-        if self.probe_interval.is_zero() || self.heartbeat.is_zero() {
-            return bad("heartbeat and probe_interval must be positive");
-        }
-        if self.down_after <= self.probe_interval {
-            return bad("down_after must be longer than probe_interval");
-        }
-        if self.lease <= self.heartbeat {
-            return bad("lease must be longer than heartbeat");
-        }
-        Ok(())
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct ConsensusConfig {
     /// `node-<ordinal>`; the ordinal is the Raft node id.
     pub id: NodeId,
     /// This node's internal listener (`host:port`), as the other nodes reach it.
     pub addr: String,
+    /// This node's session listener (`host:port`), as gateways reach it.
+    pub session_addr: String,
     pub weight: u32,
     /// Where the log, the vote and snapshots are kept (a persistent volume in Kubernetes).
     pub data_dir: PathBuf,
@@ -127,8 +80,8 @@ impl ConsensusConfig {
         if self.weight == 0 {
             return bad("weight must be positive".to_owned());
         }
-        if self.addr.trim().is_empty() {
-            return bad("addr must not be empty".to_owned());
+        if self.addr.trim().is_empty() || self.session_addr.trim().is_empty() {
+            return bad("addr and session_addr must not be empty".to_owned());
         }
         if self.voters == 0 || self.voters.is_multiple_of(2) {
             return bad(format!(

@@ -39,6 +39,8 @@ pub const RPC_NAMES: [&str; 7] = [APPEND, VOTE, SNAPSHOT, JOIN, LEAVE, PROPOSE, 
 pub(crate) struct JoinRequest {
     pub id: NodeId,
     pub addr: String,
+    #[serde(default)]
+    pub session_addr: String,
     pub weight: u32,
     #[serde(default)]
     pub forwarded: bool,

@@ -3,11 +3,13 @@ use std::collections::HashMap;
 
 fn membership(n: usize) -> Membership {
     Membership {
+        cluster: None,
         epoch: n as u64,
         members: (0..n)
             .map(|i| Member {
                 id: NodeId(format!("node-{i}")),
                 addr: format!("127.0.0.1:{}", 7000 + i),
+                session_addr: format!("127.0.0.1:{}", 8000 + i),
                 state: MemberState::Active,
                 weight: 1,
             })

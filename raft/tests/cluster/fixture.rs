@@ -66,6 +66,7 @@ impl Cluster {
         ConsensusConfig {
             id: id(n),
             addr: addr(n),
+            session_addr: format!("{}-session", addr(n)),
             weight: 1,
             data_dir: self.dir.join(format!("node-{n}")),
             seeds: self.seeds.clone(),

@@ -113,6 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let consensus = Consensus::start(ConsensusConfig {
                 id: id.clone(),
                 addr: args.advertise.clone().unwrap_or_else(|| addr.to_string()),
+                session_addr: args.advertise.clone().unwrap_or_else(|| addr.to_string()),
                 weight: args.weight,
                 data_dir: dir.clone(),
                 seeds: args.seeds.clone(),

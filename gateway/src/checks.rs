@@ -127,6 +127,9 @@ mod tests {
             membership: Membership::default(),
             seeds: Vec::new(),
             affinity: Default::default(),
+            credentials: shardgate_trust::Credentials::Hmac(shardgate_trust::Signer::new(
+                &shardgate_trust::Secret::generate(),
+            )),
         }
     }
 

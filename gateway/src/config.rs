@@ -21,7 +21,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// Client-facing listener (`/mcp`).
     pub listen: SocketAddr,
@@ -36,12 +36,16 @@ pub struct GatewayConfig {
     pub allowed_origins: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// The membership the gateway starts from; it adopts newer views from nodes.
+    /// The membership the gateway starts from; it adopts newer views from nodes. When its
+    /// `cluster` is set, views of any other cluster are never taken; when not, the first
+    /// authenticated view names the cluster.
     pub membership: Membership,
     /// Nodes (`host:port`) to follow membership through: the gateway long-polls them, and
     /// then the members it learns of, for newer views. Empty: only 421s bring news.
     pub seeds: Vec<String>,
     pub affinity: AffinityKey,
+    /// How the gateway proves to nodes that it belongs to the cluster (mTLS or HMAC).
+    pub credentials: shardgate_trust::Credentials,
 }
 
 #[derive(Debug, thiserror::Error)]

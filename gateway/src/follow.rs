@@ -48,11 +48,18 @@ pub async fn follow(gw: Arc<Gateway>, seeds: Vec<String>, shutdown: Cancellation
             .iter()
             .map(|addr| gw.forwarder.poll_membership(addr, ring.epoch(), POLL))
             .collect();
-        // The first view that comes back; `None` when every node asked failed.
+        // The first view of our cluster that comes back; `None` when every node asked failed.
+        // A node that answers with another cluster's view has failed too: asking it again
+        // would never bring news.
         let first = async {
             while let Some(answer) = polls.next().await {
-                if answer.is_some() {
-                    return answer;
+                match answer {
+                    Some(view) if ring.admits(&view) => return Some(view),
+                    Some(view) => tracing::warn!(
+                        cluster = ?view.cluster,
+                        "a node answered with a view of another cluster"
+                    ),
+                    None => {}
                 }
             }
             None

@@ -1,4 +1,10 @@
-//! Forwarding to the owning node over pooled h2c, and the one retry a 421 allows.
+//! Forwarding to the owning node's session listener over pooled HTTP/2, and the one retry a
+//! 421 allows.
+//!
+//! Every request is authenticated as the node demands: over h2 with our client certificate
+//! under mTLS, or over h2c with an HMAC signature over the request and its trusted headers.
+//! Membership views come from nodes' internal listeners through the [`ClusterClient`], which
+//! checks that each answer came from a member.
 //!
 //! A node answers 421 before it does anything with a request, so re-sending after a 421 is
 //! safe; nothing else is retried, because a node that took a request may already have acted on
@@ -7,14 +13,18 @@
 use crate::error::ProxyError;
 use crate::ring_view::RingView;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use shardgate_node::cluster_client::ClusterClient;
 use shardgate_node::internal;
 use shardgate_raft::{Member, Membership};
+use shardgate_trust::Credentials;
+use shardgate_trust::signature::{self, Signer};
 use std::time::Duration;
 
 /// How long a membership refresh may take before the 421 is passed on as unavailable.
@@ -43,28 +53,27 @@ pub struct Route {
 }
 
 pub struct Forwarder {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Default for Forwarder {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// `/mcp` traffic: h2 under mTLS, h2c under HMAC.
+    client: NodeClient,
+    scheme: &'static str,
+    /// Signs each forwarded request under HMAC.
+    signer: Option<Signer>,
+    /// Membership views, from nodes' internal listeners.
+    cluster: ClusterClient,
 }
 
 impl Forwarder {
-    pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .http2_keep_alive_while_idle(true)
-            .build(connector);
-        Forwarder { client }
+    pub fn new(credentials: &Credentials) -> Result<Forwarder, String> {
+        let (scheme, signer) = match credentials {
+            Credentials::Mtls(_) => ("https", None),
+            Credentials::Hmac(signer) => ("http", Some(signer.clone())),
+        };
+        Ok(Forwarder {
+            client: NodeClient::new(credentials),
+            scheme,
+            signer,
+            cluster: ClusterClient::new(credentials, POLL_CAP)?,
+        })
     }
 
     /// Sends the request to the key's owner; on 421 adopts the refusing node's newer view and
@@ -117,19 +126,14 @@ impl Forwarder {
         body: Bytes,
         route: &Route,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let uri = format!("http://{}/mcp", node.addr);
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(uri)
-            .body(Full::new(body))
-            .map_err(|e| unreachable_node(node, e))?;
-        let out = req.headers_mut();
+        let uri = format!("{}://{}/mcp", self.scheme, node.session_addr);
+        let mut out = HeaderMap::with_capacity(headers.len() + 5);
         for (name, value) in headers {
             let n = name.as_str();
             if HOP_BY_HOP.contains(&n)
                 || n == "host"
                 || n == "content-length"
-                || internal::ALL.contains(&n)
+                || n.starts_with(internal::PREFIX)
             {
                 continue;
             }
@@ -146,48 +150,112 @@ impl Forwarder {
             }
         }
         out.insert(internal::EPOCH, HeaderValue::from(epoch));
+        if let Some(signer) = &self.signer {
+            let (value, _) = signature::sign_request(signer, method, "/mcp", &out, &body);
+            out.insert(signature::AUTH_HEADER, value);
+        }
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(|e| unreachable_node(node, e))?;
+        *req.headers_mut() = out;
         self.client
             .request(req)
             .await
             .map_err(|e| unreachable_node(node, e))
     }
 
-    /// Long-polls the node at `addr` for a view newer than `after`, for up to `wait`; `None`
-    /// if it does not answer.
+    /// Long-polls the node at `addr` (its internal listener) for a view newer than `after`,
+    /// for up to `wait`; `None` if it does not answer, or not as a member.
     pub async fn poll_membership(
         &self,
         addr: &str,
         after: u64,
         wait: Duration,
     ) -> Option<Membership> {
-        let url = format!(
-            "http://{addr}{}?after={after}&wait_ms={}",
+        let path = format!(
+            "{}?after={after}&wait_ms={}",
             internal::MEMBERSHIP_PATH,
             wait.as_millis()
         );
-        self.fetch_membership(url, wait + REFRESH_TIMEOUT).await
+        self.fetch_membership(addr, &path, wait + REFRESH_TIMEOUT)
+            .await
     }
 
     /// Asks a node for its membership view; `None` if it does not answer in time.
     async fn membership_of(&self, node: &Member) -> Option<Membership> {
-        let url = format!("http://{}{}", node.addr, internal::MEMBERSHIP_PATH);
-        self.fetch_membership(url, REFRESH_TIMEOUT).await
+        self.fetch_membership(&node.addr, internal::MEMBERSHIP_PATH, REFRESH_TIMEOUT)
+            .await
     }
 
-    async fn fetch_membership(&self, url: String, within: Duration) -> Option<Membership> {
-        let req = Request::get(url)
-            .header(header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::new()))
-            .ok()?;
-        let fetch = async {
-            let resp = self.client.request(req).await.ok()?;
-            if !resp.status().is_success() {
-                return None;
+    async fn fetch_membership(
+        &self,
+        addr: &str,
+        path: &str,
+        within: Duration,
+    ) -> Option<Membership> {
+        let fetched = self
+            .cluster
+            .call(Method::GET, addr, path, Vec::new(), within)
+            .await;
+        match fetched {
+            Ok(body) => serde_json::from_slice(&body).ok(),
+            Err(e) => {
+                tracing::debug!(node = addr, error = %e, "no membership view");
+                None
             }
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
-            serde_json::from_slice(&body).ok()
-        };
-        tokio::time::timeout(within, fetch).await.ok()?
+        }
+    }
+}
+
+/// The longest a membership long poll may be held, with room for the answer.
+const POLL_CAP: Duration = Duration::from_secs(90);
+
+/// The pooled client to nodes' session listeners: h2 with our certificate under mTLS, h2c
+/// under HMAC.
+enum NodeClient {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl NodeClient {
+    fn new(credentials: &Credentials) -> NodeClient {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(2)));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .http2_keep_alive_while_idle(true);
+        match credentials {
+            Credentials::Mtls(mtls) => {
+                http.enforce_http(false);
+                // The connector offers the ALPN protocols it is enabled for (h2) itself.
+                let mut config = (*mtls.client).clone();
+                config.alpn_protocols.clear();
+                let tls = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(config)
+                    .https_only()
+                    .enable_http2()
+                    .wrap_connector(http);
+                NodeClient::Tls(builder.build(tls))
+            }
+            Credentials::Hmac(_) => NodeClient::Plain(builder.build(http)),
+        }
+    }
+
+    async fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            NodeClient::Plain(c) => c.request(req).await,
+            NodeClient::Tls(c) => c.request(req).await,
+        }
     }
 }
 
@@ -200,7 +268,15 @@ fn unreachable_node(node: &Member, e: impl std::fmt::Display) -> ProxyError {
 
 /// Response headers that must not reach the client: hop-by-hop ones and our own.
 pub fn strip_response_headers(headers: &mut HeaderMap) {
-    for name in HOP_BY_HOP.iter().chain(internal::ALL.iter()) {
-        headers.remove(*name);
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let ours: Vec<_> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with(internal::PREFIX))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
     }
 }

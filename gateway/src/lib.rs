@@ -56,6 +56,8 @@ pub enum GatewayError {
     },
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("client to nodes: {0}")]
+    NodeClient(String),
 }
 
 /// Browsers may read these response headers (a client in a page needs the session id).
@@ -111,10 +113,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     config.validate()?;
-    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::acceptor)
+        .transpose()?
+        .map(|acceptor| shardgate_node::listener::Tls {
+            acceptor,
+            client_certificate_required: false,
+        });
     let gw = Arc::new(Gateway {
         ring: RingView::new(config.membership.clone()),
-        forwarder: Forwarder::new(),
+        forwarder: Forwarder::new(&config.credentials).map_err(GatewayError::NodeClient)?,
         metrics: Metrics::new()?,
         config,
     });

@@ -1,7 +1,9 @@
 //! The trusted headers a gateway adds when it forwards a request to a node, and the node's
-//! internal endpoints. Nodes listen on the pod network only; these headers are never accepted
-//! from clients (the gateway strips any a client sends).
+//! internal endpoints. A node honours these headers only on authenticated requests
+//! ([`crate::auth`]), and a gateway strips every header with their prefix that a client sends.
 
+/// What every trusted header name starts with (and the request signature's, too).
+pub const PREFIX: &str = "x-shardgate-";
 /// The key the gateway routed by: the session id, or the stateless-era affinity key.
 pub const ROUTE_KEY: &str = "x-shardgate-route-key";
 /// The ring epoch the gateway routed under; a node answers 421 with its own.
@@ -10,9 +12,6 @@ pub const EPOCH: &str = "x-shardgate-epoch";
 pub const NEW_SESSION: &str = "x-shardgate-new-session";
 /// The verified principal (JWT `sub` and tenant) of the request.
 pub const PRINCIPAL: &str = "x-shardgate-principal";
-
-/// Every trusted header, for stripping them from client requests.
-pub const ALL: [&str; 4] = [ROUTE_KEY, EPOCH, NEW_SESSION, PRINCIPAL];
 
 /// The node's membership view, as JSON (`Membership`). With `?after=EPOCH&wait_ms=N` it is a
 /// long poll: answered once the view is newer than `EPOCH`, or after `N` ms with the current.

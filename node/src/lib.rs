@@ -1,7 +1,10 @@
 //! The session host: where MCP sessions live and their upstream calls run.
 //!
 //! Layout, in the order a forwarded request flows through it:
-//! - [`server`]: the internal listener; ownership check (421) and the split by era.
+//! - [`server`]: the session, internal and admin listeners; ownership check (421) and the
+//!   split by era.
+//! - [`auth`]: only members of the cluster's trust domain reach the session and internal
+//!   listeners (mTLS or HMAC); [`cluster_client`] is the authenticated client side.
 //! - [`protocol`]: MCP facts shared with the gateway — revisions, headers, message shapes.
 //! - [`internal`]: the trusted headers gateways add and the internal endpoints.
 //! - [`session_era`] → [`session`] → [`stream`] → [`sse`]: sessions, their event streams with
@@ -13,6 +16,8 @@
 //! - [`listener`]: the HTTP/1.1 + HTTP/2 accept loop gateways and nodes share.
 //! - [`reply`]: HTTP answers with JSON-RPC error bodies.
 
+pub mod auth;
+pub mod cluster_client;
 pub mod config;
 pub mod internal;
 pub mod listener;
@@ -28,13 +33,12 @@ pub mod stream;
 pub mod upstream;
 pub mod upstreams;
 
-pub use server::NodeState;
+pub use server::{Listeners, NodeState};
 
 use shardgate_raft::consensus::Consensus;
 use shardgate_raft::{MemberState, Membership, NodeId};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// How long a drain waits for the calls in flight before the node leaves anyway.
@@ -52,8 +56,11 @@ pub enum MembershipSource {
 pub struct NodeConfig {
     pub id: NodeId,
     pub membership: MembershipSource,
-    /// Cluster-wide key sealing state handed to clients (MRTR `requestState`).
+    /// Cluster-wide key sealing state handed to clients (MRTR `requestState`); the same on
+    /// every node, so a client's retry may land on any of them.
     pub state_secret: [u8; 32],
+    /// How gateways, nodes and operators prove they belong to the cluster.
+    pub credentials: shardgate_trust::Credentials,
     /// Sessions (and stateless affinity state) unused this long are ended.
     pub idle_timeout: Duration,
     /// Upstreams and limits (`--config`); the default is one builtin upstream.
@@ -70,12 +77,12 @@ pub enum NodeError {
     Config(#[from] config::ConfigError),
 }
 
-/// Runs a node on an already-bound listener, serving its configured upstreams, until
+/// Runs a node on already-bound listeners, serving its configured upstreams, until
 /// `shutdown` (stop, staying a member: a restart comes back as the same member) or `drain`
 /// (leave the cluster first; also asked for by `POST /internal/drain`).
 pub async fn run(
     config: NodeConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
     drain: CancellationToken,
 ) -> Result<(), NodeError> {
@@ -101,7 +108,11 @@ pub async fn run(
         tokio::spawn(follow(state.clone(), c.watch(), stop.clone()));
     }
     tokio::spawn(reap_idle(state.clone(), config.idle_timeout, stop.clone()));
-    let serving = tokio::spawn(server::serve(listener, state.clone(), stop.clone()));
+    let guard = auth::Guard::new(config.credentials);
+    let serving = {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move { server::serve(listeners, state, &guard, stop).await })
+    };
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = drain.cancelled() => leave(&state).await,

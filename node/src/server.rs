@@ -1,9 +1,17 @@
-//! The node's internal HTTP listener (HTTP/1.1 and h2c): `/mcp` for forwarded client traffic,
-//! the membership view for gateways, and health.
+//! The node's three listeners, each HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN under mTLS):
+//! - the **session** listener: `/mcp`, the client traffic gateways forward;
+//! - the **internal** listener: Raft and cluster RPCs, the membership view gateways follow,
+//!   `status` and `drain` for operators;
+//! - the **admin** listener: `/health`, `/health/ready`, `/metrics`, which probes and scrapers
+//!   reach without cluster credentials and which changes nothing.
 //!
-//! Request path: parse the body → pick the era → check that this node owns the routing key
-//! (else 421 with our epoch) → the session-era or stateless-era handler.
+//! The session and internal listeners take only authenticated requests ([`crate::auth`]).
+//!
+//! Request path on the session listener: authenticate → parse the body → pick the era → check
+//! that this node owns the routing key under a view at least as new as the gateway's (else 421
+//! with our epoch) → the session-era or stateless-era handler.
 
+use crate::auth::{Guard, Hop};
 use crate::internal;
 use crate::protocol::{self, BodyError, Era, RpcError};
 use crate::reply;
@@ -30,6 +38,10 @@ use tokio_util::sync::CancellationToken;
 const MAX_BODY: usize = 8 * 1024 * 1024;
 /// The longest a membership long poll is held.
 const MAX_MEMBERSHIP_WAIT: Duration = Duration::from_secs(60);
+/// How long a request routed under a newer view than this node's waits for the node to apply
+/// that view before ownership is decided: a couple of heartbeats normally, so this is only
+/// reached by a node that is cut off, which then answers 503.
+const CATCH_UP: Duration = Duration::from_secs(2);
 
 pub struct NodeState {
     pub id: NodeId,
@@ -134,22 +146,77 @@ impl NodeState {
     }
 }
 
-pub fn router(state: Arc<NodeState>) -> Router {
+/// `/mcp`: what gateways forward.
+pub fn session_router(state: Arc<NodeState>) -> Router {
     Router::new()
         .route("/mcp", get(mcp_get).post(mcp_post).delete(mcp_delete))
-        .route(internal::MEMBERSHIP_PATH, get(membership))
-        .route(internal::RAFT_PATH, post(raft_rpc))
-        .route(internal::STATUS_PATH, get(status))
-        .route(internal::DRAIN_PATH, post(drain))
-        .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled, then finishes the requests in flight.
-pub async fn serve(listener: TcpListener, state: Arc<NodeState>, shutdown: CancellationToken) {
-    crate::listener::serve(listener, router(state), None, shutdown).await
+/// Raft, membership, status and drain: what nodes, gateways and operators ask.
+pub fn internal_router(state: Arc<NodeState>) -> Router {
+    Router::new()
+        .route(internal::MEMBERSHIP_PATH, get(membership))
+        .route(internal::RAFT_PATH, post(raft_rpc))
+        .route(internal::STATUS_PATH, get(status))
+        .route(internal::DRAIN_PATH, post(drain))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Probes and scrapes: read-only, unauthenticated.
+pub fn admin_router(state: Arc<NodeState>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The node's listeners, bound before the node starts so that callers learn the ports.
+pub struct Listeners {
+    pub session: TcpListener,
+    pub internal: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Serves all three listeners until `shutdown` is cancelled, then finishes the requests in
+/// flight.
+pub async fn serve(
+    listeners: Listeners,
+    state: Arc<NodeState>,
+    guard: &Guard,
+    shutdown: CancellationToken,
+) {
+    let session = crate::listener::serve(
+        listeners.session,
+        guard.protect(session_router(state.clone()), Hop::Session),
+        guard.tls(),
+        shutdown.clone(),
+    );
+    let internal = crate::listener::serve(
+        listeners.internal,
+        guard.protect(internal_router(state.clone()), Hop::Internal),
+        guard.tls(),
+        shutdown.clone(),
+    );
+    let admin = crate::listener::serve(listeners.admin, admin_router(state), None, shutdown);
+    tokio::join!(session, internal, admin);
+}
+
+/// Ready for traffic: a member of its own view, and serving (it hears from a quorum).
+async fn ready(State(node): State<Arc<NodeState>>) -> Response {
+    let member = node.ring().membership().member(&node.id).is_some();
+    if member && node.serving() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not a serving member of the cluster yet",
+        )
+            .into_response()
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -193,6 +260,9 @@ async fn raft_rpc(
     };
     match consensus.rpc(&name, &body).await {
         Ok(answer) => ([(http::header::CONTENT_TYPE, "application/json")], answer).into_response(),
+        Err(e @ ConsensusError::ForeignCluster { .. }) => {
+            reply::refuse(StatusCode::FORBIDDEN, &e.to_string())
+        }
         Err(e @ ConsensusError::UnknownRpc(_)) => {
             reply::refuse(StatusCode::NOT_FOUND, &e.to_string())
         }
@@ -258,10 +328,32 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// A 503 while this node is cut off from the quorum; else a 421 unless this node owns the
-/// request's routing key under its current view. The key is the one the gateway routed by; a
-/// request sent to a node directly is routed by its session id.
-fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> {
+/// The ring to decide ownership by: this node's, once it is at least as new as the view the
+/// gateway routed under. A node that lags behind waits for Raft to bring it the newer view
+/// (it never takes the epoch on the gateway's word); `None` when it could not catch up in time.
+async fn ring_for(node: &NodeState, headers: &HeaderMap) -> Option<Arc<Ring>> {
+    let ring = node.ring();
+    let routed_under = header(headers, internal::EPOCH).and_then(|e| e.parse::<u64>().ok());
+    let Some(wanted) = routed_under.filter(|&e| e > ring.epoch()) else {
+        return Some(ring);
+    };
+    if node.consensus.is_none() {
+        // A fixed membership never changes: there is nothing to wait for.
+        return Some(ring);
+    }
+    let mut views = node.ring.subscribe();
+    let caught_up = tokio::time::timeout(CATCH_UP, views.wait_for(|r| r.epoch() >= wanted)).await;
+    match caught_up {
+        Ok(Ok(ring)) => Some(ring.clone()),
+        _ => None,
+    }
+}
+
+/// A 503 while this node is cut off from the quorum or cannot catch up with the view the
+/// request was routed under; else a 421 unless this node owns the request's routing key. The
+/// key is the one the gateway routed by; a request sent to a node directly is routed by its
+/// session id.
+async fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> {
     if !node.serving() {
         return Some(reply::refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -278,7 +370,15 @@ fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> {
         // Nothing to route by: a direct, sessionless request. Any node may answer it.
         return None;
     };
-    let ring = node.ring();
+    let Some(ring) = ring_for(node, headers).await else {
+        return Some(reply::refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "node {} has not caught up with the cluster's membership; retry",
+                node.id
+            ),
+        ));
+    };
     if ring.owns(&node.id, key.as_bytes()) {
         return None;
     }
@@ -318,7 +418,7 @@ async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: 
             );
         }
     };
-    if let Some(resp) = misdirected(&node, &headers) {
+    if let Some(resp) = misdirected(&node, &headers).await {
         return resp;
     }
     let era = protocol::classify_era(
@@ -349,7 +449,7 @@ async fn mcp_get(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> Resp
     if let Some(resp) = stateless_refusal(&headers, &Method::GET) {
         return resp;
     }
-    if let Some(resp) = misdirected(&node, &headers) {
+    if let Some(resp) = misdirected(&node, &headers).await {
         return resp;
     }
     session_era::get(&node, &headers)
@@ -359,7 +459,7 @@ async fn mcp_delete(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> R
     if let Some(resp) = stateless_refusal(&headers, &Method::DELETE) {
         return resp;
     }
-    if let Some(resp) = misdirected(&node, &headers) {
+    if let Some(resp) = misdirected(&node, &headers).await {
         return resp;
     }
     session_era::delete(&node, &headers)

@@ -10,7 +10,7 @@ use crate::stream::EventStream;
 use crate::upstream::{BoxFuture, Peer, UpstreamState};
 use bytes::Bytes;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -288,32 +288,84 @@ impl Peer for NoPeer {
 /// The table of live sessions on this node.
 #[derive(Default)]
 pub struct Sessions {
-    map: RwLock<HashMap<String, Arc<Session>>>,
+    table: RwLock<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    live: HashMap<String, Arc<Session>>,
+    /// Ids being initialized: taken, though not live yet.
+    reserved: HashSet<String>,
+}
+
+/// An id held for a session being initialized; released on drop unless fulfilled.
+pub struct Reservation<'a> {
+    sessions: &'a Sessions,
+    id: String,
+}
+
+impl Reservation<'_> {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Makes the session live under the reserved id.
+    pub fn fulfil(self, session: Arc<Session>) {
+        debug_assert_eq!(session.id, self.id);
+        let mut table = self.sessions.write();
+        table.reserved.remove(&self.id);
+        table.live.insert(self.id.clone(), session);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.sessions.write().reserved.remove(&self.id);
+    }
 }
 
 impl Sessions {
-    pub fn insert(&self, session: Arc<Session>) {
-        self.map
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(session.id.clone(), session);
+    }
+
+    /// Takes `id` for a new session, or `None` when a session has it or is being created with
+    /// it: an id is never given to a second session, so one client's session can never be
+    /// replaced by another's.
+    pub fn reserve(&self, id: String) -> Option<Reservation<'_>> {
+        let mut table = self.write();
+        if table.live.contains_key(&id) || !table.reserved.insert(id.clone()) {
+            return None;
+        }
+        Some(Reservation { sessions: self, id })
+    }
+
+    /// Makes `session` live; false (and nothing changes) when its id is taken.
+    pub fn insert(&self, session: Arc<Session>) -> bool {
+        match self.reserve(session.id.clone()) {
+            Some(r) => {
+                r.fulfil(session);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.map
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(id)
-            .cloned()
+        self.read().live.get(id).cloned()
     }
 
     /// Removes and ends a session; false when there was none.
     pub fn remove(&self, id: &str) -> bool {
-        let removed = self
-            .map
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(id);
+        let removed = self.write().live.remove(id);
         match removed {
             Some(s) => {
                 s.end();
@@ -326,9 +378,8 @@ impl Sessions {
     /// Ends every idle session (see [`Session::is_idle`]); returns their ids.
     pub fn reap(&self, timeout: Duration) -> Vec<String> {
         let idle: Vec<String> = self
-            .map
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live
             .values()
             .filter(|s| s.is_idle(timeout))
             .map(|s| s.id.clone())
@@ -337,10 +388,7 @@ impl Sessions {
     }
 
     pub fn len(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.read().live.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -367,7 +415,7 @@ mod tests {
         let sessions = Sessions::default();
         let (idle, busy, listening) = (session("idle"), session("busy"), session("listening"));
         for s in [&idle, &busy, &listening] {
-            sessions.insert(s.clone());
+            assert!(sessions.insert(s.clone()));
         }
         let _token = busy.begin_request(&json!(1));
         let (_, _rx) = listening.standalone().attach_now();
@@ -380,6 +428,27 @@ mod tests {
         assert!(sessions.get("busy").is_some() && sessions.get("listening").is_some());
         busy.touch();
         assert!(sessions.reap(Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn an_id_is_never_given_to_a_second_session() {
+        let sessions = Sessions::default();
+        let first = session("a");
+        assert!(sessions.insert(first.clone()));
+        assert!(!sessions.insert(session("a")), "a live id is taken");
+        assert!(Arc::ptr_eq(&sessions.get("a").expect("live"), &first));
+        assert!(sessions.reserve("a".into()).is_none());
+
+        let held = sessions.reserve("b".into()).expect("free");
+        assert!(
+            sessions.reserve("b".into()).is_none(),
+            "reserved ids are taken"
+        );
+        drop(held);
+        let again = sessions.reserve("b".into()).expect("released on drop");
+        again.fulfil(session("b"));
+        assert!(sessions.get("b").is_some());
+        assert_eq!(sessions.len(), 2);
     }
 
     #[tokio::test]

@@ -209,6 +209,19 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
     let session_id = header(headers, internal::NEW_SESSION)
         .map(str::to_owned)
         .unwrap_or_else(session::mint_id);
+    // Held before the upstream sees the scope: a second `initialize` naming a live id must
+    // neither replace that session nor touch its upstream state.
+    let Some(reservation) = node.sessions.reserve(session_id.clone()) else {
+        tracing::warn!(session = %session_id, "refused an initialize for a session id in use");
+        return reply::rpc_error(
+            StatusCode::CONFLICT,
+            Some(&id),
+            &RpcError::new(
+                protocol::code::INVALID_REQUEST,
+                "the session id is already in use",
+            ),
+        );
+    };
     let state = UpstreamState::default();
     let scope = Scope::Session(session_id.clone());
     let call = Call {
@@ -237,7 +250,7 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
         .unwrap_or(requested)
         .to_owned();
     let session = Arc::new(Session::new(session_id.clone(), negotiated, params, state));
-    node.sessions.insert(session);
+    reservation.fulfil(session);
     tracing::info!(session = %session_id, "session initialized");
     let mut resp = reply::json(StatusCode::OK, &protocol::response(&id, result));
     if let Ok(v) = HeaderValue::from_str(&session_id) {

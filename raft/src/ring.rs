@@ -72,9 +72,15 @@ impl Ring {
     /// cluster (once a holder knows its cluster, a view of another one is never taken). Views
     /// only move forward, so whoever holds a ring keeps the highest epoch it has seen.
     pub fn superseded_by(&self, membership: &Membership) -> bool {
+        self.admits(membership) && membership.epoch > self.epoch()
+    }
+
+    /// Whether `membership` is a valid view of this ring's cluster (any cluster, while this
+    /// ring has none), whatever its epoch.
+    pub fn admits(&self, membership: &Membership) -> bool {
         let same_cluster =
             self.membership.cluster.is_none() || self.membership.cluster == membership.cluster;
-        same_cluster && membership.epoch > self.epoch() && membership.validate().is_ok()
+        same_cluster && membership.validate().is_ok()
     }
 
     pub fn epoch(&self) -> u64 {

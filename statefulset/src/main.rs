@@ -4,8 +4,11 @@
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod credentials;
+mod local;
 mod logging;
 mod members;
+mod ready;
 
 #[derive(Parser)]
 #[command(
@@ -50,4 +53,16 @@ fn main() -> anyhow::Result<()> {
             Command::Drain(args) => commands::drain::run(args).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every subcommand's flags are consistent (clap checks this only when a command is used).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

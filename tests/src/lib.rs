@@ -100,6 +100,55 @@ fn build_binary() -> Result<(), String> {
     }
 }
 
+/// The cluster secret of every cluster the harness assembles by hand (HMAC between its
+/// processes); `shardgate up` makes its own credentials (mTLS).
+pub const CLUSTER_SECRET: &str = "harness-cluster-secret-of-at-least-32-bytes";
+
+/// Signs requests as a member of the harness's hand-assembled clusters.
+pub fn signer() -> anyhow::Result<shardgate_trust::signature::Signer> {
+    let secret = shardgate_trust::Secret::from_bytes(CLUSTER_SECRET.as_bytes().to_vec())?;
+    Ok((&secret).into())
+}
+
+/// An authenticated client for nodes' internal listeners, under the harness's secret.
+pub fn cluster_client() -> anyhow::Result<shardgate_node::cluster_client::ClusterClient> {
+    let credentials = shardgate_trust::Credentials::Hmac(signer()?);
+    shardgate_node::cluster_client::ClusterClient::new(&credentials, Duration::from_secs(5))
+        .map_err(anyhow::Error::msg)
+}
+
+/// A POST of `body` to a node's `/mcp` (its session listener at `addr`) with `headers`,
+/// signed as a gateway of the harness's hand-assembled clusters would sign it.
+pub fn signed_post(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    body: &serde_json::Value,
+    headers: &[(&str, String)],
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    let body = body.to_string();
+    let mut map = http::HeaderMap::new();
+    map.insert("content-type", "application/json".parse()?);
+    map.insert("accept", "application/json, text/event-stream".parse()?);
+    for (name, value) in headers {
+        map.insert(
+            http::HeaderName::from_bytes(name.as_bytes())?,
+            value.parse()?,
+        );
+    }
+    let (auth, _) = shardgate_trust::signature::sign_request(
+        &signer()?,
+        &http::Method::POST,
+        "/mcp",
+        &map,
+        body.as_bytes(),
+    );
+    map.insert(shardgate_trust::signature::AUTH_HEADER, auth);
+    Ok(http
+        .post(format!("http://{addr}/mcp"))
+        .headers(map)
+        .body(body))
+}
+
 /// A fresh scratch directory for one test, under the system's temporary directory.
 pub fn scratch(name: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("shardgate-{name}-{}", std::process::id()));
@@ -108,8 +157,101 @@ pub fn scratch(name: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// A port nothing listens on now; only for peers that cannot report a port they bound
+/// themselves (the harness retries their start if the port was taken meanwhile).
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A node's listeners, as its ready file reports them.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeAddrs {
+    pub session: SocketAddr,
+    pub internal: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// A gateway's listeners, as its ready file reports them.
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayAddrs {
+    pub mcp: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts `shardgate <args> --ready-file …` (its listeners on port 0 unless `args` say
+/// otherwise) and returns it with what it bound.
+async fn start_reporting(args: &[String]) -> anyhow::Result<(Process, serde_json::Value)> {
+    let file = std::env::temp_dir().join(format!(
+        "shardgate-ready-{}-{}",
+        std::process::id(),
+        READY_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&file);
+    let mut all = args.to_vec();
+    all.extend(["--ready-file".into(), file.display().to_string()]);
+    let mut process = Process::spawn(&all)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(bytes) = std::fs::read(&file)
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            let _ = std::fs::remove_file(&file);
+            return Ok((process, v));
+        }
+        if let Some(status) = process.child.try_wait()? {
+            bail!("shardgate {} exited while starting: {status}", args[0]);
+        }
+        if Instant::now() > deadline {
+            bail!("shardgate {} did not report its ports in time", args[0]);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+static READY_FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn addr(v: &serde_json::Value, key: &str) -> anyhow::Result<SocketAddr> {
+    v[key]
+        .as_str()
+        .with_context(|| format!("ready file without {key}: {v}"))?
+        .parse()
+        .with_context(|| format!("ready file: bad {key}"))
+}
+
+/// `shardgate node <args>` on port 0 for every listener not given in `args`.
+pub async fn start_node(args: &[String]) -> anyhow::Result<(Process, NodeAddrs)> {
+    let mut all: Vec<String> = vec!["node".into()];
+    for flag in ["--listen", "--internal-listen", "--admin-listen"] {
+        if !args.iter().any(|a| a == flag) {
+            all.extend([flag.into(), "127.0.0.1:0".into()]);
+        }
+    }
+    all.extend(args.iter().cloned());
+    let (process, v) = start_reporting(&all).await?;
+    let addrs = NodeAddrs {
+        session: addr(&v, "session")?,
+        internal: addr(&v, "internal")?,
+        admin: addr(&v, "admin")?,
+    };
+    Ok((process, addrs))
+}
+
+/// `shardgate gateway <args>` on port 0 for both listeners.
+pub async fn start_gateway(args: &[String]) -> anyhow::Result<(Process, GatewayAddrs)> {
+    let mut all: Vec<String> = vec![
+        "gateway".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--admin-listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    all.extend(args.iter().cloned());
+    let (process, v) = start_reporting(&all).await?;
+    let addrs = GatewayAddrs {
+        mcp: addr(&v, "mcp")?,
+        admin: addr(&v, "admin")?,
+    };
+    Ok((process, addrs))
 }
 
 /// A process we started; SIGTERM on drop, so nothing outlives a test.
@@ -122,6 +264,7 @@ impl Process {
         let child = Command::new(shardgate_bin()?)
             .args(args)
             .env("SHARDGATE_EXIT_WITH_PARENT", "1")
+            .env("SHARDGATE_CLUSTER_SECRET", CLUSTER_SECRET)
             .env(
                 "LOG_LEVEL",
                 std::env::var("LOG_LEVEL").unwrap_or_else(|_| "warn,openraft=off".into()),
@@ -190,8 +333,10 @@ pub struct Cluster {
     /// Every gateway's `/mcp` URL.
     pub endpoints: Vec<String>,
     pub admin: String,
-    /// `(node id, address)` of every node.
-    pub nodes: Vec<(String, String)>,
+    /// Every node's id and listeners.
+    pub nodes: Vec<(String, NodeAddrs)>,
+    /// Where `up` keeps the cluster's credentials (CA, certificates, secret).
+    pub credentials: PathBuf,
     process: Process,
 }
 
@@ -199,6 +344,7 @@ pub struct ClusterBuilder {
     nodes: usize,
     gateways: usize,
     config: Option<PathBuf>,
+    timings: &'static str,
 }
 
 impl Cluster {
@@ -207,7 +353,63 @@ impl Cluster {
             nodes: 3,
             gateways: 1,
             config: None,
+            timings: "relaxed",
         }
+    }
+
+    /// The sum of a gauge or counter (`name`, unlabelled) over every node's `/metrics`.
+    pub async fn node_metric(&self, http: &reqwest::Client, name: &str) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for (_, addrs) in &self.nodes {
+            let text = http
+                .get(format!("http://{}/metrics", addrs.admin))
+                .send()
+                .await?
+                .text()
+                .await?;
+            total += text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// Waits until [`Self::node_metric`] satisfies `done`; false if it does not within `within`.
+    pub async fn wait_for_metric(
+        &self,
+        http: &reqwest::Client,
+        name: &str,
+        within: Duration,
+        done: impl Fn(u64) -> bool,
+    ) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if done(self.node_metric(http, name).await?) {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(false)
+    }
+
+    /// The `up` process, to signal it.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// A client of the nodes' internal listeners with the cluster's own credentials (mTLS).
+    pub fn cluster_client(&self) -> anyhow::Result<shardgate_node::cluster_client::ClusterClient> {
+        let files = shardgate_trust::tls::TlsFiles {
+            ca: self.credentials.join("ca.pem"),
+            cert: self.credentials.join("cert.pem"),
+            key: self.credentials.join("key.pem"),
+        };
+        let mtls = shardgate_trust::tls::Mtls::load(&files)?;
+        let credentials = shardgate_trust::Credentials::Mtls(std::sync::Arc::new(mtls));
+        shardgate_node::cluster_client::ClusterClient::new(&credentials, Duration::from_secs(5))
+            .map_err(anyhow::Error::msg)
     }
 
     /// Stops the cluster with SIGTERM, as Ctrl-C would.
@@ -227,6 +429,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Production consensus timings instead of the relaxed ones tests use by default, which
+    /// keep a starved CPU from producing spurious `Down` verdicts.
+    pub fn production_timings(mut self) -> Self {
+        self.timings = "production";
+        self
+    }
+
     /// The node configuration file (upstreams) every node gets.
     pub fn config(mut self, path: impl Into<PathBuf>) -> Self {
         self.config = Some(path.into());
@@ -242,6 +451,8 @@ impl ClusterBuilder {
             &self.nodes.to_string(),
             "--gateways",
             &self.gateways.to_string(),
+            "--timings",
+            self.timings,
         ]
         .map(String::from)
         .to_vec();
@@ -251,7 +462,8 @@ impl ClusterBuilder {
         let mut process = Process::spawn(&args)?;
         let stdout = process.child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut endpoints, mut admin, mut nodes) = (Vec::new(), None, Vec::new());
+        let (mut endpoints, mut admin, mut nodes, mut credentials) =
+            (Vec::new(), None, Vec::new(), None);
         let read = async {
             while let Some(line) = lines.next_line().await? {
                 let words: Vec<&str> = line.split_whitespace().collect();
@@ -260,7 +472,23 @@ impl ClusterBuilder {
                     ["admin", url] if admin.is_none() => {
                         admin = Some(url.trim_end_matches("/metrics").to_string())
                     }
-                    ["node", id, addr] => nodes.push((id.to_string(), addr.to_string())),
+                    ["node", id, session, internal, admin] => {
+                        let field = |w: &str, key: &str| -> anyhow::Result<SocketAddr> {
+                            w.strip_prefix(key)
+                                .with_context(|| format!("node line: {line}"))?
+                                .parse()
+                                .with_context(|| format!("node line: {line}"))
+                        };
+                        nodes.push((
+                            id.to_string(),
+                            NodeAddrs {
+                                session: field(session, "session=")?,
+                                internal: field(internal, "internal=")?,
+                                admin: field(admin, "admin=")?,
+                            },
+                        ));
+                    }
+                    ["credentials", dir] => credentials = Some(PathBuf::from(dir)),
                     ["ready", ..] => return Ok(()),
                     _ => {}
                 }
@@ -277,6 +505,7 @@ impl ClusterBuilder {
             endpoints,
             admin: admin.context("no admin line")?,
             nodes,
+            credentials: credentials.context("no credentials line")?,
             process,
         })
     }

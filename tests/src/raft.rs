@@ -1,8 +1,11 @@
 //! Nodes with Raft membership, started one by one as a StatefulSet would (node-0 first, the
 //! others joining through seeds), each with its own data directory, so that a test can
 //! `kill -9` one, restart it under the same identity, add members and drain them.
+//!
+//! Every process binds port 0 and reports what it bound; a restarted node asks for its old
+//! ports again, as a pod keeps its name. Requests to nodes carry the harness's credentials.
 
-use crate::{Process, free_addr, wait_for_port};
+use crate::{GatewayAddrs, NodeAddrs, Process, start_gateway, start_node};
 use anyhow::{Context, bail};
 use shardgate_raft::consensus::Status;
 use shardgate_raft::{MemberState, Membership};
@@ -12,53 +15,88 @@ use std::time::{Duration, Instant};
 /// One StatefulSet-shaped cluster: nodes `node-0…` and one gateway following them.
 pub struct RaftCluster {
     dir: PathBuf,
-    /// Every node's address by ordinal, including those not started (yet).
-    addrs: Vec<String>,
+    /// Every node's listeners by ordinal, once it has started.
+    addrs: Vec<Option<NodeAddrs>>,
     nodes: Vec<Option<Process>>,
-    gateway: Option<(Process, String)>,
-    /// Extra `shardgate node` flags (timings) for every node.
+    gateway: Option<(Process, GatewayAddrs)>,
+    /// Extra `shardgate node` flags for every node.
     flags: Vec<String>,
-    pub http: reqwest::Client,
+    pub client: shardgate_node::cluster_client::ClusterClient,
 }
 
 impl RaftCluster {
-    /// Room for `capacity` nodes in `dir`; nothing is started yet.
+    /// Room for `capacity` nodes in `dir`; nothing is started yet. Nodes run with relaxed
+    /// timings unless `flags` name others.
     pub fn new(dir: PathBuf, capacity: usize, flags: &[&str]) -> anyhow::Result<RaftCluster> {
-        let mut addrs = Vec::new();
-        for _ in 0..capacity {
-            addrs.push(free_addr()?.to_string());
+        let mut flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        if !flags.iter().any(|f| f == "--timings") {
+            flags.extend(["--timings".into(), "relaxed".into()]);
         }
         Ok(RaftCluster {
             dir,
-            addrs,
+            addrs: vec![None; capacity],
             nodes: (0..capacity).map(|_| None).collect(),
             gateway: None,
-            flags: flags.iter().map(|f| f.to_string()).collect(),
-            http: crate::http().timeout(Duration::from_secs(3)).build()?,
+            flags,
+            client: crate::cluster_client()?,
         })
     }
 
-    pub fn addr(&self, i: usize) -> &str {
-        &self.addrs[i]
+    /// Node `i`'s internal listener (Raft, membership, status).
+    pub fn addr(&self, i: usize) -> anyhow::Result<String> {
+        Ok(self.addrs[i]
+            .context("the node has not started")?
+            .internal
+            .to_string())
     }
 
-    /// Starts (or restarts, with the same id and data directory) node `i`.
+    /// Node `i`'s listeners.
+    pub fn addrs(&self, i: usize) -> Option<NodeAddrs> {
+        self.addrs[i]
+    }
+
+    /// The internal listeners of every node started so far but `i`.
+    fn seeds_for(&self, i: usize) -> Vec<String> {
+        (0..self.addrs.len())
+            .filter(|&j| j != i)
+            .filter_map(|j| self.addrs[j].map(|a| a.internal.to_string()))
+            .collect()
+    }
+
+    /// Starts (or restarts, with the same id, data directory and, if free, ports) node `i`.
     pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         let id = format!("node-{i}");
         let mut args = vec![
-            "node".to_string(),
-            "--id".into(),
+            "--id".to_string(),
             id.clone(),
-            "--listen".into(),
-            self.addrs[i].clone(),
             "--data-dir".into(),
             self.dir.join(&id).display().to_string(),
-            "--seeds".into(),
-            self.addrs.join(","),
         ];
+        let seeds = self.seeds_for(i);
+        if !seeds.is_empty() {
+            args.extend(["--seeds".into(), seeds.join(",")]);
+        }
         args.extend(self.flags.iter().cloned());
-        self.nodes[i] = Some(Process::spawn(&args)?);
-        wait_for_port(self.addrs[i].parse()?).await
+        let mut same_ports = args.clone();
+        if let Some(old) = self.addrs[i] {
+            same_ports.extend([
+                "--listen".into(),
+                old.session.to_string(),
+                "--internal-listen".into(),
+                old.internal.to_string(),
+                "--admin-listen".into(),
+                old.admin.to_string(),
+            ]);
+        }
+        let (process, addrs) = match start_node(&same_ports).await {
+            Ok(started) => started,
+            // A port of the old incarnation was taken meanwhile: new ones, as a pod on a new IP.
+            Err(_) if self.addrs[i].is_some() => start_node(&args).await?,
+            Err(e) => return Err(e),
+        };
+        self.nodes[i] = Some(process);
+        self.addrs[i] = Some(addrs);
+        Ok(())
     }
 
     /// Starts nodes `0..n` in order, and waits until all are active members.
@@ -69,21 +107,12 @@ impl RaftCluster {
         self.wait_for_active(n, Duration::from_secs(30)).await
     }
 
-    /// Starts the gateway, following the nodes; returns its admin address.
-    pub async fn start_gateway(&mut self) -> anyhow::Result<String> {
-        let (listen, admin) = (free_addr()?, free_addr()?);
-        let process = Process::spawn(&[
-            "gateway".into(),
-            "--listen".into(),
-            listen.to_string(),
-            "--admin-listen".into(),
-            admin.to_string(),
-            "--seeds".into(),
-            self.addrs.join(","),
-        ])?;
-        wait_for_port(admin).await?;
-        self.gateway = Some((process, admin.to_string()));
-        Ok(admin.to_string())
+    /// Starts the gateway, following the nodes started so far; returns its listeners.
+    pub async fn start_gateway(&mut self) -> anyhow::Result<GatewayAddrs> {
+        let seeds = self.seeds_for(usize::MAX).join(",");
+        let (process, addrs) = start_gateway(&["--seeds".into(), seeds]).await?;
+        self.gateway = Some((process, addrs));
+        Ok(addrs)
     }
 
     /// `kill -9` of node `i`.
@@ -121,20 +150,27 @@ impl RaftCluster {
 
     /// Node `i`'s status.
     pub async fn status(&self, i: usize) -> anyhow::Result<Status> {
-        let url = format!("http://{}/internal/status", self.addrs[i]);
-        let resp = self.http.get(url).send().await?;
-        if !resp.status().is_success() {
-            bail!("status of node-{i}: HTTP {}", resp.status());
-        }
-        Ok(resp.json().await?)
+        let body = self
+            .client
+            .call(
+                http::Method::GET,
+                &self.addr(i)?,
+                "/internal/status",
+                Vec::new(),
+                Duration::from_secs(3),
+            )
+            .await
+            .with_context(|| format!("status of node-{i}"))?;
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// The view the gateway routes by.
     pub async fn gateway_view(&self) -> anyhow::Result<Membership> {
-        let (_, admin) = self.gateway.as_ref().context("no gateway")?;
-        let resp = self
-            .http
-            .get(format!("http://{admin}/membership"))
+        let (_, addrs) = self.gateway.as_ref().context("no gateway")?;
+        let resp = crate::http()
+            .timeout(Duration::from_secs(3))
+            .build()?
+            .get(format!("http://{}/membership", addrs.admin))
             .send()
             .await?;
         Ok(resp.json().await?)
@@ -222,11 +258,12 @@ impl RaftCluster {
             .running()
             .into_iter()
             .filter(|&j| j != i)
-            .map(|j| self.addrs[j].clone())
+            .filter_map(|j| self.addr(j).ok())
             .collect::<Vec<_>>()
             .join(",");
         let out = tokio::process::Command::new(crate::shardgate_bin()?)
             .args(["drain", &format!("node-{i}"), "--seeds", &seeds])
+            .env("SHARDGATE_CLUSTER_SECRET", crate::CLUSTER_SECRET)
             .output()
             .await?;
         if !out.status.success() {

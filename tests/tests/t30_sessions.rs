@@ -7,7 +7,7 @@ use shardgate_tests::{Cluster, mcp};
 use std::collections::BTreeMap;
 
 /// `shardgate_node_sessions` from a node's /metrics.
-async fn node_sessions(http: &reqwest::Client, addr: &str) -> anyhow::Result<u64> {
+async fn node_sessions(http: &reqwest::Client, addr: &std::net::SocketAddr) -> anyhow::Result<u64> {
     let text = http
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -37,7 +37,7 @@ async fn t10_thousand_sessions_spread_evenly_over_three_nodes() -> anyhow::Resul
     assert_eq!(unique.len(), 1000, "session ids are unique");
     let mut load = BTreeMap::new();
     for (id, addr) in &cluster.nodes {
-        load.insert(id.clone(), node_sessions(&client.http, addr).await?);
+        load.insert(id.clone(), node_sessions(&client.http, &addr.admin).await?);
     }
     let total: u64 = load.values().sum();
     assert_eq!(

@@ -3,38 +3,66 @@
 
 use serde_json::json;
 use shardgate_tests::mcp::Client;
-use shardgate_tests::{Process, free_addr, wait_for_port};
+use shardgate_tests::{NodeAddrs, Process, signed_post, start_gateway, start_node};
+use std::net::TcpListener;
 
-fn member_list(nodes: &[(String, std::net::SocketAddr)]) -> String {
+/// `node-0=session/internal,…` for `--members`.
+fn member_list(nodes: &[(String, NodeAddrs)]) -> String {
     nodes
         .iter()
-        .map(|(id, addr)| format!("{id}={addr}"))
+        .map(|(id, a)| format!("{id}={}/{}", a.session, a.internal))
         .collect::<Vec<_>>()
         .join(",")
 }
 
 /// Three nodes at epoch 2; returns them with their processes.
-async fn nodes_at_epoch_2() -> anyhow::Result<(Vec<(String, std::net::SocketAddr)>, Vec<Process>)> {
-    let nodes: Vec<(String, std::net::SocketAddr)> = (0..3)
-        .map(|i| Ok((format!("node-{i}"), free_addr()?)))
-        .collect::<anyhow::Result<_>>()?;
+///
+/// A fixed membership names every node's ports before any node starts, so they are picked
+/// first; a port taken in between makes a node fail to bind, and the whole set is started
+/// again on new ports.
+async fn nodes_at_epoch_2() -> anyhow::Result<(Vec<(String, NodeAddrs)>, Vec<Process>)> {
+    let mut last = None;
+    for _ in 0..3 {
+        match try_nodes_at_epoch_2().await {
+            Ok(started) => return Ok(started),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+}
+
+async fn try_nodes_at_epoch_2() -> anyhow::Result<(Vec<(String, NodeAddrs)>, Vec<Process>)> {
+    let port = || -> anyhow::Result<std::net::SocketAddr> {
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let addrs = NodeAddrs {
+            session: port()?,
+            internal: port()?,
+            admin: port()?,
+        };
+        nodes.push((format!("node-{i}"), addrs));
+    }
     let members = member_list(&nodes);
     let mut procs = Vec::new();
-    for (id, addr) in &nodes {
-        procs.push(Process::spawn(&[
-            "node".into(),
+    for (id, a) in &nodes {
+        let (process, _) = start_node(&[
             "--id".into(),
             id.clone(),
             "--listen".into(),
-            addr.to_string(),
+            a.session.to_string(),
+            "--internal-listen".into(),
+            a.internal.to_string(),
+            "--admin-listen".into(),
+            a.admin.to_string(),
             "--members".into(),
             members.clone(),
             "--epoch".into(),
             "2".into(),
-        ])?);
-    }
-    for (_, addr) in &nodes {
-        wait_for_port(*addr).await?;
+        ])
+        .await?;
+        procs.push(process);
     }
     Ok((nodes, procs))
 }
@@ -49,15 +77,14 @@ fn metric(text: &str, prefix: &str) -> u64 {
 #[tokio::test]
 async fn t10_a_node_refuses_keys_it_does_not_own() -> anyhow::Result<()> {
     let (nodes, _procs) = nodes_at_epoch_2().await?;
-    let client = Client::new(&format!("http://{}/mcp", nodes[0].1));
+    let http = shardgate_tests::http().build()?;
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
         "clientInfo": {"name": "t", "version": "0"}}});
     let (mut refused, mut served) = (0, 0);
     for i in 0..60 {
-        let resp = client
-            .post(&init)
-            .header("x-shardgate-new-session", format!("key-{i}"))
+        let new_session = [("x-shardgate-new-session", format!("key-{i}"))];
+        let resp = signed_post(&http, nodes[0].1.session, &init, &new_session)?
             .send()
             .await?;
         match resp.status().as_u16() {
@@ -80,9 +107,8 @@ async fn t10_a_node_refuses_keys_it_does_not_own() -> anyhow::Result<()> {
         "refused {refused}, served {served}"
     );
     // A refused initialize created nothing.
-    let metrics = client
-        .http
-        .get(format!("http://{}/metrics", nodes[0].1))
+    let metrics = http
+        .get(format!("http://{}/metrics", nodes[0].1.admin))
         .send()
         .await?
         .text()
@@ -95,27 +121,21 @@ async fn t10_a_node_refuses_keys_it_does_not_own() -> anyhow::Result<()> {
 async fn t20_a_stale_gateway_retries_once_at_the_new_owner() -> anyhow::Result<()> {
     let (nodes, _procs) = nodes_at_epoch_2().await?;
     // The gateway still believes in epoch 1, without node-2.
-    let (listen, admin) = (free_addr()?, free_addr()?);
-    let _gateway = Process::spawn(&[
-        "gateway".into(),
-        "--listen".into(),
-        listen.to_string(),
-        "--admin-listen".into(),
-        admin.to_string(),
+    let (_gateway, gw) = start_gateway(&[
         "--members".into(),
         member_list(&nodes[..2]),
         "--epoch".into(),
         "1".into(),
-    ])?;
-    wait_for_port(listen).await?;
-    let client = Client::new(&format!("http://{listen}/mcp"));
+    ])
+    .await?;
+    let client = Client::new(&format!("http://{}/mcp", gw.mcp));
     for i in 0..30 {
         let sid = client.initialize().await?;
         assert_eq!(client.count(&sid, 1 + i).await?, 1, "session {sid} works");
     }
     let metrics = client
         .http
-        .get(format!("http://{admin}/metrics"))
+        .get(format!("http://{}/metrics", gw.admin))
         .send()
         .await?
         .text()
@@ -144,20 +164,14 @@ async fn t20_a_stale_gateway_retries_once_at_the_new_owner() -> anyhow::Result<(
 async fn t30_an_unreachable_owner_gets_a_clear_answer_and_others_are_unaffected()
 -> anyhow::Result<()> {
     let (nodes, mut procs) = nodes_at_epoch_2().await?;
-    let (listen, admin) = (free_addr()?, free_addr()?);
-    let _gateway = Process::spawn(&[
-        "gateway".into(),
-        "--listen".into(),
-        listen.to_string(),
-        "--admin-listen".into(),
-        admin.to_string(),
+    let (_gateway, gw) = start_gateway(&[
         "--members".into(),
         member_list(&nodes),
         "--epoch".into(),
         "2".into(),
-    ])?;
-    wait_for_port(listen).await?;
-    let client = Client::new(&format!("http://{listen}/mcp"));
+    ])
+    .await?;
+    let client = Client::new(&format!("http://{}/mcp", gw.mcp));
     let mut sessions = Vec::new();
     for _ in 0..12 {
         sessions.push(client.initialize().await?);

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use shardgate_tests::mcp::Client;
-use shardgate_tests::{Cluster, Process, free_addr, wait_for_port};
+use shardgate_tests::{Cluster, start_gateway, start_node};
 use std::sync::Arc;
 
 fn init() -> serde_json::Value {
@@ -44,33 +44,27 @@ async fn t20_tls_with_alpn_h2() -> anyhow::Result<()> {
     std::fs::write(&cert, certified.cert.pem())?;
     std::fs::write(&key, certified.signing_key.serialize_pem())?;
 
-    let node = free_addr()?;
-    let members = format!("node-0={node}");
-    let _node = Process::spawn(&[
-        "node".into(),
+    // A one-node cluster; the gateway starts from a view naming it, and follows it.
+    let (_node, node) = start_node(&[
         "--id".into(),
         "node-0".into(),
-        "--listen".into(),
-        node.to_string(),
-        "--members".into(),
-        members.clone(),
-    ])?;
-    wait_for_port(node).await?;
-    let (listen, admin) = (free_addr()?, free_addr()?);
-    let _gateway = Process::spawn(&[
-        "gateway".into(),
-        "--listen".into(),
-        listen.to_string(),
-        "--admin-listen".into(),
-        admin.to_string(),
+        "--data-dir".into(),
+        dir.join("node-0").display().to_string(),
+    ])
+    .await?;
+    let members = format!("node-0={}/{}", node.session, node.internal);
+    let (_gateway, gw) = start_gateway(&[
+        "--seeds".into(),
+        node.internal.to_string(),
         "--members".into(),
         members,
         "--tls-cert".into(),
         cert.display().to_string(),
         "--tls-key".into(),
         key.display().to_string(),
-    ])?;
-    wait_for_port(listen).await?;
+    ])
+    .await?;
+    let listen = gw.mcp;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone())?;

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use shardgate_tests::Cluster;
 use shardgate_tests::mcp::{self, Client, SseReader};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn initialize(version: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -37,23 +37,10 @@ async fn session_at(c: &Client, version: &str) -> anyhow::Result<(String, String
     Ok((sid, negotiated))
 }
 
-/// Sum of `shardgate_node_calls_in_flight` over the cluster's nodes.
+const IN_FLIGHT: &str = "shardgate_node_calls_in_flight";
+
 async fn calls_in_flight(cluster: &Cluster, http: &reqwest::Client) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for (_, addr) in &cluster.nodes {
-        let text = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        total += text
-            .lines()
-            .find_map(|l| l.strip_prefix("shardgate_node_calls_in_flight "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
+    cluster.node_metric(http, IN_FLIGHT).await
 }
 
 /// Waits until the cluster has `want` calls in flight; false if it does not within `within`.
@@ -63,14 +50,9 @@ async fn settles_at(
     want: u64,
     within: Duration,
 ) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if calls_in_flight(cluster, http).await? == want {
-            return Ok(true);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(false)
+    cluster
+        .wait_for_metric(http, IN_FLIGHT, within, |n| n == want)
+        .await
 }
 
 #[tokio::test]
@@ -284,7 +266,12 @@ async fn t40_a_client_answer_reaches_the_asking_node_through_any_gateway() -> an
 #[tokio::test]
 async fn t50_up_stops_every_process_it_started() -> anyhow::Result<()> {
     let cluster = Cluster::builder().nodes(3).start().await?;
-    let addrs: Vec<String> = cluster.nodes.iter().map(|(_, a)| a.clone()).collect();
+    let addrs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .flat_map(|(_, a)| [a.session, a.internal, a.admin])
+        .map(|a| a.to_string())
+        .collect();
     let endpoint = cluster.endpoint.clone();
     let status = cluster.stop().await?;
     assert!(status.success(), "up exits cleanly on SIGTERM: {status}");

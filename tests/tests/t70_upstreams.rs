@@ -402,7 +402,16 @@ async fn t30_a_stdio_upstream_killed_mid_request() -> anyhow::Result<()> {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let http = shardgate_tests::http().build()?;
+    let napping_now = cluster
+        .wait_for_metric(
+            &http,
+            "shardgate_node_calls_in_flight",
+            Duration::from_secs(10),
+            |n| n >= 1,
+        )
+        .await?;
+    assert!(napping_now, "the nap call never started");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first),
         nix::sys::signal::Signal::SIGKILL,

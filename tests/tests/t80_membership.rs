@@ -111,7 +111,7 @@ async fn t20_scaling_3_to_5_to_3_keeps_every_view_identical() -> anyhow::Result<
         );
         anyhow::Ok(String::from_utf8(out.stdout)?)
     };
-    let seeds = cluster.addr(1).to_string();
+    let seeds = cluster.addr(1)?;
     let json: serde_json::Value = serde_json::from_str(
         &shardgate(vec![
             "status".into(),
@@ -174,18 +174,16 @@ async fn t30_a_node_cut_off_from_the_quorum_fails_closed() -> anyhow::Result<()>
         Ok(())
     };
     // A session-era initialize that node-0 would host, sent to it directly.
+    let http = shardgate_tests::http().build()?;
     let initialize = |cluster: &RaftCluster| {
-        let url = format!("http://{}/mcp", cluster.addr(0));
-        let http = cluster.http.clone();
+        let node = cluster.addrs(0);
+        let http = http.clone();
         async move {
+            let node = node.ok_or_else(|| anyhow::anyhow!("node-0 has not started"))?;
             let body = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
                 "params": {"protocolVersion": "2025-11-25", "capabilities": {},
                 "clientInfo": {"name": "t", "version": "0"}}});
-            let resp = http
-                .post(url)
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .body(body.to_string())
+            let resp = shardgate_tests::signed_post(&http, node.session, &body, &[])?
                 .send()
                 .await?;
             anyhow::Ok(resp.status().as_u16())
@@ -225,7 +223,7 @@ async fn t30_a_node_cut_off_from_the_quorum_fails_closed() -> anyhow::Result<()>
 async fn t40_a_frozen_node_does_not_hold_the_gateway_back() -> anyhow::Result<()> {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let mut cluster = RaftCluster::new(scratch("raft-frozen")?, 5, &[])?;
+    let mut cluster = RaftCluster::new(scratch("raft-frozen")?, 5, &["--timings", "production"])?;
     cluster.start(5).await?;
     cluster.start_gateway().await?;
     let (_, view) = cluster.until_gateway(CONVERGE, |m| active(m) == 5).await?;

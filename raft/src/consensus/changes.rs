@@ -86,17 +86,26 @@ impl Shared {
         }
     }
 
+    /// Passes a request on to the leader on behalf of `origin`, the cluster id of whoever sent
+    /// it.
     async fn forward<Req: Serialize>(
         &self,
         addr: &str,
         name: &str,
         req: &Req,
+        origin: Option<&str>,
     ) -> Result<Membership, ConsensusError> {
         let deadline = self.config.timing.admin_timeout();
-        rpc::call(&*self.transport, addr, name, req, deadline).await
+        rpc::call(&*self.transport, origin, addr, name, req, deadline).await
     }
 
-    pub(crate) async fn join(&self, req: JoinRequest) -> Result<Membership, ConsensusError> {
+    /// `origin` is the joining node's cluster id, as its envelope named it (`None` for a
+    /// pristine node); the leader judges it, so a follower passes it on unchanged.
+    pub(crate) async fn join(
+        &self,
+        req: JoinRequest,
+        origin: Option<&str>,
+    ) -> Result<Membership, ConsensusError> {
         match self.route() {
             Route::Local => self.leader_join(&req).await,
             Route::Leader(addr) if !req.forwarded => {
@@ -104,7 +113,7 @@ impl Shared {
                     forwarded: true,
                     ..req
                 };
-                self.forward(&addr, rpc::JOIN, &req).await
+                self.forward(&addr, rpc::JOIN, &req, origin).await
             }
             _ => Err(ConsensusError::NoLeader),
         }
@@ -118,7 +127,8 @@ impl Shared {
                     forwarded: true,
                     ..req
                 };
-                self.forward(&addr, rpc::LEAVE, &req).await
+                self.forward(&addr, rpc::LEAVE, &req, self.cluster.get())
+                    .await
             }
             _ => Err(ConsensusError::NoLeader),
         }
@@ -144,7 +154,8 @@ impl Shared {
                     forwarded: true,
                     ..req
                 };
-                self.forward(&addr, rpc::PROPOSE, &req).await
+                self.forward(&addr, rpc::PROPOSE, &req, self.cluster.get())
+                    .await
             }
             _ => Err(ConsensusError::NoLeader),
         }
@@ -176,6 +187,15 @@ impl Shared {
             reason: format!("{} is not a node-<ordinal> id", req.id),
         })?;
         let _one_change_at_a_time = self.changes.lock().await;
+        // The founder names the cluster before anyone joins, itself included, so that every
+        // view with members carries the id. A cluster founded before ids existed has none to
+        // commit, and goes on without.
+        if self.membership().cluster.is_none()
+            && let Some(cluster) = self.cluster.get()
+        {
+            let cluster = cluster.to_owned();
+            self.commit(Command::Found { cluster }).await?;
+        }
         // Voters are derived from the members, so the leader must be one before anyone else
         // joins: the founder's own join may still be in its retry loop.
         let leader_missing = self.membership().member(&self.id).is_none();

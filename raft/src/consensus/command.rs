@@ -4,6 +4,9 @@
 //! deterministic: no clocks, no randomness, no I/O. A command that changes nothing leaves the
 //! epoch alone, which keeps retried joins and repeated failure-detector verdicts from churning
 //! the ring.
+//!
+//! `Found` is the first command of a cluster: it names the cluster (the id the founder generated),
+//! before any member joins, so every view with members carries the id.
 
 use super::types::ordinal;
 use crate::{Member, MemberState, Membership, NodeId};
@@ -13,6 +16,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
+    /// Sets the cluster id; a no-op once one is set, since an id never changes. It leaves the
+    /// epoch alone: epochs count changes to the members, which ring holders compare, and the
+    /// founder commits it before anyone is a member.
+    Found {
+        cluster: String,
+    },
     /// Adds the member as `Active`; a known member becomes `Active` again with the given address
     /// and weight (a restarted pod may come back on a new IP).
     Join {
@@ -31,9 +40,17 @@ pub enum Command {
     },
 }
 
-/// Applies `command` to `membership`; returns whether anything changed (and the epoch moved).
+/// Applies `command` to `membership`; returns whether anything changed. The epoch moves with
+/// every change to the members.
 pub fn apply(membership: &mut Membership, command: &Command) -> bool {
     let changed = match command {
+        Command::Found { cluster } => {
+            if membership.cluster.is_none() {
+                membership.cluster = Some(cluster.clone());
+                return true;
+            }
+            false
+        }
         Command::Join {
             id,
             addr,
@@ -184,11 +201,45 @@ mod tests {
         assert_eq!(m.epoch, 3);
     }
 
+    fn found(cluster: &str) -> Command {
+        Command::Found {
+            cluster: cluster.into(),
+        }
+    }
+
+    #[test]
+    fn found_names_the_cluster_once_and_leaves_the_epoch_alone() {
+        let mut m = Membership::default();
+        assert!(apply(&mut m, &found("aa")));
+        assert_eq!((m.cluster.as_deref(), m.epoch), (Some("aa"), 0));
+        assert!(!apply(&mut m, &found("aa")), "the same id again");
+        assert!(!apply(&mut m, &found("bb")), "an id never changes");
+        assert_eq!(m.cluster.as_deref(), Some("aa"));
+
+        // The members and their epochs go on as before, and keep the id.
+        apply(&mut m, &join("node-0", "a:1"));
+        assert!(!apply(&mut m, &found("bb")));
+        assert_eq!((m.cluster.as_deref(), m.epoch), (Some("aa"), 1));
+    }
+
+    #[test]
+    fn found_after_members_changes_only_the_id() {
+        // The leader commits `Found` before any `Join`, but `apply` does not rely on it.
+        let mut m = Membership::default();
+        apply(&mut m, &join("node-0", "a:1"));
+        let before = m.clone();
+        assert!(apply(&mut m, &found("aa")));
+        assert_eq!(m.members, before.members);
+        assert_eq!((m.cluster.as_deref(), m.epoch), (Some("aa"), before.epoch));
+    }
+
     #[test]
     fn commands_have_a_stable_wire_form() {
         let json = serde_json::to_string(&set("node-3", MemberState::Down)).expect("serializes");
         assert_eq!(json, r#"{"op":"set_state","id":"node-3","state":"down"}"#);
         let back: Command = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, set("node-3", MemberState::Down));
+        let json = serde_json::to_string(&found("aa")).expect("serializes");
+        assert_eq!(json, r#"{"op":"found","cluster":"aa"}"#);
     }
 }

@@ -7,6 +7,7 @@
 
 use super::Shared;
 use super::changes::plan;
+use super::cluster::conflicts;
 use super::command::Command;
 use super::rpc::{self, ProbeReply, ProbeRequest};
 use super::types::node_id;
@@ -154,11 +155,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let detector = match &mut term {
                     Some((t, d)) if *t == current => d,
                     slot => {
+                        // A follower that lost the old leader long before the others did must
+                        // not count its silence from then: openraft's followers refuse votes
+                        // for `election_max` after a leader's last contact, so the others heard
+                        // it at most that long before this term began.
+                        let earliest = now.checked_sub(timing.election_max).unwrap_or(now);
                         let previous = shared
                             .lease
                             .last_leader_contact()
                             .filter(|(leader, _)| *leader != shared.nid)
-                            .map(|(leader, at)| (node_id(leader), at));
+                            .map(|(leader, at)| (node_id(leader), at.max(earliest)));
                         &mut slot.insert((current, Detector::new(&membership, now, previous))).1
                     }
                 };
@@ -201,15 +207,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// Asks `id` whether it is alive. A reply counts only within `probe_timeout`, which
+/// `Timing::min_down_after` counts on.
 async fn probe(shared: Arc<Shared>, id: NodeId, addr: String) -> Event {
     let req = ProbeRequest {
         from: shared.id.clone(),
     };
-    let deadline = shared.config.timing.down_after / 2;
+    let deadline = shared.config.timing.probe_timeout;
+    let ours = shared.cluster.get();
     let reply: Result<ProbeReply, _> =
-        rpc::call(&*shared.transport, &addr, rpc::PROBE, &req, deadline).await;
+        rpc::call(&*shared.transport, ours, &addr, rpc::PROBE, &req, deadline).await;
     match reply {
-        Ok(r) if r.id == id => Event::Heard(id, Instant::now()),
+        // A node of another cluster at the member's address is not the member.
+        Ok(r) if r.id == id && !conflicts(ours, r.cluster.as_deref()) => {
+            Event::Heard(id, Instant::now())
+        }
         _ => Event::Silent(id),
     }
 }

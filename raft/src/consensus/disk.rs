@@ -1,4 +1,4 @@
-//! Small file helpers shared by the log store and the state machine.
+//! Small file helpers shared by the log store, the state machine and the cluster id.
 //!
 //! Writes that Raft relies on (the vote, log appends, snapshots) are fsynced before they are
 //! acknowledged; files that are replaced whole go through a temporary file and a rename so a crash

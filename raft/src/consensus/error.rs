@@ -29,6 +29,23 @@ pub enum ConsensusError {
     UnknownRpc(String),
     #[error("malformed {rpc} request: {reason}")]
     BadRequest { rpc: String, reason: String },
+    /// A request, or a peer, of another cluster (or of none, where only a pristine node may
+    /// be): refused and never acted on. The node's HTTP route answers it with 403; retrying
+    /// cannot help, since a cluster id never changes.
+    #[error("this node belongs to cluster {ours}; {from} belongs to {}", cluster_name(.theirs))]
+    ForeignCluster {
+        ours: String,
+        theirs: Option<String>,
+        /// Who was refused: "the sender of this append", "seed node-1:7000".
+        from: String,
+    },
+}
+
+fn cluster_name(id: &Option<String>) -> String {
+    match id {
+        Some(id) => format!("cluster {id}"),
+        None => "no cluster".to_owned(),
+    }
 }
 
 impl ConsensusError {

@@ -4,12 +4,20 @@
 //!   A payload is a log entry or, as the first record after a purge, the id of the last purged
 //!   entry. Appends are fsynced before openraft is told they are durable; a truncation cuts the
 //!   file at the first removed entry; a purge rewrites the (small) remainder to a new file and
-//!   renames it into place. A torn or damaged record ends the log on reopen: it can only be the
-//!   tail of an append that was never acknowledged.
+//!   renames it into place.
 //! - `vote.json`: replaced atomically and fsynced, since a forgotten vote lets a node vote twice
 //!   in one term.
 //! - `committed.json`: replaced atomically without fsync; it only saves re-applying entries on
 //!   restart, and an older value is safe.
+//!
+//! On reopen only a torn tail may be dropped. A crash mid-append leaves a partial record at the
+//! end of the file, and that append was never acknowledged, so nothing Raft counted on is lost.
+//! A bad record with a whole record anywhere after it is damage in the middle of the log:
+//! dropping from there would silently lose acknowledged entries, so `open` refuses, naming the
+//! file and the offset. A caveat: the pages of a single unacknowledged append could in
+//! theory reach the disk out of order, leaving a whole later record behind a torn earlier one.
+//! That looks exactly like damage, and we refuse rather than guess; an operator restores the
+//! data dir or removes it, and the node rejoins empty.
 //!
 //! The entries also live in memory: membership changes are rare and tiny, and openraft purges
 //! what snapshots cover.
@@ -71,7 +79,8 @@ pub(crate) struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir`, dropping a torn tail left by a crash.
+    /// Opens (or creates) the log in `dir`, dropping a torn tail left by a crash; fails with
+    /// `InvalidData` if the log is damaged before its tail.
     pub(crate) async fn open(dir: &Path) -> io::Result<LogStore> {
         let dir = dir.to_owned();
         disk::blocking(move || load(dir)).await
@@ -119,12 +128,24 @@ fn load(dir: PathBuf) -> io::Result<LogStore> {
     let path = dir.join(LOG);
     let bytes = disk::read_if_exists(&path)?.unwrap_or_default();
     let (records, valid) = decode(&bytes);
+    if valid < bytes.len() && whole_record_after(&bytes, valid) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "raft log {} is damaged at byte {valid} and has whole records after it; \
+                 refusing to start (restore the data dir or remove this node's data dir so it \
+                 rejoins empty)",
+                path.display()
+            ),
+        ));
+    }
     let file = open_append(&path)?;
     if valid < bytes.len() {
         tracing::warn!(
             path = %path.display(),
+            at = valid,
             dropped_bytes = bytes.len() - valid,
-            "dropping a torn or damaged log tail"
+            "dropping a torn log tail"
         );
         file.set_len(valid as u64)?;
         file.sync_all()?;
@@ -181,23 +202,35 @@ fn encode(out: &mut Vec<u8>, record: &RecordRef<'_>) -> io::Result<()> {
 fn decode(bytes: &[u8]) -> (Vec<(u64, Record)>, usize) {
     let mut records = Vec::new();
     let mut at = 0;
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let (len, sum) = header.split_at(4);
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let sum = u64::from_le_bytes(std::array::from_fn(|i| sum[i]));
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if fnv1a(payload) != sum {
-            break;
-        }
-        let Ok(record) = serde_json::from_slice(payload) else {
-            break;
-        };
+    while let Some((record, next)) = record_at(bytes, at) {
         records.push((at as u64, record));
-        at += HEADER + len;
+        at = next;
     }
     (records, at)
+}
+
+/// The whole record starting at byte `at`, and where the next one would start.
+fn record_at(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
+    let start = at.checked_add(HEADER)?;
+    let (len, sum) = bytes.get(at..start)?.split_at(4);
+    let len = usize::try_from(u32::from_le_bytes(len.try_into().ok()?)).ok()?;
+    let sum = u64::from_le_bytes(sum.try_into().ok()?);
+    let end = start.checked_add(len)?;
+    let payload = bytes.get(start..end)?;
+    if fnv1a(payload) != sum {
+        return None;
+    }
+    let record = serde_json::from_slice(payload).ok()?;
+    Some((record, end))
+}
+
+/// Whether a whole record starts at any offset after the bad one at `bad`, which makes it mid-log
+/// damage rather than a torn tail. Every offset is tried, since the bad record's length field
+/// cannot be trusted to say where the next one starts. Cheap enough for a log that snapshots
+/// every hundred entries: a payload is hashed only where a length fits in the file, which in JSON
+/// text happens almost only at real headers, and parsed only when its checksum matches.
+fn whole_record_after(bytes: &[u8], bad: usize) -> bool {
+    (bad + 1..bytes.len()).any(|at| record_at(bytes, at).is_some())
 }
 
 /// A checksum to tell a torn record from a whole one; not a defence against tampering.

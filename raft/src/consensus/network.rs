@@ -1,6 +1,8 @@
 //! The sending side of Raft's own RPCs (openraft's `RaftNetworkFactory`/`RaftNetwork`) over a
-//! [`Transport`]; the receiving side is [`super::rpc`].
+//! [`Transport`]; the receiving side is [`super::rpc`]. Each request goes in the same envelope
+//! as ours, stamped with this node's cluster id, so that a node of another cluster refuses it.
 
+use super::cluster::ClusterId;
 use super::rpc;
 use super::transport::{Transport, TransportError};
 use super::types::TypeConfig;
@@ -22,14 +24,23 @@ type Error<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftError
 
 pub(crate) struct Network {
     transport: Arc<dyn Transport>,
+    cluster: Arc<ClusterId>,
     backoff: Duration,
 }
 
 impl Network {
     /// `backoff` is how long replication to an unreachable peer pauses before retrying: short,
     /// so that a healed partition or a restarted pod is caught up within a heartbeat or two.
-    pub(crate) fn new(transport: Arc<dyn Transport>, backoff: Duration) -> Network {
-        Network { transport, backoff }
+    pub(crate) fn new(
+        transport: Arc<dyn Transport>,
+        cluster: Arc<ClusterId>,
+        backoff: Duration,
+    ) -> Network {
+        Network {
+            transport,
+            cluster,
+            backoff,
+        }
     }
 }
 
@@ -39,6 +50,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Connection {
         Connection {
             transport: self.transport.clone(),
+            cluster: self.cluster.clone(),
             target,
             addr: node.addr.clone(),
             backoff: self.backoff,
@@ -48,6 +60,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 pub(crate) struct Connection {
     transport: Arc<dyn Transport>,
+    /// Read at every call: a node only learns its id once it hears from the cluster.
+    cluster: Arc<ClusterId>,
     target: u64,
     addr: String,
     backoff: Duration,
@@ -65,7 +79,8 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body = rpc::seal(self.cluster.get(), req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let call = self.transport.call(&self.addr, name, body);
         let bytes = match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(Ok(bytes)) => bytes,

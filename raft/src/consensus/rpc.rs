@@ -1,9 +1,13 @@
 //! The cluster RPCs: their names, bodies, the receiving side (`Consensus::rpc`) and the calling
 //! side of our own requests (Raft's are sent by [`super::network`]).
 //!
-//! Every body is JSON. Raft RPCs reply openraft's `Result<Response, RaftError>`; ours reply
-//! `Result<T, WireError>`. `rpc` itself fails only for an unknown name or a malformed body, which
-//! the node's HTTP route turns into a 4xx.
+//! Every request body is a JSON envelope, `{"cluster": "<sender's cluster id>" | null, "body":
+//! <the request>}`, so that a node can refuse a request from another cluster before acting on it
+//! (see [`super::cluster::admission`]). Raft RPCs reply openraft's `Result<Response,
+//! RaftError>`; ours reply `Result<T, WireError>`. `rpc` itself fails for an unknown name, a
+//! malformed body or a request of another cluster (`ForeignCluster`), which the node's HTTP route
+//! turns into a 4xx (403 for `ForeignCluster`), and when a pristine node cannot keep the id it
+//! just learned.
 
 use super::Shared;
 use super::error::{ConsensusError, WireError};
@@ -72,6 +76,17 @@ pub(crate) struct ProbeReply {
     pub id: NodeId,
     /// Whether this node belongs to a Raft group (has a membership config).
     pub in_cluster: bool,
+    /// This node's cluster id, if it has one: a starting node refuses to run beside another
+    /// cluster, and the failure detector does not count its answer as a member's.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+/// What every request travels in: the sender's cluster id beside the request itself.
+#[derive(Serialize, Deserialize)]
+struct Envelope<C, T> {
+    cluster: Option<C>,
+    body: T,
 }
 
 type Reply<T> = Result<T, WireError>;
@@ -83,7 +98,7 @@ pub(crate) async fn serve(
 ) -> Result<Vec<u8>, ConsensusError> {
     match name {
         APPEND => {
-            let req: AppendEntriesRequest<TypeConfig> = decode(name, body)?;
+            let req: AppendEntriesRequest<TypeConfig> = open(shared, name, body).await?.1;
             let sender = req.vote.leader_id().voted_for();
             let reply = shared.raft.append_entries(req).await;
             // Anything but a higher-vote rejection means the sender is the current leader.
@@ -94,13 +109,23 @@ pub(crate) async fn serve(
             }
             encode(&reply)
         }
-        VOTE => encode(&shared.raft.vote(decode(name, body)?).await),
-        SNAPSHOT => encode(&shared.raft.install_snapshot(decode(name, body)?).await),
-        JOIN => encode(&wire(shared.join(decode(name, body)?).await)),
-        LEAVE => encode(&wire(shared.leave(decode(name, body)?).await)),
-        PROPOSE => encode(&wire(shared.set_state(decode(name, body)?).await)),
+        VOTE => encode(&shared.raft.vote(open(shared, name, body).await?.1).await),
+        SNAPSHOT => {
+            let req = open(shared, name, body).await?.1;
+            encode(&shared.raft.install_snapshot(req).await)
+        }
+        JOIN => {
+            // A follower passes the join on with the id of whoever asked, not its own: the
+            // leader must judge the real sender.
+            let (origin, req) = open(shared, name, body).await?;
+            encode(&wire(shared.join(req, origin.as_deref()).await))
+        }
+        LEAVE => encode(&wire(shared.leave(open(shared, name, body).await?.1).await)),
+        PROPOSE => encode(&wire(
+            shared.set_state(open(shared, name, body).await?.1).await,
+        )),
         PROBE => {
-            let req: ProbeRequest = decode(name, body)?;
+            let req: ProbeRequest = open(shared, name, body).await?.1;
             tracing::trace!(from = %req.from, "probed");
             encode(&Reply::Ok(shared.probe_reply()))
         }
@@ -108,9 +133,30 @@ pub(crate) async fn serve(
     }
 }
 
-/// Sends one of our own RPCs and decodes its reply, within `deadline`.
+/// Decodes a request and admits it: returns the sender's cluster id and the request, or
+/// refuses a request of another cluster (after keeping the leader's id on a pristine node).
+async fn open<T: DeserializeOwned>(
+    shared: &Shared,
+    name: &str,
+    body: &[u8],
+) -> Result<(Option<String>, T), ConsensusError> {
+    let envelope: Envelope<String, T> = decode(name, body)?;
+    shared
+        .cluster
+        .admit(name, envelope.cluster.as_deref())
+        .await?;
+    Ok((envelope.cluster, envelope.body))
+}
+
+/// Wraps a request in its envelope, stamped with `cluster`.
+pub(crate) fn seal<T: Serialize>(cluster: Option<&str>, body: &T) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(&Envelope { cluster, body })
+}
+
+/// Sends one of our own RPCs on behalf of `cluster` and decodes its reply, within `deadline`.
 pub(crate) async fn call<Req, Resp>(
     transport: &dyn Transport,
+    cluster: Option<&str>,
     addr: &str,
     name: &str,
     req: &Req,
@@ -120,7 +166,7 @@ where
     Req: Serialize,
     Resp: DeserializeOwned,
 {
-    let body = serde_json::to_vec(req).map_err(|e| ConsensusError::Failed(e.to_string()))?;
+    let body = seal(cluster, req).map_err(|e| ConsensusError::Failed(e.to_string()))?;
     let bytes = match tokio::time::timeout(deadline, transport.call(addr, name, body)).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => {

@@ -1,8 +1,8 @@
 //! The membership state machine (openraft's `RaftStateMachine`) and its snapshots.
 //!
 //! Applied state lives in memory and is published on a `watch` channel; durability comes from the
-//! log plus the snapshot file `snapshot.json` (the whole [`Membership`] is a few hundred bytes,
-//! so a snapshot is simply its JSON). On restart the state starts from the snapshot and openraft
+//! log plus the snapshot file `snapshot.json` (the whole [`Membership`], cluster id included, is
+//! a few hundred bytes, so a snapshot is simply its JSON). On restart the state starts from the snapshot and openraft
 //! re-applies the committed entries after it.
 
 use super::command::{self, Command};

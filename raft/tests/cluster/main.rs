@@ -1,7 +1,7 @@
 //! Consensus clusters in one process, over an in-process network with injected faults.
 //!
 //! Numbered by area: t10 forming a cluster, t20 failure detection, t30 partitions, t40
-//! restarts, t50 leaving, t60 scaling.
+//! restarts, t50 leaving, t60 scaling, t70 the cluster id.
 
 mod fixture;
 mod router;
@@ -12,3 +12,4 @@ mod t30_partition;
 mod t40_restart;
 mod t50_leave;
 mod t60_scaling;
+mod t70_cluster_id;

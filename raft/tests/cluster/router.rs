@@ -1,7 +1,7 @@
 //! An in-process network of `Consensus` nodes keyed by address, with faults: unreachable nodes,
 //! added delay, and partitions between groups of nodes.
 
-use shardgate_raft::consensus::{BoxFuture, Consensus, Transport, TransportError};
+use shardgate_raft::consensus::{BoxFuture, Consensus, ConsensusError, Transport, TransportError};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -18,6 +18,18 @@ struct State {
     delay: HashMap<String, Duration>,
     /// Group of each address while partitioned; addresses in no group reach everyone.
     groups: HashMap<String, usize>,
+    /// RPC names whose calls are kept in `recorded`.
+    recording: HashSet<String>,
+    recorded: Vec<Call>,
+}
+
+/// One call through the router, as [`Router::record`] keeps it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub from: String,
+    pub to: String,
+    pub name: String,
+    pub body: Vec<u8>,
 }
 
 impl Router {
@@ -74,6 +86,15 @@ impl Router {
         self.state().groups.clear();
     }
 
+    /// Keeps every call of RPC `name` from now on, delivered or not.
+    pub fn record(&self, name: &str) {
+        self.state().recording.insert(name.to_owned());
+    }
+
+    pub fn recorded(&self) -> Vec<Call> {
+        self.state().recorded.clone()
+    }
+
     /// The node `to` as seen from `from`, with the delay of the link.
     fn route(&self, from: &str, to: &str) -> Result<(Arc<Consensus>, Duration), TransportError> {
         let state = self.state();
@@ -108,14 +129,30 @@ impl Transport for RouterTransport {
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
         let (router, from) = (self.router.clone(), self.from.clone());
         let (to, name) = (addr.to_owned(), name.to_owned());
+        {
+            let mut state = router.state();
+            if state.recording.contains(&name) {
+                state.recorded.push(Call {
+                    from: from.clone(),
+                    to: to.clone(),
+                    name: name.clone(),
+                    body: body.clone(),
+                });
+            }
+        }
         Box::pin(async move {
             let (node, delay) = router.route(&from, &to)?;
             tokio::time::sleep(delay).await;
             let reply = node.rpc(&name, &body).await;
             // A link cut while the request was in flight loses the reply too.
             router.route(&from, &to)?;
+            // The statuses the node's HTTP route answers with.
             reply.map_err(|e| TransportError::Status {
-                status: if e.is_retryable() { 503 } else { 400 },
+                status: match e {
+                    ConsensusError::ForeignCluster { .. } => 403,
+                    _ if e.is_retryable() => 503,
+                    _ => 400,
+                },
                 body: e.to_string(),
             })
         })

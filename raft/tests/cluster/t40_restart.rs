@@ -18,7 +18,7 @@ async fn t40_a_restarted_node_keeps_its_id_term_and_log_and_rejoins() {
     c.stop(n).await;
     c.wait_for(
         "the stopped node marked down",
-        Duration::from_secs(3),
+        c.timing.down_after * 2,
         |c| c.state_of(leader, n) == Some(MemberState::Down),
     )
     .await;
@@ -90,7 +90,7 @@ async fn t42_a_data_dir_is_refused_to_another_node() {
     c.start(2).await;
     let mut wrong = c.config(1);
     wrong.data_dir = c.config(2).data_dir;
-    let started = Consensus::start_with(wrong, c.router.transport(&addr(1))).await;
+    let started = Consensus::start(wrong, c.router.transport(&addr(1))).await;
     assert!(
         matches!(&started, Err(ConsensusError::Storage { .. })),
         "{:?}",

@@ -1,7 +1,11 @@
 //! Talking to a running cluster from the command line: `status`, `drain`, and `up` waiting for
-//! its members. Any node answers for the cluster; each seed is tried in turn.
+//! its members. Any node answers for the cluster; each seed is tried in turn. Every request is
+//! authenticated with the cluster credentials, found by [`Target::resolve`].
 
+use crate::{credentials, local};
 use anyhow::{Context, bail};
+use http::Method;
+use shardgate_node::cluster_client::ClusterClient;
 use shardgate_node::internal;
 use shardgate_raft::consensus::Status;
 use std::time::Duration;
@@ -9,22 +13,53 @@ use std::time::Duration;
 /// How long one node gets to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(ASK_TIMEOUT)
-        .build()
-        .context("HTTP client")
+/// The nodes to ask and the client to ask them with.
+pub struct Target {
+    pub seeds: Vec<String>,
+    pub client: ClusterClient,
+}
+
+impl Target {
+    /// Credentials from the flags or the environment; else those of the local cluster the
+    /// seeds point into (or, without seeds, the only local cluster running).
+    pub fn resolve(
+        seeds: Vec<String>,
+        flags: &credentials::ClusterCredentials,
+    ) -> anyhow::Result<Target> {
+        let (seeds, flags) = if flags.given() {
+            (seeds, flags.clone())
+        } else {
+            match local::find(&seeds) {
+                Some(entry) => {
+                    let seeds = if seeds.is_empty() {
+                        entry.seeds.clone()
+                    } else {
+                        seeds
+                    };
+                    (seeds, entry.credentials())
+                }
+                None if seeds.is_empty() => bail!(
+                    "no local cluster is running here: give --seeds host:port of a node's \
+                     internal listener, and cluster credentials"
+                ),
+                None => (seeds, flags.clone()),
+            }
+        };
+        let loaded = flags.load()?;
+        let client =
+            ClusterClient::new(&loaded.credentials, ASK_TIMEOUT).map_err(anyhow::Error::msg)?;
+        Ok(Target { seeds, client })
+    }
 }
 
 /// The status of the first seed that answers.
-pub async fn status(client: &reqwest::Client, seeds: &[String]) -> anyhow::Result<Status> {
+pub async fn status(client: &ClusterClient, seeds: &[String]) -> anyhow::Result<Status> {
     if seeds.is_empty() {
         bail!("give --seeds host:port of at least one node");
     }
     let mut last = None;
     for seed in seeds {
-        let url = format!("http://{seed}{}", internal::STATUS_PATH);
-        match ask(client, &url).await {
+        match ask(client, seed).await {
             Ok(status) => return Ok(status),
             Err(e) => last = Some(e.context(format!("node {seed}"))),
         }
@@ -32,31 +67,39 @@ pub async fn status(client: &reqwest::Client, seeds: &[String]) -> anyhow::Resul
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no node answered")))
 }
 
-async fn ask(client: &reqwest::Client, url: &str) -> anyhow::Result<Status> {
-    let resp = client.get(url).send().await?;
-    let code = resp.status();
-    let body = resp.text().await?;
-    if !code.is_success() {
-        bail!("HTTP {code}: {body}");
-    }
-    Ok(serde_json::from_str(&body)?)
+async fn ask(client: &ClusterClient, addr: &str) -> anyhow::Result<Status> {
+    let body = client
+        .call(
+            Method::GET,
+            addr,
+            internal::STATUS_PATH,
+            Vec::new(),
+            ASK_TIMEOUT,
+        )
+        .await?;
+    Ok(serde_json::from_slice(&body)?)
 }
 
 /// Asks node `id` (found through the seeds) to drain and leave; waits until it has.
-pub async fn drain(seeds: &[String], id: &str, within: Duration) -> anyhow::Result<()> {
-    let client = client()?;
-    let status = status(&client, seeds).await?;
+pub async fn drain(target: &Target, id: &str, within: Duration) -> anyhow::Result<()> {
+    let Target { seeds, client } = target;
+    let status = status(client, seeds).await?;
     let member = status
         .membership
         .members
         .iter()
         .find(|m| m.id.0 == id)
         .with_context(|| format!("{id} is not a member"))?;
-    let url = format!("http://{}{}", member.addr, internal::DRAIN_PATH);
-    let resp = client.post(&url).send().await?;
-    if !resp.status().is_success() {
-        bail!("{id} refused to drain: HTTP {}", resp.status());
-    }
+    client
+        .call(
+            Method::POST,
+            &member.addr,
+            internal::DRAIN_PATH,
+            Vec::new(),
+            ASK_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("{id} refused to drain"))?;
     let deadline = tokio::time::Instant::now() + within;
     // Ask the others: the draining node stops answering once it has left.
     let others: Vec<String> = status
@@ -68,7 +111,7 @@ pub async fn drain(seeds: &[String], id: &str, within: Duration) -> anyhow::Resu
         .chain(seeds.iter().cloned())
         .collect();
     while tokio::time::Instant::now() < deadline {
-        if let Ok(now) = self::status(&client, &others).await
+        if let Ok(now) = self::status(client, &others).await
             && !now.membership.members.iter().any(|m| m.id.0 == id)
         {
             return Ok(());

@@ -1,28 +1,28 @@
 //! `shardgate drain node-N`: the node marks itself `Draining` (its keys move to the others),
 //! hands its sessions off, and leaves the cluster; the command returns once it has left.
 
-use super::cluster;
+use super::cluster::{self, Target};
+use crate::credentials;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The member to drain, `node-N`.
     pub id: String,
-    /// Nodes to reach the cluster through, `host:port,…`.
-    #[arg(long, env = "SHARDGATE_SEEDS", value_delimiter = ',', required = true)]
+    /// Nodes' internal listeners to reach the cluster through, `host:port,…`. Default: the
+    /// local cluster `shardgate up` runs.
+    #[arg(long, env = "SHARDGATE_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
+    #[command(flatten)]
+    pub credentials: credentials::ClusterCredentials,
     /// How long to wait for the node to leave, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    cluster::drain(
-        &args.seeds,
-        &args.id,
-        Duration::from_secs(args.timeout_secs),
-    )
-    .await?;
+    let target = Target::resolve(args.seeds, &args.credentials)?;
+    cluster::drain(&target, &args.id, Duration::from_secs(args.timeout_secs)).await?;
     println!("{} has left the cluster", args.id);
     Ok(())
 }

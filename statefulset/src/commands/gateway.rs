@@ -1,6 +1,6 @@
 //! `shardgate gateway`: the client-facing endpoint.
 
-use crate::members;
+use crate::{credentials, members, ready};
 use anyhow::Context;
 use shardgate_gateway::config::{AffinityKey, GatewayConfig, TlsFiles};
 use std::net::SocketAddr;
@@ -20,13 +20,19 @@ pub struct Args {
     /// Admin listener for /health, /health/ready and /metrics.
     #[arg(long, env = "SHARDGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
-    /// Nodes to follow membership through, `host:port,…` (in Kubernetes, the headless Service
-    /// names); the gateway routes once it has learnt a view from one of them.
+    /// Nodes' internal listeners to follow membership through, `host:port,…` (in Kubernetes,
+    /// the headless Service names); the gateway routes once it has learnt a view from one of
+    /// them.
     #[arg(long, env = "SHARDGATE_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
-    /// A membership to start from: `node-0=host:port,…`; newer views from nodes replace it.
+    /// A membership to start from: `node-0=session/internal,…`, each a `host:port`; newer
+    /// views from nodes replace it.
     #[arg(long, env = "SHARDGATE_MEMBERS")]
     pub members: Option<String>,
+    /// The id of the cluster to follow (`shardgate status` shows it); views of any other
+    /// cluster are refused. Default: the cluster of the first authenticated view.
+    #[arg(long, env = "SHARDGATE_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// Epoch of that membership view.
     #[arg(long, env = "SHARDGATE_EPOCH", default_value_t = 1)]
     pub epoch: u64,
@@ -61,16 +67,22 @@ pub struct Args {
         default_value = "principal"
     )]
     pub affinity: Affinity,
+    #[command(flatten)]
+    pub credentials: credentials::ClusterCredentials,
+    /// Once the listeners are bound, write their addresses here as JSON.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
 }
 
 impl Args {
     pub fn config(&self) -> anyhow::Result<GatewayConfig> {
-        let membership = match &self.members {
+        let mut membership = match &self.members {
             Some(list) => members::parse(list, self.epoch)
                 .map_err(anyhow::Error::msg)
                 .context("--members")?,
-            None => Default::default(),
+            None => shardgate_raft::Membership::default(),
         };
+        membership.cluster = self.cluster_id.clone();
         let config = GatewayConfig {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -94,6 +106,7 @@ impl Args {
                 Affinity::Principal => AffinityKey::Principal,
                 Affinity::PrincipalAndName => AffinityKey::PrincipalAndName,
             },
+            credentials: self.credentials.load()?.credentials,
         };
         config.validate()?;
         Ok(config)
@@ -103,6 +116,13 @@ impl Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
     let bound = shardgate_gateway::Bound::bind(&config).await?;
+    if let Some(path) = &args.ready_file {
+        let addrs = ready::Gateway {
+            mcp: bound.mcp.local_addr()?,
+            admin: bound.admin.local_addr()?,
+        };
+        ready::write(path, &addrs)?;
+    }
     let scheme = if config.tls.is_some() {
         "https"
     } else {

@@ -1,13 +1,23 @@
 //! `shardgate node`: one session host.
 
-use crate::members;
+use crate::{credentials, members, ready};
 use anyhow::{Context, bail};
-use shardgate_node::{MembershipSource, NodeConfig};
+use shardgate_node::cluster_client::ClusterClient;
+use shardgate_node::{Listeners, MembershipSource, NodeConfig};
 use shardgate_raft::NodeId;
-use shardgate_raft::consensus::{Consensus, ConsensusConfig, Timing};
+use shardgate_raft::consensus::{Consensus, ConsensusConfig, DEFAULT_FOUND_WAIT, Timing};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Consensus timings: what production uses, or a relaxed set for starved machines (CI).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum Timings {
+    #[default]
+    Production,
+    Relaxed,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,17 +25,34 @@ pub struct Args {
     /// from the pod's name (`POD_NAME`, e.g. `shardgate-3` → `node-3`).
     #[arg(long, env = "SHARDGATE_NODE_ID")]
     pub id: Option<String>,
-    /// Internal listener for gateways and other nodes (HTTP/1.1 and h2c).
+    /// Session listener: the `/mcp` traffic gateways forward (HTTP/1.1 and HTTP/2).
     #[arg(long, env = "SHARDGATE_NODE_LISTEN", default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
-    /// The address other nodes and gateways reach this node at; default: `--listen`.
+    /// Internal listener: Raft, membership, status and drain, for nodes, gateways and
+    /// operators.
+    #[arg(
+        long,
+        env = "SHARDGATE_INTERNAL_LISTEN",
+        default_value = "127.0.0.1:7101"
+    )]
+    pub internal_listen: SocketAddr,
+    /// Admin listener: /health, /health/ready and /metrics, without credentials.
+    #[arg(long, env = "SHARDGATE_ADMIN_LISTEN", default_value = "127.0.0.1:7102")]
+    pub admin_listen: SocketAddr,
+    /// The host other nodes and gateways reach this node by (in Kubernetes, the pod's name in
+    /// the headless Service); the ports are the listeners'. Default: the listeners' addresses.
     #[arg(long, env = "SHARDGATE_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Once the listeners are bound, write their addresses here as JSON (for supervisors that
+    /// start nodes on port 0).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
     /// Membership through Raft: where this node keeps its log, vote and snapshots (a
     /// persistent volume). Ordinal 0 starts the cluster when it finds this empty.
     #[arg(long, env = "SHARDGATE_DATA_DIR", conflicts_with = "members")]
     pub data_dir: Option<PathBuf>,
-    /// Members to join through, `host:port,…` (in Kubernetes, the headless Service names).
+    /// Internal listeners of members to join through, `host:port,…` (in Kubernetes, the
+    /// headless Service names).
     #[arg(long, env = "SHARDGATE_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
     /// Raft voters: the lowest ordinals, 1, 3 or 5; the other members are learners.
@@ -34,42 +61,44 @@ pub struct Args {
     /// This node's share of keys, relative to the others'.
     #[arg(long, env = "SHARDGATE_WEIGHT", default_value_t = 1)]
     pub weight: u32,
+    /// Consensus timings; `relaxed` tolerates a starved CPU at the cost of slower failover.
+    #[arg(
+        long,
+        env = "SHARDGATE_TIMINGS",
+        value_enum,
+        default_value = "production"
+    )]
+    pub timings: Timings,
     /// A member silent this long (milliseconds) is marked `Down` by the leader.
     #[arg(long, env = "SHARDGATE_DOWN_AFTER_MS")]
     pub down_after_ms: Option<u64>,
     /// A node that has not heard from a quorum this long (milliseconds) stops serving.
     #[arg(long, env = "SHARDGATE_LEASE_MS")]
     pub lease_ms: Option<u64>,
-    /// A fixed membership instead of Raft: `node-0=host:port,node-1=host:port,…` (weights as
-    /// `=host:port*2`).
+    /// How long node-0, on an empty data dir, waits for its seeds to say whether a cluster
+    /// exists before it founds one (milliseconds).
+    #[arg(long, env = "SHARDGATE_FOUND_WAIT_MS", default_value_t = DEFAULT_FOUND_WAIT.as_millis() as u64)]
+    pub found_wait_ms: u64,
+    /// A fixed membership instead of Raft: `node-0=session/internal,…`, each a `host:port`
+    /// (weights as `…*2`).
     #[arg(long, env = "SHARDGATE_MEMBERS")]
     pub members: Option<String>,
     /// Epoch of that fixed membership.
     #[arg(long, env = "SHARDGATE_EPOCH", default_value_t = 1)]
     pub epoch: u64,
-    /// Cluster-wide secret (64 hex digits) that seals state handed to clients (the builtin
-    /// upstream's `requestState`); every node needs the same one. Random when not given.
-    #[arg(long, env = "SHARDGATE_STATE_SECRET", hide_env_values = true)]
-    pub state_secret: Option<String>,
+    #[command(flatten)]
+    pub credentials: credentials::ClusterCredentials,
+    /// A file holding the secret that seals state handed to clients (MRTR `requestState`);
+    /// every node needs the same one. Or set SHARDGATE_STATE_SECRET. Default: derived from
+    /// the cluster secret.
+    #[arg(long, env = "SHARDGATE_STATE_SECRET_FILE")]
+    pub state_secret_file: Option<PathBuf>,
     /// Configuration file (TOML): upstreams and limits. Without one, the builtin upstream.
     #[arg(long, env = "SHARDGATE_CONFIG")]
     pub config: Option<std::path::PathBuf>,
     /// Seconds after which a session nobody uses (no request, no open stream) is ended.
     #[arg(long, env = "SHARDGATE_SESSION_IDLE_SECS", default_value_t = 1800)]
     pub session_idle_secs: u64,
-}
-
-fn parse_secret(hex: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        anyhow::bail!("--state-secret must be 64 hex digits");
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair)?;
-        out[i] = u8::from_str_radix(s, 16).context("--state-secret must be hex")?;
-    }
-    Ok(out)
 }
 
 /// `node-<ordinal>` from `--id`, or from the StatefulSet pod name.
@@ -86,12 +115,39 @@ fn identity(id: Option<&str>) -> anyhow::Result<NodeId> {
     Ok(NodeId(format!("node-{ordinal}")))
 }
 
+/// `host:port` as others reach a listener bound at `bound`.
+fn advertised(host: Option<&str>, bound: SocketAddr) -> String {
+    match host {
+        Some(h) => format!("{h}:{}", bound.port()),
+        None => bound.to_string(),
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let id = identity(args.id.as_deref())?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    let loaded = args.credentials.load()?;
+    let state_secret =
+        credentials::state_key(args.state_secret_file.as_deref(), loaded.secret.as_ref())?;
+    let listeners = Listeners {
+        session: bind(args.listen).await?,
+        internal: bind(args.internal_listen).await?,
+        admin: bind(args.admin_listen).await?,
+    };
+    let bound = ready::Node {
+        session: listeners.session.local_addr()?,
+        internal: listeners.internal.local_addr()?,
+        admin: listeners.admin.local_addr()?,
+    };
+    if let Some(path) = &args.ready_file {
+        ready::write(path, &bound)?;
+    }
+    let host = args.advertise.as_deref();
     let membership = match (&args.members, &args.data_dir) {
         (Some(list), None) => MembershipSource::Fixed(
             members::parse(list, args.epoch)
@@ -102,7 +158,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if ![1, 3, 5].contains(&args.voters) {
                 bail!("--voters must be 1, 3 or 5");
             }
-            let defaults = Timing::default();
+            let defaults = match args.timings {
+                Timings::Production => Timing::default(),
+                Timings::Relaxed => Timing::relaxed(),
+            };
             let timing = Timing {
                 down_after: args
                     .down_after_ms
@@ -110,35 +169,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 lease: args.lease_ms.map_or(defaults.lease, Duration::from_millis),
                 ..defaults
             };
-            let consensus = Consensus::start(ConsensusConfig {
-                id: id.clone(),
-                addr: args.advertise.clone().unwrap_or_else(|| addr.to_string()),
-                session_addr: args.advertise.clone().unwrap_or_else(|| addr.to_string()),
-                weight: args.weight,
-                data_dir: dir.clone(),
-                seeds: args.seeds.clone(),
-                voters: args.voters,
-                timing,
-            })
+            let transport = ClusterClient::new(&loaded.credentials, timing.admin_timeout())
+                .map_err(anyhow::Error::msg)?;
+            let consensus = Consensus::start(
+                ConsensusConfig {
+                    id: id.clone(),
+                    addr: advertised(host, bound.internal),
+                    session_addr: advertised(host, bound.session),
+                    weight: args.weight,
+                    data_dir: dir.clone(),
+                    seeds: args.seeds.clone(),
+                    voters: args.voters,
+                    timing,
+                    found_wait: Duration::from_millis(args.found_wait_ms),
+                },
+                Arc::new(transport),
+            )
             .await
             .context("cannot start consensus")?;
             MembershipSource::Raft(consensus)
         }
         _ => bail!("give either --data-dir (membership through Raft) or --members (fixed)"),
     };
-    tracing::info!(%id, %addr, "node listening");
-    let state_secret = match &args.state_secret {
-        Some(hex) => parse_secret(hex)?,
-        None => {
-            let mut s = [0u8; 32];
-            getrandom::fill(&mut s).context("operating system random generator")?;
-            s
-        }
-    };
+    tracing::info!(%id, session = %bound.session, internal = %bound.internal, admin = %bound.admin, "node listening");
     let config = NodeConfig {
         id,
         membership,
         state_secret,
+        credentials: loaded.credentials,
         idle_timeout: std::time::Duration::from_secs(args.session_idle_secs.max(1)),
         file: match &args.config {
             Some(path) => shardgate_node::config::NodeFile::load(path)?,
@@ -146,7 +204,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     let signals = super::signals();
-    shardgate_node::run(config, listener, signals.stop, signals.leave).await?;
+    shardgate_node::run(config, listeners, signals.stop, signals.leave).await?;
     tracing::info!("node stopped");
     Ok(())
 }

@@ -1,20 +1,25 @@
 //! `shardgate status`: members, states, epoch, leader and voters, as one node sees them.
 
-use super::cluster;
+use super::cluster::{self, Target};
+use crate::credentials;
 use shardgate_raft::consensus::Status;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Nodes to ask, `host:port,…`; the first that answers is shown.
-    #[arg(long, env = "SHARDGATE_SEEDS", value_delimiter = ',', required = true)]
+    /// Nodes' internal listeners to ask, `host:port,…`; the first that answers is shown.
+    /// Default: the local cluster `shardgate up` runs.
+    #[arg(long, env = "SHARDGATE_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
+    #[command(flatten)]
+    pub credentials: credentials::ClusterCredentials,
     /// Print the status as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let status = cluster::status(&cluster::client()?, &args.seeds).await?;
+    let target = Target::resolve(args.seeds, &args.credentials)?;
+    let status = cluster::status(&target.client, &target.seeds).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -49,14 +54,14 @@ fn render(s: &Status) -> String {
         },
     );
     out.push_str(&format!(
-        "{:<10} {:<9} {:>6}  {}\n",
-        "MEMBER", "STATE", "WEIGHT", "ADDRESS"
+        "{:<10} {:<9} {:>6}  {:<22} {}\n",
+        "MEMBER", "STATE", "WEIGHT", "SESSION", "INTERNAL"
     ));
     for m in &s.membership.members {
         let state = format!("{:?}", m.state).to_lowercase();
         out.push_str(&format!(
-            "{:<10} {:<9} {:>6}  {}\n",
-            m.id.0, state, m.weight, m.addr
+            "{:<10} {:<9} {:>6}  {:<22} {}\n",
+            m.id.0, state, m.weight, m.session_addr, m.addr
         ));
     }
     out

@@ -1,23 +1,35 @@
 //! `shardgate up`: a local StatefulSet on one machine — nodes `node-0..node-N-1` and M gateways
 //! as child processes of this one, started in order (node-0 first, which starts the Raft
-//! cluster; the others join it; then the gateways), restarted with the same identity and data
-//! directory when one dies, and stopped together on Ctrl-C.
+//! cluster; the others join it; then the gateways), restarted with the same identity, data
+//! directory and ports when one dies, and stopped together on Ctrl-C.
+//!
+//! Every process binds its own ports (port 0 unless told otherwise) and reports them in a ready
+//! file, so no port is picked here and bound there. The cluster runs with throw-away
+//! credentials: a development CA whose certificates every hop presents (mTLS), and a cluster
+//! secret from which the `requestState` key is derived, all kept as files in the data
+//! directory and passed by path, never on the command line. `shardgate status` and
+//! `shardgate drain` find them through [`crate::local`].
 
+use super::node::Timings;
 use crate::commands::{EXIT_WITH_PARENT, cluster};
+use crate::{local, ready};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shardgate_node::cluster_client::ClusterClient;
 use shardgate_raft::MemberState;
-use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use shardgate_trust::Secret;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// How long a started process gets to open its port.
+/// How long a started process gets to bind its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the cluster gets to list every node as an active member.
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long stopped processes get to drain before they are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Shortest pause before restarting a process that died.
@@ -40,75 +52,205 @@ pub struct Args {
     /// Node configuration file (upstreams, limits) for every node; default: builtin upstream.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where the nodes keep their Raft state (`<dir>/node-N`); kept across runs. Default: a
-    /// temporary directory, removed when the cluster stops.
+    /// Where the nodes keep their Raft state (`<dir>/node-N`) and the cluster its credentials
+    /// (`<dir>/credentials`); kept across runs. Default: a temporary directory, removed when
+    /// the cluster stops.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Raft voters (1, 3 or 5); the other nodes are learners.
     #[arg(long, default_value_t = 3)]
     pub voters: usize,
+    /// Consensus timings for every node; `relaxed` suits a starved machine (CI).
+    #[arg(long, value_enum, default_value = "production")]
+    pub timings: Timings,
+}
+
+/// What every process of the cluster is started with.
+struct Plan {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    credentials: Vec<String>,
+    voters: usize,
+    timings: Timings,
+    config: Option<PathBuf>,
+    ip: IpAddr,
+}
+
+#[derive(Clone, Copy)]
+enum Bound {
+    Node(ready::Node),
+    Gateway(ready::Gateway),
 }
 
 /// One process of the local StatefulSet, with what it takes to start it again.
 struct Replica {
     name: String,
-    args: Vec<String>,
-    /// The port that answers once the process is up.
-    ready_port: SocketAddr,
+    ready_file: PathBuf,
+    bound: Bound,
     child: Child,
     restarts: u32,
 }
 
-fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
-}
-
-fn spawn(exe: &PathBuf, args: &[String]) -> anyhow::Result<Child> {
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .env(EXIT_WITH_PARENT, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    if std::env::var_os(crate::logging::LOG_LEVEL).is_none() {
-        cmd.env(crate::logging::LOG_LEVEL, "warn,openraft=off");
+impl Plan {
+    fn node_args(&self, i: usize, at: Option<ready::Node>, seeds: &[String]) -> Vec<String> {
+        let id = format!("node-{i}");
+        let port = |a: Option<SocketAddr>| SocketAddr::new(self.ip, a.map_or(0, |a| a.port()));
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--id".into(),
+            id.clone(),
+            "--listen".into(),
+            port(at.map(|a| a.session)).to_string(),
+            "--internal-listen".into(),
+            port(at.map(|a| a.internal)).to_string(),
+            "--admin-listen".into(),
+            port(at.map(|a| a.admin)).to_string(),
+            "--data-dir".into(),
+            self.data_dir.join(&id).display().to_string(),
+            "--voters".into(),
+            self.voters.to_string(),
+            "--timings".into(),
+            format!("{:?}", self.timings).to_lowercase(),
+            "--ready-file".into(),
+            self.ready_file(&id).display().to_string(),
+        ];
+        if !seeds.is_empty() {
+            args.extend(["--seeds".into(), seeds.join(",")]);
+        }
+        if let Some(config) = &self.config {
+            args.extend(["--config".into(), config.display().to_string()]);
+        }
+        args.extend(self.credentials.iter().cloned());
+        args
     }
-    cmd.spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))
+
+    fn gateway_args(
+        &self,
+        name: &str,
+        at: ready::Gateway,
+        seeds: &[String],
+        cluster_id: Option<&str>,
+    ) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "gateway".into(),
+            "--listen".into(),
+            at.mcp.to_string(),
+            "--admin-listen".into(),
+            at.admin.to_string(),
+            "--seeds".into(),
+            seeds.join(","),
+            "--ready-file".into(),
+            self.ready_file(name).display().to_string(),
+        ];
+        if let Some(id) = cluster_id {
+            args.extend(["--cluster-id".into(), id.to_owned()]);
+        }
+        args.extend(self.credentials.iter().cloned());
+        args
+    }
+
+    fn ready_file(&self, name: &str) -> PathBuf {
+        self.data_dir.join(format!("{name}.ready"))
+    }
+
+    fn spawn(&self, args: &[String]) -> anyhow::Result<Child> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args)
+            .env(EXIT_WITH_PARENT, "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if std::env::var_os(crate::logging::LOG_LEVEL).is_none() {
+            cmd.env(crate::logging::LOG_LEVEL, "warn,openraft=off");
+        }
+        cmd.spawn()
+            .with_context(|| format!("cannot start {}", self.exe.display()))
+    }
+
+    /// Starts a process and waits for its ready file.
+    async fn start(
+        &self,
+        name: String,
+        args: Vec<String>,
+        parse: Parse,
+    ) -> anyhow::Result<Replica> {
+        let ready_file = self.ready_file(&name);
+        let _ = std::fs::remove_file(&ready_file);
+        let mut child = self.spawn(&args)?;
+        let bound = wait_until_bound(&ready_file, &mut child, &name, parse).await?;
+        Ok(Replica {
+            name,
+            ready_file,
+            bound,
+            child,
+            restarts: 0,
+        })
+    }
 }
 
-async fn wait_for_port(addr: SocketAddr, child: &mut Child, name: &str) -> anyhow::Result<()> {
+/// Reads a replica's ready file.
+type Parse = fn(&Path) -> Option<Bound>;
+
+fn parse_node(path: &Path) -> Option<Bound> {
+    ready::read(path).map(Bound::Node)
+}
+
+fn parse_gateway(path: &Path) -> Option<Bound> {
+    ready::read(path).map(Bound::Gateway)
+}
+
+async fn wait_until_bound(
+    ready_file: &Path,
+    child: &mut Child,
+    name: &str,
+    parse: Parse,
+) -> anyhow::Result<Bound> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
+        if let Some(bound) = parse(ready_file) {
+            return Ok(bound);
         }
         if let Some(status) = child.try_wait()? {
             bail!("{name} exited while starting: {status}");
         }
         if Instant::now() > deadline {
-            bail!("{name} did not open {addr} within {START_TIMEOUT:?}");
+            bail!("{name} did not bind its ports within {START_TIMEOUT:?}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn start(
-    exe: &PathBuf,
-    name: String,
-    args: Vec<String>,
-    ready_port: SocketAddr,
-) -> anyhow::Result<Replica> {
-    let mut child = spawn(exe, &args)?;
-    wait_for_port(ready_port, &mut child, &name).await?;
-    Ok(Replica {
-        name,
-        args,
-        ready_port,
-        child,
-        restarts: 0,
-    })
+/// The development CA and certificates (new each run), and the cluster secret (kept with a
+/// kept data dir, so `requestState` handed out before a restart still opens).
+fn credentials(data_dir: &Path, ip: IpAddr) -> anyhow::Result<(Vec<String>, local::Entry)> {
+    let dir = data_dir.join("credentials");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let hosts = vec![ip.to_string(), "localhost".to_owned()];
+    let files = shardgate_trust::devca::generate(&dir, &hosts)?;
+    let secret_file = dir.join("cluster-secret");
+    if Secret::from_file(&secret_file).is_err() {
+        Secret::write_new(&secret_file)?;
+    }
+    let flags = vec![
+        "--cluster-ca".into(),
+        files.ca.display().to_string(),
+        "--cluster-cert".into(),
+        files.cert.display().to_string(),
+        "--cluster-key".into(),
+        files.key.display().to_string(),
+        "--cluster-secret-file".into(),
+        secret_file.display().to_string(),
+    ];
+    let entry = local::Entry {
+        pid: std::process::id(),
+        seeds: Vec::new(),
+        cluster_ca: files.ca,
+        cluster_cert: files.cert,
+        cluster_key: files.key,
+        cluster_secret_file: secret_file,
+    };
+    Ok((flags, entry))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -120,8 +262,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shardgate_node::config::NodeFile::load(config)?;
     }
     let shutdown = super::shutdown_on_signal();
-    let exe = std::env::current_exe().context("cannot find the shardgate binary")?;
-    let ip = args.bind;
     let (data_dir, temporary) = match &args.data_dir {
         Some(dir) => (dir.clone(), false),
         None => (
@@ -129,68 +269,63 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             true,
         ),
     };
-    let mut nodes = Vec::new();
-    for i in 0..args.nodes {
-        nodes.push((format!("node-{i}"), SocketAddr::new(ip, free_port(ip)?)));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let (credential_flags, mut entry) = credentials(&data_dir, args.bind)?;
+    let plan = Plan {
+        exe: std::env::current_exe().context("cannot find the shardgate binary")?,
+        data_dir: data_dir.clone(),
+        credentials: credential_flags,
+        voters: args.voters,
+        timings: args.timings,
+        config: args.config.clone(),
+        ip: args.bind,
+    };
+    let result = run_cluster(&args, &plan, &mut entry, shutdown).await;
+    entry.remove();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
     }
-    let seeds = nodes
-        .iter()
-        .map(|(_, addr)| addr.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).context("operating system random generator")?;
-    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    result
+}
 
-    let mut replicas = Vec::new();
-    // Ordered start, as a StatefulSet does: node-0 first, each one up before the next.
-    for (id, addr) in &nodes {
-        let mut node_args: Vec<String> = vec![
-            "node".into(),
-            "--id".into(),
-            id.clone(),
-            "--listen".into(),
-            addr.to_string(),
-            "--data-dir".into(),
-            data_dir.join(id).display().to_string(),
-            "--seeds".into(),
-            seeds.clone(),
-            "--voters".into(),
-            args.voters.to_string(),
-            "--state-secret".into(),
-            secret.clone(),
-        ];
-        if let Some(config) = &args.config {
-            node_args.extend(["--config".into(), config.display().to_string()]);
-        }
-        replicas.push(start(&exe, id.clone(), node_args, *addr).await?);
+async fn run_cluster(
+    args: &Args,
+    plan: &Plan,
+    entry: &mut local::Entry,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let mut replicas: Vec<Replica> = Vec::new();
+    // Ordered start, as a StatefulSet does: node-0 first, each one up before the next, each
+    // joining through the ones before it. node-0 has no seeds, so it founds the cluster at once.
+    for i in 0..args.nodes {
+        let seeds = internal_addrs(&replicas);
+        let args = plan.node_args(i, None, &seeds);
+        replicas.push(plan.start(format!("node-{i}"), args, parse_node).await?);
     }
-    let node_addrs: Vec<String> = nodes.iter().map(|(_, a)| a.to_string()).collect();
-    wait_for_members(&node_addrs, args.nodes).await?;
-    let mut endpoints = Vec::new();
+    let seeds = internal_addrs(&replicas);
+    entry.seeds = seeds.clone();
+    entry.record()?;
+    let client = ClusterClient::new(&entry.credentials().load()?.credentials, START_TIMEOUT)
+        .map_err(anyhow::Error::msg)?;
+    let cluster_id = wait_for_members(&client, &seeds, args.nodes).await?;
     for i in 0..args.gateways {
         let port = if args.port == 0 {
-            free_port(ip)?
+            0
         } else {
             args.port
                 .checked_add(i as u16)
                 .context("gateway port out of range")?
         };
-        let listen = SocketAddr::new(ip, port);
-        let admin = SocketAddr::new(ip, free_port(ip)?);
-        let gw_args = vec![
-            "gateway".into(),
-            "--listen".into(),
-            listen.to_string(),
-            "--admin-listen".into(),
-            admin.to_string(),
-            "--seeds".into(),
-            seeds.clone(),
-        ];
-        replicas.push(start(&exe, format!("gateway-{i}"), gw_args, listen).await?);
-        endpoints.push((listen, admin));
+        let at = ready::Gateway {
+            mcp: SocketAddr::new(args.bind, port),
+            admin: SocketAddr::new(args.bind, 0),
+        };
+        let name = format!("gateway-{i}");
+        let gw_args = plan.gateway_args(&name, at, &seeds, cluster_id.as_deref());
+        replicas.push(plan.start(name, gw_args, parse_gateway).await?);
     }
-    print_summary(&nodes, &endpoints).await?;
+    print_summary(&replicas, &plan.data_dir).await?;
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     while !shutdown.is_cancelled() {
@@ -198,23 +333,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        for r in &mut replicas {
-            restart_if_dead(&exe, r).await;
+        for i in 0..replicas.len() {
+            if restart_if_dead(plan, &mut replicas, i, cluster_id.as_deref()).await {
+                entry.seeds = internal_addrs(&replicas);
+                if let Err(e) = entry.record() {
+                    tracing::warn!(error = %e, "could not record the local cluster");
+                }
+            }
         }
     }
     stop_all(replicas).await;
-    if temporary {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    }
     Ok(())
 }
 
-/// Waits until the cluster lists `n` active members.
-async fn wait_for_members(seeds: &[String], n: usize) -> anyhow::Result<()> {
-    let client = cluster::client()?;
-    let deadline = Instant::now() + START_TIMEOUT;
+fn internal_addrs(replicas: &[Replica]) -> Vec<String> {
+    replicas
+        .iter()
+        .filter_map(|r| match r.bound {
+            Bound::Node(n) => Some(n.internal.to_string()),
+            Bound::Gateway(_) => None,
+        })
+        .collect()
+}
+
+/// Waits until the cluster lists `n` active members; returns the cluster's id.
+async fn wait_for_members(
+    client: &ClusterClient,
+    seeds: &[String],
+    n: usize,
+) -> anyhow::Result<Option<String>> {
+    let deadline = Instant::now() + FORM_TIMEOUT;
     loop {
-        if let Ok(status) = cluster::status(&client, seeds).await {
+        if let Ok(status) = cluster::status(client, seeds).await {
             let active = status
                 .membership
                 .members
@@ -222,32 +372,82 @@ async fn wait_for_members(seeds: &[String], n: usize) -> anyhow::Result<()> {
                 .filter(|m| m.state == MemberState::Active)
                 .count();
             if active >= n {
-                return Ok(());
+                return Ok(status.membership.cluster);
             }
         }
         if Instant::now() > deadline {
-            bail!("the cluster did not reach {n} active members within {START_TIMEOUT:?}");
+            bail!("the cluster did not reach {n} active members within {FORM_TIMEOUT:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Restarts a replica that exited, under the same identity and ports.
-async fn restart_if_dead(exe: &PathBuf, r: &mut Replica) {
-    let Ok(Some(status)) = r.child.try_wait() else {
-        return;
+/// Restarts replica `i` if it exited, under the same identity and, if they are still free, the
+/// same ports (else new ones: the node rejoins with its new address). True if it restarted.
+async fn restart_if_dead(
+    plan: &Plan,
+    replicas: &mut [Replica],
+    i: usize,
+    cluster_id: Option<&str>,
+) -> bool {
+    let Ok(Some(status)) = replicas[i].child.try_wait() else {
+        return false;
     };
+    let others: Vec<String> = replicas
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .filter_map(|(_, r)| match r.bound {
+            Bound::Node(n) => Some(n.internal.to_string()),
+            Bound::Gateway(_) => None,
+        })
+        .collect();
+    let r = &mut replicas[i];
     r.restarts += 1;
     tracing::warn!(replica = %r.name, %status, restarts = r.restarts, "process exited; restarting");
     tokio::time::sleep(RESTART_BACKOFF * r.restarts.min(10)).await;
-    match spawn(exe, &r.args) {
+    // The first attempt after a death takes the same ports, as a pod keeps its name; if one
+    // was taken meanwhile that start fails, and the next attempt takes new ones.
+    let same_ports = r.restarts % 2 == 1;
+    let (args, parse): (Vec<String>, Parse) = match r.bound {
+        Bound::Node(at) => {
+            let ordinal = r
+                .name
+                .strip_prefix("node-")
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            let at = same_ports.then_some(at);
+            (plan.node_args(ordinal, at, &others), parse_node)
+        }
+        Bound::Gateway(at) => {
+            let at = if same_ports {
+                at
+            } else {
+                ready::Gateway {
+                    mcp: at.mcp,
+                    admin: SocketAddr::new(plan.ip, 0),
+                }
+            };
+            (
+                plan.gateway_args(&r.name, at, &others, cluster_id),
+                parse_gateway,
+            )
+        }
+    };
+    let _ = std::fs::remove_file(&r.ready_file);
+    match plan.spawn(&args) {
         Ok(mut child) => {
-            if let Err(e) = wait_for_port(r.ready_port, &mut child, &r.name).await {
-                tracing::error!(replica = %r.name, error = %e, "restart failed");
+            match wait_until_bound(&r.ready_file, &mut child, &r.name, parse).await {
+                Ok(bound) => r.bound = bound,
+                Err(e) => tracing::error!(replica = %r.name, error = %e, "restart failed"),
             }
             r.child = child;
+            true
         }
-        Err(e) => tracing::error!(replica = %r.name, error = %e, "restart failed"),
+        Err(e) => {
+            tracing::error!(replica = %r.name, error = %e, "restart failed");
+            false
+        }
     }
 }
 
@@ -273,24 +473,34 @@ async fn stop_all(mut replicas: Vec<Replica>) {
 }
 
 /// What the user (and the test harness, which reads these lines) needs: the endpoint first.
-async fn print_summary(
-    nodes: &[(String, SocketAddr)],
-    endpoints: &[(SocketAddr, SocketAddr)],
-) -> anyhow::Result<()> {
-    let mut out = String::new();
-    out.push_str(&format!(
+async fn print_summary(replicas: &[Replica], data_dir: &Path) -> anyhow::Result<()> {
+    let (nodes, gateways): (Vec<_>, Vec<_>) = replicas
+        .iter()
+        .partition(|r| matches!(r.bound, Bound::Node(_)));
+    let mut out = format!(
         "shardgate: {} nodes, {} gateways\n",
         nodes.len(),
-        endpoints.len()
+        gateways.len()
+    );
+    for r in &gateways {
+        if let Bound::Gateway(g) = r.bound {
+            out.push_str(&format!("endpoint http://{}/mcp\n", g.mcp));
+            out.push_str(&format!("admin http://{}/metrics\n", g.admin));
+        }
+    }
+    for r in &nodes {
+        if let Bound::Node(n) = r.bound {
+            out.push_str(&format!(
+                "node {} session={} internal={} admin={}\n",
+                r.name, n.session, n.internal, n.admin
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "credentials {}\n",
+        data_dir.join("credentials").display()
     ));
-    for (listen, admin) in endpoints {
-        out.push_str(&format!("endpoint http://{listen}/mcp\n"));
-        out.push_str(&format!("admin http://{admin}/metrics\n"));
-    }
-    for (id, addr) in nodes {
-        out.push_str(&format!("node {id} {addr}\n"));
-    }
-    out.push_str("ready (Ctrl-C stops the cluster)\n");
+    out.push_str("ready (Ctrl-C stops the cluster; `shardgate status` shows it)\n");
     let mut stdout = tokio::io::stdout();
     stdout.write_all(out.as_bytes()).await?;
     stdout.flush().await?;

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
         None => 20,
     };
     let dir = shardgate_tests::scratch("bench")?;
-    let mut cluster = RaftCluster::new(dir.clone(), 5, &[])?;
+    let mut cluster = RaftCluster::new(dir.clone(), 5, &["--timings", "production"])?;
     cluster.start(5).await?;
     cluster.start_gateway().await?;
     cluster.until_gateway(CONVERGE, |m| active(m) == 5).await?;

@@ -1,5 +1,5 @@
 //! The stores against openraft's storage contract, plus what the contract does not cover:
-//! everything surviving a reopen, and a torn append.
+//! everything surviving a reopen, a torn append dropped, and mid-log damage refused.
 
 use super::*;
 use crate::consensus::state_machine::StateMachineStore;
@@ -99,17 +99,44 @@ async fn vote_log_and_committed_survive_a_reopen() {
     );
 }
 
-#[tokio::test]
-async fn a_torn_append_is_dropped_on_reopen() {
-    let dir = TempDir::new();
+/// A log of entries 1..=3 in `dir`: its path, its bytes, and the offset of each record.
+async fn three_records(dir: &TempDir) -> (PathBuf, Vec<u8>, Vec<usize>) {
     {
         let mut log = LogStore::open(&dir.0).await.expect("open");
         log.blocking_append(entries(1, 1..=3))
             .await
             .expect("append");
     }
-    // A crash mid-append: a header promising more bytes than were written, then garbage.
     let path = dir.0.join(LOG);
+    let bytes = std::fs::read(&path).expect("log");
+    let (records, end) = decode(&bytes);
+    assert_eq!(end, bytes.len());
+    let offsets = records.iter().map(|(at, _)| *at as usize).collect();
+    (path, bytes, offsets)
+}
+
+/// Writes `damaged` over the log and checks that opening refuses, naming the file and `at`, and
+/// leaves the file as it was.
+async fn assert_refused(dir: &TempDir, path: &Path, damaged: Vec<u8>, at: usize) {
+    std::fs::write(path, &damaged).expect("write");
+    let Err(e) = LogStore::open(&dir.0).await else {
+        panic!("a log damaged at byte {at} was opened");
+    };
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!("raft log {} ", path.display())),
+        "{message}"
+    );
+    assert!(message.contains(&format!("at byte {at} ")), "{message}");
+    assert_eq!(std::fs::read(path).expect("log"), damaged, "left untouched");
+}
+
+#[tokio::test]
+async fn a_torn_append_is_dropped_on_reopen() {
+    let dir = TempDir::new();
+    let (path, _, _) = three_records(&dir).await;
+    // A crash mid-append: a header promising more bytes than were written, then garbage.
     let mut file = OpenOptions::new().append(true).open(&path).expect("log");
     file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, b'{'])
         .expect("garbage");
@@ -125,20 +152,50 @@ async fn a_torn_append_is_dropped_on_reopen() {
 }
 
 #[tokio::test]
-async fn a_damaged_record_ends_the_log() {
+async fn a_record_cut_mid_payload_is_dropped_on_reopen() {
     let dir = TempDir::new();
-    {
-        let mut log = LogStore::open(&dir.0).await.expect("open");
-        log.blocking_append(entries(1, 1..=3))
-            .await
-            .expect("append");
-    }
-    let path = dir.0.join(LOG);
-    let mut bytes = std::fs::read(&path).expect("log");
+    let (path, bytes, offsets) = three_records(&dir).await;
+    std::fs::write(&path, &bytes[..offsets[2] + HEADER + 3]).expect("write");
+
+    let mut log = LogStore::open(&dir.0).await.expect("reopen");
+    assert_eq!(indexes(&mut log).await, [1, 2]);
+    let len = std::fs::metadata(&path).expect("log").len();
+    assert_eq!(len, offsets[2] as u64, "the torn record is cut off");
+}
+
+#[tokio::test]
+async fn a_damaged_last_record_is_dropped_on_reopen() {
+    let dir = TempDir::new();
+    let (path, mut bytes, _) = three_records(&dir).await;
     let last = bytes.len() - 2;
     bytes[last] ^= 0xff;
     std::fs::write(&path, bytes).expect("write");
 
     let mut log = LogStore::open(&dir.0).await.expect("reopen");
     assert_eq!(indexes(&mut log).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_damaged_payload_mid_log_refuses_to_start() {
+    let dir = TempDir::new();
+    let (path, bytes, offsets) = three_records(&dir).await;
+    for record in [0, 1] {
+        let mut damaged = bytes.clone();
+        damaged[offsets[record] + HEADER + 2] ^= 0xff;
+        assert_refused(&dir, &path, damaged, offsets[record]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bad_length_mid_log_refuses_to_start() {
+    let dir = TempDir::new();
+    let (path, bytes, offsets) = three_records(&dir).await;
+    let at = offsets[1];
+    let len = u32::from_le_bytes(std::array::from_fn(|i| bytes[at + i]));
+    // Shorter, longer (into the next record) and past the end of the file.
+    for bad in [len - 1, len + 1, len + HEADER as u32, u32::MAX] {
+        let mut damaged = bytes.clone();
+        damaged[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+        assert_refused(&dir, &path, damaged, at).await;
+    }
 }

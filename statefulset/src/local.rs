@@ -1,0 +1,109 @@
+//! Local clusters that `shardgate up` runs on this machine, so that `shardgate status` and
+//! `shardgate drain` next to one need no flags: `up` records its nodes' internal addresses and
+//! where its credentials are in a file of its own, under a directory only this user can read,
+//! and removes it when it stops.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// One running `shardgate up`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub pid: u32,
+    /// The nodes' internal listeners.
+    pub seeds: Vec<String>,
+    /// The credential flags its processes run with (file paths, never secrets).
+    pub cluster_ca: PathBuf,
+    pub cluster_cert: PathBuf,
+    pub cluster_key: PathBuf,
+    pub cluster_secret_file: PathBuf,
+}
+
+impl Entry {
+    pub fn credentials(&self) -> crate::credentials::ClusterCredentials {
+        crate::credentials::ClusterCredentials {
+            cluster_ca: Some(self.cluster_ca.clone()),
+            cluster_cert: Some(self.cluster_cert.clone()),
+            cluster_key: Some(self.cluster_key.clone()),
+            cluster_secret_file: Some(self.cluster_secret_file.clone()),
+        }
+    }
+
+    /// Writes (or rewrites, after a node moved) this entry.
+    pub fn record(&self) -> anyhow::Result<()> {
+        let dir = registry()?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        restrict(&dir)?;
+        crate::ready::write(&dir.join(format!("{}.json", self.pid)), self)
+    }
+
+    pub fn remove(&self) {
+        if let Ok(dir) = registry() {
+            let _ = std::fs::remove_file(dir.join(format!("{}.json", self.pid)));
+        }
+    }
+}
+
+/// The local clusters still running, newest first.
+pub fn running() -> Vec<Entry> {
+    let Ok(dir) = registry() else {
+        return Vec::new();
+    };
+    let Ok(files) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut entries: Vec<(std::time::SystemTime, Entry)> = files
+        .filter_map(Result::ok)
+        .filter_map(|f| {
+            let entry: Entry = crate::ready::read(&f.path())?;
+            let modified = f.metadata().and_then(|m| m.modified()).ok()?;
+            alive(entry.pid).then_some((modified, entry))
+        })
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    entries.into_iter().map(|(_, e)| e).collect()
+}
+
+/// The local cluster that `seeds` point into, or with no seeds the only one running.
+pub fn find(seeds: &[String]) -> Option<Entry> {
+    let running = running();
+    if seeds.is_empty() {
+        return match running.as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
+        };
+    }
+    running
+        .into_iter()
+        .find(|e| seeds.iter().any(|s| e.seeds.contains(s)))
+}
+
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// `$XDG_RUNTIME_DIR/shardgate/local`, else `~/.cache/shardgate/local`.
+fn registry() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache"),
+    };
+    Ok(base.join("shardgate").join("local"))
+}
+
+#[cfg(unix)]
+fn restrict(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", dir.display()))
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
+}

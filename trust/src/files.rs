@@ -1,0 +1,84 @@
+//! File helpers shared by the secret and the development CA: writing a private file with mode
+//! 0600 and noticing one that others can read.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Writes `contents` to `path`, replacing the file if it exists, readable by its owner only.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    // `mode` applies only when the file is created; an existing file keeps its old permissions
+    // unless we narrow them, and we do so before the secret is written into it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Writes a file that need not be private (certificates).
+pub(crate) fn write_public(path: &Path, contents: &[u8]) -> io::Result<()> {
+    fs::write(path, contents)
+}
+
+/// Logs a warning when `path` is readable or writable by group or others. Best effort: a file we
+/// cannot stat was already reported by the read that failed, or reads fine and is not our
+/// concern here.
+pub(crate) fn warn_if_shared(path: &Path, what: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:o}"),
+                    "{what} is accessible to group or others; restrict it with chmod 600"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+#[cfg(test)]
+pub(crate) struct TempDir(std::path::PathBuf);
+
+#[cfg(test)]
+impl TempDir {
+    pub(crate) fn new(name: &str) -> TempDir {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).expect("random bytes");
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!(
+            "shardgate-trust-{name}-{}-{suffix}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}

@@ -98,10 +98,12 @@ async fn t20_scaling_3_to_5_to_3_keeps_every_view_identical() -> anyhow::Result<
     let status = cluster.status(0).await?;
     assert_eq!(status.voters.len(), 3, "voters are capped: {status:?}");
     assert_eq!(status.learners.len(), 2, "{status:?}");
-    // What an operator sees: `shardgate status`, as JSON and as text.
+    // What an operator sees: `shardgate status`, as JSON and as text, with the cluster's
+    // secret from the environment.
     let shardgate = |args: Vec<String>| async move {
         let out = tokio::process::Command::new(shardgate_tests::shardgate_bin()?)
             .args(args)
+            .env("SHARDGATE_CLUSTER_SECRET", shardgate_tests::CLUSTER_SECRET)
             .output()
             .await?;
         anyhow::ensure!(

@@ -36,7 +36,8 @@ fn render(s: &Status) -> String {
             .join(" ")
     };
     let mut out = format!(
-        "epoch {}  leader {}  term {}  (asked {}{})\nvoters   {}\nlearners {}\n\n",
+        "cluster {}\nepoch {}  leader {}  term {}  (asked {}{})\nvoters   {}\nlearners {}\n\n",
+        s.membership.cluster.as_deref().unwrap_or("-"),
         s.membership.epoch,
         s.leader.as_ref().map_or("none", |l| l.0.as_str()),
         s.term,

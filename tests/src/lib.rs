@@ -314,18 +314,6 @@ impl Drop for Process {
     }
 }
 
-/// Waits until `addr` accepts connections.
-pub async fn wait_for_port(addr: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("{addr} did not open in time");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 /// A running local cluster started with `shardgate up`.
 pub struct Cluster {
     /// The first gateway's `/mcp` URL.

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use shardgate_tests::mcp::Client;
-use shardgate_tests::{Cluster, free_addr, peers, scratch, wait_for_port};
+use shardgate_tests::{Cluster, free_addr, peers, scratch};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -27,33 +27,65 @@ struct Peer {
 }
 
 impl Peer {
+    /// Starts a peer on `port`; fails if it exits before the port answers (it could not bind
+    /// it, say).
     async fn spawn(mut cmd: Command, port: u16) -> anyhow::Result<Peer> {
-        let child = cmd
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
-        wait_for_port(([127, 0, 0, 1], port).into()).await?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("the peer exited before it listened on {port}: {status}");
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{addr} did not open in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(Peer {
             _child: child,
             url: format!("http://127.0.0.1:{port}/mcp"),
         })
     }
 
+    /// A peer that takes its port as an argument cannot report one it bound itself: pick a
+    /// free one, and if it was taken before the peer bound it, start again on another.
+    async fn on_a_free_port<F, Fut>(start: F) -> anyhow::Result<Peer>
+    where
+        F: Fn(u16) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Peer>>,
+    {
+        let mut last = None;
+        for _ in 0..3 {
+            match start(free_addr()?.port()).await {
+                Ok(peer) => return Ok(peer),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+    }
+
     /// The reference server in Streamable HTTP mode.
     async fn everything() -> anyhow::Result<Peer> {
-        let port = free_addr()?.port();
-        let mut cmd = Command::new(peers::node()?);
-        cmd.arg(peers::server_everything()?)
-            .arg("streamableHttp")
-            .env("PORT", port.to_string());
-        Peer::spawn(cmd, port).await
+        Peer::on_a_free_port(|port| async move {
+            let mut cmd = Command::new(peers::node()?);
+            cmd.arg(peers::server_everything()?)
+                .arg("streamableHttp")
+                .env("PORT", port.to_string());
+            Peer::spawn(cmd, port).await
+        })
+        .await
     }
 
     /// The Python SDK server that logs the headers of every request to `log`.
     async fn recording(log: &Path) -> anyhow::Result<Peer> {
-        Peer::recording_on(log, free_addr()?.port()).await
+        Peer::on_a_free_port(|port| Peer::recording_on(log, port)).await
     }
 
     async fn recording_on(log: &Path, port: u16) -> anyhow::Result<Peer> {

@@ -341,8 +341,17 @@ async fn ring_for(node: &NodeState, headers: &HeaderMap) -> Option<Arc<Ring>> {
         // A fixed membership never changes: there is nothing to wait for.
         return Some(ring);
     }
-    let mut views = node.ring.subscribe();
-    let caught_up = tokio::time::timeout(CATCH_UP, views.wait_for(|r| r.epoch() >= wanted)).await;
+    at_least(&node.ring, wanted, CATCH_UP).await
+}
+
+/// The first ring of `views` at epoch `wanted` or later, within `within`.
+async fn at_least(
+    views: &watch::Sender<Arc<Ring>>,
+    wanted: u64,
+    within: Duration,
+) -> Option<Arc<Ring>> {
+    let mut views = views.subscribe();
+    let caught_up = tokio::time::timeout(within, views.wait_for(|r| r.epoch() >= wanted)).await;
     match caught_up {
         Ok(Ok(ring)) => Some(ring.clone()),
         _ => None,
@@ -463,4 +472,44 @@ async fn mcp_delete(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> R
         return resp;
     }
     session_era::delete(&node, &headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(epoch: u64) -> Arc<Ring> {
+        Arc::new(Ring::new(Membership {
+            epoch,
+            ..Membership::default()
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_node_waits_for_the_view_the_gateway_routed_under() {
+        let views = watch::Sender::new(ring(1));
+        let later = views.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            later.send_replace(ring(2));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            later.send_replace(ring(3));
+        });
+        let started = tokio::time::Instant::now();
+        let caught_up = at_least(&views, 3, CATCH_UP).await.expect("caught up");
+        assert_eq!(caught_up.epoch(), 3);
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_cannot_catch_up_decides_nothing() {
+        let views = watch::Sender::new(ring(1));
+        let started = tokio::time::Instant::now();
+        assert!(at_least(&views, 9, CATCH_UP).await.is_none());
+        assert_eq!(started.elapsed(), CATCH_UP);
+        assert_eq!(
+            at_least(&views, 1, CATCH_UP).await.map(|r| r.epoch()),
+            Some(1)
+        );
+    }
 }

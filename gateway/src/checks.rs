@@ -6,7 +6,7 @@
 use crate::config::GatewayConfig;
 use crate::error::ProxyError;
 use http::{HeaderMap, Method, header};
-use shardgate_node::protocol::Accepts;
+use shardgate_protocol::mcp::Accepts;
 
 fn is_loopback(host: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]")

@@ -2,8 +2,8 @@
 //! safe, and the one HTTP status, JSON-RPC error and metric label each maps to.
 
 use http::StatusCode;
-use shardgate_node::protocol::{RpcError, code};
-use shardgate_node::stateless_checks::Refusal;
+use shardgate_protocol::mcp::{RpcError, code};
+use shardgate_protocol::stateless_checks::Refusal;
 
 /// Who caused a failure; a metric label and a hint for operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

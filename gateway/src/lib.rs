@@ -28,7 +28,7 @@ use forward::Forwarder;
 use http::{HeaderName, Method};
 use metrics::Metrics;
 use ring_view::RingView;
-use shardgate_node::protocol;
+use shardgate_protocol::mcp;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -61,10 +61,7 @@ pub enum GatewayError {
 }
 
 /// Browsers may read these response headers (a client in a page needs the session id).
-const EXPOSED: [&str; 2] = [
-    protocol::HEADER_SESSION_ID,
-    protocol::HEADER_PROTOCOL_VERSION,
-];
+const EXPOSED: [&str; 2] = [mcp::HEADER_SESSION_ID, mcp::HEADER_PROTOCOL_VERSION];
 
 fn cors(gw: &Arc<Gateway>) -> CorsLayer {
     let check = gw.clone();
@@ -118,7 +115,7 @@ pub async fn run(
         .as_ref()
         .map(tls::acceptor)
         .transpose()?
-        .map(|acceptor| shardgate_node::listener::Tls {
+        .map(|acceptor| shardgate_protocol::listener::Tls {
             acceptor,
             client_certificate_required: false,
         });
@@ -136,13 +133,13 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let admin = shardgate_node::listener::serve(
+    let admin = shardgate_protocol::listener::serve(
         bound.admin,
         admin::router(gw.clone()),
         None,
         shutdown.clone(),
     );
-    let mcp = shardgate_node::listener::serve(bound.mcp, router(gw), tls, shutdown);
+    let mcp = shardgate_protocol::listener::serve(bound.mcp, router(gw), tls, shutdown);
     tokio::join!(admin, mcp);
     Ok(())
 }

@@ -19,11 +19,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use shardgate_node::internal;
-use shardgate_node::protocol::{self, BodyError, Era, Message};
-use shardgate_node::reply;
-use shardgate_node::session;
-use shardgate_node::stateless_checks;
+use shardgate_protocol::internal;
+use shardgate_protocol::mcp::{self, BodyError, Era, Message};
+use shardgate_protocol::reply;
+use shardgate_protocol::stateless_checks;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,17 +90,17 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
         parts.uri.authority().map(|a| a.as_str()),
     )
     .map_err(refuse)?;
-    let version = header(headers, protocol::HEADER_PROTOCOL_VERSION);
+    let version = header(headers, mcp::HEADER_PROTOCOL_VERSION);
     match parts.method {
         Method::POST => {}
         Method::GET | Method::DELETE => {
-            if protocol::classify_era(version, None) == Era::Stateless {
+            if mcp::classify_era(version, None) == Era::Stateless {
                 return Err(refuse(ProxyError::MethodNotAllowed("POST")));
             }
             if parts.method == Method::GET {
                 checks::accept(&parts.method, headers).map_err(refuse)?;
             }
-            let Some(sid) = header(headers, protocol::HEADER_SESSION_ID) else {
+            let Some(sid) = header(headers, mcp::HEADER_SESSION_ID) else {
                 return Err(refuse(ProxyError::MissingSession));
             };
             let route = Route {
@@ -120,12 +119,12 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
     let bytes = read_body(body, gw.config.max_body_bytes)
         .await
         .map_err(refuse)?;
-    let parsed = protocol::Body::parse(&bytes).map_err(|e| match e {
+    let parsed = mcp::Body::parse(&bytes).map_err(|e| match e {
         BodyError::Parse => refuse(ProxyError::Parse),
         BodyError::Invalid => refuse(ProxyError::Invalid),
     })?;
     let first = parsed.messages.first().map(|(_, v)| v);
-    let era = protocol::classify_era(version, first);
+    let era = mcp::classify_era(version, first);
     let route = match era {
         Era::Session => session_route(&parsed, headers)?,
         Era::Stateless => stateless_route(gw.config.affinity, &parsed, headers)?,
@@ -137,16 +136,16 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
     Ok((resp, Some(era)))
 }
 
-fn session_route(parsed: &protocol::Body, headers: &HeaderMap) -> Result<Route, Refused> {
+fn session_route(parsed: &mcp::Body, headers: &HeaderMap) -> Result<Route, Refused> {
     if parsed.initialize().is_some() {
-        let sid = session::mint_id();
+        let sid = shardgate_protocol::session_id::mint();
         return Ok(Route {
             key: sid.clone(),
             new_session: Some(sid),
             principal: ANONYMOUS.into(),
         });
     }
-    let Some(sid) = header(headers, protocol::HEADER_SESSION_ID) else {
+    let Some(sid) = header(headers, mcp::HEADER_SESSION_ID) else {
         return Err((ProxyError::MissingSession, request_id(parsed)));
     };
     Ok(Route {
@@ -158,7 +157,7 @@ fn session_route(parsed: &protocol::Body, headers: &HeaderMap) -> Result<Route, 
 
 fn stateless_route(
     affinity: AffinityKey,
-    parsed: &protocol::Body,
+    parsed: &mcp::Body,
     headers: &HeaderMap,
 ) -> Result<Route, Refused> {
     for (msg, value) in &parsed.messages {
@@ -169,7 +168,7 @@ fn stateless_route(
     }
     let mut key = format!("{ANONYMOUS}/{UPSTREAM}");
     if affinity == AffinityKey::PrincipalAndName
-        && let Some(name) = header(headers, protocol::HEADER_NAME)
+        && let Some(name) = header(headers, mcp::HEADER_NAME)
     {
         key.push('/');
         key.push_str(name);
@@ -181,7 +180,7 @@ fn stateless_route(
     })
 }
 
-fn request_id(parsed: &protocol::Body) -> Option<serde_json::Value> {
+fn request_id(parsed: &mcp::Body) -> Option<serde_json::Value> {
     parsed.messages.iter().find_map(|(m, _)| match m {
         Message::Request { id, .. } => Some(id.clone()),
         _ => None,

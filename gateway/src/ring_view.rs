@@ -1,8 +1,8 @@
 //! The gateway's view of the ring: the highest-epoch membership it has seen.
 //!
 //! Nodes are the source of membership; a gateway starts from its configured view and adopts a
-//! node's view whenever that view is newer (on a 421 today; by watching, once membership comes
-//! from Raft).
+//! node's view whenever that view is newer and of the same cluster: from its long polls
+//! (`follow.rs`) and from the node that refused a request with 421 (`forward.rs`).
 
 use shardgate_raft::{Membership, Ring};
 use std::sync::{Arc, RwLock};

@@ -14,14 +14,14 @@
 //! Either way, the trusted `x-shardgate-*` headers reach handlers only on authenticated
 //! requests, because no other request reaches them at all.
 
-use crate::listener::Tls;
-use crate::reply;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use shardgate_protocol::listener::Tls;
+use shardgate_protocol::reply;
 use shardgate_trust::Credentials;
 use shardgate_trust::signature::{self, Signer};
 use std::time::SystemTime;
@@ -126,3 +126,6 @@ async fn sign_response(signer: &Signer, nonce: &str, resp: Response) -> Response
     parts.headers.insert(signature::AUTH_HEADER, value);
     Response::from_parts(parts, Body::from(body))
 }
+
+#[cfg(test)]
+mod tests;

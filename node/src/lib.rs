@@ -1,39 +1,33 @@
 //! The session host: where MCP sessions live and their upstream calls run.
 //!
-//! Layout, in the order a forwarded request flows through it:
+//! Layout, in the order a forwarded request flows through it (the MCP facts, the listener and
+//! the request checks it shares with the gateway are in `shardgate-protocol`):
 //! - [`server`]: the session, internal and admin listeners; ownership check (421) and the
 //!   split by era.
 //! - [`auth`]: only members of the cluster's trust domain reach the session and internal
-//!   listeners (mTLS or HMAC); [`cluster_client`] is the authenticated client side.
-//! - [`protocol`]: MCP facts shared with the gateway — revisions, headers, message shapes.
-//! - [`internal`]: the trusted headers gateways add and the internal endpoints.
+//!   listeners (mTLS or HMAC).
+//! - [`state`]: [`NodeState`], what every handler of a node shares.
 //! - [`session_era`] → [`session`] → [`stream`] → [`sse`]: sessions, their event streams with
 //!   replay logs, and the SSE wire format.
-//! - [`stateless_checks`] → [`stateless_era`]: the 2026-07-28 request checks and handler.
+//! - [`stateless_era`]: the 2026-07-28 handler.
 //! - [`upstream`]: what a call is served by; [`upstream::builtin`] is our own MCP server,
 //!   [`upstream::connector`] reaches real ones over stdio or HTTP, [`upstream::federation`]
 //!   puts several behind one session; [`upstreams`] builds them from [`config`].
-//! - [`listener`]: the HTTP/1.1 + HTTP/2 accept loop gateways and nodes share.
-//! - [`reply`]: HTTP answers with JSON-RPC error bodies.
 
 pub mod auth;
-pub mod cluster_client;
 pub mod config;
-pub mod internal;
-pub mod listener;
-pub mod protocol;
-pub mod reply;
 pub mod server;
 pub mod session;
 pub mod session_era;
 pub mod sse;
-pub mod stateless_checks;
+pub mod state;
 pub mod stateless_era;
 pub mod stream;
 pub mod upstream;
 pub mod upstreams;
 
-pub use server::{Listeners, NodeState};
+pub use server::Listeners;
+pub use state::NodeState;
 
 use shardgate_raft::consensus::Consensus;
 use shardgate_raft::{MemberState, Membership, NodeId};
@@ -143,8 +137,8 @@ async fn follow(
 }
 
 /// Drains the node: `Draining` through Raft (its keys move to the others, so no new session
-/// lands here), the calls in flight get a grace period to finish, then it leaves. Sessions
-/// still held are handed over by the stores once they exist; today they end with the node.
+/// lands here), the calls in flight get a grace period to finish, then it leaves. The sessions
+/// it still holds end with it: nothing persists them yet.
 async fn leave(node: &NodeState) {
     let Some(consensus) = &node.consensus else {
         return;

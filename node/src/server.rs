@@ -12,23 +12,22 @@
 //! with our epoch) → the session-era or stateless-era handler.
 
 use crate::auth::{Guard, Hop};
-use crate::internal;
-use crate::protocol::{self, BodyError, Era, RpcError};
-use crate::reply;
-use crate::session::Sessions;
 use crate::session_era;
-use crate::stateless_era::{self, Affinity};
-use crate::upstream::{Scope, Upstream};
+use crate::state::NodeState;
+use crate::stateless_era;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use shardgate_raft::consensus::{Consensus, ConsensusError};
-use shardgate_raft::{Membership, NodeId, Ring};
+use shardgate_protocol::internal;
+use shardgate_protocol::mcp::{self, BodyError, Era, RpcError};
+use shardgate_protocol::reply;
+use shardgate_raft::Ring;
+use shardgate_raft::consensus::ConsensusError;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -42,109 +41,6 @@ const MAX_MEMBERSHIP_WAIT: Duration = Duration::from_secs(60);
 /// that view before ownership is decided: a couple of heartbeats normally, so this is only
 /// reached by a node that is cut off, which then answers 503.
 const CATCH_UP: Duration = Duration::from_secs(2);
-
-pub struct NodeState {
-    pub id: NodeId,
-    /// The ring of the newest membership this node knows; watched by membership long polls.
-    ring: watch::Sender<Arc<Ring>>,
-    /// Raft, when membership is agreed on rather than fixed.
-    pub consensus: Option<Arc<Consensus>>,
-    /// Cancelled when someone asks this node to drain (`POST /internal/drain`).
-    pub drain: CancellationToken,
-    pub sessions: Sessions,
-    pub affinity: Affinity,
-    pub upstream: Arc<dyn Upstream>,
-    /// Upstream calls running now, both eras.
-    calls_in_flight: AtomicUsize,
-}
-
-/// Counts one upstream call for as long as it lives.
-pub struct CallCount<'a>(&'a AtomicUsize);
-
-impl Drop for CallCount<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl NodeState {
-    pub fn new(
-        id: NodeId,
-        membership: Membership,
-        consensus: Option<Arc<Consensus>>,
-        upstream: Arc<dyn Upstream>,
-    ) -> Self {
-        NodeState {
-            id,
-            ring: watch::Sender::new(Arc::new(Ring::new(membership))),
-            consensus,
-            drain: CancellationToken::new(),
-            sessions: Sessions::default(),
-            affinity: Affinity::default(),
-            upstream,
-            calls_in_flight: AtomicUsize::new(0),
-        }
-    }
-
-    /// Ends a session and releases what its upstream holds for it; false if there was none.
-    pub fn end_session(&self, id: &str) -> bool {
-        let ended = self.sessions.remove(id);
-        if ended {
-            self.upstream.close(&Scope::Session(id.to_owned()));
-        }
-        ended
-    }
-
-    /// Ends idle sessions and forgets idle affinity state, releasing their upstream resources.
-    pub fn reap_idle(&self, timeout: std::time::Duration) -> (usize, usize) {
-        let sessions = self.sessions.reap(timeout);
-        for id in &sessions {
-            self.upstream.close(&Scope::Session(id.clone()));
-        }
-        let keys = self.affinity.reap(timeout);
-        for key in &keys {
-            self.upstream.close(&Scope::Affinity(key.clone()));
-        }
-        (sessions.len(), keys.len())
-    }
-
-    pub fn calls_in_flight(&self) -> usize {
-        self.calls_in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Marks an upstream call as running until the returned guard is dropped.
-    pub fn call_started(&self) -> CallCount<'_> {
-        self.calls_in_flight.fetch_add(1, Ordering::Relaxed);
-        CallCount(&self.calls_in_flight)
-    }
-
-    pub fn ring(&self) -> Arc<Ring> {
-        self.ring.borrow().clone()
-    }
-
-    /// Takes `membership` if it is newer than the current view; true when it was.
-    pub fn adopt(&self, membership: Membership) -> bool {
-        self.ring.send_if_modified(|ring| {
-            if !ring.superseded_by(&membership) {
-                return false;
-            }
-            tracing::info!(
-                from = ring.epoch(),
-                to = membership.epoch,
-                "membership changed"
-            );
-            *ring = Arc::new(Ring::new(membership));
-            true
-        })
-    }
-
-    /// Whether this node may serve sessions: always with a fixed membership; with Raft, only
-    /// while it hears from a quorum (a node cut off from the cluster may have lost its keys
-    /// to another without knowing it, so it fails closed).
-    pub fn serving(&self) -> bool {
-        self.consensus.as_ref().is_none_or(|c| c.serving())
-    }
-}
 
 /// `/mcp`: what gateways forward.
 pub fn session_router(state: Arc<NodeState>) -> Router {
@@ -189,19 +85,20 @@ pub async fn serve(
     guard: &Guard,
     shutdown: CancellationToken,
 ) {
-    let session = crate::listener::serve(
+    let session = shardgate_protocol::listener::serve(
         listeners.session,
         guard.protect(session_router(state.clone()), Hop::Session),
         guard.tls(),
         shutdown.clone(),
     );
-    let internal = crate::listener::serve(
+    let internal = shardgate_protocol::listener::serve(
         listeners.internal,
         guard.protect(internal_router(state.clone()), Hop::Internal),
         guard.tls(),
         shutdown.clone(),
     );
-    let admin = crate::listener::serve(listeners.admin, admin_router(state), None, shutdown);
+    let admin =
+        shardgate_protocol::listener::serve(listeners.admin, admin_router(state), None, shutdown);
     tokio::join!(session, internal, admin);
 }
 
@@ -374,7 +271,7 @@ async fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> 
     }
     let key = header(headers, internal::ROUTE_KEY)
         .or_else(|| header(headers, internal::NEW_SESSION))
-        .or_else(|| header(headers, protocol::HEADER_SESSION_ID));
+        .or_else(|| header(headers, mcp::HEADER_SESSION_ID));
     let Some(key) = key else {
         // Nothing to route by: a direct, sessionless request. Any node may answer it.
         return None;
@@ -407,13 +304,13 @@ async fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> 
 }
 
 async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = match protocol::Body::parse(&body) {
+    let body = match mcp::Body::parse(&body) {
         Ok(b) => b,
         Err(BodyError::Parse) => {
             return reply::rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,
-                &RpcError::new(protocol::code::PARSE_ERROR, "Parse error: body is not JSON"),
+                &RpcError::new(mcp::code::PARSE_ERROR, "Parse error: body is not JSON"),
             );
         }
         Err(BodyError::Invalid) => {
@@ -421,7 +318,7 @@ async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: 
                 StatusCode::BAD_REQUEST,
                 None,
                 &RpcError::new(
-                    protocol::code::INVALID_REQUEST,
+                    mcp::code::INVALID_REQUEST,
                     "Invalid Request: not a JSON-RPC 2.0 message",
                 ),
             );
@@ -430,8 +327,8 @@ async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: 
     if let Some(resp) = misdirected(&node, &headers).await {
         return resp;
     }
-    let era = protocol::classify_era(
-        header(&headers, protocol::HEADER_PROTOCOL_VERSION),
+    let era = mcp::classify_era(
+        header(&headers, mcp::HEADER_PROTOCOL_VERSION),
         body.messages.first().map(|(_, v)| v),
     );
     match era {
@@ -442,7 +339,7 @@ async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: 
 
 /// GET and DELETE exist only in the session era; a stateless-era client gets 405.
 fn stateless_refusal(headers: &HeaderMap, method: &Method) -> Option<Response> {
-    let era = protocol::classify_era(header(headers, protocol::HEADER_PROTOCOL_VERSION), None);
+    let era = mcp::classify_era(header(headers, mcp::HEADER_PROTOCOL_VERSION), None);
     (era == Era::Stateless).then(|| {
         let mut resp = reply::refuse(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -477,6 +374,7 @@ async fn mcp_delete(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shardgate_raft::Membership;
 
     fn ring(epoch: u64) -> Arc<Ring> {
         Arc::new(Ring::new(Membership {

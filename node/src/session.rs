@@ -5,11 +5,11 @@
 //! the server-to-client requests it is waiting on, and the upstream's per-session state. Later
 //! steps persist exactly this and rebuild it on another node.
 
-use crate::protocol::{self, RpcError};
 use crate::stream::EventStream;
 use crate::upstream::{BoxFuture, Peer, UpstreamState};
 use bytes::Bytes;
 use serde_json::Value;
+use shardgate_protocol::mcp::{self, RpcError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -203,15 +203,15 @@ impl Session {
             inner.pending.insert(id_key(&id), tx);
             id
         };
-        stream.push(encode(&protocol::request(&id, method, params)));
+        stream.push(encode(&mcp::request(&id, method, params)));
         tokio::select! {
             answer = rx => answer.unwrap_or_else(|_| Err(RpcError::new(
-                protocol::code::INTERNAL_ERROR,
+                mcp::code::INTERNAL_ERROR,
                 "session ended while waiting for the client",
             ))),
             _ = self.ended.cancelled() => {
                 self.lock().pending.remove(&id_key(&id));
-                Err(RpcError::new(protocol::code::INTERNAL_ERROR, "session ended"))
+                Err(RpcError::new(mcp::code::INTERNAL_ERROR, "session ended"))
             }
         }
     }
@@ -227,17 +227,6 @@ impl Session {
     }
 }
 
-/// A new session id: 192 bits from the operating system's CSPRNG, URL-safe base64 (32 visible
-/// ASCII characters).
-pub fn mint_id() -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 24];
-    // The OS generator failing is not recoverable in any useful way: nothing else is safe to
-    // hand out as a session credential.
-    getrandom::fill(&mut bytes).expect("operating system random generator");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 pub fn encode(msg: &Value) -> Bytes {
     Bytes::from(msg.to_string())
 }
@@ -250,8 +239,7 @@ pub struct StreamPeer {
 
 impl Peer for StreamPeer {
     fn notify(&self, method: &str, params: Value) {
-        self.stream
-            .push(encode(&protocol::notification(method, params)));
+        self.stream.push(encode(&mcp::notification(method, params)));
     }
 
     fn request(&self, method: &str, params: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
@@ -276,7 +264,7 @@ impl Peer for NoPeer {
 
     fn request(&self, method: &str, _params: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
         let err = RpcError::new(
-            protocol::code::INVALID_REQUEST,
+            mcp::code::INVALID_REQUEST,
             format!("{method} cannot be sent before the session is initialized"),
         );
         Box::pin(async move { Err(err) })

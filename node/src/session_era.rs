@@ -5,18 +5,18 @@
 //! the client accepts only JSON); the calls run in tasks of their own, so a client that drops
 //! the connection loses nothing: it resumes the stream with `Last-Event-ID` on a GET.
 
-use crate::internal;
-use crate::protocol::{self, Accepts, Message, RpcError};
-use crate::reply;
-use crate::server::NodeState;
 use crate::session::{self, Session, StreamPeer};
 use crate::sse;
+use crate::state::NodeState;
 use crate::stream::{EventId, EventStream, ReplayError};
 use crate::upstream::{Call, Scope, UpstreamState};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
+use shardgate_protocol::internal;
+use shardgate_protocol::mcp::{self, Accepts, Message, RpcError};
+use shardgate_protocol::reply;
 use std::sync::Arc;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -43,13 +43,13 @@ impl NoSession {
 }
 
 fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, NoSession> {
-    let id = header(headers, protocol::HEADER_SESSION_ID).ok_or(NoSession::Missing)?;
+    let id = header(headers, mcp::HEADER_SESSION_ID).ok_or(NoSession::Missing)?;
     let session = node.sessions.get(id).ok_or(NoSession::Unknown)?;
     session.touch();
     Ok(session)
 }
 
-pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Body) -> Response {
+pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -> Response {
     if let Some(init) = body.initialize() {
         return initialize(node, headers, init).await;
     }
@@ -57,17 +57,17 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Bo
         Ok(s) => s,
         Err(no) => return no.reply(),
     };
-    if let Some(v) = header(headers, protocol::HEADER_PROTOCOL_VERSION)
-        && !protocol::is_session_version(v)
+    if let Some(v) = header(headers, mcp::HEADER_PROTOCOL_VERSION)
+        && !mcp::is_session_version(v)
     {
         return reply::rpc_error(
             StatusCode::BAD_REQUEST,
             None,
             &RpcError::new(
-                protocol::code::INVALID_REQUEST,
+                mcp::code::INVALID_REQUEST,
                 format!("unsupported MCP-Protocol-Version {v:?}"),
             )
-            .with_data(serde_json::json!({ "supported": protocol::SESSION_ERA_VERSIONS })),
+            .with_data(serde_json::json!({ "supported": mcp::SESSION_ERA_VERSIONS })),
         );
     }
     let mut requests = Vec::new();
@@ -137,11 +137,8 @@ async fn serve_one(
     (id, method, value): (Value, String, Value),
 ) -> Option<Value> {
     if method == "initialize" {
-        let err = RpcError::new(
-            protocol::code::INVALID_REQUEST,
-            "session is already initialized",
-        );
-        return Some(protocol::error_response(Some(&id), &err));
+        let err = RpcError::new(mcp::code::INVALID_REQUEST, "session is already initialized");
+        return Some(mcp::error_response(Some(&id), &err));
     }
     let cancel = session.begin_request(&id);
     let call = Call {
@@ -170,8 +167,8 @@ async fn serve_one(
     };
     session.end_request(&id);
     outcome.map(|r| match r {
-        Ok(result) => protocol::response(&id, result),
-        Err(e) => protocol::error_response(Some(&id), &e),
+        Ok(result) => mcp::response(&id, result),
+        Err(e) => mcp::error_response(Some(&id), &e),
     })
 }
 
@@ -201,14 +198,14 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
     let params = init.get("params").cloned().unwrap_or(Value::Null);
     let Some(requested) = params.get("protocolVersion").and_then(Value::as_str) else {
         let err = RpcError::new(
-            protocol::code::INVALID_PARAMS,
+            mcp::code::INVALID_PARAMS,
             "initialize needs params.protocolVersion",
         );
         return reply::rpc_error(StatusCode::BAD_REQUEST, Some(&id), &err);
     };
     let session_id = header(headers, internal::NEW_SESSION)
         .map(str::to_owned)
-        .unwrap_or_else(session::mint_id);
+        .unwrap_or_else(shardgate_protocol::session_id::mint);
     // Held before the upstream sees the scope: a second `initialize` naming a live id must
     // neither replace that session nor touch its upstream state.
     let Some(reservation) = node.sessions.reserve(session_id.clone()) else {
@@ -217,7 +214,7 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
             StatusCode::CONFLICT,
             Some(&id),
             &RpcError::new(
-                protocol::code::INVALID_REQUEST,
+                mcp::code::INVALID_REQUEST,
                 "the session id is already in use",
             ),
         );
@@ -252,9 +249,9 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
     let session = Arc::new(Session::new(session_id.clone(), negotiated, params, state));
     reservation.fulfil(session);
     tracing::info!(session = %session_id, "session initialized");
-    let mut resp = reply::json(StatusCode::OK, &protocol::response(&id, result));
+    let mut resp = reply::json(StatusCode::OK, &mcp::response(&id, result));
     if let Ok(v) = HeaderValue::from_str(&session_id) {
-        resp.headers_mut().insert(protocol::HEADER_SESSION_ID, v);
+        resp.headers_mut().insert(mcp::HEADER_SESSION_ID, v);
     }
     resp
 }
@@ -270,7 +267,7 @@ pub fn get(node: &NodeState, headers: &HeaderMap) -> Response {
             "GET needs Accept: text/event-stream",
         );
     }
-    let Some(last) = header(headers, protocol::HEADER_LAST_EVENT_ID) else {
+    let Some(last) = header(headers, mcp::HEADER_LAST_EVENT_ID) else {
         let (resume, rx) = session.standalone().attach_now();
         return sse::response(priming(&session, resume), rx, ());
     };
@@ -296,7 +293,7 @@ pub fn get(node: &NodeState, headers: &HeaderMap) -> Response {
 }
 
 pub fn delete(node: &NodeState, headers: &HeaderMap) -> Response {
-    let Some(id) = header(headers, protocol::HEADER_SESSION_ID) else {
+    let Some(id) = header(headers, mcp::HEADER_SESSION_ID) else {
         return reply::refuse(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header");
     };
     if node.end_session(id) {

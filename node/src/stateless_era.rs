@@ -6,19 +6,19 @@
 //! cancels the call: the call's token is cancelled when the answer (body or stream) is dropped.
 //! Upstream state is kept per affinity key, the key the gateway routed by.
 
-use crate::internal;
-use crate::protocol::{self, Message, RpcError, code};
-use crate::reply;
-use crate::server::NodeState;
 use crate::session::NoPeer;
 use crate::session::encode;
 use crate::sse;
-use crate::stateless_checks;
+use crate::state::NodeState;
 use crate::upstream::{BoxFuture, Call, Peer, Scope, UpstreamState};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
+use shardgate_protocol::internal;
+use shardgate_protocol::mcp::{self, Message, RpcError, code};
+use shardgate_protocol::reply;
+use shardgate_protocol::stateless_checks;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,9 +76,7 @@ struct ResponsePeer {
 impl Peer for ResponsePeer {
     fn notify(&self, method: &str, params: Value) {
         // A client that stopped reading loses notifications, never the result.
-        let _ = self
-            .tx
-            .try_send(encode(&protocol::notification(method, params)));
+        let _ = self.tx.try_send(encode(&mcp::notification(method, params)));
     }
 
     fn request(&self, method: &str, _params: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
@@ -123,19 +121,19 @@ fn complete(mut result: Value) -> Value {
 fn param_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter(|(name, _)| name.as_str().starts_with(protocol::HEADER_PARAM_PREFIX))
+        .filter(|(name, _)| name.as_str().starts_with(mcp::HEADER_PARAM_PREFIX))
         .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
         .collect()
 }
 
 fn answer(id: &Value, outcome: Result<Value, RpcError>) -> Value {
     match outcome {
-        Ok(result) => protocol::response(id, complete(result)),
-        Err(e) => protocol::error_response(Some(id), &e),
+        Ok(result) => mcp::response(id, complete(result)),
+        Err(e) => mcp::error_response(Some(id), &e),
     }
 }
 
-pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: protocol::Body) -> Response {
+pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -> Response {
     let Ok([(message, value)]) = <[_; 1]>::try_from(body.messages) else {
         return reply::refuse(
             StatusCode::BAD_REQUEST,

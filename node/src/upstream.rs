@@ -12,8 +12,8 @@ pub mod federation;
 #[cfg(test)]
 mod testing;
 
-use crate::protocol::RpcError;
 use serde_json::{Map, Value};
+use shardgate_protocol::mcp::RpcError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

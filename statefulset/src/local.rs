@@ -21,13 +21,17 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn credentials(&self) -> crate::credentials::ClusterCredentials {
-        crate::credentials::ClusterCredentials {
-            cluster_ca: Some(self.cluster_ca.clone()),
-            cluster_cert: Some(self.cluster_cert.clone()),
-            cluster_key: Some(self.cluster_key.clone()),
-            cluster_secret_file: Some(self.cluster_secret_file.clone()),
-        }
+    /// The cluster's mTLS credentials, as its processes use them.
+    pub fn mtls(&self) -> anyhow::Result<shardgate_trust::Credentials> {
+        let files = shardgate_trust::TlsFiles {
+            ca: self.cluster_ca.clone(),
+            cert: self.cluster_cert.clone(),
+            key: self.cluster_key.clone(),
+        };
+        let mtls = shardgate_trust::Mtls::load(&files)?;
+        Ok(shardgate_trust::Credentials::Mtls(std::sync::Arc::new(
+            mtls,
+        )))
     }
 
     /// Writes (or rewrites, after a node moved) this entry.

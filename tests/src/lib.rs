@@ -111,9 +111,9 @@ pub fn signer() -> anyhow::Result<shardgate_trust::signature::Signer> {
 }
 
 /// An authenticated client for nodes' internal listeners, under the harness's secret.
-pub fn cluster_client() -> anyhow::Result<shardgate_node::cluster_client::ClusterClient> {
+pub fn cluster_client() -> anyhow::Result<shardgate_protocol::cluster_client::ClusterClient> {
     let credentials = shardgate_trust::Credentials::Hmac(signer()?);
-    shardgate_node::cluster_client::ClusterClient::new(&credentials, Duration::from_secs(5))
+    shardgate_protocol::cluster_client::ClusterClient::new(&credentials, Duration::from_secs(5))
         .map_err(anyhow::Error::msg)
 }
 
@@ -388,7 +388,9 @@ impl Cluster {
     }
 
     /// A client of the nodes' internal listeners with the cluster's own credentials (mTLS).
-    pub fn cluster_client(&self) -> anyhow::Result<shardgate_node::cluster_client::ClusterClient> {
+    pub fn cluster_client(
+        &self,
+    ) -> anyhow::Result<shardgate_protocol::cluster_client::ClusterClient> {
         let files = shardgate_trust::tls::TlsFiles {
             ca: self.credentials.join("ca.pem"),
             cert: self.credentials.join("cert.pem"),
@@ -396,7 +398,7 @@ impl Cluster {
         };
         let mtls = shardgate_trust::tls::Mtls::load(&files)?;
         let credentials = shardgate_trust::Credentials::Mtls(std::sync::Arc::new(mtls));
-        shardgate_node::cluster_client::ClusterClient::new(&credentials, Duration::from_secs(5))
+        shardgate_protocol::cluster_client::ClusterClient::new(&credentials, Duration::from_secs(5))
             .map_err(anyhow::Error::msg)
     }
 

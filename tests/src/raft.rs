@@ -21,7 +21,7 @@ pub struct RaftCluster {
     gateway: Option<(Process, GatewayAddrs)>,
     /// Extra `shardgate node` flags for every node.
     flags: Vec<String>,
-    pub client: shardgate_node::cluster_client::ClusterClient,
+    pub client: shardgate_protocol::cluster_client::ClusterClient,
 }
 
 impl RaftCluster {

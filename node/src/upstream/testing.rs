@@ -2,9 +2,9 @@
 //! key), and its [`Recorder`] records what it is told and asked, answering requests from a
 //! table (anything else: -32601).
 
-use crate::protocol::RpcError;
 use crate::upstream::{BoxFuture, Call, Peer, Scope, Upstream, UpstreamState};
 use serde_json::{Value, json};
+use shardgate_protocol::mcp::RpcError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

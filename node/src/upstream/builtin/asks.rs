@@ -7,8 +7,8 @@
 
 use super::mrtr::{Round, Step, StepFn, elicit, list_roots, requests, sample, supports};
 use super::{fixtures, text, tool_error};
-use crate::protocol::RpcError;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::RpcError;
 
 /// The step function of an asking tool.
 pub(super) fn tool(name: &str) -> Option<StepFn> {

@@ -2,8 +2,8 @@
 //! template, filtered by what the user typed so far.
 
 use super::{invalid_params, prompts};
-use crate::protocol::RpcError;
 use serde_json::{Value, json};
+use shardgate_protocol::mcp::RpcError;
 
 /// The protocol's cap on one answer.
 const MAX_VALUES: usize = 100;

@@ -7,9 +7,9 @@
 //! response stream.
 
 use super::{invalid_params, resources};
-use crate::protocol::{Era, META_SUBSCRIPTION_ID, RpcError};
 use crate::upstream::Call;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{Era, META_SUBSCRIPTION_ID, RpcError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::broadcast::{self, error::RecvError};
 

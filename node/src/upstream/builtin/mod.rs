@@ -23,8 +23,8 @@ mod tools;
 mod tests;
 
 use super::{BoxFuture, Call, Scope, Upstream, UpstreamState};
-use crate::protocol::{self, Era, RpcError, code};
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{self, Era, RpcError, code};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ impl Shared {
         if call.method == "initialize" {
             return Ok(initialize(&call.params));
         }
-        let era = if protocol::is_stateless_version(&call.protocol_version) {
+        let era = if mcp::is_stateless_version(&call.protocol_version) {
             Era::Stateless
         } else {
             Era::Session
@@ -132,8 +132,8 @@ fn capabilities() -> Value {
 fn initialize(params: &Value) -> Value {
     let requested = params.get("protocolVersion").and_then(Value::as_str);
     let version = requested
-        .filter(|v| protocol::is_session_version(v))
-        .unwrap_or(protocol::LATEST_SESSION_VERSION);
+        .filter(|v| mcp::is_session_version(v))
+        .unwrap_or(mcp::LATEST_SESSION_VERSION);
     json!({
         "protocolVersion": version,
         "capabilities": capabilities(),
@@ -144,7 +144,7 @@ fn initialize(params: &Value) -> Value {
 
 fn discover() -> Value {
     json!({
-        "supportedVersions": protocol::supported_versions(),
+        "supportedVersions": mcp::supported_versions(),
         "capabilities": capabilities(),
         "instructions": INSTRUCTIONS
     })
@@ -158,7 +158,7 @@ fn stateless_result(method: &str, mut result: Value) -> Value {
     };
     let complete = map.entry("resultType").or_insert_with(|| "complete".into()) == "complete";
     if let Value::Object(meta) = map.entry("_meta").or_insert_with(|| json!({})) {
-        meta.entry(protocol::META_SERVER_INFO)
+        meta.entry(mcp::META_SERVER_INFO)
             .or_insert_with(server_info);
     }
     let hint = match method {
@@ -182,7 +182,7 @@ fn set_level(call: &Call) -> Result<Value, RpcError> {
         .params
         .get("level")
         .and_then(Value::as_str)
-        .filter(|l| protocol::log_level_rank(l).is_some())
+        .filter(|l| mcp::log_level_rank(l).is_some())
         .ok_or_else(|| invalid_params("Invalid log level"))?;
     call.state
         .with(|state| state.insert(LOG_LEVEL.into(), level.into()));
@@ -196,7 +196,7 @@ fn log(call: &Call, era: Era, level: &str, data: &str) {
         Era::Stateless => call
             .params
             .get("_meta")
-            .and_then(|m| m.get(protocol::META_LOG_LEVEL))
+            .and_then(|m| m.get(mcp::META_LOG_LEVEL))
             .and_then(Value::as_str)
             .map(str::to_owned),
         Era::Session => Some(call.state.with(|state| {
@@ -208,8 +208,8 @@ fn log(call: &Call, era: Era, level: &str, data: &str) {
         })),
     };
     let wanted = threshold
-        .and_then(|t| protocol::log_level_rank(&t))
-        .is_some_and(|min| protocol::log_level_rank(level).is_some_and(|l| l >= min));
+        .and_then(|t| mcp::log_level_rank(&t))
+        .is_some_and(|min| mcp::log_level_rank(level).is_some_and(|l| l >= min));
     if wanted {
         call.peer.notify(
             "notifications/message",

@@ -11,12 +11,12 @@
 //! node that shares the secret and a forged or replayed-elsewhere state is refused.
 
 use super::{invalid_params, tool_error};
-use crate::protocol::{Era, RpcError, code};
 use crate::upstream::Call;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{Era, RpcError, code};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How long a client may take to answer before its `requestState` is refused.

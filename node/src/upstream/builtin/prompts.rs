@@ -3,9 +3,9 @@
 
 use super::mrtr::{self, Target};
 use super::{Shared, asks, fixtures, invalid_params};
-use crate::protocol::{Era, RpcError};
 use crate::upstream::Call;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{Era, RpcError};
 
 fn argument(name: &str, description: &str) -> Value {
     json!({"name": name, "description": description, "required": true})

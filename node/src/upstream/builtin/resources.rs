@@ -3,9 +3,9 @@
 //! `resources/subscribe`/`unsubscribe`, which keep the subscribed URIs in the session's state.
 
 use super::{fixtures, invalid_params};
-use crate::protocol::{Era, RpcError, code};
 use crate::upstream::{Call, UpstreamState};
 use serde_json::{Value, json};
+use shardgate_protocol::mcp::{Era, RpcError, code};
 
 /// Where a session's subscribed URIs live in its state.
 const SUBSCRIPTIONS: &str = "subscriptions";

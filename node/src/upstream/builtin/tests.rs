@@ -5,10 +5,10 @@ mod session;
 mod stateless;
 
 use super::Builtin;
-use crate::protocol::RpcError;
 use crate::upstream::Upstream;
 use crate::upstream::testing::{Client, Recorder};
 use serde_json::{Value, json};
+use shardgate_protocol::mcp::RpcError;
 
 fn builtin() -> Builtin {
     Builtin::new([7; 32])

@@ -7,9 +7,9 @@ use super::mrtr::{self, Target};
 use super::{
     Shared, asks, fixtures, invalid_params, log, progress, resources, sleep, text, tool_error,
 };
-use crate::protocol::{Era, RpcError, code};
 use crate::upstream::Call;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{Era, RpcError, code};
 use std::time::Duration;
 
 /// Bounds on `slow`, so that one call cannot hold a worker for hours.

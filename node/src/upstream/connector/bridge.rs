@@ -12,16 +12,16 @@
 //!   ([`session_result`]). `input_required` results are driven by the connector, asking the
 //!   client over the session.
 
-use crate::protocol::{
+use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{
     self, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, RpcError,
 };
-use serde_json::{Map, Value, json};
 
 /// Prefix of the `_meta` keys the protocol itself defines.
 const PROTOCOL_META_PREFIX: &str = "io.modelcontextprotocol/";
 
 /// The stateless-era revision a bridged session-era client is served under, upstream.
-pub const STATELESS_VERSION: &str = protocol::STATELESS_ERA_VERSIONS[0];
+pub const STATELESS_VERSION: &str = mcp::STATELESS_ERA_VERSIONS[0];
 
 /// Who we say we are when we initialize an upstream for stateless-era clients.
 fn client_info() -> Value {
@@ -34,7 +34,7 @@ fn client_info() -> Value {
 /// the upstream asks (-32021 if not).
 pub fn initialize_params() -> Value {
     json!({
-        "protocolVersion": protocol::LATEST_SESSION_VERSION,
+        "protocolVersion": mcp::LATEST_SESSION_VERSION,
         "capabilities": {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {}},
         "clientInfo": client_info(),
     })
@@ -45,10 +45,7 @@ pub fn initialize_params() -> Value {
 pub fn discover_from(init: &Value) -> Value {
     let mut result = Map::new();
     // The endpoint serves every revision, whichever era the upstream speaks.
-    result.insert(
-        "supportedVersions".into(),
-        json!(protocol::supported_versions()),
-    );
+    result.insert("supportedVersions".into(), json!(mcp::supported_versions()));
     result.insert(
         "capabilities".into(),
         init.get("capabilities")
@@ -61,7 +58,7 @@ pub fn discover_from(init: &Value) -> Value {
     if let Some(info) = init.get("serverInfo") {
         result.insert(
             "_meta".into(),
-            json!({ (protocol::META_SERVER_INFO): info.clone() }),
+            json!({ (mcp::META_SERVER_INFO): info.clone() }),
         );
     }
     Value::Object(result)
@@ -71,11 +68,11 @@ pub fn discover_from(init: &Value) -> Value {
 /// `server/discover` result; `requested` is the revision the client asked for.
 pub fn initialize_from(discover: &Value, requested: Option<&str>, upstream: &str) -> Value {
     let version = requested
-        .filter(|v| protocol::is_session_version(v))
-        .unwrap_or(protocol::LATEST_SESSION_VERSION);
+        .filter(|v| mcp::is_session_version(v))
+        .unwrap_or(mcp::LATEST_SESSION_VERSION);
     let server_info = discover
         .get("_meta")
-        .and_then(|m| m.get(protocol::META_SERVER_INFO))
+        .and_then(|m| m.get(mcp::META_SERVER_INFO))
         .cloned()
         .unwrap_or_else(|| json!({"name": upstream, "version": "unknown"}));
     let mut capabilities = discover
@@ -171,8 +168,8 @@ pub fn session_result(mut result: Value) -> Value {
 /// A session-era upstream's error as the stateless era words it: a missing resource is
 /// -32602 there (SEP-2164), where the session era used -32002.
 pub fn stateless_error(mut e: RpcError) -> RpcError {
-    if e.code == protocol::code::RESOURCE_NOT_FOUND {
-        e.code = protocol::code::INVALID_PARAMS;
+    if e.code == mcp::code::RESOURCE_NOT_FOUND {
+        e.code = mcp::code::INVALID_PARAMS;
     }
     e
 }
@@ -210,13 +207,10 @@ mod tests {
             "instructions": "be nice"
         });
         let d = discover_from(&init);
-        assert_eq!(
-            d["supportedVersions"],
-            json!(protocol::supported_versions())
-        );
+        assert_eq!(d["supportedVersions"], json!(mcp::supported_versions()));
         assert_eq!(d["capabilities"], json!({"tools": {}}));
         assert_eq!(d["instructions"], "be nice");
-        assert_eq!(d["_meta"][protocol::META_SERVER_INFO]["name"], "up");
+        assert_eq!(d["_meta"][mcp::META_SERVER_INFO]["name"], "up");
     }
 
     #[test]
@@ -224,7 +218,7 @@ mod tests {
         let d = json!({
             "supportedVersions": ["2026-07-28"],
             "capabilities": {"resources": {"subscribe": true, "listChanged": true}},
-            "_meta": {(protocol::META_SERVER_INFO): {"name": "up", "version": "2"}},
+            "_meta": {(mcp::META_SERVER_INFO): {"name": "up", "version": "2"}},
             "resultType": "complete"
         });
         let init = initialize_from(&d, Some("2025-06-18"), "remote");
@@ -235,7 +229,7 @@ mod tests {
             json!({"resources": {"listChanged": true}})
         );
         let init = initialize_from(&json!({}), Some("1999-01-01"), "remote");
-        assert_eq!(init["protocolVersion"], protocol::LATEST_SESSION_VERSION);
+        assert_eq!(init["protocolVersion"], mcp::LATEST_SESSION_VERSION);
         assert_eq!(init["serverInfo"]["name"], "remote");
     }
 
@@ -262,15 +256,15 @@ mod tests {
         assert_eq!(p["_meta"][META_LOG_LEVEL], "info");
         let r = session_result(json!({
             "tools": [], "resultType": "complete", "ttlMs": 5, "cacheScope": "public",
-            "_meta": {(protocol::META_SERVER_INFO): {}}
+            "_meta": {(mcp::META_SERVER_INFO): {}}
         }));
         assert_eq!(r, json!({"tools": []}));
     }
 
     #[test]
     fn a_missing_resource_is_invalid_params_in_the_stateless_era() {
-        let e = stateless_error(RpcError::new(protocol::code::RESOURCE_NOT_FOUND, "gone"));
-        assert_eq!(e.code, protocol::code::INVALID_PARAMS);
+        let e = stateless_error(RpcError::new(mcp::code::RESOURCE_NOT_FOUND, "gone"));
+        assert_eq!(e.code, mcp::code::INVALID_PARAMS);
         assert_eq!(e.message, "gone");
     }
 

@@ -20,12 +20,12 @@ use super::{
     Caller, Exchange, STATE_INITIALIZE_RESULT, cancelled, notification, outcome, unavailable,
 };
 use crate::config::{HttpConfig, UpstreamEra};
-use crate::protocol::{self, HEADER_LAST_EVENT_ID, Message, RpcError};
-use crate::stateless_checks;
 use crate::upstream::{Scope, UpstreamState};
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{Value, json};
+use shardgate_protocol::mcp::{self, HEADER_LAST_EVENT_ID, Message, RpcError};
+use shardgate_protocol::stateless_checks;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -263,7 +263,7 @@ impl Http {
         let response = poster.post(&msg, HeaderMap::new()).await.map_err(broken)?;
         let session_id = response
             .headers()
-            .get(protocol::HEADER_SESSION_ID)
+            .get(mcp::HEADER_SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
@@ -363,16 +363,16 @@ impl Http {
         let body = msg.get("params");
         let version = body
             .and_then(|p| p.get("_meta"))
-            .and_then(|m| m.get(protocol::META_PROTOCOL_VERSION))
+            .and_then(|m| m.get(mcp::META_PROTOCOL_VERSION))
             .and_then(Value::as_str)
             .unwrap_or(STATELESS_VERSION);
-        insert(&mut headers, protocol::HEADER_PROTOCOL_VERSION, version);
-        insert(&mut headers, protocol::HEADER_METHOD, method);
+        insert(&mut headers, mcp::HEADER_PROTOCOL_VERSION, version);
+        insert(&mut headers, mcp::HEADER_METHOD, method);
         if let Some(name) = stateless_checks::name_field(method)
             .and_then(|f| body?.get(f))
             .and_then(Value::as_str)
         {
-            insert(&mut headers, protocol::HEADER_NAME, &header_value(name));
+            insert(&mut headers, mcp::HEADER_NAME, &header_value(name));
         }
         for (name, value) in params {
             if let (Ok(name), Ok(value)) = (
@@ -474,10 +474,10 @@ impl Http {
     fn poster(&self, link: &Link) -> Poster {
         let mut headers = self.headers.clone();
         if let Some(id) = &link.session_id {
-            insert(&mut headers, protocol::HEADER_SESSION_ID, id);
+            insert(&mut headers, mcp::HEADER_SESSION_ID, id);
         }
         if let Some(v) = &link.version {
-            insert(&mut headers, protocol::HEADER_PROTOCOL_VERSION, v);
+            insert(&mut headers, mcp::HEADER_PROTOCOL_VERSION, v);
         }
         Poster {
             client: self.client.clone(),

@@ -8,9 +8,9 @@
 //! upstream's `resources/subscribe` for as long as the stream is open.
 
 use super::{Exchange, Inner};
-use crate::protocol::{META_SUBSCRIPTION_ID, RpcError, code};
 use crate::upstream::Call;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{META_SUBSCRIPTION_ID, RpcError, code};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::broadcast::{self, error::RecvError};
 

@@ -26,8 +26,8 @@ mod stdio;
 
 use super::{BoxFuture, Call, Peer, Scope, Upstream, UpstreamState};
 use crate::config::{HttpConfig, StdioConfig};
-use crate::protocol::{self, RpcError, code};
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{self, RpcError, code};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -182,9 +182,9 @@ impl Logs {
     fn requested(params: &Value) -> Logs {
         params
             .get("_meta")
-            .and_then(|m| m.get(protocol::META_LOG_LEVEL))
+            .and_then(|m| m.get(mcp::META_LOG_LEVEL))
             .and_then(Value::as_str)
-            .and_then(protocol::log_level_rank)
+            .and_then(mcp::log_level_rank)
             .map_or(Logs::Off, Logs::From)
     }
 
@@ -196,7 +196,7 @@ impl Logs {
             Logs::From(floor) => params
                 .get("level")
                 .and_then(Value::as_str)
-                .and_then(protocol::log_level_rank)
+                .and_then(mcp::log_level_rank)
                 .is_none_or(|rank| rank >= floor),
         }
     }
@@ -314,8 +314,8 @@ impl Caller {
             )),
         };
         match outcome {
-            Ok(result) => protocol::response(id, result),
-            Err(e) => protocol::error_response(Some(id), &e),
+            Ok(result) => mcp::response(id, result),
+            Err(e) => mcp::error_response(Some(id), &e),
         }
     }
 }
@@ -378,7 +378,7 @@ fn unavailable(upstream: &str, problem: impl std::fmt::Display) -> RpcError {
 
 impl Inner {
     async fn serve(self: &Arc<Self>, mut call: Call) -> Result<Value, RpcError> {
-        let client_stateless = protocol::is_stateless_version(&call.protocol_version);
+        let client_stateless = mcp::is_stateless_version(&call.protocol_version);
         let upstream_stateless = matches!(&self.transport, Transport::Http(h) if h.stateless());
         // Moved, not copied: the call is served from here on.
         let params = std::mem::take(&mut call.params);

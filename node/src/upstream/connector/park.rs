@@ -11,11 +11,11 @@
 //! Parked calls live in this node's memory for [`PARK_TTL`] at most; an unknown or expired
 //! `requestState` gets an error, never a second upstream call.
 
-use crate::protocol::{RpcError, code};
 use crate::upstream::{BoxFuture, Peer};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{RpcError, code};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};

@@ -13,9 +13,9 @@
 
 use super::{Caller, Exchange, cancelled, notification, outcome, unavailable};
 use crate::config::StdioConfig;
-use crate::protocol::{Message, RpcError, code};
 use crate::upstream::Scope;
 use serde_json::Value;
+use shardgate_protocol::mcp::{Message, RpcError, code};
 use std::collections::HashMap;
 use std::process::Stdio as Piped;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

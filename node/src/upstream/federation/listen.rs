@@ -8,10 +8,10 @@
 //! is re-tagged with the one subscription id the client knows.
 
 use super::{Inner, merge};
-use crate::protocol::{META_SUBSCRIPTION_ID, RpcError};
 use crate::upstream::{BoxFuture, Call, Peer};
 use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{META_SUBSCRIPTION_ID, RpcError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 

@@ -10,11 +10,11 @@
 use super::state::{self, Owned};
 use super::{Inner, invalid_params};
 use crate::config::PREFIX_SEPARATOR;
-use crate::protocol::{self, RpcError};
 use crate::upstream::Call;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{self, RpcError};
 use std::sync::Arc;
 
 /// The array a list result carries its items in.
@@ -160,7 +160,7 @@ pub(super) async fn list(inner: &Arc<Inner>, call: &Call) -> Result<Value, RpcEr
 fn empty_page(call: &Call, key: &str) -> Value {
     let mut page = Map::new();
     page.insert(key.into(), json!([]));
-    if protocol::is_stateless_version(&call.protocol_version) {
+    if mcp::is_stateless_version(&call.protocol_version) {
         page.insert("ttlMs".into(), 0.into());
         page.insert("cacheScope".into(), "private".into());
     }

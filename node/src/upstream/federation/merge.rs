@@ -6,10 +6,10 @@
 
 use super::state;
 use super::{Inner, no_members};
-use crate::protocol::{self, META_SERVER_INFO, RpcError};
 use crate::upstream::Call;
 use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
+use shardgate_protocol::mcp::{self, META_SERVER_INFO, RpcError};
 use std::sync::Arc;
 
 fn server_info() -> Value {
@@ -69,13 +69,11 @@ pub(super) async fn initialize(inner: &Arc<Inner>, call: &Call) -> Result<Value,
         .params
         .get("protocolVersion")
         .and_then(Value::as_str)
-        .filter(|v| protocol::is_session_version(v));
+        .filter(|v| mcp::is_session_version(v));
     let first = answers
         .iter()
         .find_map(|(_, a)| a.get("protocolVersion").and_then(Value::as_str));
-    let version = requested
-        .or(first)
-        .unwrap_or(protocol::LATEST_SESSION_VERSION);
+    let version = requested.or(first).unwrap_or(mcp::LATEST_SESSION_VERSION);
     let mut result = Map::new();
     result.insert("protocolVersion".into(), version.into());
     result.insert("capabilities".into(), capabilities(&answers));

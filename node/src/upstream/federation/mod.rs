@@ -25,9 +25,9 @@ mod state;
 mod tests;
 
 use super::{BoxFuture, Call, Peer, Scope, Upstream, UpstreamState};
-use crate::protocol::{RpcError, code};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
+use shardgate_protocol::mcp::{RpcError, code};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

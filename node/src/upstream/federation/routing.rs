@@ -8,9 +8,9 @@
 use super::state::{self, Owned};
 use super::{Inner, invalid_params};
 use crate::config::PREFIX_SEPARATOR;
-use crate::protocol::{RpcError, code};
 use crate::upstream::Call;
 use serde_json::Value;
+use shardgate_protocol::mcp::{RpcError, code};
 use std::collections::HashSet;
 use std::sync::Arc;
 

@@ -108,7 +108,7 @@ async fn a_listen_without_a_filter_is_refused() {
         .run(&b, "subscriptions/listen", json!({}))
         .await
         .expect_err("no filter");
-    assert_eq!(err.code, crate::protocol::code::INVALID_PARAMS);
+    assert_eq!(err.code, shardgate_protocol::mcp::code::INVALID_PARAMS);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Session-era behaviour (2025-03-26 … 2025-11-25).
 
 use super::*;
-use crate::protocol::code;
+use shardgate_protocol::mcp::code;
 use std::sync::atomic::Ordering;
 
 #[tokio::test]

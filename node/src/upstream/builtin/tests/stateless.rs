@@ -1,7 +1,7 @@
 //! Stateless-era behaviour (2026-07-28): discover, caching hints, MRTR, listen.
 
 use super::*;
-use crate::protocol::code;
+use shardgate_protocol::mcp::code;
 
 #[tokio::test]
 async fn discover_describes_the_server() {
@@ -12,7 +12,7 @@ async fn discover_describes_the_server() {
         .expect("discover");
     assert_eq!(
         r["supportedVersions"],
-        json!(crate::protocol::supported_versions())
+        json!(shardgate_protocol::mcp::supported_versions())
     );
     assert_eq!(r["capabilities"]["tools"]["listChanged"], true);
     assert_eq!(r["capabilities"]["prompts"]["listChanged"], true);

@@ -6,11 +6,11 @@ mod session;
 mod stateless;
 
 use super::{Federation, Member};
-use crate::protocol::{RpcError, code};
 use crate::upstream::builtin::Builtin;
 use crate::upstream::testing::Client;
 use crate::upstream::{BoxFuture, Call, Scope, Upstream, UpstreamState};
 use serde_json::{Value, json};
+use shardgate_protocol::mcp::{RpcError, code};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

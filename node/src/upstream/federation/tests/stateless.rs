@@ -2,7 +2,9 @@
 //! and `subscriptions/listen`.
 
 use super::*;
-use crate::protocol::{META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SUBSCRIPTION_ID};
+use shardgate_protocol::mcp::{
+    META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SUBSCRIPTION_ID,
+};
 
 /// What a stateless-era client puts in every request's `_meta`.
 fn meta() -> Value {
@@ -67,7 +69,7 @@ async fn discover_merges_the_members() {
         .expect("discover");
     assert_eq!(
         r["supportedVersions"],
-        json!(crate::protocol::supported_versions())
+        json!(shardgate_protocol::mcp::supported_versions())
     );
     assert_eq!(
         r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],

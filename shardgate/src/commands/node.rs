@@ -1,23 +1,16 @@
 //! `shardgate node`: one session host.
 
-use crate::{credentials, members, ready};
+use crate::{credentials, members};
 use anyhow::{Context, bail};
-use shardgate_node::cluster_client::ClusterClient;
 use shardgate_node::{Listeners, MembershipSource, NodeConfig};
+use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_raft::NodeId;
 use shardgate_raft::consensus::{Consensus, ConsensusConfig, DEFAULT_FOUND_WAIT, Timing};
+use shardgate_statefulset::{Timings, ready};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Consensus timings: what production uses, or a relaxed set for starved machines (CI).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
-pub enum Timings {
-    #[default]
-    Production,
-    Relaxed,
-}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

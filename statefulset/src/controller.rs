@@ -1,4 +1,4 @@
-//! `shardgate up`: a local StatefulSet on one machine — nodes `node-0..node-N-1` and M gateways
+//! The controller behind `shardgate up`: a local StatefulSet on one machine — nodes `node-0..node-N-1` and M gateways
 //! as child processes of this one, started in order (node-0 first, which starts the Raft
 //! cluster; the others join it; then the gateways), restarted with the same identity, data
 //! directory and ports when one dies, and stopped together on Ctrl-C.
@@ -10,13 +10,11 @@
 //! directory and passed by path, never on the command line. `shardgate status` and
 //! `shardgate drain` find them through [`crate::local`].
 
-use super::node::Timings;
-use crate::commands::{EXIT_WITH_PARENT, cluster};
-use crate::{local, ready};
+use crate::{EXIT_WITH_PARENT, LOG_LEVEL, Timings, local, ready};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use shardgate_node::cluster_client::ClusterClient;
+use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_raft::MemberState;
 use shardgate_trust::Secret;
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +23,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 /// How long a started process gets to bind its ports.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,8 +34,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Shortest pause before restarting a process that died.
 const RESTART_BACKOFF: Duration = Duration::from_millis(500);
 
+/// What `shardgate up` takes on its command line.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct Options {
     /// Number of nodes (`node-0` … `node-N-1`).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
@@ -161,8 +161,8 @@ impl Plan {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        if std::env::var_os(crate::logging::LOG_LEVEL).is_none() {
-            cmd.env(crate::logging::LOG_LEVEL, "warn,openraft=off");
+        if std::env::var_os(LOG_LEVEL).is_none() {
+            cmd.env(LOG_LEVEL, "warn,openraft=off");
         }
         cmd.spawn()
             .with_context(|| format!("cannot start {}", self.exe.display()))
@@ -253,15 +253,11 @@ fn credentials(data_dir: &Path, ip: IpAddr) -> anyhow::Result<(Vec<String>, loca
     Ok((flags, entry))
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+/// Runs the local cluster until `shutdown` is cancelled (Ctrl-C), then stops every process.
+pub async fn run(args: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
     if args.nodes == 0 || args.gateways == 0 {
         bail!("a cluster needs at least one node and one gateway");
     }
-    if let Some(config) = &args.config {
-        // Fail here, once, rather than in every node.
-        shardgate_node::config::NodeFile::load(config)?;
-    }
-    let shutdown = super::shutdown_on_signal();
     let (data_dir, temporary) = match &args.data_dir {
         Some(dir) => (dir.clone(), false),
         None => (
@@ -290,10 +286,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run_cluster(
-    args: &Args,
+    args: &Options,
     plan: &Plan,
     entry: &mut local::Entry,
-    shutdown: tokio_util::sync::CancellationToken,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut replicas: Vec<Replica> = Vec::new();
     // Ordered start, as a StatefulSet does: node-0 first, each one up before the next, each
@@ -306,8 +302,7 @@ async fn run_cluster(
     let seeds = internal_addrs(&replicas);
     entry.seeds = seeds.clone();
     entry.record()?;
-    let client = ClusterClient::new(&entry.credentials().load()?.credentials, START_TIMEOUT)
-        .map_err(anyhow::Error::msg)?;
+    let client = ClusterClient::new(&entry.mtls()?, START_TIMEOUT).map_err(anyhow::Error::msg)?;
     let cluster_id = wait_for_members(&client, &seeds, args.nodes).await?;
     for i in 0..args.gateways {
         let port = if args.port == 0 {
@@ -364,7 +359,7 @@ async fn wait_for_members(
 ) -> anyhow::Result<Option<String>> {
     let deadline = Instant::now() + FORM_TIMEOUT;
     loop {
-        if let Ok(status) = cluster::status(client, seeds).await {
+        if let Ok(status) = crate::status(client, seeds).await {
             let active = status
                 .membership
                 .members

@@ -1,6 +1,6 @@
 //! `shardgate status`: members, states, epoch, leader and voters, as one node sees them.
 
-use super::cluster::{self, Target};
+use super::cluster::Target;
 use crate::credentials;
 use shardgate_raft::consensus::Status;
 
@@ -19,7 +19,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let target = Target::resolve(args.seeds, &args.credentials)?;
-    let status = cluster::status(&target.client, &target.seeds).await?;
+    let status = shardgate_statefulset::status(&target.client, &target.seeds).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

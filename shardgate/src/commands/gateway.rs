@@ -1,8 +1,9 @@
 //! `shardgate gateway`: the client-facing endpoint.
 
-use crate::{credentials, members, ready};
+use crate::{credentials, members};
 use anyhow::Context;
 use shardgate_gateway::config::{AffinityKey, GatewayConfig, TlsFiles};
+use shardgate_statefulset::ready;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 //! environment, never from the command line, where every user of the machine can read them.
 //!
 //! The operator commands (`status`, `drain`) also find the credentials of a local cluster that
-//! `shardgate up` runs ([`crate::local`]), so that they need no flags on a laptop.
+//! `shardgate up` runs (`shardgate_statefulset::local`), so that they need no flags on a laptop.
 
 use anyhow::{Context, bail};
 use shardgate_trust::secret::REQUEST_STATE_LABEL;
@@ -33,6 +33,18 @@ pub struct ClusterCredentials {
     /// SHARDGATE_CLUSTER_SECRET.
     #[arg(long, env = "SHARDGATE_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+}
+
+impl ClusterCredentials {
+    /// The credentials of a local cluster `shardgate up` runs.
+    pub fn of(entry: &shardgate_statefulset::local::Entry) -> ClusterCredentials {
+        ClusterCredentials {
+            cluster_ca: Some(entry.cluster_ca.clone()),
+            cluster_cert: Some(entry.cluster_cert.clone()),
+            cluster_key: Some(entry.cluster_key.clone()),
+            cluster_secret_file: Some(entry.cluster_secret_file.clone()),
+        }
+    }
 }
 
 /// What a process loaded: how it authenticates, and the cluster secret if it has one.

@@ -1,6 +1,6 @@
 //! Building HTTP answers: JSON-RPC bodies with a status, and plain status answers.
 
-use crate::protocol::{self, RpcError};
+use crate::mcp::{self, RpcError};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
@@ -19,15 +19,15 @@ pub fn json(status: StatusCode, body: &Value) -> Response {
 
 /// A JSON-RPC error response (`id` null when the request's id is unknown) with `status`.
 pub fn rpc_error(status: StatusCode, id: Option<&Value>, err: &RpcError) -> Response {
-    json(status, &protocol::error_response(id, err))
+    json(status, &mcp::error_response(id, err))
 }
 
 /// A status with a short JSON-RPC error body saying why, for transport-level refusals.
 pub fn refuse(status: StatusCode, message: &str) -> Response {
     let code = match status {
-        StatusCode::BAD_REQUEST => protocol::code::INVALID_REQUEST,
-        StatusCode::NOT_FOUND => protocol::code::INVALID_REQUEST,
-        _ => protocol::code::UNAVAILABLE,
+        StatusCode::BAD_REQUEST => mcp::code::INVALID_REQUEST,
+        StatusCode::NOT_FOUND => mcp::code::INVALID_REQUEST,
+        _ => mcp::code::UNAVAILABLE,
     };
     rpc_error(status, None, &RpcError::new(code, message))
 }

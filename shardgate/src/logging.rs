@@ -5,8 +5,9 @@
 
 use tracing_subscriber::EnvFilter;
 
+use shardgate_statefulset::LOG_LEVEL;
+
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
-pub const LOG_LEVEL: &str = "LOG_LEVEL";
 const DEFAULT_FILTER: &str = "info,openraft=warn";
 
 pub fn init() {

@@ -10,7 +10,8 @@ pub const ROUTE_KEY: &str = "x-shardgate-route-key";
 pub const EPOCH: &str = "x-shardgate-epoch";
 /// The session id the gateway minted for an `initialize`.
 pub const NEW_SESSION: &str = "x-shardgate-new-session";
-/// The verified principal (JWT `sub` and tenant) of the request.
+/// The principal the gateway attributes the request to (`anonymous` until the gateway verifies
+/// tokens).
 pub const PRINCIPAL: &str = "x-shardgate-principal";
 
 /// The node's membership view, as JSON (`Membership`). With `?after=EPOCH&wait_ms=N` it is a
@@ -20,5 +21,6 @@ pub const MEMBERSHIP_PATH: &str = "/internal/membership";
 pub const RAFT_PATH: &str = "/internal/raft/{name}";
 /// What `shardgate status` shows: this node's view of consensus and membership.
 pub const STATUS_PATH: &str = "/internal/status";
-/// Asks the node to drain: mark itself `Draining`, hand its sessions off, leave, stop.
+/// Asks the node to drain: mark itself `Draining` (its keys move), let its calls in flight
+/// finish within a grace period, leave, stop.
 pub const DRAIN_PATH: &str = "/internal/drain";

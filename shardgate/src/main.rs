@@ -5,10 +5,8 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod credentials;
-mod local;
 mod logging;
 mod members;
-mod ready;
 
 #[derive(Parser)]
 #[command(

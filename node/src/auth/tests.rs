@@ -1,10 +1,12 @@
-//! The client against a real listener behind the node's guard, both over loopback.
+//! The guard against the cluster's own client, over loopback.
 
 use super::*;
-use crate::auth::{Guard, Hop};
 use axum::Router;
 use axum::routing::post;
+use shardgate_protocol::cluster_client::ClusterClient;
+use shardgate_raft::consensus::{Transport, TransportError};
 use shardgate_trust::{Secret, Signer};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +31,12 @@ async fn serve(guard: Option<Guard>) -> (String, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let stop = CancellationToken::new();
-    tokio::spawn(crate::listener::serve(listener, router, None, stop.clone()));
+    tokio::spawn(shardgate_protocol::listener::serve(
+        listener,
+        router,
+        None,
+        stop.clone(),
+    ));
     (addr, stop)
 }
 

@@ -171,6 +171,3 @@ fn classify(e: reqwest::Error) -> TransportError {
         TransportError::Other(e.to_string())
     }
 }
-
-#[cfg(test)]
-mod tests;

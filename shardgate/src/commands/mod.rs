@@ -20,8 +20,7 @@ async fn recv(signal: &mut std::io::Result<Signal>) {
     }
 }
 
-/// Set by `up` on the processes it starts: they stop when `up` is gone, however it ended.
-pub const EXIT_WITH_PARENT: &str = "SHARDGATE_EXIT_WITH_PARENT";
+use shardgate_statefulset::EXIT_WITH_PARENT;
 
 /// A token cancelled on SIGINT or SIGTERM (the drain signal for every long-running command),
 /// or, under `up`, when the parent process is gone.

@@ -7,7 +7,7 @@
 //! Pure functions over headers and the parsed body, so the gateway (which parses the body and
 //! so must validate it) and the node run the same code.
 
-use crate::protocol::{self, RpcError, code};
+use crate::mcp::{self, RpcError, code};
 use base64::Engine;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
@@ -89,10 +89,10 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
         .to_owned();
     let meta = msg.get("params").and_then(|p| p.get("_meta"));
     let version = meta
-        .and_then(|m| m.get(protocol::META_PROTOCOL_VERSION))
+        .and_then(|m| m.get(mcp::META_PROTOCOL_VERSION))
         .and_then(Value::as_str);
     let caps = meta
-        .and_then(|m| m.get(protocol::META_CLIENT_CAPABILITIES))
+        .and_then(|m| m.get(mcp::META_CLIENT_CAPABILITIES))
         .filter(|c| c.is_object());
     let (Some(version), Some(caps)) = (version, caps) else {
         return Err(refuse(
@@ -100,12 +100,12 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
             code::INVALID_PARAMS,
             format!(
                 "params._meta must carry {} and {}",
-                protocol::META_PROTOCOL_VERSION,
-                protocol::META_CLIENT_CAPABILITIES
+                mcp::META_PROTOCOL_VERSION,
+                mcp::META_CLIENT_CAPABILITIES
             ),
         ));
     };
-    match header(headers, protocol::HEADER_PROTOCOL_VERSION) {
+    match header(headers, mcp::HEADER_PROTOCOL_VERSION) {
         None => return Err(mismatch("missing MCP-Protocol-Version header")),
         Some(h) if h != version => {
             return Err(mismatch(format!(
@@ -114,13 +114,13 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
         }
         Some(_) => {}
     }
-    if !protocol::is_stateless_version(version) {
+    if !mcp::is_stateless_version(version) {
         return Err(Refusal {
             status: StatusCode::BAD_REQUEST,
-            error: protocol::unsupported_version(version),
+            error: mcp::unsupported_version(version),
         });
     }
-    match header(headers, protocol::HEADER_METHOD) {
+    match header(headers, mcp::HEADER_METHOD) {
         None => return Err(mismatch("missing Mcp-Method header")),
         Some(h) if h != method => {
             return Err(mismatch(format!(
@@ -134,7 +134,7 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
             .get("params")
             .and_then(|p| p.get(field))
             .and_then(Value::as_str);
-        let Some(raw) = header(headers, protocol::HEADER_NAME) else {
+        let Some(raw) = header(headers, mcp::HEADER_NAME) else {
             return Err(mismatch("missing Mcp-Name header"));
         };
         let decoded = decode_header_value(raw)
@@ -153,10 +153,8 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
             format!("Method not found: {method}"),
         ));
     }
-    if let Some(level) = meta.and_then(|m| m.get(protocol::META_LOG_LEVEL))
-        && !level
-            .as_str()
-            .is_some_and(|l| protocol::LOG_LEVELS.contains(&l))
+    if let Some(level) = meta.and_then(|m| m.get(mcp::META_LOG_LEVEL))
+        && !level.as_str().is_some_and(|l| mcp::LOG_LEVELS.contains(&l))
     {
         return Err(refuse(
             StatusCode::BAD_REQUEST,

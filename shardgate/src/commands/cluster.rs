@@ -2,12 +2,12 @@
 //! its members. Any node answers for the cluster; each seed is tried in turn. Every request is
 //! authenticated with the cluster credentials, found by [`Target::resolve`].
 
-use crate::{credentials, local};
+use crate::credentials::ClusterCredentials;
 use anyhow::{Context, bail};
 use http::Method;
-use shardgate_node::cluster_client::ClusterClient;
-use shardgate_node::internal;
-use shardgate_raft::consensus::Status;
+use shardgate_protocol::cluster_client::ClusterClient;
+use shardgate_protocol::internal;
+use shardgate_statefulset::{local, status};
 use std::time::Duration;
 
 /// How long one node gets to answer.
@@ -22,10 +22,7 @@ pub struct Target {
 impl Target {
     /// Credentials from the flags or the environment; else those of the local cluster the
     /// seeds point into (or, without seeds, the only local cluster running).
-    pub fn resolve(
-        seeds: Vec<String>,
-        flags: &credentials::ClusterCredentials,
-    ) -> anyhow::Result<Target> {
+    pub fn resolve(seeds: Vec<String>, flags: &ClusterCredentials) -> anyhow::Result<Target> {
         let (seeds, flags) = if flags.given() {
             (seeds, flags.clone())
         } else {
@@ -36,7 +33,7 @@ impl Target {
                     } else {
                         seeds
                     };
-                    (seeds, entry.credentials())
+                    (seeds, ClusterCredentials::of(&entry))
                 }
                 None if seeds.is_empty() => bail!(
                     "no local cluster is running here: give --seeds host:port of a node's \
@@ -52,39 +49,11 @@ impl Target {
     }
 }
 
-/// The status of the first seed that answers.
-pub async fn status(client: &ClusterClient, seeds: &[String]) -> anyhow::Result<Status> {
-    if seeds.is_empty() {
-        bail!("give --seeds host:port of at least one node");
-    }
-    let mut last = None;
-    for seed in seeds {
-        match ask(client, seed).await {
-            Ok(status) => return Ok(status),
-            Err(e) => last = Some(e.context(format!("node {seed}"))),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no node answered")))
-}
-
-async fn ask(client: &ClusterClient, addr: &str) -> anyhow::Result<Status> {
-    let body = client
-        .call(
-            Method::GET,
-            addr,
-            internal::STATUS_PATH,
-            Vec::new(),
-            ASK_TIMEOUT,
-        )
-        .await?;
-    Ok(serde_json::from_slice(&body)?)
-}
-
 /// Asks node `id` (found through the seeds) to drain and leave; waits until it has.
 pub async fn drain(target: &Target, id: &str, within: Duration) -> anyhow::Result<()> {
     let Target { seeds, client } = target;
-    let status = status(client, seeds).await?;
-    let member = status
+    let current = status(client, seeds).await?;
+    let member = current
         .membership
         .members
         .iter()
@@ -102,7 +71,7 @@ pub async fn drain(target: &Target, id: &str, within: Duration) -> anyhow::Resul
         .with_context(|| format!("{id} refused to drain"))?;
     let deadline = tokio::time::Instant::now() + within;
     // Ask the others: the draining node stops answering once it has left.
-    let others: Vec<String> = status
+    let others: Vec<String> = current
         .membership
         .members
         .iter()
@@ -111,7 +80,7 @@ pub async fn drain(target: &Target, id: &str, within: Duration) -> anyhow::Resul
         .chain(seeds.iter().cloned())
         .collect();
     while tokio::time::Instant::now() < deadline {
-        if let Ok(now) = self::status(client, &others).await
+        if let Ok(now) = status(client, &others).await
             && !now.membership.members.iter().any(|m| m.id.0 == id)
         {
             return Ok(());

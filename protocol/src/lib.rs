@@ -1,0 +1,21 @@
+//! What gateways and nodes must agree on, in one small crate both depend on, so that the gateway
+//! does not link the session engine and the two sides cannot drift apart.
+//!
+//! Layout, in the order a request meets it:
+//! - [`listener`]: the HTTP/1.1 + HTTP/2 accept loop every listener of both roles runs.
+//! - [`mcp`]: MCP facts — revisions, eras, headers, message shapes, JSON-RPC error codes.
+//! - [`stateless_checks`]: the 2026-07-28 request checks, run by the gateway before routing and
+//!   by the node before serving.
+//! - [`session_id`]: minting session ids.
+//! - [`internal`]: the trusted headers a gateway adds, and the nodes' internal endpoints.
+//! - [`cluster_client`]: the authenticated client of a node's internal listener (Raft, membership,
+//!   status, drain).
+//! - [`reply`]: HTTP answers with JSON-RPC error bodies.
+
+pub mod cluster_client;
+pub mod internal;
+pub mod listener;
+pub mod mcp;
+pub mod reply;
+pub mod session_id;
+pub mod stateless_checks;

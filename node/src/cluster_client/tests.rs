@@ -29,7 +29,14 @@ async fn serve(guard: Option<Guard>) -> (String, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let stop = CancellationToken::new();
-    tokio::spawn(crate::listener::serve(listener, router, None, stop.clone()));
+    let limits = crate::listener::ListenerLimits::NODE_INTERNAL;
+    tokio::spawn(crate::listener::serve(
+        listener,
+        limits,
+        router,
+        None,
+        stop.clone(),
+    ));
     (addr, stop)
 }
 

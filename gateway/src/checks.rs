@@ -130,6 +130,8 @@ mod tests {
             credentials: shardgate_trust::Credentials::Hmac(shardgate_trust::Signer::new(
                 &shardgate_trust::Secret::generate(),
             )),
+            client_limits: Default::default(),
+            admin_limits: shardgate_protocol::listener::ListenerLimits::ADMIN,
         }
     }
 

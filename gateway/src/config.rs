@@ -1,5 +1,6 @@
 //! The gateway's typed configuration, validated once at start.
 
+use shardgate_protocol::listener::{LimitsError, ListenerLimits};
 use shardgate_raft::Membership;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ pub struct GatewayConfig {
     pub affinity: AffinityKey,
     /// How the gateway proves to nodes that it belongs to the cluster (mTLS or HMAC).
     pub credentials: shardgate_trust::Credentials,
+    /// Connection limits and timeouts of the client listener.
+    pub client_limits: ListenerLimits,
+    /// Connection limits and timeouts of the admin listener.
+    pub admin_limits: ListenerLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,10 @@ pub enum ConfigError {
     NoMembers,
     #[error("max body size must be positive")]
     ZeroBodyLimit,
+    #[error("client listener: {0}")]
+    ClientLimits(LimitsError),
+    #[error("admin listener: {0}")]
+    AdminLimits(LimitsError),
 }
 
 impl GatewayConfig {
@@ -74,6 +83,12 @@ impl GatewayConfig {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::ZeroBodyLimit);
         }
+        self.client_limits
+            .validate()
+            .map_err(ConfigError::ClientLimits)?;
+        self.admin_limits
+            .validate()
+            .map_err(ConfigError::AdminLimits)?;
         Ok(())
     }
 }

@@ -135,11 +135,14 @@ pub async fn run(
     }
     let admin = shardgate_protocol::listener::serve(
         bound.admin,
+        gw.config.admin_limits,
         admin::router(gw.clone()),
         None,
         shutdown.clone(),
     );
-    let mcp = shardgate_protocol::listener::serve(bound.mcp, router(gw), tls, shutdown);
+    let client_limits = gw.config.client_limits;
+    let mcp =
+        shardgate_protocol::listener::serve(bound.mcp, client_limits, router(gw), tls, shutdown);
     tokio::join!(admin, mcp);
     Ok(())
 }

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use shardgate_protocol::internal;
+use shardgate_protocol::listener::ListenerLimits;
 use shardgate_protocol::mcp::{self, BodyError, Era, RpcError};
 use shardgate_protocol::reply;
 use shardgate_raft::Ring;
@@ -75,6 +76,26 @@ pub struct Listeners {
     pub session: TcpListener,
     pub internal: TcpListener,
     pub admin: TcpListener,
+    pub limits: NodeListenerLimits,
+}
+
+/// The connection limits and timeouts of each of the node's listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeListenerLimits {
+    pub session: ListenerLimits,
+    pub internal: ListenerLimits,
+    pub admin: ListenerLimits,
+}
+
+impl Default for NodeListenerLimits {
+    fn default() -> Self {
+        let session = ListenerLimits::NODE_SESSION;
+        NodeListenerLimits {
+            session,
+            internal: ListenerLimits::NODE_INTERNAL.with_timeouts_of(&session),
+            admin: ListenerLimits::ADMIN.with_timeouts_of(&session),
+        }
+    }
 }
 
 /// Serves all three listeners until `shutdown` is cancelled, then finishes the requests in
@@ -85,20 +106,28 @@ pub async fn serve(
     guard: &Guard,
     shutdown: CancellationToken,
 ) {
+    let limits = listeners.limits;
     let session = shardgate_protocol::listener::serve(
         listeners.session,
+        limits.session,
         guard.protect(session_router(state.clone()), Hop::Session),
         guard.tls(),
         shutdown.clone(),
     );
     let internal = shardgate_protocol::listener::serve(
         listeners.internal,
+        limits.internal,
         guard.protect(internal_router(state.clone()), Hop::Internal),
         guard.tls(),
         shutdown.clone(),
     );
-    let admin =
-        shardgate_protocol::listener::serve(listeners.admin, admin_router(state), None, shutdown);
+    let admin = shardgate_protocol::listener::serve(
+        listeners.admin,
+        limits.admin,
+        admin_router(state),
+        None,
+        shutdown,
+    );
     tokio::join!(session, internal, admin);
 }
 

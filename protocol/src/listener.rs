@@ -5,25 +5,180 @@
 //! handshake of a client without one, and answers each of its requests 401: a refusal the
 //! client can read, rather than a handshake failure it has to guess at.
 //!
-//! We run our own loop rather than `axum::serve` to set HTTP/2 limits: one gateway→node
-//! connection multiplexes every SSE stream of every session on that node, so the concurrent
-//! stream limit must be far above hyper's default.
+//! Every listener is bounded by its [`ListenerLimits`], so that connections which hold a
+//! descriptor without using it cannot crowd out the clients that do:
+//! - at most `max_connections` open at once. At the limit, the connection idle longest is
+//!   closed to make room for the newcomer; when none is idle, the newcomer is closed at once.
+//!   Either way the accept queue keeps moving, long before the descriptor table is full;
+//! - a TLS handshake, a connection's first request head (HTTP/1.1: every request head, and so
+//!   also the wait for the next request on a kept-alive connection) and each stall of a request
+//!   body are timed. A stalled body is answered 408, and an HTTP/1.1 connection closed;
+//! - a connection with no request in flight is closed after `idle_timeout`. A request is in
+//!   flight until its response has been sent in full, so SSE answers and GET streams that last
+//!   hours are never cut: only reading the request is timed, never writing the response;
+//! - HTTP/2 concurrent streams and header list size; streams beyond the limit are refused.
+//!
+//! We run our own loop rather than `axum::serve` for these knobs, and because one gateway→node
+//! connection multiplexes every SSE stream of every session on that node, so the node's session
+//! listener allows far more concurrent streams than a client-facing one ([`ListenerLimits`]'s
+//! presets).
 
 use axum::Router;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, Version, header};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// Concurrent HTTP/2 streams per connection (each open SSE stream holds one).
-const MAX_CONCURRENT_STREAMS: u32 = 100_000;
 /// How long open connections (long-lived SSE streams, mostly) get to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long a connection asked to close (idle, evicted) gets to say goodbye (an HTTP/2 GOAWAY
+/// and its ping) before it is dropped, when it has nothing in flight.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// How long a newcomer at the connection limit waits for the idle connection closed for it.
+const MAKE_ROOM: Duration = Duration::from_secs(1);
+/// HTTP/2 pings on quiet connections, to find peers that are gone.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// At most one warning this often while a listener is at its connection limit.
+const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// The limits and timeouts of one listener. The presets are the defaults: [`Self::CLIENT`]
+/// (also [`Default`]) for a port anyone may reach, [`Self::ADMIN`], [`Self::NODE_SESSION`] and
+/// [`Self::NODE_INTERNAL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// How long a connection may take to send its first request head (HTTP/1.1: every head).
+    pub header_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    /// How long a request body may go without sending anything before it is cut off.
+    pub body_timeout: Duration,
+    /// How long a connection with no request in flight stays open.
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2: the largest header list a request may carry, in bytes.
+    pub max_header_list_size: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self::CLIENT
+    }
+}
+
+impl ListenerLimits {
+    /// A client-facing listener (the gateway's `/mcp` port).
+    pub const CLIENT: ListenerLimits = ListenerLimits {
+        max_connections: 10_000,
+        header_timeout: Duration::from_secs(10),
+        tls_handshake_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(60),
+        max_concurrent_streams: 256,
+        max_header_list_size: 16 * 1024,
+    };
+
+    /// An admin listener (`/health`, `/metrics`): probes and scrapers need few connections.
+    pub const ADMIN: ListenerLimits = ListenerLimits {
+        max_connections: 256,
+        ..Self::CLIENT
+    };
+
+    /// A node's session listener. Each gateway multiplexes every SSE stream to this node over
+    /// one pooled HTTP/2 connection, hence the stream limit. The idle timeout outlasts the
+    /// gateways' pool (90 s), so that the pool, and not the node, retires an idle connection.
+    pub const NODE_SESSION: ListenerLimits = ListenerLimits {
+        max_connections: 4_096,
+        idle_timeout: Duration::from_secs(300),
+        max_concurrent_streams: 100_000,
+        ..Self::CLIENT
+    };
+
+    /// A node's internal listener: Raft and cluster RPCs, membership long polls, operators.
+    /// Its clients pool for 90 s, so it keeps idle connections longer, as the session one.
+    pub const NODE_INTERNAL: ListenerLimits = ListenerLimits {
+        max_connections: 4_096,
+        idle_timeout: Duration::from_secs(300),
+        ..Self::CLIENT
+    };
+
+    /// These limits with the four timeouts of `other`.
+    pub fn with_timeouts_of(self, other: &ListenerLimits) -> ListenerLimits {
+        ListenerLimits {
+            header_timeout: other.header_timeout,
+            tls_handshake_timeout: other.tls_handshake_timeout,
+            body_timeout: other.body_timeout,
+            idle_timeout: other.idle_timeout,
+            ..self
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        let zero = [
+            ("max connections", self.max_connections == 0),
+            ("header timeout", self.header_timeout.is_zero()),
+            (
+                "TLS handshake timeout",
+                self.tls_handshake_timeout.is_zero(),
+            ),
+            ("body timeout", self.body_timeout.is_zero()),
+            ("idle timeout", self.idle_timeout.is_zero()),
+            ("max concurrent streams", self.max_concurrent_streams == 0),
+            ("max header list size", self.max_header_list_size == 0),
+        ];
+        if let Some((what, _)) = zero.iter().find(|(_, zero)| *zero) {
+            return Err(LimitsError::Zero(what));
+        }
+        if u32::try_from(self.max_connections).is_err() {
+            return Err(LimitsError::TooManyConnections(self.max_connections));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LimitsError {
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+    #[error("max connections {0} is beyond any descriptor table")]
+    TooManyConnections(usize),
+}
+
+/// Caps the connection limits of a process's `listeners` so that together they stay within
+/// three quarters of its descriptor table (`table`, the soft `RLIMIT_NOFILE`), scaling each
+/// down in proportion. The last quarter is for what the process opens itself: connections to
+/// nodes and upstreams, upstream processes' pipes, files. Returns the configured total when it
+/// had to cap, for the caller to warn about.
+pub fn fit_to_descriptors(listeners: &mut [&mut ListenerLimits], table: u64) -> Option<usize> {
+    let budget = u128::from(table) * 3 / 4;
+    let total: usize = listeners.iter().map(|l| l.max_connections).sum();
+    if total as u128 <= budget {
+        return None;
+    }
+    for l in listeners.iter_mut() {
+        let share = l.max_connections as u128 * budget / total as u128;
+        l.max_connections = (share as usize).max(1);
+    }
+    Some(total)
+}
 
 /// TLS on a listener.
 #[derive(Clone)]
@@ -37,31 +192,24 @@ pub struct Tls {
 fn unauthenticated() -> Router {
     Router::new().fallback(|| async {
         crate::reply::refuse(
-            http::StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
             "a client certificate of the cluster CA is required",
         )
         .into_response()
     })
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
+/// Serves `router` on `listener` within `limits` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
+    limits: ListenerLimits,
     router: Router,
     tls: Option<Tls>,
     shutdown: CancellationToken,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .keep_alive_interval(Some(Duration::from_secs(20)));
-    let graceful = GracefulShutdown::new();
+    let shared = Arc::new(Shared::new(limits, router, tls, shutdown));
+    let mut next_id = 0u64;
+    let (mut refused, mut warned) = (0u64, None::<Instant>);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -73,49 +221,454 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.cancelled() => break,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let Some(permit) = shared.admit().await else {
+            drop(tcp);
+            refused += 1;
+            if warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY) {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    refused,
+                    "at the connection limit with nothing idle to close: refusing connections"
+                );
+                (refused, warned) = (0, Some(Instant::now()));
+            }
+            continue;
         };
         let _ = tcp.set_nodelay(true);
-        let router = router.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    let service = TowerToHyperService::new(router);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(tls) => match tls.acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        let certified = stream.get_ref().1.peer_certificates().is_some();
-                        let router = if tls.client_certificate_required && !certified {
-                            tracing::debug!(%peer, "a connection without a client certificate");
-                            unauthenticated()
-                        } else {
-                            router
-                        };
-                        let service = TowerToHyperService::new(router);
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "tls handshake failed");
-                        return;
-                    }
-                },
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        next_id += 1;
+        let slot = Slot::open(&shared, next_id, permit);
+        tokio::spawn(connection(shared.clone(), slot, tcp, peer));
     }
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.permits.acquire_many(all))
         .await
         .is_err()
     {
         tracing::info!("closing connections still open after the shutdown grace period");
     }
 }
+
+/// What a listener's connections share.
+struct Shared {
+    builder: auto::Builder<TokioExecutor>,
+    router: Router,
+    tls: Option<Tls>,
+    limits: ListenerLimits,
+    shutdown: CancellationToken,
+    /// One per open connection.
+    permits: Arc<Semaphore>,
+    /// The open connections, to find the one idle longest when the limit is reached.
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// What connections measure their idle times from.
+    epoch: Instant,
+}
+
+impl Shared {
+    fn new(
+        limits: ListenerLimits,
+        router: Router,
+        tls: Option<Tls>,
+        shutdown: CancellationToken,
+    ) -> Shared {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(limits.max_header_list_size)
+            .keep_alive_interval(KEEP_ALIVE_INTERVAL);
+        Shared {
+            builder,
+            router,
+            tls,
+            limits,
+            shutdown,
+            permits: Arc::new(Semaphore::new(
+                limits.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            open: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A slot for a new connection; at the limit, one freed by closing the connection idle
+    /// longest, or none when nothing is idle.
+    async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if !self.evict_longest_idle() {
+            return None;
+        }
+        tokio::time::timeout(MAKE_ROOM, self.permits.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Asks the connection idle longest to close; false when none is idle.
+    fn evict_longest_idle(&self) -> bool {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let victim = open
+            .values()
+            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .filter(|c| !c.evicted.load(Ordering::Relaxed))
+            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+        let Some(victim) = victim else { return false };
+        tracing::debug!("at the connection limit: closing the connection idle longest");
+        victim.evicted.store(true, Ordering::Relaxed);
+        victim.wake.notify_one();
+        true
+    }
+}
+
+/// One open connection's place in its listener; gives the slot back when dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    id: u64,
+    conn: Arc<Conn>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn open(shared: &Arc<Shared>, id: u64, permit: OwnedSemaphorePermit) -> Slot {
+        let conn = Arc::new(Conn {
+            in_flight: AtomicUsize::new(0),
+            used: AtomicBool::new(false),
+            idle_since: AtomicU64::new(millis_since(shared.epoch)),
+            evicted: AtomicBool::new(false),
+            wake: Notify::new(),
+            epoch: shared.epoch,
+        });
+        shared
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, conn.clone());
+        Slot {
+            shared: shared.clone(),
+            id,
+            conn,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What a connection's task and its requests share.
+struct Conn {
+    /// Requests whose response has not been sent in full.
+    in_flight: AtomicUsize,
+    /// Whether a request has arrived: until one has, the header timeout applies, not the idle.
+    used: AtomicBool,
+    /// When the connection last had nothing in flight, in milliseconds since `epoch`.
+    idle_since: AtomicU64,
+    /// Set by the listener on the connection it closes to make room.
+    evicted: AtomicBool,
+    /// Wakes the connection's task to look again: its last request finished, or it was evicted.
+    wake: Notify,
+    epoch: Instant,
+}
+
+impl Conn {
+    /// When the connection is to be closed, if nothing arrives; none while a request is in
+    /// flight. `closing`: since when it has been asked to close.
+    fn close_at(&self, limits: &ListenerLimits, closing: Option<Instant>) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let idle_since =
+            self.epoch + Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
+        Some(match closing {
+            Some(at) => at.max(idle_since) + CLOSE_GRACE,
+            None if self.used.load(Ordering::Relaxed) => idle_since + limits.idle_timeout,
+            None => idle_since + limits.header_timeout,
+        })
+    }
+}
+
+/// A connection from its TLS handshake, if any, to its end.
+async fn connection(shared: Arc<Shared>, slot: Slot, tcp: TcpStream, peer: SocketAddr) {
+    let Some(tls) = &shared.tls else {
+        return drive(&shared, &slot.conn, tcp, shared.router.clone(), peer).await;
+    };
+    let handshake = tokio::time::timeout(
+        shared.limits.tls_handshake_timeout,
+        tls.acceptor.accept(tcp),
+    );
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "tls handshake timed out");
+                return;
+            }
+        },
+        // Nothing is in flight yet, so a wake-up can only be an eviction.
+        _ = slot.conn.wake.notified() => return,
+        _ = shared.shutdown.cancelled() => return,
+    };
+    let certified = stream.get_ref().1.peer_certificates().is_some();
+    let router = if tls.client_certificate_required && !certified {
+        tracing::debug!(%peer, "a connection without a client certificate");
+        unauthenticated()
+    } else {
+        shared.router.clone()
+    };
+    drive(&shared, &slot.conn, stream, router, peer).await
+}
+
+/// Serves HTTP on `io` until the peer is done, or the connection has been idle too long, is
+/// evicted, or the listener shuts down: then it is closed gracefully, and dropped if it lingers
+/// with nothing in flight.
+async fn drive<I>(shared: &Shared, conn: &Arc<Conn>, io: I, router: Router, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = Service {
+        router,
+        conn: conn.clone(),
+        body_timeout: shared.limits.body_timeout,
+    };
+    let http = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut http = std::pin::pin!(http);
+    let mut closing: Option<Instant> = None;
+    loop {
+        // While requests are in flight, look again now and then; the last one's end wakes us.
+        let close_at = conn.close_at(&shared.limits, closing);
+        let look_at = close_at.unwrap_or_else(|| Instant::now() + shared.limits.idle_timeout);
+        let close = tokio::select! {
+            result = http.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shared.shutdown.cancelled(), if closing.is_none() => true,
+            _ = conn.wake.notified() => closing.is_none() && conn.evicted.load(Ordering::Relaxed),
+            _ = tokio::time::sleep_until(look_at) => close_at.is_some_and(|at| at <= Instant::now()),
+        };
+        if close {
+            if closing.is_some() {
+                tracing::debug!(%peer, "dropping a connection that did not close in time");
+                return;
+            }
+            http.as_mut().graceful_shutdown();
+            closing = Some(Instant::now());
+        }
+    }
+}
+
+/// The router behind one connection: counts the requests in flight and times request bodies.
+struct Service {
+    router: Router,
+    conn: Arc<Conn>,
+    body_timeout: Duration,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<Tracked>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        let in_flight = InFlight::start(&self.conn);
+        let http1 = req.version() <= Version::HTTP_11;
+        // Only a body still to come can stall; most GETs have none.
+        let stalled = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        let timeout = self.body_timeout;
+        let req = req.map(|body| Timed {
+            body,
+            timeout,
+            stall: None,
+            waiting: false,
+            stalled: stalled.clone(),
+        });
+        // A router is always ready (`poll_ready` is a constant `Ready`).
+        let future = tower::Service::call(&mut self.router.clone(), req);
+        Answer {
+            future,
+            in_flight: Some(in_flight),
+            stalled,
+            http1,
+        }
+    }
+}
+
+/// Counts a request as in flight for as long as it lives: through the handler, then inside the
+/// response body until that has been sent.
+struct InFlight(Arc<Conn>);
+
+impl InFlight {
+    fn start(conn: &Arc<Conn>) -> InFlight {
+        conn.used.store(true, Ordering::Relaxed);
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(conn.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let conn = &self.0;
+        // Before the count: whoever sees the count at zero also sees when it got there.
+        conn.idle_since
+            .store(millis_since(conn.epoch), Ordering::Relaxed);
+        if conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            conn.wake.notify_one();
+        }
+    }
+}
+
+/// The router's answer, or 408 when the request body stalled.
+struct Answer {
+    future: RouteFuture<Infallible>,
+    in_flight: Option<InFlight>,
+    stalled: Option<Arc<AtomicBool>>,
+    http1: bool,
+}
+
+impl Future for Answer {
+    type Output = Result<Response<Tracked>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Ok(mut response) = ready!(Pin::new(&mut this.future).poll(cx));
+        if this
+            .stalled
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            // Whatever the handler made of the failed read, the client is to blame.
+            response = crate::reply::refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body made no progress in time",
+            );
+            if this.http1 {
+                // The rest of the body may still come; the connection cannot be reused.
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(header::CONNECTION, close);
+            }
+        }
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|body| Tracked { body, in_flight })))
+    }
+}
+
+/// A response body that keeps its request in flight until it has been sent.
+struct Tracked {
+    body: axum::body::Body,
+    in_flight: Option<InFlight>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            self.in_flight = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request body that fails once it has made no progress for `timeout` while being read.
+struct Timed<B = Incoming> {
+    body: B,
+    timeout: Duration,
+    /// Made on the first wait, then reset: most bodies arrive with their head.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Whether `stall` is armed for the current wait.
+    waiting: bool,
+    /// Set when the body stalled; none for a body that had ended with its head.
+    stalled: Option<Arc<AtomicBool>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body made no progress for {0:?}")]
+struct Stalled(Duration);
+
+impl<B> Body for Timed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let Some(stalled) = &this.stalled else {
+            return Poll::Ready(None);
+        };
+        if stalled.load(Ordering::Relaxed) {
+            return Poll::Ready(Some(Err(Stalled(this.timeout).into())));
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = Instant::now() + this.timeout;
+        let stall = this
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.waiting {
+            stall.as_mut().reset(deadline);
+            this.waiting = true;
+        }
+        ready!(stall.as_mut().poll(cx));
+        stalled.store(true, Ordering::Relaxed);
+        Poll::Ready(Some(Err(Stalled(this.timeout).into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stalled.is_none() || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests;

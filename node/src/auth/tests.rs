@@ -31,8 +31,10 @@ async fn serve(guard: Option<Guard>) -> (String, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let stop = CancellationToken::new();
+    let limits = shardgate_protocol::listener::ListenerLimits::NODE_INTERNAL;
     tokio::spawn(shardgate_protocol::listener::serve(
         listener,
+        limits,
         router,
         None,
         stop.clone(),

@@ -3,9 +3,11 @@
 use crate::{credentials, members};
 use anyhow::Context;
 use shardgate_gateway::config::{AffinityKey, GatewayConfig, TlsFiles};
+use shardgate_protocol::listener::{self, ListenerLimits};
 use shardgate_statefulset::ready;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Affinity {
@@ -70,9 +72,84 @@ pub struct Args {
     pub affinity: Affinity,
     #[command(flatten)]
     pub credentials: credentials::ClusterCredentials,
+    #[command(flatten)]
+    pub limits: Limits,
     /// Once the listeners are bound, write their addresses here as JSON.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+}
+
+/// Connection hygiene of the two listeners; the defaults are `ListenerLimits::CLIENT` and
+/// `ListenerLimits::ADMIN` (node/src/listener.rs).
+#[derive(clap::Args, Debug)]
+pub struct Limits {
+    /// Connections the client listener holds open at once. At the limit, the connection idle
+    /// longest is closed to make room; when none is idle, the newcomer is turned away.
+    #[arg(long, env = "SHARDGATE_MAX_CONNECTIONS", default_value_t = ListenerLimits::CLIENT.max_connections)]
+    pub max_connections: usize,
+    /// Connections the admin listener holds open at once.
+    #[arg(long, env = "SHARDGATE_ADMIN_MAX_CONNECTIONS", default_value_t = ListenerLimits::ADMIN.max_connections)]
+    pub admin_max_connections: usize,
+    /// Seconds a connection gets to send a request head: its first one, and over HTTP/1.1
+    /// every one, counted from the end of the previous response.
+    #[arg(long, env = "SHARDGATE_HEADER_TIMEOUT_SECS", default_value_t = ListenerLimits::CLIENT.header_timeout.as_secs())]
+    pub header_timeout_secs: u64,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, env = "SHARDGATE_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = ListenerLimits::CLIENT.tls_handshake_timeout.as_secs())]
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it is cut off with 408. Responses (SSE
+    /// streams) are never timed.
+    #[arg(long, env = "SHARDGATE_BODY_TIMEOUT_SECS", default_value_t = ListenerLimits::CLIENT.body_timeout.as_secs())]
+    pub body_timeout_secs: u64,
+    /// Seconds a connection with no request in flight stays open.
+    #[arg(long, env = "SHARDGATE_IDLE_TIMEOUT_SECS", default_value_t = ListenerLimits::CLIENT.idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 streams a client connection may have open at once; more are refused.
+    #[arg(long, env = "SHARDGATE_MAX_CONCURRENT_STREAMS", default_value_t = ListenerLimits::CLIENT.max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
+    /// HTTP/2: the largest request header list, in bytes.
+    #[arg(long, env = "SHARDGATE_MAX_HEADER_LIST_BYTES", default_value_t = ListenerLimits::CLIENT.max_header_list_size)]
+    pub max_header_list_bytes: u32,
+}
+
+impl Limits {
+    /// The client listener's limits and the admin listener's, capped to the descriptor table.
+    fn listeners(&self) -> anyhow::Result<(ListenerLimits, ListenerLimits)> {
+        let mut client = ListenerLimits {
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_header_list_size: self.max_header_list_bytes,
+        };
+        let mut admin = ListenerLimits {
+            max_connections: self.admin_max_connections,
+            ..ListenerLimits::ADMIN.with_timeouts_of(&client)
+        };
+        client.validate().context("client listener")?;
+        admin.validate().context("admin listener")?;
+        fit_to_descriptors(&mut [&mut client, &mut admin]);
+        Ok((client, admin))
+    }
+}
+
+/// Caps the listeners' connection limits below the process's descriptor table, with a warning.
+pub fn fit_to_descriptors(listeners: &mut [&mut ListenerLimits]) {
+    use nix::sys::resource::{Resource, getrlimit};
+    let Ok((table, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if let Some(configured) = listener::fit_to_descriptors(listeners, table) {
+        let capped: usize = listeners.iter().map(|l| l.max_connections).sum();
+        tracing::warn!(
+            configured,
+            capped,
+            descriptors = table,
+            "the connection limits exceed the descriptor table (ulimit -n); lowered"
+        );
+    }
 }
 
 impl Args {
@@ -84,6 +161,7 @@ impl Args {
             None => shardgate_raft::Membership::default(),
         };
         membership.cluster = self.cluster_id.clone();
+        let (client_limits, admin_limits) = self.limits.listeners()?;
         let config = GatewayConfig {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -108,6 +186,8 @@ impl Args {
                 Affinity::PrincipalAndName => AffinityKey::PrincipalAndName,
             },
             credentials: self.credentials.load()?.credentials,
+            client_limits,
+            admin_limits,
         };
         config.validate()?;
         Ok(config)

@@ -2,8 +2,10 @@
 
 use crate::{credentials, members};
 use anyhow::{Context, bail};
+use shardgate_node::server::NodeListenerLimits;
 use shardgate_node::{Listeners, MembershipSource, NodeConfig};
 use shardgate_protocol::cluster_client::ClusterClient;
+use shardgate_protocol::listener::ListenerLimits;
 use shardgate_raft::NodeId;
 use shardgate_raft::consensus::{Consensus, ConsensusConfig, DEFAULT_FOUND_WAIT, Timing};
 use shardgate_statefulset::{Timings, ready};
@@ -92,6 +94,82 @@ pub struct Args {
     /// Seconds after which a session nobody uses (no request, no open stream) is ended.
     #[arg(long, env = "SHARDGATE_SESSION_IDLE_SECS", default_value_t = 1800)]
     pub session_idle_secs: u64,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Connection hygiene of the three listeners; the defaults are `ListenerLimits::NODE_SESSION`,
+/// `NODE_INTERNAL` and `ADMIN` (node/src/listener.rs). The timeouts apply to all three.
+#[derive(clap::Args, Debug)]
+pub struct Limits {
+    /// Connections the session listener, and the internal one, each hold open at once. At the
+    /// limit, the connection idle longest is closed to make room; when none is idle, the
+    /// newcomer is turned away.
+    #[arg(long, env = "SHARDGATE_NODE_MAX_CONNECTIONS", default_value_t = ListenerLimits::NODE_SESSION.max_connections)]
+    pub max_connections: usize,
+    /// Connections the admin listener holds open at once.
+    #[arg(long, env = "SHARDGATE_NODE_ADMIN_MAX_CONNECTIONS", default_value_t = ListenerLimits::ADMIN.max_connections)]
+    pub admin_max_connections: usize,
+    /// Seconds a connection gets to send a request head: its first one, and over HTTP/1.1
+    /// every one, counted from the end of the previous response.
+    #[arg(long, env = "SHARDGATE_NODE_HEADER_TIMEOUT_SECS", default_value_t = ListenerLimits::NODE_SESSION.header_timeout.as_secs())]
+    pub header_timeout_secs: u64,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, env = "SHARDGATE_NODE_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = ListenerLimits::NODE_SESSION.tls_handshake_timeout.as_secs())]
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it is cut off with 408.
+    #[arg(long, env = "SHARDGATE_NODE_BODY_TIMEOUT_SECS", default_value_t = ListenerLimits::NODE_SESSION.body_timeout.as_secs())]
+    pub body_timeout_secs: u64,
+    /// Seconds a connection with no request in flight stays open; longer than the gateways'
+    /// and nodes' client pools keep idle connections (90 s).
+    #[arg(long, env = "SHARDGATE_NODE_IDLE_TIMEOUT_SECS", default_value_t = ListenerLimits::NODE_SESSION.idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 streams one connection to the session listener may have open at once: a
+    /// gateway's one connection carries every SSE stream to this node.
+    #[arg(long, env = "SHARDGATE_NODE_MAX_CONCURRENT_STREAMS", default_value_t = ListenerLimits::NODE_SESSION.max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
+    /// HTTP/2: the largest request header list, in bytes.
+    #[arg(long, env = "SHARDGATE_NODE_MAX_HEADER_LIST_BYTES", default_value_t = ListenerLimits::NODE_SESSION.max_header_list_size)]
+    pub max_header_list_bytes: u32,
+}
+
+impl Limits {
+    /// Each listener's limits, capped to the descriptor table.
+    fn listeners(&self) -> anyhow::Result<NodeListenerLimits> {
+        let session = ListenerLimits {
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_header_list_size: self.max_header_list_bytes,
+        };
+        let others = |preset: ListenerLimits, max_connections| ListenerLimits {
+            max_connections,
+            max_header_list_size: self.max_header_list_bytes,
+            ..preset.with_timeouts_of(&session)
+        };
+        let mut limits = NodeListenerLimits {
+            session,
+            internal: others(ListenerLimits::NODE_INTERNAL, self.max_connections),
+            admin: others(ListenerLimits::ADMIN, self.admin_max_connections),
+        };
+        for (name, l) in [
+            ("session", &limits.session),
+            ("internal", &limits.internal),
+            ("admin", &limits.admin),
+        ] {
+            l.validate().with_context(|| format!("{name} listener"))?;
+        }
+        let NodeListenerLimits {
+            session,
+            internal,
+            admin,
+        } = &mut limits;
+        super::gateway::fit_to_descriptors(&mut [session, internal, admin]);
+        Ok(limits)
+    }
 }
 
 /// `node-<ordinal>` from `--id`, or from the StatefulSet pod name.
@@ -131,6 +209,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         session: bind(args.listen).await?,
         internal: bind(args.internal_listen).await?,
         admin: bind(args.admin_listen).await?,
+        limits: args.limits.listeners()?,
     };
     let bound = ready::Node {
         session: listeners.session.local_addr()?,

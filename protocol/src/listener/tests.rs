@@ -1,0 +1,243 @@
+use super::*;
+use axum::routing::{get, post};
+use futures_util::future::poll_fn;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+#[test]
+fn presets_are_valid_and_zero_is_refused() {
+    for preset in [
+        ListenerLimits::CLIENT,
+        ListenerLimits::ADMIN,
+        ListenerLimits::NODE_SESSION,
+        ListenerLimits::NODE_INTERNAL,
+    ] {
+        assert_eq!(preset.validate(), Ok(()));
+    }
+    let idle = ListenerLimits {
+        idle_timeout: Duration::ZERO,
+        ..Default::default()
+    };
+    assert_eq!(idle.validate(), Err(LimitsError::Zero("idle timeout")));
+    let none = ListenerLimits {
+        max_connections: 0,
+        ..Default::default()
+    };
+    assert_eq!(none.validate(), Err(LimitsError::Zero("max connections")));
+}
+
+#[test]
+fn only_the_node_session_listener_takes_many_streams() {
+    assert_eq!(ListenerLimits::NODE_SESSION.max_concurrent_streams, 100_000);
+    assert_eq!(ListenerLimits::CLIENT.max_concurrent_streams, 256);
+    assert_eq!(ListenerLimits::NODE_INTERNAL.max_concurrent_streams, 256);
+    let short = ListenerLimits {
+        idle_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let admin = ListenerLimits::ADMIN.with_timeouts_of(&short);
+    assert_eq!(admin.idle_timeout, Duration::from_secs(2));
+    assert_eq!(admin.max_connections, ListenerLimits::ADMIN.max_connections);
+}
+
+#[test]
+fn connection_limits_fit_the_descriptor_table() {
+    let (mut client, mut admin) = (ListenerLimits::CLIENT, ListenerLimits::ADMIN);
+    // Roomy enough, or unlimited: untouched.
+    assert_eq!(
+        fit_to_descriptors(&mut [&mut client, &mut admin], 1 << 20),
+        None
+    );
+    assert_eq!(
+        fit_to_descriptors(&mut [&mut client, &mut admin], u64::MAX),
+        None
+    );
+    assert_eq!(client.max_connections, 10_000);
+    // 1024 descriptors: three quarters for the listeners, shared in proportion.
+    assert_eq!(
+        fit_to_descriptors(&mut [&mut client, &mut admin], 1024),
+        Some(10_256)
+    );
+    assert_eq!(client.max_connections, 748);
+    assert_eq!(admin.max_connections, 19);
+    assert!(client.max_connections + admin.max_connections <= 768);
+    // Never below one connection.
+    fit_to_descriptors(&mut [&mut client, &mut admin], 4);
+    assert_eq!((client.max_connections, admin.max_connections), (2, 1));
+}
+
+fn conn(epoch: Instant) -> Conn {
+    Conn {
+        in_flight: AtomicUsize::new(0),
+        used: AtomicBool::new(false),
+        idle_since: AtomicU64::new(0),
+        evicted: AtomicBool::new(false),
+        wake: Notify::new(),
+        epoch,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn header_timeout_until_the_first_request_then_idle_timeout() {
+    let epoch = Instant::now();
+    let conn = Arc::new(conn(epoch));
+    let limits = ListenerLimits::CLIENT;
+    assert_eq!(
+        conn.close_at(&limits, None),
+        Some(epoch + limits.header_timeout)
+    );
+
+    let request = InFlight::start(&conn);
+    assert_eq!(conn.close_at(&limits, None), None, "never while in flight");
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    drop(request);
+    let idle = epoch + Duration::from_secs(100);
+    assert_eq!(
+        conn.close_at(&limits, None),
+        Some(idle + limits.idle_timeout)
+    );
+    // Its end woke the connection's task.
+    tokio::time::timeout(Duration::from_millis(1), conn.wake.notified())
+        .await
+        .expect("woken");
+
+    let closing = Instant::now() + Duration::from_secs(1);
+    assert_eq!(
+        conn.close_at(&limits, Some(closing)),
+        Some(closing + CLOSE_GRACE)
+    );
+}
+
+/// A request body fed by hand.
+struct Chan(mpsc::Receiver<Bytes>);
+
+impl Body for Chan {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_fails_only_after_making_no_progress_for_the_timeout() {
+    let (tx, rx) = mpsc::channel(4);
+    let stalled = Arc::new(AtomicBool::new(false));
+    let mut body = Timed {
+        body: Chan(rx),
+        timeout: Duration::from_secs(30),
+        stall: None,
+        waiting: false,
+        stalled: Some(stalled.clone()),
+    };
+    let start = Instant::now();
+    let feed = tokio::spawn(async move {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            let _ = tx.send(Bytes::from_static(b"0123456789")).await;
+        }
+        // Then nothing, and the sender stays open.
+        std::future::pending::<()>().await;
+    });
+    for _ in 0..3 {
+        let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(matches!(frame, Some(Ok(_))));
+    }
+    let err = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+    assert!(matches!(err, Some(Err(_))));
+    assert!(stalled.load(Ordering::Relaxed));
+    assert_eq!(start.elapsed(), Duration::from_secs(90));
+    feed.abort();
+}
+
+fn short() -> ListenerLimits {
+    ListenerLimits {
+        max_connections: 2,
+        header_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    }
+}
+
+/// A listener on a free port with `limits`, serving `/ok`, a slow `/stream` and `/echo`.
+async fn listen(limits: ListenerLimits) -> (SocketAddr, CancellationToken) {
+    let router = Router::new()
+        .route("/ok", get(|| async { "ok" }))
+        .route(
+            "/stream",
+            get(|| async {
+                let ticks = futures_util::stream::unfold(0, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    (n < 5).then(|| (Ok::<_, Infallible>(Bytes::from("tick\n")), n + 1))
+                });
+                axum::body::Body::from_stream(ticks)
+            }),
+        )
+        .route("/echo", post(|body: Bytes| async move { body }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, limits, router, None, shutdown.clone()));
+    (addr, shutdown)
+}
+
+/// Everything the server sends until it closes the connection.
+async fn read_all(tcp: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn idle_connections_make_room_and_are_closed() {
+    let (addr, shutdown) = listen(short()).await;
+    let mut idle1 = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _idle2 = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // At the limit: the connection idle longest goes, the newcomer is served.
+    let mut fresh = TcpStream::connect(addr).await.expect("connect");
+    fresh
+        .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(read_all(&mut fresh).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(read_all(&mut idle1).await, "", "evicted without a word");
+    // An idle connection that sends nothing is closed after the header timeout.
+    let started = Instant::now();
+    let mut idle3 = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(read_all(&mut idle3).await, "");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_response_stream_outlives_the_idle_and_body_timeouts() {
+    let (addr, shutdown) = listen(short()).await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_all(&mut tcp).await;
+    assert_eq!(answer.matches("tick").count(), 5, "{answer}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_the_connection_closes() {
+    let (addr, shutdown) = listen(short()).await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    let answer = read_all(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"));
+    shutdown.cancel();
+}

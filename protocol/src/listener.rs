@@ -23,26 +23,27 @@
 //! listener allows far more concurrent streams than a client-facing one ([`ListenerLimits`]'s
 //! presets).
 
+mod body;
+mod limits;
+
+use body::Service;
+
+pub use limits::{LimitsError, ListenerLimits, fit_to_descriptors};
+
 use axum::Router;
-use axum::response::{IntoResponse, Response};
-use axum::routing::future::RouteFuture;
-use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, Version, header};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use axum::response::IntoResponse;
+use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -57,128 +58,6 @@ const MAKE_ROOM: Duration = Duration::from_secs(1);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// At most one warning this often while a listener is at its connection limit.
 const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-/// The limits and timeouts of one listener. The presets are the defaults: [`Self::CLIENT`]
-/// (also [`Default`]) for a port anyone may reach, [`Self::ADMIN`], [`Self::NODE_SESSION`] and
-/// [`Self::NODE_INTERNAL`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ListenerLimits {
-    /// Connections open at once.
-    pub max_connections: usize,
-    /// How long a connection may take to send its first request head (HTTP/1.1: every head).
-    pub header_timeout: Duration,
-    pub tls_handshake_timeout: Duration,
-    /// How long a request body may go without sending anything before it is cut off.
-    pub body_timeout: Duration,
-    /// How long a connection with no request in flight stays open.
-    pub idle_timeout: Duration,
-    /// HTTP/2 streams one connection may have open at once.
-    pub max_concurrent_streams: u32,
-    /// HTTP/2: the largest header list a request may carry, in bytes.
-    pub max_header_list_size: u32,
-}
-
-impl Default for ListenerLimits {
-    fn default() -> Self {
-        Self::CLIENT
-    }
-}
-
-impl ListenerLimits {
-    /// A client-facing listener (the gateway's `/mcp` port).
-    pub const CLIENT: ListenerLimits = ListenerLimits {
-        max_connections: 10_000,
-        header_timeout: Duration::from_secs(10),
-        tls_handshake_timeout: Duration::from_secs(10),
-        body_timeout: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(60),
-        max_concurrent_streams: 256,
-        max_header_list_size: 16 * 1024,
-    };
-
-    /// An admin listener (`/health`, `/metrics`): probes and scrapers need few connections.
-    pub const ADMIN: ListenerLimits = ListenerLimits {
-        max_connections: 256,
-        ..Self::CLIENT
-    };
-
-    /// A node's session listener. Each gateway multiplexes every SSE stream to this node over
-    /// one pooled HTTP/2 connection, hence the stream limit. The idle timeout outlasts the
-    /// gateways' pool (90 s), so that the pool, and not the node, retires an idle connection.
-    pub const NODE_SESSION: ListenerLimits = ListenerLimits {
-        max_connections: 4_096,
-        idle_timeout: Duration::from_secs(300),
-        max_concurrent_streams: 100_000,
-        ..Self::CLIENT
-    };
-
-    /// A node's internal listener: Raft and cluster RPCs, membership long polls, operators.
-    /// Its clients pool for 90 s, so it keeps idle connections longer, as the session one.
-    pub const NODE_INTERNAL: ListenerLimits = ListenerLimits {
-        max_connections: 4_096,
-        idle_timeout: Duration::from_secs(300),
-        ..Self::CLIENT
-    };
-
-    /// These limits with the four timeouts of `other`.
-    pub fn with_timeouts_of(self, other: &ListenerLimits) -> ListenerLimits {
-        ListenerLimits {
-            header_timeout: other.header_timeout,
-            tls_handshake_timeout: other.tls_handshake_timeout,
-            body_timeout: other.body_timeout,
-            idle_timeout: other.idle_timeout,
-            ..self
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), LimitsError> {
-        let zero = [
-            ("max connections", self.max_connections == 0),
-            ("header timeout", self.header_timeout.is_zero()),
-            (
-                "TLS handshake timeout",
-                self.tls_handshake_timeout.is_zero(),
-            ),
-            ("body timeout", self.body_timeout.is_zero()),
-            ("idle timeout", self.idle_timeout.is_zero()),
-            ("max concurrent streams", self.max_concurrent_streams == 0),
-            ("max header list size", self.max_header_list_size == 0),
-        ];
-        if let Some((what, _)) = zero.iter().find(|(_, zero)| *zero) {
-            return Err(LimitsError::Zero(what));
-        }
-        if u32::try_from(self.max_connections).is_err() {
-            return Err(LimitsError::TooManyConnections(self.max_connections));
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LimitsError {
-    #[error("{0} must be positive")]
-    Zero(&'static str),
-    #[error("max connections {0} is beyond any descriptor table")]
-    TooManyConnections(usize),
-}
-
-/// Caps the connection limits of a process's `listeners` so that together they stay within
-/// three quarters of its descriptor table (`table`, the soft `RLIMIT_NOFILE`), scaling each
-/// down in proportion. The last quarter is for what the process opens itself: connections to
-/// nodes and upstreams, upstream processes' pipes, files. Returns the configured total when it
-/// had to cap, for the caller to warn about.
-pub fn fit_to_descriptors(listeners: &mut [&mut ListenerLimits], table: u64) -> Option<usize> {
-    let budget = u128::from(table) * 3 / 4;
-    let total: usize = listeners.iter().map(|l| l.max_connections).sum();
-    if total as u128 <= budget {
-        return None;
-    }
-    for l in listeners.iter_mut() {
-        let share = l.max_connections as u128 * budget / total as u128;
-        l.max_connections = (share as usize).max(1);
-    }
-    Some(total)
-}
 
 /// TLS on a listener.
 #[derive(Clone)]
@@ -481,192 +360,6 @@ where
             http.as_mut().graceful_shutdown();
             closing = Some(Instant::now());
         }
-    }
-}
-
-/// The router behind one connection: counts the requests in flight and times request bodies.
-struct Service {
-    router: Router,
-    conn: Arc<Conn>,
-    body_timeout: Duration,
-}
-
-impl hyper::service::Service<Request<Incoming>> for Service {
-    type Response = Response<Tracked>;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn call(&self, req: Request<Incoming>) -> Answer {
-        let in_flight = InFlight::start(&self.conn);
-        let http1 = req.version() <= Version::HTTP_11;
-        // Only a body still to come can stall; most GETs have none.
-        let stalled = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
-        let timeout = self.body_timeout;
-        let req = req.map(|body| Timed {
-            body,
-            timeout,
-            stall: None,
-            waiting: false,
-            stalled: stalled.clone(),
-        });
-        // A router is always ready (`poll_ready` is a constant `Ready`).
-        let future = tower::Service::call(&mut self.router.clone(), req);
-        Answer {
-            future,
-            in_flight: Some(in_flight),
-            stalled,
-            http1,
-        }
-    }
-}
-
-/// Counts a request as in flight for as long as it lives: through the handler, then inside the
-/// response body until that has been sent.
-struct InFlight(Arc<Conn>);
-
-impl InFlight {
-    fn start(conn: &Arc<Conn>) -> InFlight {
-        conn.used.store(true, Ordering::Relaxed);
-        conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(conn.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let conn = &self.0;
-        // Before the count: whoever sees the count at zero also sees when it got there.
-        conn.idle_since
-            .store(millis_since(conn.epoch), Ordering::Relaxed);
-        if conn.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            conn.wake.notify_one();
-        }
-    }
-}
-
-/// The router's answer, or 408 when the request body stalled.
-struct Answer {
-    future: RouteFuture<Infallible>,
-    in_flight: Option<InFlight>,
-    stalled: Option<Arc<AtomicBool>>,
-    http1: bool,
-}
-
-impl Future for Answer {
-    type Output = Result<Response<Tracked>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let Ok(mut response) = ready!(Pin::new(&mut this.future).poll(cx));
-        if this
-            .stalled
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::Relaxed))
-        {
-            // Whatever the handler made of the failed read, the client is to blame.
-            response = crate::reply::refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body made no progress in time",
-            );
-            if this.http1 {
-                // The rest of the body may still come; the connection cannot be reused.
-                let close = HeaderValue::from_static("close");
-                response.headers_mut().insert(header::CONNECTION, close);
-            }
-        }
-        let in_flight = this.in_flight.take();
-        Poll::Ready(Ok(response.map(|body| Tracked { body, in_flight })))
-    }
-}
-
-/// A response body that keeps its request in flight until it has been sent.
-struct Tracked {
-    body: axum::body::Body,
-    in_flight: Option<InFlight>,
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) {
-            self.in_flight = None;
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A request body that fails once it has made no progress for `timeout` while being read.
-struct Timed<B = Incoming> {
-    body: B,
-    timeout: Duration,
-    /// Made on the first wait, then reset: most bodies arrive with their head.
-    stall: Option<Pin<Box<Sleep>>>,
-    /// Whether `stall` is armed for the current wait.
-    waiting: bool,
-    /// Set when the body stalled; none for a body that had ended with its head.
-    stalled: Option<Arc<AtomicBool>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the request body made no progress for {0:?}")]
-struct Stalled(Duration);
-
-impl<B> Body for Timed<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        let Some(stalled) = &this.stalled else {
-            return Poll::Ready(None);
-        };
-        if stalled.load(Ordering::Relaxed) {
-            return Poll::Ready(Some(Err(Stalled(this.timeout).into())));
-        }
-        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            this.waiting = false;
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        let deadline = Instant::now() + this.timeout;
-        let stall = this
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !this.waiting {
-            stall.as_mut().reset(deadline);
-            this.waiting = true;
-        }
-        ready!(stall.as_mut().poll(cx));
-        stalled.store(true, Ordering::Relaxed);
-        Poll::Ready(Some(Err(Stalled(this.timeout).into())))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.stalled.is_none() || self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

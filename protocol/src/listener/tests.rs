@@ -1,6 +1,12 @@
+use super::body::{InFlight, Timed};
 use super::*;
 use axum::routing::{get, post};
+use bytes::Bytes;
 use futures_util::future::poll_fn;
+use hyper::body::{Body, Frame};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 

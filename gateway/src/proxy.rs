@@ -13,6 +13,7 @@ use crate::checks;
 use crate::config::AffinityKey;
 use crate::error::ProxyError;
 use crate::forward::{self, Route};
+use crate::metrics;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -56,13 +57,14 @@ pub async fn mcp(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Some(Era::Stateless) => "stateless",
         None => "none",
     };
+    let method = metrics::method_label(&method);
     gw.metrics
         .requests
-        .with_label_values(&[method.as_str(), era_label, resp.status().as_str()])
+        .with_label_values(&[method, era_label, resp.status().as_str()])
         .inc();
     gw.metrics
         .latency
-        .with_label_values(&[method.as_str()])
+        .with_label_values(&[method])
         .observe(started.elapsed().as_secs_f64());
     resp
 }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use shardgate_node::internal;
-use shardgate_node::protocol::{self, BodyError, Era, Message};
+use shardgate_node::protocol::{self, BodyError, Era, Message, RequestId};
 use shardgate_node::reply;
 use shardgate_node::session;
 use shardgate_node::stateless_checks;
@@ -77,7 +77,7 @@ fn blame_label(e: &ProxyError) -> &'static str {
     }
 }
 
-type Refused = (ProxyError, Option<serde_json::Value>);
+type Refused = (ProxyError, Option<RequestId>);
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -164,9 +164,9 @@ fn stateless_route(
     headers: &HeaderMap,
 ) -> Result<Route, Refused> {
     for (msg, value) in &parsed.messages {
-        if let Message::Request { .. } = msg {
+        if let Message::Request { id, .. } = msg {
             stateless_checks::check(headers, value)
-                .map_err(|r| (ProxyError::Stateless(r), value.get("id").cloned()))?;
+                .map_err(|r| (ProxyError::Stateless(r), Some(id.clone())))?;
         }
     }
     let mut key = format!("{ANONYMOUS}/{UPSTREAM}");
@@ -183,7 +183,7 @@ fn stateless_route(
     })
 }
 
-fn request_id(parsed: &protocol::Body) -> Option<serde_json::Value> {
+fn request_id(parsed: &protocol::Body) -> Option<RequestId> {
     parsed.messages.iter().find_map(|(m, _)| match m {
         Message::Request { id, .. } => Some(id.clone()),
         _ => None,

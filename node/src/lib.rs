@@ -5,7 +5,8 @@
 //!   split by era.
 //! - [`auth`]: only members of the cluster's trust domain reach the session and internal
 //!   listeners (mTLS or HMAC); [`cluster_client`] is the authenticated client side.
-//! - [`protocol`]: MCP facts shared with the gateway — revisions, headers, message shapes.
+//! - [`protocol`]: MCP facts shared with the gateway — revisions, headers, message shapes,
+//!   request ids echoed exactly as sent.
 //! - [`internal`]: the trusted headers gateways add and the internal endpoints.
 //! - [`session_era`] → [`session`] → [`stream`] → [`sse`]: sessions, their event streams with
 //!   replay logs, and the SSE wire format.

@@ -1,12 +1,13 @@
 //! The edge checks every request passes before it is routed, in order: Host and Origin
 //! (403, DNS rebinding), Accept (406), Content-Type (415), body size (413).
 //!
-//! Pure functions over headers, so they are unit-tested without sockets.
+//! Pure functions over headers, so they are unit-tested without sockets. A refusal quotes at
+//! most a short excerpt of what the client sent ([`excerpt`]).
 
 use crate::config::GatewayConfig;
 use crate::error::ProxyError;
 use http::{HeaderMap, Method, header};
-use shardgate_protocol::mcp::Accepts;
+use shardgate_protocol::mcp::{Accepts, excerpt};
 
 fn is_loopback(host: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]")
@@ -38,13 +39,13 @@ pub fn host_and_origin(
             .iter()
             .any(|h| h == "*" || h.eq_ignore_ascii_case(&name));
         if !allowed {
-            return Err(ProxyError::Host(host.to_owned()));
+            return Err(ProxyError::Host(excerpt(host)));
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("<non-ascii>");
         if !origin_allowed(config, origin) {
-            return Err(ProxyError::Origin(origin.to_owned()));
+            return Err(ProxyError::Origin(excerpt(origin)));
         }
     }
     Ok(())
@@ -161,6 +162,23 @@ mod tests {
         assert!(host_and_origin(&c, &local, None).is_ok());
         let v6 = headers(&[(header::HOST, "[::1]:8080")]);
         assert!(host_and_origin(&c, &v6, None).is_ok());
+    }
+
+    #[test]
+    fn refusals_quote_a_short_excerpt_of_the_header() {
+        let c = config();
+        let long = format!("{}.example.com", "a".repeat(8192));
+        let refused = host_and_origin(&c, &headers(&[(header::HOST, &long)]), None)
+            .expect_err("not an allowed host");
+        assert!(refused.to_string().len() < 128, "{refused}");
+        let origin = format!("https://{long}");
+        let refused = host_and_origin(
+            &c,
+            &headers(&[(header::HOST, "localhost"), (header::ORIGIN, &origin)]),
+            None,
+        )
+        .expect_err("not an allowed origin");
+        assert!(refused.to_string().len() < 128, "{refused}");
     }
 
     #[test]

@@ -15,9 +15,11 @@ pub enum Blame {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("Forbidden: origin {0:?} is not allowed")]
+    /// The origin as quoted back: an excerpt (`mcp::excerpt`), never the whole header.
+    #[error("Forbidden: origin '{0}' is not allowed")]
     Origin(String),
-    #[error("Forbidden: host {0:?} is not allowed")]
+    /// The host as quoted back: an excerpt, never the whole header.
+    #[error("Forbidden: host '{0}' is not allowed")]
     Host(String),
     #[error("Method not allowed: {0}")]
     MethodNotAllowed(&'static str),

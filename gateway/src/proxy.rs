@@ -13,6 +13,7 @@ use crate::checks;
 use crate::config::AffinityKey;
 use crate::error::ProxyError;
 use crate::forward::{self, Route};
+use crate::metrics;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -20,7 +21,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use shardgate_protocol::internal;
-use shardgate_protocol::mcp::{self, BodyError, Era, Message};
+use shardgate_protocol::mcp::{self, BodyError, Era, Message, RequestId};
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
 use std::sync::Arc;
@@ -55,13 +56,14 @@ pub async fn mcp(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Some(Era::Stateless) => "stateless",
         None => "none",
     };
+    let method = metrics::method_label(&method);
     gw.metrics
         .requests
-        .with_label_values(&[method.as_str(), era_label, resp.status().as_str()])
+        .with_label_values(&[method, era_label, resp.status().as_str()])
         .inc();
     gw.metrics
         .latency
-        .with_label_values(&[method.as_str()])
+        .with_label_values(&[method])
         .observe(started.elapsed().as_secs_f64());
     resp
 }
@@ -74,7 +76,7 @@ fn blame_label(e: &ProxyError) -> &'static str {
     }
 }
 
-type Refused = (ProxyError, Option<serde_json::Value>);
+type Refused = (ProxyError, Option<RequestId>);
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -161,9 +163,9 @@ fn stateless_route(
     headers: &HeaderMap,
 ) -> Result<Route, Refused> {
     for (msg, value) in &parsed.messages {
-        if let Message::Request { .. } = msg {
+        if let Message::Request { id, .. } = msg {
             stateless_checks::check(headers, value)
-                .map_err(|r| (ProxyError::Stateless(r), value.get("id").cloned()))?;
+                .map_err(|r| (ProxyError::Stateless(r), Some(id.clone())))?;
         }
     }
     let mut key = format!("{ANONYMOUS}/{UPSTREAM}");
@@ -180,7 +182,7 @@ fn stateless_route(
     })
 }
 
-fn request_id(parsed: &mcp::Body) -> Option<serde_json::Value> {
+fn request_id(parsed: &mcp::Body) -> Option<RequestId> {
     parsed.messages.iter().find_map(|(m, _)| match m {
         Message::Request { id, .. } => Some(id.clone()),
         _ => None,

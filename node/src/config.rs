@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -38,7 +39,8 @@ pub struct UpstreamConfig {
 pub struct BuiltinConfig {}
 
 /// A command spawned on the owning node, speaking line-delimited JSON-RPC on stdin/stdout.
-#[derive(Clone, Debug, Deserialize)]
+/// `Debug` shows the environment's names, not its values (they are often credentials).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdioConfig {
     pub command: String,
@@ -64,8 +66,9 @@ pub enum UpstreamEra {
     Stateless,
 }
 
-/// A remote MCP server over Streamable HTTP.
-#[derive(Clone, Debug, Deserialize)]
+/// A remote MCP server over Streamable HTTP. `Debug` shows the headers' names, not their
+/// values, and the URL without its query or user info (any of them may be a credential).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub url: String,
@@ -84,6 +87,58 @@ pub struct HttpConfig {
     /// How long an open breaker fails calls fast before it tries the upstream again.
     #[serde(default = "default_breaker_open")]
     pub breaker_open_secs: u64,
+}
+
+/// Configured name–value pairs as `Debug` shows them: the names only.
+struct Redacted<'a>(&'a BTreeMap<String, String>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+/// A URL as `Debug` shows it: without its query and user info.
+fn redacted_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((base, _)) => (base, "?<redacted>"),
+        None => (url, ""),
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    let host = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("<redacted>@{host}"),
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{host}{path}{query}")
+}
+
+impl fmt::Debug for StdioConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StdioConfig")
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env", &Redacted(&self.env))
+            .field("cwd", &self.cwd)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .finish()
+    }
+}
+
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("headers", &Redacted(&self.headers))
+            .field("era", &self.era)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_open_secs", &self.breaker_open_secs)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -261,6 +316,34 @@ mod tests {
         assert!(
             matches!(file.upstreams[2].kind(), Ok(Kind::Http(h)) if h.era == UpstreamEra::Stateless)
         );
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let file = NodeFile::parse(
+            r#"
+            [[upstream]]
+            name = "remote"
+            [upstream.http]
+            url = "https://bot:pa55@mcp.example.com/mcp?token=s3cret"
+            headers = { Authorization = "Bearer node-credential" }
+
+            [[upstream]]
+            name = "local"
+            [upstream.stdio]
+            command = "server"
+            env = { API_KEY = "k3y" }
+            "#,
+        )
+        .expect("valid");
+        let shown = format!("{file:?}");
+        for secret in ["node-credential", "s3cret", "pa55", "k3y"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for name in ["Authorization", "API_KEY", "mcp.example.com/mcp", "server"] {
+            assert!(shown.contains(name), "{name} missing from {shown}");
+        }
+        assert_eq!(redacted_url("http://h:1/mcp"), "http://h:1/mcp");
     }
 
     #[test]

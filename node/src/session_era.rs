@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use shardgate_protocol::internal;
-use shardgate_protocol::mcp::{self, Accepts, Message, RpcError};
+use shardgate_protocol::mcp::{self, Accepts, Message, RequestId, RpcError};
 use shardgate_protocol::reply;
 use std::sync::Arc;
 
@@ -50,8 +50,8 @@ fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, NoS
 }
 
 pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -> Response {
-    if let Some(init) = body.initialize() {
-        return initialize(node, headers, init).await;
+    if let Some((id, init)) = body.initialize() {
+        return initialize(node, headers, id, init).await;
     }
     let session = match session_of(node, headers) {
         Ok(s) => s,
@@ -65,9 +65,17 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
             None,
             &RpcError::new(
                 mcp::code::INVALID_REQUEST,
-                format!("unsupported MCP-Protocol-Version {v:?}"),
+                format!("unsupported MCP-Protocol-Version '{}'", mcp::excerpt(v)),
             )
             .with_data(serde_json::json!({ "supported": mcp::SESSION_ERA_VERSIONS })),
+        );
+    }
+    // Refused whole, before any of it is acted on: under these revisions it is not a message.
+    if body.batch && !mcp::batches_allowed(&session.protocol_version) {
+        return reply::rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            &mcp::batch_refused(&session.protocol_version),
         );
     }
     let mut requests = Vec::new();
@@ -88,7 +96,8 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     let accepts = Accepts::from_headers(headers);
     if accepts.sse {
         let stream = session.open_stream();
-        let (resume, rx) = stream.attach_now();
+        // Every answer of a batch goes out at once, and each must reach the client here.
+        let (resume, rx) = stream.attach_now_with_room(requests.len());
         let first = priming(&session, resume);
         tokio::spawn(serve_on_stream(node.clone(), session, stream, requests));
         sse::response(first, rx, ())
@@ -101,11 +110,11 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
                 .map(|r| serve_one(node, &session, &stream, r)),
         )
         .await;
-        let answers: Vec<Value> = answers.into_iter().flatten().collect();
+        let answers: Vec<String> = answers.into_iter().flatten().collect();
         match (body.batch, answers.as_slice()) {
             (_, []) => reply::accepted(),
-            (false, [one]) => reply::json(StatusCode::OK, one),
-            _ => reply::json(StatusCode::OK, &Value::Array(answers)),
+            (false, [_]) => reply::json_text(StatusCode::OK, answers.concat()),
+            _ => reply::json_text(StatusCode::OK, format!("[{}]", answers.join(","))),
         }
     }
 }
@@ -115,13 +124,13 @@ async fn serve_on_stream(
     node: Arc<NodeState>,
     session: Arc<Session>,
     stream: Arc<EventStream>,
-    requests: Vec<(Value, String, Value)>,
+    requests: Vec<(RequestId, String, Value)>,
 ) {
     join_all(requests.into_iter().map(|r| {
         let (node, session, stream) = (&node, &session, &stream);
         async move {
             if let Some(answer) = serve_one(node, session, stream, r).await {
-                stream.push(session::encode(&answer));
+                stream.push(answer.into());
             }
         }
     }))
@@ -129,20 +138,22 @@ async fn serve_on_stream(
     stream.finish();
 }
 
-/// Serves one request; `None` when the client cancelled it (a cancelled request gets no answer).
+/// Serves one request, answering it as JSON text; `None` when the client cancelled it (a
+/// cancelled request gets no answer).
 async fn serve_one(
     node: &NodeState,
     session: &Arc<Session>,
     stream: &Arc<EventStream>,
-    (id, method, value): (Value, String, Value),
-) -> Option<Value> {
+    (id, method, value): (RequestId, String, Value),
+) -> Option<String> {
     if method == "initialize" {
         let err = RpcError::new(mcp::code::INVALID_REQUEST, "session is already initialized");
-        return Some(mcp::error_response(Some(&id), &err));
+        return Some(mcp::answer(Some(&id), Err(&err)));
     }
     let cancel = session.begin_request(&id);
     let call = Call {
         method,
+        request_id: (*id).clone(),
         params: value.get("params").cloned().unwrap_or(Value::Null),
         peer: Arc::new(StreamPeer {
             session: session.clone(),
@@ -166,10 +177,7 @@ async fn serve_one(
         _ = cancel.cancelled() => None,
     };
     session.end_request(&id);
-    outcome.map(|r| match r {
-        Ok(result) => mcp::response(&id, result),
-        Err(e) => mcp::error_response(Some(&id), &e),
-    })
+    outcome.map(|r| mcp::answer(Some(&id), r.as_ref()))
 }
 
 /// The priming event, for clients of 2025-11-25 and later: older clients may try to parse its
@@ -193,15 +201,19 @@ fn notification(node: &NodeState, session: &Session, method: &str, value: &Value
     );
 }
 
-async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) -> Response {
-    let id = init.get("id").cloned().unwrap_or(Value::Null);
+async fn initialize(
+    node: &Arc<NodeState>,
+    headers: &HeaderMap,
+    id: &RequestId,
+    init: &Value,
+) -> Response {
     let params = init.get("params").cloned().unwrap_or(Value::Null);
     let Some(requested) = params.get("protocolVersion").and_then(Value::as_str) else {
         let err = RpcError::new(
             mcp::code::INVALID_PARAMS,
             "initialize needs params.protocolVersion",
         );
-        return reply::rpc_error(StatusCode::BAD_REQUEST, Some(&id), &err);
+        return reply::rpc_error(StatusCode::BAD_REQUEST, Some(id), &err);
     };
     let session_id = header(headers, internal::NEW_SESSION)
         .map(str::to_owned)
@@ -209,10 +221,12 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
     // Held before the upstream sees the scope: a second `initialize` naming a live id must
     // neither replace that session nor touch its upstream state.
     let Some(reservation) = node.sessions.reserve(session_id.clone()) else {
-        tracing::warn!(session = %session_id, "refused an initialize for a session id in use");
+        // The id itself only at debug: a session id is a bearer credential.
+        tracing::warn!("refused an initialize for a session id in use");
+        tracing::debug!(session = %session_id, "session id in use");
         return reply::rpc_error(
             StatusCode::CONFLICT,
-            Some(&id),
+            Some(id),
             &RpcError::new(
                 mcp::code::INVALID_REQUEST,
                 "the session id is already in use",
@@ -223,6 +237,7 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
     let scope = Scope::Session(session_id.clone());
     let call = Call {
         method: "initialize".into(),
+        request_id: (**id).clone(),
         params: params.clone(),
         peer: Arc::new(session::NoPeer),
         session_peer: Arc::new(session::NoPeer),
@@ -238,7 +253,7 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
         Ok(r) => r,
         Err(e) => {
             node.upstream.close(&scope);
-            return reply::rpc_error(StatusCode::OK, Some(&id), &e);
+            return reply::rpc_error(StatusCode::OK, Some(id), &e);
         }
     };
     let negotiated = result
@@ -248,8 +263,8 @@ async fn initialize(node: &Arc<NodeState>, headers: &HeaderMap, init: &Value) ->
         .to_owned();
     let session = Arc::new(Session::new(session_id.clone(), negotiated, params, state));
     reservation.fulfil(session);
-    tracing::info!(session = %session_id, "session initialized");
-    let mut resp = reply::json(StatusCode::OK, &mcp::response(&id, result));
+    tracing::debug!(session = %session_id, "session initialized");
+    let mut resp = reply::json_text(StatusCode::OK, mcp::answer(Some(id), Ok(&result)));
     if let Ok(v) = HeaderValue::from_str(&session_id) {
         resp.headers_mut().insert(mcp::HEADER_SESSION_ID, v);
     }
@@ -297,7 +312,7 @@ pub fn delete(node: &NodeState, headers: &HeaderMap) -> Response {
         return reply::refuse(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header");
     };
     if node.end_session(id) {
-        tracing::info!(session = %id, "session deleted");
+        tracing::debug!(session = %id, "session deleted");
         StatusCode::OK.into_response()
     } else {
         reply::refuse(StatusCode::NOT_FOUND, "session not found")

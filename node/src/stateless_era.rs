@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 use shardgate_protocol::internal;
-use shardgate_protocol::mcp::{self, Message, RpcError, code};
+use shardgate_protocol::mcp::{self, Message, RequestId, RpcError, code};
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
 use std::collections::HashMap;
@@ -126,11 +126,8 @@ fn param_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-fn answer(id: &Value, outcome: Result<Value, RpcError>) -> Value {
-    match outcome {
-        Ok(result) => mcp::response(id, complete(result)),
-        Err(e) => mcp::error_response(Some(id), &e),
-    }
+fn answer(id: &RequestId, outcome: Result<Value, RpcError>) -> String {
+    mcp::answer(Some(id), outcome.map(complete).as_ref())
 }
 
 pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -> Response {
@@ -140,7 +137,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
             "JSON-RPC batches are not part of the 2026-07-28 revision",
         );
     };
-    match message {
+    let id = match message {
         Message::Notification { .. } => return reply::accepted(),
         Message::Response { .. } => {
             return reply::refuse(
@@ -148,11 +145,11 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
                 "clients do not send JSON-RPC responses in the 2026-07-28 revision",
             );
         }
-        Message::Request { .. } => {}
-    }
+        Message::Request { id, .. } => id,
+    };
     let checked = match stateless_checks::check(headers, &value) {
         Ok(c) => c,
-        Err(r) => return reply::rpc_error(r.status, value.get("id"), &r.error),
+        Err(r) => return reply::rpc_error(r.status, Some(&id), &r.error),
     };
     let key = headers
         .get(internal::ROUTE_KEY)
@@ -162,6 +159,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     let cancel = CancellationToken::new();
     let call = Call {
         method: checked.method,
+        request_id: (*id).clone(),
         params: value.get("params").cloned().unwrap_or(Value::Null),
         peer: Arc::new(ResponsePeer { tx: tx.clone() }),
         session_peer: Arc::new(NoPeer),
@@ -184,19 +182,18 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     });
     // Dropped with this handler (client gone before an answer) or with the SSE body.
     let on_close = cancel.drop_guard();
-    let id = checked.id;
     tokio::select! {
         done = &mut task => match done {
             Ok(Some(outcome)) => {
                 let status = outcome.as_ref().err().map_or(StatusCode::OK, status_of);
-                reply::json(status, &answer(&id, outcome))
+                reply::json_text(status, answer(&id, outcome))
             }
             _ => reply::refuse(StatusCode::INTERNAL_SERVER_ERROR, "the call was abandoned"),
         },
         Some(first) = rx.recv() => {
             tokio::spawn(async move {
                 if let Ok(Some(outcome)) = task.await {
-                    let _ = tx.send(encode(&answer(&id, outcome))).await;
+                    let _ = tx.send(answer(&id, outcome).into()).await;
                 }
             });
             sse::response(Some(sse::Frame::frame(&first)), rx, on_close)

@@ -148,12 +148,19 @@ impl EventStream {
     /// Attaches a listener for events from now on; returns the id to resume from (the id of the
     /// priming event the caller sends first).
     pub fn attach_now(&self) -> (EventId, mpsc::Receiver<Event>) {
+        self.attach_now_with_room(0)
+    }
+
+    /// [`EventStream::attach_now`], with room for `answers` events beyond the usual buffer:
+    /// a batch's answers are written at once, and each must reach its client on this stream
+    /// rather than push the listener off it.
+    pub fn attach_now_with_room(&self, answers: usize) -> (EventId, mpsc::Receiver<Event>) {
         let mut st = self.lock();
         let resume = EventId {
             stream: self.id,
             seq: st.next_seq - 1,
         };
-        let (tx, rx) = mpsc::channel(LISTENER_BUFFER);
+        let (tx, rx) = mpsc::channel(LISTENER_BUFFER + answers);
         st.listener = if st.finished { None } else { Some(tx) };
         (resume, rx)
     }
@@ -274,6 +281,18 @@ mod tests {
             s.attach(1_000_000).expect_err("refused"),
             ReplayError::Unknown
         );
+    }
+
+    #[test]
+    fn a_batch_fits_its_listener() {
+        let s = EventStream::new(1);
+        let answers = LISTENER_BUFFER + 44;
+        let (_, mut rx) = s.attach_now_with_room(answers);
+        for i in 0..answers as u64 {
+            s.push(data(i));
+        }
+        assert!(s.has_listener(), "all answers fit; the listener stays");
+        assert_eq!(drain(&mut rx).len(), answers);
     }
 
     #[test]

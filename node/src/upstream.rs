@@ -72,6 +72,10 @@ impl std::fmt::Display for Scope {
 /// One client request handed to an upstream.
 pub struct Call {
     pub method: String,
+    /// The request's JSON-RPC id, for what must name the request (a listen stream's
+    /// subscription id). A number beyond f64 precision is approximated here; the answer to the
+    /// client echoes its exact text all the same (`mcp::RequestId`).
+    pub request_id: Value,
     /// The request's `params`, `_meta` included, exactly as the client sent them.
     pub params: Value,
     /// The client, for messages related to this request (they go on its response stream).

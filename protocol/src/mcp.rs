@@ -4,6 +4,9 @@
 //! Only what routing and safety need is parsed; everything else in a message is carried as
 //! opaque JSON so that fields we do not know pass through unchanged.
 
+mod id;
+
+pub use id::{RequestId, answer};
 use serde_json::{Map, Value, json};
 
 /// Session-era revisions, oldest first.
@@ -96,8 +99,31 @@ pub fn supported_versions() -> Vec<&'static str> {
 
 /// The -32022 error: `requested` is not a revision we speak; `data` lists those we do.
 pub fn unsupported_version(requested: &str) -> RpcError {
-    RpcError::new(code::UNSUPPORTED_VERSION, "Unsupported protocol version")
-        .with_data(serde_json::json!({ "supported": supported_versions(), "requested": requested }))
+    RpcError::new(code::UNSUPPORTED_VERSION, "Unsupported protocol version").with_data(
+        serde_json::json!({ "supported": supported_versions(), "requested": excerpt(requested) }),
+    )
+}
+
+/// Characters of client input an error message quotes at most.
+pub const EXCERPT_CHARS: usize = 64;
+
+/// What an error message may quote of client input (a header value, a method name): at most
+/// [`EXCERPT_CHARS`] characters, control characters escaped, and `…` when cut. Echoing input
+/// whole would hand a client back kilobytes of its own header, and put its bytes into logs.
+pub fn excerpt(input: &str) -> String {
+    let mut out = String::with_capacity(input.len().min(EXCERPT_CHARS + 8));
+    for (i, c) in input.chars().enumerate() {
+        if i == EXCERPT_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Picks the era of one POSTed message (the dual-era rule of the 2026-07-28 versioning
@@ -116,7 +142,7 @@ pub fn classify_era(header_version: Option<&str>, msg: Option<&Value>) -> Era {
 /// A JSON-RPC message, classified by shape. The original JSON is kept whole.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
-    Request { id: Value, method: String },
+    Request { id: RequestId, method: String },
     Notification { method: String },
     Response { id: Value },
 }
@@ -131,7 +157,7 @@ impl Message {
         let id = obj.get("id").filter(|id| id.is_string() || id.is_number());
         match (obj.get("method"), id) {
             (Some(Value::String(m)), Some(id)) => Some(Message::Request {
-                id: id.clone(),
+                id: RequestId::new(id.clone()),
                 method: m.clone(),
             }),
             (Some(Value::String(m)), None) if !obj.contains_key("id") => {
@@ -145,11 +171,29 @@ impl Message {
     }
 }
 
-/// A POST body: one message or (2025-03-26) a batch.
+/// A POST body: one message or (2025-03-26 only) a batch.
 #[derive(Debug)]
 pub struct Body {
     pub messages: Vec<(Message, Value)>,
     pub batch: bool,
+}
+
+/// The revisions that removed JSON-RPC batching (2025-06-18 changelog): a batch is not a
+/// message there.
+pub fn batches_allowed(version: &str) -> bool {
+    version < "2025-06-18"
+}
+
+/// The refusal of a batch under a revision without batching: HTTP 400 (the transport's answer
+/// to input it cannot accept) with JSON-RPC Invalid Request, as the body is not one message.
+pub fn batch_refused(version: &str) -> RpcError {
+    RpcError::new(
+        code::INVALID_REQUEST,
+        format!(
+            "Invalid Request: JSON-RPC batches are not part of revision {}; send one message per POST",
+            excerpt(version)
+        ),
+    )
 }
 
 /// Why a POST body is not acceptable JSON-RPC.
@@ -169,18 +213,19 @@ impl Body {
             Value::Array(_) => return Err(BodyError::Invalid),
             other => (vec![other], false),
         };
-        let messages = values
+        let mut messages = values
             .into_iter()
             .map(|v| Message::classify(&v).map(|m| (m, v)))
             .collect::<Option<Vec<_>>>()
             .ok_or(BodyError::Invalid)?;
+        id::keep_exact(&mut messages, bytes, batch);
         Ok(Body { messages, batch })
     }
 
     /// The single `initialize` request of this body, if that is what it is.
-    pub fn initialize(&self) -> Option<&Value> {
+    pub fn initialize(&self) -> Option<(&RequestId, &Value)> {
         match self.messages.as_slice() {
-            [(Message::Request { method, .. }, v)] if method == "initialize" => Some(v),
+            [(Message::Request { id, method }, v)] if method == "initialize" => Some((id, v)),
             _ => None,
         }
     }
@@ -362,6 +407,24 @@ mod tests {
         assert!(!Accepts::parse(Some("text/html")).any());
         assert!(!Accepts::parse(Some("application/json;q=0")).json);
         assert!(Accepts::parse(None).sse);
+    }
+
+    #[test]
+    fn excerpts_are_short_and_escaped() {
+        assert_eq!(excerpt("2025-06-18"), "2025-06-18");
+        let long = "x".repeat(8192);
+        let quoted = excerpt(&long);
+        assert_eq!(quoted.chars().count(), EXCERPT_CHARS + 1);
+        assert!(quoted.ends_with('…'));
+        assert_eq!(excerpt("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+    }
+
+    #[test]
+    fn batches_end_with_2025_03_26() {
+        assert!(batches_allowed("2025-03-26"));
+        assert!(!batches_allowed("2025-06-18"));
+        assert!(!batches_allowed("2025-11-25"));
+        assert_eq!(batch_refused("2025-11-25").code, code::INVALID_REQUEST);
     }
 
     #[test]

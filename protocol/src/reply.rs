@@ -1,6 +1,6 @@
 //! Building HTTP answers: JSON-RPC bodies with a status, and plain status answers.
 
-use crate::mcp::{self, RpcError};
+use crate::mcp::{self, RequestId, RpcError};
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
@@ -8,7 +8,12 @@ use serde_json::Value;
 
 /// A JSON body with `status`.
 pub fn json(status: StatusCode, body: &Value) -> Response {
-    let mut resp = Response::new(Body::from(body.to_string()));
+    json_text(status, body.to_string())
+}
+
+/// JSON already serialized, with `status`.
+pub fn json_text(status: StatusCode, body: String) -> Response {
+    let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -18,8 +23,8 @@ pub fn json(status: StatusCode, body: &Value) -> Response {
 }
 
 /// A JSON-RPC error response (`id` null when the request's id is unknown) with `status`.
-pub fn rpc_error(status: StatusCode, id: Option<&Value>, err: &RpcError) -> Response {
-    json(status, &mcp::error_response(id, err))
+pub fn rpc_error(status: StatusCode, id: Option<&RequestId>, err: &RpcError) -> Response {
+    json_text(status, mcp::answer(id, Err(err)))
 }
 
 /// A status with a short JSON-RPC error body saying why, for transport-level refusals.

@@ -7,7 +7,7 @@
 //! Pure functions over headers and the parsed body, so the gateway (which parses the body and
 //! so must validate it) and the node run the same code.
 
-use crate::mcp::{self, RpcError, code};
+use crate::mcp::{self, RpcError, code, excerpt};
 use base64::Engine;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
@@ -24,7 +24,6 @@ pub const REMOVED: [&str; 5] = [
 /// A stateless-era request that passed every check.
 #[derive(Debug)]
 pub struct Checked {
-    pub id: Value,
     pub method: String,
     pub version: String,
     pub client_capabilities: Value,
@@ -81,7 +80,6 @@ pub fn name_field(method: &str) -> Option<&'static str> {
 
 /// Runs every check on one request message (`msg` must classify as a request).
 pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
-    let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let method = msg
         .get("method")
         .and_then(Value::as_str)
@@ -109,7 +107,9 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
         None => return Err(mismatch("missing MCP-Protocol-Version header")),
         Some(h) if h != version => {
             return Err(mismatch(format!(
-                "Header mismatch: MCP-Protocol-Version header value '{h}' does not match body value '{version}'"
+                "Header mismatch: MCP-Protocol-Version header value '{}' does not match body value '{}'",
+                excerpt(h),
+                excerpt(version)
             )));
         }
         Some(_) => {}
@@ -124,7 +124,9 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
         None => return Err(mismatch("missing Mcp-Method header")),
         Some(h) if h != method => {
             return Err(mismatch(format!(
-                "Header mismatch: Mcp-Method header value '{h}' does not match body value '{method}'"
+                "Header mismatch: Mcp-Method header value '{}' does not match body value '{}'",
+                excerpt(h),
+                excerpt(&method)
             )));
         }
         Some(_) => {}
@@ -141,8 +143,9 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
             .ok_or_else(|| mismatch("Mcp-Name header is not valid base64-encoded UTF-8"))?;
         if Some(decoded.as_str()) != body_value {
             return Err(mismatch(format!(
-                "Header mismatch: Mcp-Name header value '{decoded}' does not match body value '{}'",
-                body_value.unwrap_or_default()
+                "Header mismatch: Mcp-Name header value '{}' does not match body value '{}'",
+                excerpt(&decoded),
+                excerpt(body_value.unwrap_or_default())
             )));
         }
     }
@@ -150,7 +153,7 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
         return Err(refuse(
             StatusCode::NOT_FOUND,
             code::METHOD_NOT_FOUND,
-            format!("Method not found: {method}"),
+            format!("Method not found: {}", excerpt(&method)),
         ));
     }
     if let Some(level) = meta.and_then(|m| m.get(mcp::META_LOG_LEVEL))
@@ -159,11 +162,10 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<Checked, Refusal> {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             code::INVALID_PARAMS,
-            format!("unknown log level {level}"),
+            format!("unknown log level {}", excerpt(&level.to_string())),
         ));
     }
     Ok(Checked {
-        id,
         method,
         version: version.to_owned(),
         client_capabilities: caps.clone(),

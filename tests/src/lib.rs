@@ -3,7 +3,7 @@
 //!
 //! - [`Cluster`]: `shardgate up` (nodes + gateways), or hand-assembled nodes and gateways for
 //!   tests that need views to disagree.
-//! - [`peers`]: where the conformance suite, Node 22 and the Python SDK live.
+//! - [`peers`]: where the conformance suite, Node 22 and the Python and TypeScript SDKs live.
 //! - [`mcp`]: initialize, call, read SSE.
 //! - [`raft`]: nodes started one by one with Raft membership, for killing and scaling them.
 

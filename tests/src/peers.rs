@@ -71,3 +71,39 @@ pub fn server_everything() -> anyhow::Result<PathBuf> {
         "server-everything/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
     ))
 }
+
+/// The official TypeScript SDK v2 client's ESM entry point (`@modelcontextprotocol/client`),
+/// imported by path from our Node scripts.
+pub fn ts_client() -> anyhow::Result<PathBuf> {
+    existing(dir()?.join("ts-client/node_modules/@modelcontextprotocol/client/dist/index.mjs"))
+}
+
+/// One of our Node peers in `tests/node/`.
+pub fn node_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("node")
+        .join(name)
+}
+
+/// Runs `tests/node/<script>` with Node 22 and the TypeScript SDK v2 client against
+/// `endpoint`, with the script's further `args`; its output on success, else an error with
+/// everything it printed.
+pub async fn ts_sdk(script: &str, endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
+    let run = tokio::process::Command::new(node()?)
+        .arg(node_script(script))
+        .arg(ts_client()?)
+        .arg(endpoint)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .context("the TypeScript SDK client ran for over 60 s")??;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    anyhow::ensure!(
+        out.status.success(),
+        "typescript sdk ({script}) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}

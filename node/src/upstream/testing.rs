@@ -42,6 +42,7 @@ impl Client {
     pub(crate) fn call(&self, method: &str, params: Value) -> Call {
         Call {
             method: method.to_owned(),
+            request_id: Value::from(1),
             params,
             peer: self.peer.clone(),
             session_peer: self.peer.clone(),

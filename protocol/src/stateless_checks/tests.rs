@@ -134,3 +134,20 @@ fn removed_methods_are_not_found() {
         assert_eq!(code_of(check(&h, &msg)), (404, -32601), "{method}");
     }
 }
+
+#[test]
+fn refusals_quote_only_a_short_excerpt_of_the_headers() {
+    let long = "x".repeat(8192);
+    let msg = request("tools/call", json!({"name": "echo", "_meta": meta()}));
+    let r = check(
+        &headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", &long),
+            ("mcp-name", "echo"),
+        ]),
+        &msg,
+    )
+    .expect_err("refused");
+    assert_eq!(r.error.code, code::HEADER_MISMATCH);
+    assert!(r.error.message.len() < 256, "{}", r.error.message);
+}

@@ -10,7 +10,6 @@ use super::{invalid_params, resources};
 use crate::upstream::Call;
 use serde_json::{Map, Value, json};
 use shardgate_protocol::mcp::{Era, META_SUBSCRIPTION_ID, RpcError};
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Changes a slow listen stream may fall behind by before it skips some (and then resends
@@ -50,14 +49,12 @@ impl Change {
 
 pub(super) struct Changes {
     tx: broadcast::Sender<Change>,
-    next_subscription: AtomicU64,
 }
 
 impl Changes {
     pub fn new() -> Self {
         Changes {
             tx: broadcast::channel(BACKLOG).0,
-            next_subscription: AtomicU64::new(1),
         }
     }
 
@@ -79,10 +76,9 @@ impl Changes {
     /// each wanted change, every one tagged with the subscription id.
     pub async fn listen(&self, call: &Call) -> Result<Value, RpcError> {
         let filter = Filter::parse(&call.params)?;
-        // The call does not carry its JSON-RPC id, so the id is ours; clients only need it to
-        // be the same on every message of the stream.
-        let n = self.next_subscription.fetch_add(1, Ordering::Relaxed);
-        let id = Value::String(format!("listen-{n}"));
+        // The subscription id is the listen request's own JSON-RPC id: clients match the
+        // acknowledgement, and route each change, by it.
+        let id = call.request_id.clone();
         // Subscribed before the acknowledgement, so nothing announced after it is missed.
         let mut rx = self.tx.subscribe();
         call.peer.notify(

@@ -104,8 +104,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A transport error with its causes, which say what actually went wrong (refused, reset,
-/// timed out, certificate…).
+/// timed out, certificate…). Without the URL reqwest adds: the client is told which upstream
+/// failed by its name, and the URL's path and query may hold a credential.
 fn broken(e: reqwest::Error) -> Failure {
+    let e = e.without_url();
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
@@ -116,11 +118,24 @@ fn broken(e: reqwest::Error) -> Failure {
     Failure::Broken(text)
 }
 
+/// `text` with the upstream's URL cut down to its origin (`scheme://host[:port]`), and its
+/// query and password gone wherever they appear alone: what reaches a client or a log says
+/// which server failed, never the credentials a URL may carry.
+fn redact(text: &str, url: &reqwest::Url) -> String {
+    let mut out = text.replace(url.as_str(), &url.origin().ascii_serialization());
+    for secret in [url.query(), url.password()].into_iter().flatten() {
+        if !secret.is_empty() {
+            out = out.replace(secret, "…");
+        }
+    }
+    out
+}
+
 impl Http {
     pub fn new(name: &str, config: &HttpConfig) -> Result<Self, String> {
         let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("url: {} is not an http(s) URL", config.url));
+            return Err(format!("url: {}: is not an http(s) URL", url.scheme()));
         }
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
@@ -169,7 +184,8 @@ impl Http {
             let link = self.link(ex).await?;
             match self.exchange(ex, &link, method, params.clone()).await {
                 Err(Failure::SessionGone) => {
-                    tracing::info!(upstream = %self.name, scope = %ex.scope, "upstream session gone; initializing again");
+                    tracing::info!(upstream = %self.name, "upstream session gone; initializing again");
+                    tracing::debug!(upstream = %self.name, scope = %ex.scope, "upstream session gone");
                     let (link, _) = self.handshake(ex, Some(&link)).await?;
                     self.exchange(ex, &link, method, params).await
                 }
@@ -227,7 +243,7 @@ impl Http {
         outcome.map_err(|f| match f {
             Failure::Rpc(e) => e,
             Failure::SessionGone => unavailable(&self.name, "the upstream session was lost twice"),
-            Failure::Broken(problem) => unavailable(&self.name, problem),
+            Failure::Broken(problem) => unavailable(&self.name, redact(&problem, &self.url)),
         })
     }
 
@@ -636,6 +652,7 @@ impl Poster {
             .body(msg.to_string())
             .send()
             .await
+            .map_err(reqwest::Error::without_url)
     }
 
     async fn resume(&self, last_event: &str) -> reqwest::Result<reqwest::Response> {
@@ -652,7 +669,7 @@ impl Poster {
         if let Some(last) = last_event {
             get = get.header(HEADER_LAST_EVENT_ID, last);
         }
-        get.send().await
+        get.send().await.map_err(reqwest::Error::without_url)
     }
 
     async fn delete(&self) -> reqwest::Result<reqwest::Response> {
@@ -661,6 +678,7 @@ impl Poster {
             .headers(self.headers.clone())
             .send()
             .await
+            .map_err(reqwest::Error::without_url)
     }
 }
 
@@ -761,6 +779,53 @@ mod tests {
         let b = Breaker::new(1, Duration::ZERO);
         b.record(false);
         assert!(b.admit().is_ok(), "open for no time: tried again at once");
+    }
+
+    #[test]
+    fn upstream_errors_name_the_origin_not_the_url() {
+        let url =
+            reqwest::Url::parse("https://user:hunter2@mcp.example.com:8443/t/mcp?token=s3cret")
+                .expect("url");
+        let text = format!("error sending request for url ({url}): connection refused");
+        let clean = redact(&text, &url);
+        assert_eq!(
+            clean,
+            "error sending request for url (https://mcp.example.com:8443): connection refused"
+        );
+        let alone = redact("bad query token=s3cret, password hunter2", &url);
+        assert!(
+            !alone.contains("s3cret") && !alone.contains("hunter2"),
+            "{alone}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_reported_without_the_url() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = crate::config::NodeFile::parse(&format!(
+            "[[upstream]]\nname = 'remote'\n[upstream.http]\nurl = 'http://127.0.0.1:{port}/mcp?token=s3cret'\n"
+        ))
+        .expect("config");
+        let Some(crate::config::UpstreamConfig { http: Some(h), .. }) = config.upstreams.first()
+        else {
+            panic!("an http upstream");
+        };
+        let connector = super::super::Connector::http("remote", h).expect("client");
+        let err = crate::upstream::testing::Client::session()
+            .run(&connector, "tools/list", serde_json::json!({}))
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            err.message.starts_with("upstream remote: "),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("s3cret"), "{}", err.message);
+        assert!(!err.message.contains("/mcp"), "{}", err.message);
     }
 
     #[test]

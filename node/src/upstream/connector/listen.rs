@@ -11,7 +11,6 @@ use super::{Exchange, Inner};
 use crate::upstream::Call;
 use serde_json::{Map, Value, json};
 use shardgate_protocol::mcp::{META_SUBSCRIPTION_ID, RpcError, code};
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Announcements a slow listen stream may fall behind by before it misses some.
@@ -34,9 +33,6 @@ pub(super) fn is_change(method: &str) -> bool {
             | "notifications/resources/updated"
     )
 }
-
-/// Numbers our subscriptions: unique within the node.
-static NEXT_SUBSCRIPTION: AtomicU64 = AtomicU64::new(1);
 
 /// What one listen stream asked for.
 struct Filter {
@@ -144,10 +140,8 @@ impl Inner {
         {
             filter.honoured.remove("resourceSubscriptions");
         }
-        let id = Value::String(format!(
-            "listen-{}",
-            NEXT_SUBSCRIPTION.fetch_add(1, Ordering::Relaxed)
-        ));
+        // The listen request's own id: clients match the acknowledgement by it.
+        let id = call.request_id.clone();
         call.peer.notify(
             "notifications/subscriptions/acknowledged",
             json!({
@@ -184,8 +178,22 @@ impl Inner {
     }
 }
 
+/// The subscription id a notification's (or a listen result's) `_meta` carries.
+pub(super) fn subscription_of(params: &Value) -> Option<&Value> {
+    params.get("_meta")?.get(META_SUBSCRIPTION_ID)
+}
+
+/// A stateless-era upstream's listen result, under the client's subscription id rather than
+/// the id the connector gave the request.
+pub(super) fn retagged_result(result: Value, id: &Value) -> Value {
+    match subscription_of(&result) {
+        Some(_) => tagged(result, id),
+        None => result,
+    }
+}
+
 /// `params` with the subscription id in `_meta`.
-fn tagged(mut params: Value, id: &Value) -> Value {
+pub(super) fn tagged(mut params: Value, id: &Value) -> Value {
     if !params.is_object() {
         params = json!({});
     }
@@ -224,8 +232,14 @@ mod tests {
 
     #[test]
     fn notifications_are_tagged_with_the_subscription() {
-        let t = tagged(json!({"uri": "x"}), &json!("listen-1"));
-        assert_eq!(t["_meta"][META_SUBSCRIPTION_ID], "listen-1");
+        let t = tagged(json!({"uri": "x"}), &json!("listen:0"));
+        assert_eq!(t["_meta"][META_SUBSCRIPTION_ID], "listen:0");
         assert_eq!(t["uri"], "x");
+        let ended = json!({"_meta": {(META_SUBSCRIPTION_ID): 41}});
+        assert_eq!(
+            subscription_of(&retagged_result(ended, &json!(7))),
+            Some(&json!(7))
+        );
+        assert_eq!(retagged_result(json!({}), &json!(7)), json!({}));
     }
 }

@@ -154,6 +154,8 @@ struct Exchange {
     pub feed: Option<listen::Feed>,
     /// The client's `Mcp-Param-*` headers, for a stateless-era upstream.
     pub param_headers: Vec<(String, String)>,
+    /// The client's id for its request: what a listen stream's subscription id must be.
+    pub request_id: Value,
 }
 
 /// How an upstream's requests to the client (sampling, elicitation, roots) are answered.
@@ -215,9 +217,13 @@ impl Exchange {
             let ours = Value::String(format!("shardgate-{id}"));
             progress = Some((ours.clone(), std::mem::replace(token, ours)));
         }
+        // A stateless-era upstream tags its listen stream with our id for the request.
+        let subscription =
+            (method == "subscriptions/listen").then(|| (Value::from(id), self.request_id.clone()));
         let caller = Arc::new(Caller {
             peer: self.peer.clone(),
             progress,
+            subscription,
             asks: self.asks.clone(),
             logs: self.logs,
             feed: self.feed.clone(),
@@ -230,6 +236,7 @@ impl Exchange {
         Arc::new(Caller {
             peer: self.session_peer.clone(),
             progress: None,
+            subscription: None,
             asks: match self.session_era {
                 true => Asks::Client,
                 false => Asks::Refuse,
@@ -255,6 +262,9 @@ struct Caller {
     peer: Arc<dyn Peer>,
     /// The progress token the upstream was given, and the client's it stands for.
     progress: Option<(Value, Value)>,
+    /// A listen stream's subscription id as the upstream knows it (our request id), and the
+    /// client's (its request id).
+    subscription: Option<(Value, Value)>,
     asks: Asks,
     logs: Logs,
     feed: Option<listen::Feed>,
@@ -273,6 +283,11 @@ impl Caller {
             && params.get("progressToken") == Some(ours)
         {
             params["progressToken"] = theirs.clone();
+        }
+        if let Some((ours, theirs)) = &self.subscription
+            && listen::subscription_of(&params) == Some(ours)
+        {
+            params = listen::tagged(params, theirs);
         }
         if method == "notifications/message" && !self.logs.allow(&params) {
             return;
@@ -402,10 +417,15 @@ impl Inner {
             },
             feed: (client_stateless && !upstream_stateless).then(|| self.feed(&call.scope)),
             param_headers: std::mem::take(&mut call.param_headers),
+            request_id: call.request_id.clone(),
         };
         let method = call.method.as_str();
         match (client_stateless, upstream_stateless) {
             (false, true) => self.to_stateless(&ex, &call, params).await,
+            (true, true) if method == "subscriptions/listen" => {
+                let ended = self.request(&ex, method, params).await?;
+                Ok(listen::retagged_result(ended, &call.request_id))
+            }
             (true, true) => self.request(&ex, method, params).await,
             (false, false) if method == "initialize" => match &self.transport {
                 Transport::Stdio(s) => s.initialize(&ex).await,

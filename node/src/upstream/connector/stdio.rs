@@ -147,7 +147,9 @@ impl Stdio {
             return Err(unavailable(&self.name, "the process has no pipes"));
         };
         let pid = child.id();
-        tracing::info!(upstream = %self.name, scope = %ex.scope, pid, "stdio upstream started");
+        // The scope names a session, whose id is a credential: debug only.
+        tracing::info!(upstream = %self.name, pid, "stdio upstream started");
+        tracing::debug!(upstream = %self.name, scope = %ex.scope, pid, "stdio upstream scope");
         tokio::spawn(log_stderr(self.name.clone(), pid, stderr));
         let process = Arc::new(Process {
             name: self.name.clone(),

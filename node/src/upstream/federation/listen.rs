@@ -4,8 +4,9 @@
 //! must get one acknowledgement, first on its stream, naming everything that is honoured: so
 //! the members' acknowledgements are held back until every member has either acknowledged or
 //! given up, and then one goes out with the union of what they honour. Anything a member sends
-//! before that waits behind it. Members number their streams independently, so what they send
-//! is re-tagged with the one subscription id the client knows.
+//! before that waits behind it. Whatever subscription id a member's stream carries (a remote
+//! member's is the id the connector gave its request), what it sends is re-tagged with the one
+//! the client knows: the id of the client's listen request.
 
 use super::{Inner, merge};
 use crate::upstream::{BoxFuture, Call, Peer};
@@ -21,8 +22,8 @@ const ACKNOWLEDGED: &str = "notifications/subscriptions/acknowledged";
 const MAX_HELD: usize = 256;
 
 pub(super) async fn listen(inner: &Arc<Inner>, call: &Call) -> Result<Value, RpcError> {
-    let n = inner.next_listen.fetch_add(1, Ordering::Relaxed);
-    let id = Value::String(format!("federation-listen-{n}"));
+    // The client's listen request id: the one subscription id it knows.
+    let id = call.request_id.clone();
     let active = inner.active(&call.state);
     let hub = Arc::new(Hub {
         client: call.peer.clone(),

@@ -30,7 +30,6 @@ use serde_json::{Value, json};
 use shardgate_protocol::mcp::{RpcError, code};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 /// One upstream of a federation.
 pub struct Member {
@@ -49,8 +48,6 @@ pub struct Federation {
 struct Inner {
     members: Vec<Member>,
     views: state::Views,
-    /// Numbers our `subscriptions/listen` streams (each member numbers its own).
-    next_listen: AtomicU64,
 }
 
 impl Federation {
@@ -60,7 +57,6 @@ impl Federation {
             inner: Arc::new(Inner {
                 members,
                 views: state::Views::default(),
-                next_listen: AtomicU64::new(1),
             }),
         }
     }
@@ -149,6 +145,7 @@ impl Inner {
         let lease = self.views.open(&call.scope, i, &member.name, &call.state);
         let sub = Call {
             method: method.to_owned(),
+            request_id: call.request_id.clone(),
             params,
             peer,
             session_peer: call.session_peer.clone(),

@@ -7,11 +7,17 @@ async fn listen_acknowledges_filters_and_tags() {
     let b = builtin();
     let tools = Client::stateless();
     let prompts = Client::stateless();
-    let listen = |s: &Client, filter: Value| {
-        tokio::spawn(b.call(s.call("subscriptions/listen", json!({"notifications": filter}))))
+    let listen = |s: &Client, request_id: Value, filter: Value| {
+        let mut call = s.call("subscriptions/listen", json!({"notifications": filter}));
+        call.request_id = request_id;
+        tokio::spawn(b.call(call))
     };
-    let tools_task = listen(&tools, json!({"toolsListChanged": true, "bogus": true}));
-    let prompts_task = listen(&prompts, json!({"promptsListChanged": true}));
+    let tools_task = listen(
+        &tools,
+        json!("listen:0"),
+        json!({"toolsListChanged": true, "bogus": true}),
+    );
+    let prompts_task = listen(&prompts, json!(7), json!({"promptsListChanged": true}));
     let acks = (
         tools.peer.wait_for_notes(1).await,
         prompts.peer.wait_for_notes(1).await,
@@ -20,10 +26,10 @@ async fn listen_acknowledges_filters_and_tags() {
     assert_eq!(ack_method, "notifications/subscriptions/acknowledged");
     assert_eq!(ack["notifications"], json!({"toolsListChanged": true}));
     let id = ack["_meta"]["io.modelcontextprotocol/subscriptionId"].clone();
-    assert!(id.is_string());
-    assert_ne!(
-        acks.1[0].1["_meta"]["io.modelcontextprotocol/subscriptionId"],
-        id
+    assert_eq!(id, "listen:0", "the listen request's own id, as sent");
+    assert_eq!(
+        acks.1[0].1["_meta"]["io.modelcontextprotocol/subscriptionId"], 7,
+        "a number stays a number"
     );
 
     let trigger = Client::stateless();

@@ -132,7 +132,9 @@ async fn listen_acknowledges_once_and_forwards_every_member() {
         "toolsListChanged": true,
         "resourceSubscriptions": ["test://watched-resource", "x://elsewhere"]
     });
-    let listening = tokio::spawn(f.call(c.call("subscriptions/listen", listen_params(filter))));
+    let mut listen = c.call("subscriptions/listen", listen_params(filter));
+    listen.request_id = json!(42);
+    let listening = tokio::spawn(f.call(listen));
     let notes = c.peer.wait_for_notes(1).await;
     let (method, ack) = &notes[0];
     assert_eq!(method, "notifications/subscriptions/acknowledged");
@@ -141,7 +143,7 @@ async fn listen_acknowledges_once_and_forwards_every_member() {
         json!({"toolsListChanged": true, "resourceSubscriptions": ["test://watched-resource"]})
     );
     let id = ack["_meta"][META_SUBSCRIPTION_ID].clone();
-    assert!(id.as_str().is_some_and(|i| i.starts_with("federation-")));
+    assert_eq!(id, 42, "the client's listen request id");
 
     let trigger = Client::stateless();
     trigger

@@ -56,7 +56,8 @@ impl UpstreamState {
 pub enum Scope {
     /// A session-era session, by its id.
     Session(String),
-    /// Stateless-era traffic of one affinity key (principal and upstream, by default).
+    /// Stateless-era traffic of one correlation key (the client's principal, or the key a
+    /// gateway issued it), or of one call that needs no client state.
     Affinity(String),
 }
 
@@ -113,4 +114,58 @@ pub trait Upstream: Send + Sync {
     /// The scope has ended (session deleted or idle, affinity state forgotten, node draining):
     /// release what is held for it.
     fn close(&self, scope: &Scope);
+
+    /// Whether a stateless-era client's calls depend on what earlier calls of the same client
+    /// left behind here: a stdio process, an upstream session, per-scope [`UpstreamState`]
+    /// (the builtin's `counter`). Such a client must be routed by its correlation key, and two
+    /// clients must never share a scope. An upstream that does not say is assumed to keep
+    /// state: the safe answer.
+    fn keeps_client_state(&self) -> bool {
+        true
+    }
+
+    /// Where one stateless-era call (`method`, and the name `Mcp-Name` mirrors, if it has one)
+    /// must run; see [`Placement`]. By default every call of an upstream that keeps client
+    /// state goes with its client, and every call of one that does not goes anywhere.
+    fn placement(&self, _method: &str, _name: Option<&str>) -> Placement {
+        if self.keeps_client_state() {
+            Placement::Client
+        } else {
+            Placement::Anywhere
+        }
+    }
+}
+
+/// Where a stateless-era call must run for its answer to be right. A node says it on every
+/// answer ([`Placement::as_str`] in `x-shardgate-placement`); gateways remember it per method
+/// and name and route by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Placement {
+    /// Needs nothing an earlier call left on some node: any node, spread evenly.
+    Anywhere,
+    /// Needs what this node's upstream shares between all its clients (the builtin's change
+    /// feed): one agreed node for everyone.
+    Shared,
+    /// Needs this client's upstream state (a stdio process, an upstream session, the builtin
+    /// `counter`): the node that owns the client's correlation key.
+    Client,
+}
+
+impl Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Anywhere => "anywhere",
+            Placement::Shared => "shared",
+            Placement::Client => "client",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Placement> {
+        match s {
+            "anywhere" => Some(Placement::Anywhere),
+            "shared" => Some(Placement::Shared),
+            "client" => Some(Placement::Client),
+            _ => None,
+        }
+    }
 }

@@ -12,6 +12,12 @@ pub const EPOCH: &str = "x-shardgate-epoch";
 pub const NEW_SESSION: &str = "x-shardgate-new-session";
 /// The verified principal (JWT `sub` and tenant) of the request.
 pub const PRINCIPAL: &str = "x-shardgate-principal";
+/// Stateless era: the scope whose upstream state the call runs in, the client's correlation key
+/// (`principal/…` or `client/…`). Absent when the call needs no client state.
+pub const SCOPE: &str = "x-shardgate-scope";
+/// On a node's stateless-era answers: where a call of that method and name must run
+/// (`anywhere`, `shared` or `client`; `upstream::Placement`). Gateways learn routing from it.
+pub const PLACEMENT: &str = "x-shardgate-placement";
 
 /// The node's membership view, as JSON (`Membership`). With `?after=EPOCH&wait_ms=N` it is a
 /// long poll: answered once the view is newer than `EPOCH`, or after `N` ms with the current.

@@ -5,15 +5,16 @@ use shardgate_raft::Membership;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// What the stateless-era routing key is made of. The principal always comes first, so one
-/// client's upstream state stays on one node and moves with the ring.
+/// How stateless-era calls are routed (see `affinity.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AffinityKey {
-    /// Principal and upstream: every request of a principal lands on one node (warm state).
+    /// Each call by what it needs, as the nodes report it: anywhere (spread evenly), the one
+    /// node that holds what all clients share, or its client's correlation key.
     #[default]
-    Principal,
-    /// Principal, upstream and `Mcp-Name`: one principal's tools spread over the nodes.
-    PrincipalAndName,
+    Needed,
+    /// Every call by its client's correlation key, whatever the nodes report: one client's
+    /// calls always on one node (its upstream's caches stay warm), at the cost of the spread.
+    Always,
 }
 
 #[derive(Clone, Debug)]
@@ -44,6 +45,7 @@ pub struct GatewayConfig {
     /// Nodes (`host:port`) to follow membership through: the gateway long-polls them, and
     /// then the members it learns of, for newer views. Empty: only 421s bring news.
     pub seeds: Vec<String>,
+    /// How stateless-era calls are routed.
     pub affinity: AffinityKey,
     /// How the gateway proves to nodes that it belongs to the cluster (mTLS or HMAC).
     pub credentials: shardgate_trust::Credentials,

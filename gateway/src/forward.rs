@@ -50,6 +50,8 @@ pub struct Route {
     /// Set for `initialize`: the session id the gateway minted.
     pub new_session: Option<String>,
     pub principal: String,
+    /// Stateless era: the correlation key whose upstream state the call runs in.
+    pub scope: Option<String>,
 }
 
 pub struct Forwarder {
@@ -143,6 +145,7 @@ impl Forwarder {
             (internal::ROUTE_KEY, Some(route.key.as_str())),
             (internal::NEW_SESSION, route.new_session.as_deref()),
             (internal::PRINCIPAL, Some(route.principal.as_str())),
+            (internal::SCOPE, route.scope.as_deref()),
         ];
         for (name, value) in trusted {
             if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {

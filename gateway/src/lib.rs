@@ -5,12 +5,14 @@
 //! - [`config`]: the typed, validated configuration.
 //! - [`tls`]: the optional TLS acceptor (ALPN h2, http/1.1) for the client listener.
 //! - [`proxy`]: the `/mcp` handler and its phases, calling in turn
-//!   [`checks`] (403/405/406/415/413), the era and routing-key decision, and
+//!   [`checks`] (403/405/406/415/413), the era and routing-key decision ([`affinity`] in the
+//!   stateless era), and
 //!   [`forward`] (pooled h2c to the owner, one retry after 421) over [`ring_view`].
 //! - [`error`]: every refusal with its blame, status, JSON-RPC error and metric label.
 //! - [`admin`] and [`metrics`]: `/health`, `/health/ready`, `/metrics` on the admin port.
 
 pub mod admin;
+pub mod affinity;
 pub mod checks;
 pub mod config;
 pub mod error;
@@ -41,6 +43,8 @@ pub struct Gateway {
     pub ring: RingView,
     pub forwarder: Forwarder,
     pub metrics: Metrics,
+    /// Stateless-era routing: what nodes said each call needs, and the spread.
+    pub affinity: affinity::Affinity,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +64,13 @@ pub enum GatewayError {
     NodeClient(String),
 }
 
-/// Browsers may read these response headers (a client in a page needs the session id).
-const EXPOSED: [&str; 2] = [mcp::HEADER_SESSION_ID, mcp::HEADER_PROTOCOL_VERSION];
+/// Browsers may read these response headers (a client in a page needs the session id, or its
+/// stateless-era correlation key).
+const EXPOSED: [&str; 3] = [
+    mcp::HEADER_SESSION_ID,
+    mcp::HEADER_PROTOCOL_VERSION,
+    affinity::KEY_HEADER,
+];
 
 fn cors(gw: &Arc<Gateway>) -> CorsLayer {
     let check = gw.clone();
@@ -123,6 +132,7 @@ pub async fn run(
         ring: RingView::new(config.membership.clone()),
         forwarder: Forwarder::new(&config.credentials).map_err(GatewayError::NodeClient)?,
         metrics: Metrics::new()?,
+        affinity: affinity::Affinity::new(config.affinity),
         config,
     });
     // Without seeds the view is fixed but for what 421s bring.

@@ -4,13 +4,15 @@
 //!    body size (413), JSON-RPC shape (400);
 //! 2. era — session era (2025-03-26 … 2025-11-25) or stateless era (2026-07-28);
 //! 3. routing key — a minted session id for `initialize`, the client's `Mcp-Session-Id`
-//!    afterwards, or the affinity key in the stateless era (checked first against the
-//!    2026-07-28 header rules, so a malformed request never reaches a node);
-//! 4. forward to the owner (one retry after a 421) and stream the answer back.
+//!    afterwards; in the stateless era (checked first against the 2026-07-28 header rules, so
+//!    a malformed request never reaches a node) what the call needs ([`crate::affinity`]):
+//!    any node, the shared node, its task's, or its client's correlation key;
+//! 4. forward to the owner (one retry after a 421) and stream the answer back; a stateless
+//!    answer teaches the gateway what such calls need, and hands a newly issued key out.
 
 use crate::Gateway;
+use crate::affinity;
 use crate::checks;
-use crate::config::AffinityKey;
 use crate::error::ProxyError;
 use crate::forward::{self, Route};
 use crate::metrics;
@@ -20,7 +22,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
 use shardgate_protocol::internal;
+use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::{self, BodyError, Era, Message, RequestId};
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
@@ -29,8 +33,6 @@ use std::time::Instant;
 
 /// The principal of unauthenticated requests, until the gateway verifies tokens.
 const ANONYMOUS: &str = "anonymous";
-/// The name of the (single) upstream set a request is served by.
-const UPSTREAM: &str = "default";
 
 pub async fn mcp(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let started = Instant::now();
@@ -109,8 +111,9 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
                 key: sid.to_owned(),
                 new_session: None,
                 principal: ANONYMOUS.into(),
+                scope: None,
             };
-            let resp = send(gw, &parts.method, headers, Bytes::new(), &route).await?;
+            let (resp, _) = send(gw, &parts.method, headers, Bytes::new(), &route).await?;
             return Ok((resp, Some(Era::Session)));
         }
         _ => return Err(refuse(ProxyError::MethodNotAllowed("GET, POST, DELETE"))),
@@ -127,14 +130,25 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
     })?;
     let first = parsed.messages.first().map(|(_, v)| v);
     let era = mcp::classify_era(version, first);
-    let route = match era {
-        Era::Session => session_route(&parsed, headers)?,
-        Era::Stateless => stateless_route(gw.config.affinity, &parsed, headers)?,
+    let (route, stateless) = match era {
+        Era::Session => (session_route(&parsed, headers)?, None),
+        Era::Stateless => {
+            let (route, call) = stateless_route(gw, &parsed, headers)?;
+            (route, Some(call))
+        }
     };
     // A failure past this point still answers the request it failed: with its id.
-    let resp = send(gw, &parts.method, headers, bytes, &route)
+    let (mut resp, placement) = send(gw, &parts.method, headers, bytes, &route)
         .await
         .map_err(|(e, _)| (e, request_id(&parsed)))?;
+    if let Some(call) = stateless {
+        if let (Some(method), Some(placement)) = (call.method, placement) {
+            gw.affinity.learn(method, call.name, placement);
+        }
+        if let Some(key) = &call.issued {
+            affinity::hand_out(resp.headers_mut(), key, gw.config.tls.is_some());
+        }
+    }
     Ok((resp, Some(era)))
 }
 
@@ -145,6 +159,7 @@ fn session_route(parsed: &mcp::Body, headers: &HeaderMap) -> Result<Route, Refus
             key: sid.clone(),
             new_session: Some(sid),
             principal: ANONYMOUS.into(),
+            scope: None,
         });
     }
     let Some(sid) = header(headers, mcp::HEADER_SESSION_ID) else {
@@ -154,32 +169,84 @@ fn session_route(parsed: &mcp::Body, headers: &HeaderMap) -> Result<Route, Refus
         key: sid.to_owned(),
         new_session: None,
         principal: ANONYMOUS.into(),
+        scope: None,
     })
 }
 
-fn stateless_route(
-    affinity: AffinityKey,
-    parsed: &mcp::Body,
+/// A stateless-era call, for what its answer teaches and owes.
+struct StatelessCall<'a> {
+    /// The request's method and name (`None` for a body without a request).
+    method: Option<&'a str>,
+    name: Option<&'a str>,
+    /// A key issued to the client with this answer.
+    issued: Option<String>,
+}
+
+fn stateless_route<'a>(
+    gw: &Gateway,
+    parsed: &'a mcp::Body,
     headers: &HeaderMap,
-) -> Result<Route, Refused> {
+) -> Result<(Route, StatelessCall<'a>), Refused> {
     for (msg, value) in &parsed.messages {
         if let Message::Request { id, .. } = msg {
             stateless_checks::check(headers, value)
                 .map_err(|r| (ProxyError::Stateless(r), Some(id.clone())))?;
         }
     }
-    let mut key = format!("{ANONYMOUS}/{UPSTREAM}");
-    if affinity == AffinityKey::PrincipalAndName
-        && let Some(name) = header(headers, mcp::HEADER_NAME)
-    {
-        key.push('/');
-        key.push_str(name);
-    }
-    Ok(Route {
-        key,
+    let request = parsed.messages.iter().find_map(|(m, v)| match m {
+        Message::Request { .. } => Some(v),
+        _ => None,
+    });
+    let method = request.and_then(|v| v.get("method")?.as_str());
+    let name = method
+        .and_then(stateless_checks::name_field)
+        .and_then(|field| request?.get("params")?.get(field)?.as_str());
+    let task = method
+        .filter(|m| m.starts_with("tasks/"))
+        .and_then(|_| task_id(headers, request));
+    let ring = gw.ring.current();
+    let routed = match method {
+        Some(method) => gw.affinity.route(
+            &ring,
+            &affinity::Request {
+                method,
+                name,
+                task: task.as_deref(),
+                // No verified principal until the gateway checks tokens: every client is
+                // anonymous, and known by the key it was issued.
+                principal: None,
+                key: affinity::presented_key(
+                    headers,
+                    request.and_then(|v| v.get("params")?.get("requestState")?.as_str()),
+                ),
+            },
+        ),
+        // A notification or a response: the node answers it without its upstream.
+        None => gw.affinity.route_anywhere(&ring),
+    };
+    let route = Route {
+        key: routed.key,
         new_session: None,
         principal: ANONYMOUS.into(),
-    })
+        scope: routed.scope,
+    };
+    let call = StatelessCall {
+        method,
+        name,
+        issued: routed.issued,
+    };
+    Ok((route, call))
+}
+
+/// The task a `tasks/*` request is about: `Mcp-Name` (SEP-2663), else `params.taskId`.
+fn task_id(headers: &HeaderMap, request: Option<&Value>) -> Option<String> {
+    header(headers, mcp::HEADER_NAME)
+        .and_then(|raw| stateless_checks::decode_header_value(raw.trim()))
+        .or_else(|| {
+            let id = request?.get("params")?.get("taskId")?.as_str()?;
+            Some(id.to_owned())
+        })
+        .filter(|id| !id.is_empty())
 }
 
 fn request_id(parsed: &mcp::Body) -> Option<RequestId> {
@@ -199,13 +266,15 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
     }
 }
 
+/// Forwards the request; returns the answer and, for a stateless-era call, what the node
+/// said such calls need.
 async fn send(
     gw: &Gateway,
     method: &Method,
     headers: &HeaderMap,
     body: Bytes,
     route: &Route,
-) -> Result<Response, Refused> {
+) -> Result<(Response, Option<Placement>), Refused> {
     let on_misdirected = |retried: bool| {
         gw.metrics
             .misdirected
@@ -219,6 +288,11 @@ async fn send(
         .map_err(|e| (e, None))?;
     gw.metrics.ring_epoch.set(gw.ring.current().epoch() as i64);
     let (mut parts, body) = resp.into_parts();
+    let placement = parts
+        .headers
+        .get(internal::PLACEMENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(Placement::parse);
     forward::strip_response_headers(&mut parts.headers);
     let is_sse = parts
         .headers
@@ -233,5 +307,5 @@ async fn send(
     if parts.status == StatusCode::MISDIRECTED_REQUEST {
         parts.headers.remove(internal::EPOCH);
     }
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Ok((Response::from_parts(parts, Body::new(body)), placement))
 }

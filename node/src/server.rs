@@ -230,6 +230,11 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
             node.calls_in_flight.load(Ordering::Relaxed),
         ),
         (
+            "shardgate_node_stateless_calls",
+            "stateless-era calls served",
+            node.affinity.served() as usize,
+        ),
+        (
             "shardgate_node_ring_epoch",
             "epoch of the node's ring",
             node.ring().epoch() as usize,

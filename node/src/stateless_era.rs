@@ -4,7 +4,12 @@
 //! an SSE stream as soon as it sends a notification (progress, a log message, a subscription
 //! acknowledgement) — so a plain error still gets its own HTTP status. Closing the response
 //! cancels the call: the call's token is cancelled when the answer (body or stream) is dropped.
-//! Upstream state is kept per affinity key, the key the gateway routed by.
+//!
+//! Upstream state is kept per correlation key, the scope the gateway names
+//! ([`internal::SCOPE`]: the client's principal, or the key the gateway issued it), on the node
+//! that owns that key. A call with no scope needs no client state; it runs in a scope of its
+//! own, released when it ends, so nothing it leaves behind reaches another client. Every answer
+//! says where such a call must run ([`internal::PLACEMENT`]), which is how gateways learn it.
 
 use crate::session::NoPeer;
 use crate::session::encode;
@@ -13,13 +18,14 @@ use crate::state::NodeState;
 use crate::upstream::{BoxFuture, Call, Peer, Scope, UpstreamState};
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
-use shardgate_protocol::internal;
+use shardgate_protocol::internal::{self, CLIENT_SCOPE, KEYED_STATE, Placement};
 use shardgate_protocol::mcp::{self, Message, RequestId, RpcError, code};
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -29,27 +35,69 @@ use tokio_util::sync::CancellationToken;
 /// Messages a call may send ahead of its result before the client counts as not reading.
 const NOTE_BUFFER: usize = 256;
 
-/// Upstream state per affinity key: the stateless era's counterpart of a session's state,
+/// How long the state of a correlation key used only once waits for its client to come back.
+/// A client that never sends back the key it was issued gets a new scope per call; without
+/// this, each would hold its upstream resources (a stdio process) for the whole idle timeout.
+const FIRST_USE_TTL: Duration = Duration::from_secs(120);
+
+struct Entry {
+    state: UpstreamState,
+    used: Instant,
+    /// The key came back at least once after its first call.
+    returned: bool,
+}
+
+/// Upstream state per correlation key: the stateless era's counterpart of a session's state,
 /// forgotten after the key has been idle for a while.
 #[derive(Default)]
 pub struct Affinity {
-    states: Mutex<HashMap<String, (UpstreamState, Instant)>>,
+    states: Mutex<HashMap<String, Entry>>,
+    /// Stateless-era calls served since start.
+    served: AtomicU64,
+    /// Numbers the scopes of calls that need no client state.
+    next_call: AtomicU64,
 }
 
 impl Affinity {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (UpstreamState, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn state(&self, key: &str) -> UpstreamState {
+    /// The state of `key`, and whether this call created it.
+    pub fn state(&self, key: &str) -> (UpstreamState, bool) {
         let mut states = self.lock();
-        let entry = states
-            .entry(key.to_owned())
-            .or_insert_with(|| (UpstreamState::default(), Instant::now()));
-        entry.1 = Instant::now();
-        entry.0.clone()
+        let now = Instant::now();
+        match states.get_mut(key) {
+            Some(entry) => {
+                entry.used = now;
+                entry.returned = true;
+                (entry.state.clone(), false)
+            }
+            None => {
+                let state = UpstreamState::default();
+                let entry = Entry {
+                    state: state.clone(),
+                    used: now,
+                    returned: false,
+                };
+                states.insert(key.to_owned(), entry);
+                (state, true)
+            }
+        }
+    }
+
+    /// Forgets `key` if no call has used it since its first for `ttl`; true when it did.
+    fn forget_unreturned(&self, key: &str, ttl: Duration) -> bool {
+        let mut states = self.lock();
+        let unreturned = states
+            .get(key)
+            .is_some_and(|e| !e.returned && e.used.elapsed() >= ttl);
+        if unreturned {
+            states.remove(key);
+        }
+        unreturned
     }
 
     /// Forgets the state of keys unused for `timeout`; returns those keys.
@@ -57,7 +105,7 @@ impl Affinity {
         let mut states = self.lock();
         let idle: Vec<String> = states
             .iter()
-            .filter(|(_, (_, used))| used.elapsed() >= timeout)
+            .filter(|(_, e)| e.used.elapsed() >= timeout)
             .map(|(k, _)| k.clone())
             .collect();
         for k in &idle {
@@ -65,6 +113,28 @@ impl Affinity {
         }
         idle
     }
+
+    /// Stateless-era calls this node has served (handed to its upstream) since start.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// A scope for one call that needs no client state. Gateways name scopes `client/…` or
+    /// `principal/…`, so this one is never anybody's.
+    fn one_call(&self) -> Scope {
+        Scope::Affinity(format!(
+            "call/{}",
+            self.next_call.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+}
+
+/// The scope a call runs in, and what becomes of it when the call ends.
+enum Scoped {
+    /// A correlation key's scope, kept; `first` when this call created it.
+    Key { key: String, first: bool },
+    /// A scope for this call alone, released when it ends.
+    Call,
 }
 
 /// The client of a stateless call: notifications go on the response stream; requests to the
@@ -126,8 +196,41 @@ fn param_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-fn answer(id: &RequestId, outcome: Result<Value, RpcError>) -> String {
-    mcp::answer(Some(id), outcome.map(complete).as_ref())
+/// The upstream's `requestState` in a result, prefixed with `key`.
+fn with_key(mut result: Value, key: &str) -> Value {
+    if let Some(state) = result.get_mut("requestState")
+        && let Some(inner) = state.as_str()
+    {
+        *state = Value::String(format!("{KEYED_STATE}{key}.{inner}"));
+    }
+    result
+}
+
+/// The upstream's own `requestState` back in the params of a retry: if the key in it is
+/// `key`, the one this call is scoped by, or whatever it is when the call has no client scope.
+/// One naming another client's key is left as it is, and so unknown to the upstream.
+fn without_key(params: &mut Value, key: Option<&str>) {
+    let Some(state) = params.get_mut("requestState") else {
+        return;
+    };
+    let inner = state.as_str().and_then(|s| {
+        let rest = s.strip_prefix(KEYED_STATE)?;
+        let (named, inner) = rest.split_once('.')?;
+        key.is_none_or(|k| k == named).then_some(inner)
+    });
+    if let Some(inner) = inner {
+        *state = Value::String(inner.to_owned());
+    }
+}
+
+fn answer(id: &RequestId, outcome: Result<Value, RpcError>, key: Option<&str>) -> String {
+    let outcome = outcome.map(|result| {
+        complete(match key {
+            Some(key) => with_key(result, key),
+            None => result,
+        })
+    });
+    mcp::answer(Some(id), outcome.as_ref())
 }
 
 pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -> Response {
@@ -151,21 +254,50 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         Ok(c) => c,
         Err(r) => return reply::rpc_error(r.status, Some(&id), &r.error),
     };
-    let key = headers
-        .get(internal::ROUTE_KEY)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("direct");
+    let name = stateless_checks::name_field(&checked.method)
+        .and_then(|field| value.get("params")?.get(field)?.as_str());
+    let placement = node.upstream.placement(&checked.method, name);
+    let scope_key = headers.get(internal::SCOPE).and_then(|v| v.to_str().ok());
+    let (scope, state, scoped) = match scope_key {
+        Some(key) => {
+            let (state, first) = node.affinity.state(key);
+            let scoped = Scoped::Key {
+                key: key.to_owned(),
+                first,
+            };
+            (Scope::Affinity(key.to_owned()), state, scoped)
+        }
+        None => (
+            node.affinity.one_call(),
+            UpstreamState::default(),
+            Scoped::Call,
+        ),
+    };
+    node.affinity.served.fetch_add(1, Ordering::Relaxed);
+    let client_key = scope_key
+        .and_then(|k| k.strip_prefix(CLIENT_SCOPE))
+        .map(str::to_owned);
+    let mut params = value.get("params").cloned().unwrap_or(Value::Null);
+    // A retry scoped by another client's key keeps the wrapped state, unknown upstream.
+    match (scope_key, &client_key) {
+        (Some(_), Some(key)) => without_key(&mut params, Some(key)),
+        (Some(_), None) => {}
+        (None, _) => without_key(&mut params, None),
+    }
+    // Only a call that runs in its client's state leaves something behind on this node for
+    // its retry to find; anything else may retry anywhere, as it is.
+    let wrap_key = client_key.filter(|_| placement == Placement::Client);
     let (tx, mut rx) = mpsc::channel(NOTE_BUFFER);
     let cancel = CancellationToken::new();
     let call = Call {
         method: checked.method,
         request_id: (*id).clone(),
-        params: value.get("params").cloned().unwrap_or(Value::Null),
+        params,
         peer: Arc::new(ResponsePeer { tx: tx.clone() }),
         session_peer: Arc::new(NoPeer),
-        scope: Scope::Affinity(key.to_owned()),
+        scope: scope.clone(),
         initialize: None,
-        state: node.affinity.state(key),
+        state,
         cancel: cancel.clone(),
         protocol_version: checked.version,
         client_capabilities: checked.client_capabilities,
@@ -174,29 +306,57 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     let serving = node.clone();
     let token = cancel.clone();
     let mut task = tokio::spawn(async move {
-        let _counted = serving.call_started();
-        tokio::select! {
-            r = serving.upstream.call(call) => Some(r),
-            _ = token.cancelled() => None,
-        }
+        let outcome = {
+            let _counted = serving.call_started();
+            tokio::select! {
+                r = serving.upstream.call(call) => Some(r),
+                _ = token.cancelled() => None,
+            }
+        };
+        release(&serving, scope, scoped);
+        outcome
     });
     // Dropped with this handler (client gone before an answer) or with the SSE body.
     let on_close = cancel.drop_guard();
-    tokio::select! {
+    let mut resp = tokio::select! {
         done = &mut task => match done {
             Ok(Some(outcome)) => {
                 let status = outcome.as_ref().err().map_or(StatusCode::OK, status_of);
-                reply::json_text(status, answer(&id, outcome))
+                reply::json_text(status, answer(&id, outcome, wrap_key.as_deref()))
             }
             _ => reply::refuse(StatusCode::INTERNAL_SERVER_ERROR, "the call was abandoned"),
         },
         Some(first) = rx.recv() => {
             tokio::spawn(async move {
                 if let Ok(Some(outcome)) = task.await {
-                    let _ = tx.send(answer(&id, outcome).into()).await;
+                    let answer = answer(&id, outcome, wrap_key.as_deref());
+                    let _ = tx.send(answer.into()).await;
                 }
             });
             sse::response(Some(sse::Frame::frame(&first)), rx, on_close)
+        }
+    };
+    resp.headers_mut().insert(
+        internal::PLACEMENT,
+        HeaderValue::from_static(placement.as_str()),
+    );
+    resp
+}
+
+/// After a call: a scope of its own is released now; a correlation key's scope that this call
+/// created is released later unless its client comes back with the key.
+fn release(node: &Arc<NodeState>, scope: Scope, scoped: Scoped) {
+    match scoped {
+        Scoped::Call => node.upstream.close(&scope),
+        Scoped::Key { first: false, .. } => {}
+        Scoped::Key { key, first: true } => {
+            let node = node.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(FIRST_USE_TTL).await;
+                if node.affinity.forget_unreturned(&key, FIRST_USE_TTL) {
+                    node.upstream.close(&scope);
+                }
+            });
         }
     }
 }
@@ -211,6 +371,71 @@ mod tests {
         assert_eq!(complete(json!({"tools": []}))["resultType"], "complete");
         let irr = json!({"resultType": "input_required", "requestState": "s"});
         assert_eq!(complete(irr)["resultType"], "input_required");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_used_once_is_forgotten_unless_its_client_comes_back() {
+        let affinity = Affinity::default();
+        let (state, first) = affinity.state("client/a");
+        assert!(first);
+        state.with(|s| s.insert("counter".into(), 1.into()));
+        affinity.state("client/b");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (again, first) = affinity.state("client/b");
+        assert!(!first, "the same key finds the same state");
+        assert!(again.with(|s| s.is_empty()), "each key its own state");
+        tokio::time::advance(FIRST_USE_TTL).await;
+        assert!(affinity.forget_unreturned("client/a", FIRST_USE_TTL));
+        assert!(
+            !affinity.forget_unreturned("client/b", FIRST_USE_TTL),
+            "a key that came back is kept until idle"
+        );
+        let (fresh, first) = affinity.state("client/a");
+        assert!(first && fresh.with(|s| s.is_empty()));
+        assert_ne!(affinity.one_call(), affinity.one_call());
+    }
+
+    #[test]
+    fn the_builtin_says_which_calls_need_their_client_or_the_shared_node() {
+        use crate::upstream::Upstream;
+        use crate::upstream::builtin::Builtin;
+        let b = Builtin::new([0; 32]);
+        assert!(b.keeps_client_state());
+        let at = |method, name| b.placement(method, name);
+        assert_eq!(at("tools/call", Some("counter")), Placement::Client);
+        assert_eq!(at("tools/call", Some("echo")), Placement::Anywhere);
+        assert_eq!(
+            at("tools/call", Some("test_trigger_tool_change")),
+            Placement::Shared
+        );
+        assert_eq!(at("subscriptions/listen", None), Placement::Shared);
+        assert_eq!(at("server/discover", None), Placement::Anywhere);
+        for p in [Placement::Anywhere, Placement::Shared, Placement::Client] {
+            assert_eq!(Placement::parse(p.as_str()), Some(p));
+        }
+    }
+
+    #[test]
+    fn a_request_state_carries_its_clients_key_and_only_that_key_opens_it() {
+        use shardgate_protocol::internal::key_in_request_state;
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let irr = json!({"resultType": "input_required", "requestState": "shardgate-x.y"});
+        let keyed = with_key(irr, key);
+        let state = keyed["requestState"].as_str().unwrap_or_default();
+        assert_eq!(key_in_request_state(state), Some(key));
+        let mut retry = json!({"requestState": state, "inputResponses": {}});
+        without_key(&mut retry, Some("BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"));
+        assert_eq!(retry["requestState"], state, "another key opens nothing");
+        let mut unscoped = retry.clone();
+        without_key(&mut retry, Some(key));
+        assert_eq!(retry["requestState"], "shardgate-x.y");
+        without_key(&mut unscoped, None);
+        assert_eq!(unscoped["requestState"], "shardgate-x.y");
+        assert_eq!(key_in_request_state("shardgate-x.y"), None);
+        assert_eq!(
+            with_key(json!({"content": []}), key),
+            json!({"content": []})
+        );
     }
 
     #[test]

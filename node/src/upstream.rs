@@ -13,6 +13,7 @@ pub mod federation;
 mod testing;
 
 use serde_json::{Map, Value};
+use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::RpcError;
 use std::future::Future;
 use std::pin::Pin;
@@ -56,7 +57,8 @@ impl UpstreamState {
 pub enum Scope {
     /// A session-era session, by its id.
     Session(String),
-    /// Stateless-era traffic of one affinity key (principal and upstream, by default).
+    /// Stateless-era traffic of one correlation key (the client's principal, or the key a
+    /// gateway issued it), or of one call that needs no client state.
     Affinity(String),
 }
 
@@ -117,4 +119,24 @@ pub trait Upstream: Send + Sync {
     /// The scope has ended (session deleted or idle, affinity state forgotten, node draining):
     /// release what is held for it.
     fn close(&self, scope: &Scope);
+
+    /// Whether a stateless-era client's calls depend on what earlier calls of the same client
+    /// left behind here: a stdio process, an upstream session, per-scope [`UpstreamState`]
+    /// (the builtin's `counter`). Such a client must be routed by its correlation key, and two
+    /// clients must never share a scope. An upstream that does not say is assumed to keep
+    /// state: the safe answer.
+    fn keeps_client_state(&self) -> bool {
+        true
+    }
+
+    /// Where one stateless-era call (`method`, and the name `Mcp-Name` mirrors, if it has one)
+    /// must run; see [`Placement`]. By default every call of an upstream that keeps client
+    /// state goes with its client, and every call of one that does not goes anywhere.
+    fn placement(&self, _method: &str, _name: Option<&str>) -> Placement {
+        if self.keeps_client_state() {
+            Placement::Client
+        } else {
+            Placement::Anywhere
+        }
+    }
 }

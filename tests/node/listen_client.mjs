@@ -25,7 +25,22 @@ const changed = new Promise((resolve) => {
 });
 client.setNotificationHandler("notifications/tools/list_changed", () => announced());
 
-await client.connect(new StreamableHTTPClientTransport(new URL(url)), { timeout: 10_000 });
+// The gateway issues a stateless client a correlation key (`Shardgate-Client-Key`) so that its
+// calls of an upstream that keeps per-client state share that state; a client that never sends
+// it back is a new client on every call. This client keeps it, as SEP-2567 asks of clients of a
+// gateway that bridges to stateful servers: without it, the trigger below would run in another
+// upstream session than the listen stream, which would then never hear of it.
+let clientKey;
+const keyKeeping = async (input, init = {}) => {
+  const headers = new Headers(init.headers);
+  if (clientKey) headers.set("shardgate-client-key", clientKey);
+  const response = await fetch(input, { ...init, headers });
+  clientKey = response.headers.get("shardgate-client-key") ?? clientKey;
+  return response;
+};
+await client.connect(new StreamableHTTPClientTransport(new URL(url), { fetch: keyKeeping }), {
+  timeout: 10_000,
+});
 const subscription = await client.listen({ toolsListChanged: true }, { timeout: 10_000 });
 if (subscription.honoredFilter.toolsListChanged !== true) {
   throw new Error(`toolsListChanged not honoured: ${JSON.stringify(subscription.honoredFilter)}`);

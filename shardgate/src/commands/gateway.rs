@@ -11,8 +11,10 @@ use std::time::Duration;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Affinity {
-    Principal,
-    PrincipalAndName,
+    /// Each call by what it needs, as nodes report it.
+    Needed,
+    /// Every call by its client's correlation key.
+    Always,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,13 +64,9 @@ pub struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SHARDGATE_MAX_BODY_BYTES", default_value_t = GatewayConfig::DEFAULT_MAX_BODY)]
     pub max_body_bytes: usize,
-    /// What the stateless-era routing key is made of.
-    #[arg(
-        long,
-        env = "SHARDGATE_AFFINITY",
-        value_enum,
-        default_value = "principal"
-    )]
+    /// How stateless-era calls are routed: `needed` spreads calls that need no client state
+    /// and keeps the others with their client; `always` keeps every call with its client.
+    #[arg(long, env = "SHARDGATE_AFFINITY", value_enum, default_value = "needed")]
     pub affinity: Affinity,
     #[command(flatten)]
     pub credentials: credentials::ClusterCredentials,
@@ -182,8 +180,8 @@ impl Args {
             membership,
             seeds: self.seeds.clone(),
             affinity: match self.affinity {
-                Affinity::Principal => AffinityKey::Principal,
-                Affinity::PrincipalAndName => AffinityKey::PrincipalAndName,
+                Affinity::Needed => AffinityKey::Needed,
+                Affinity::Always => AffinityKey::Always,
             },
             credentials: self.credentials.load()?.credentials,
             client_limits,

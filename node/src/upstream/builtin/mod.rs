@@ -24,6 +24,7 @@ mod tests;
 
 use super::{BoxFuture, Call, Scope, Upstream, UpstreamState};
 use serde_json::{Map, Value, json};
+use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::{self, Era, RpcError, code};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,18 @@ impl Upstream for Builtin {
 
     fn close(&self, _scope: &Scope) {
         // Everything per scope lives in its UpstreamState, which goes with the scope.
+    }
+
+    /// Only `counter` reads its client's state. The change feed is this process's, so a
+    /// trigger reaches only the listen streams open on the same node: both must run where
+    /// everyone's do. Everything else is the same on every node.
+    fn placement(&self, method: &str, name: Option<&str>) -> Placement {
+        match (method, name) {
+            ("subscriptions/listen", _) => Placement::Shared,
+            ("tools/call", Some("counter")) => Placement::Client,
+            ("tools/call", Some(tool)) if tool.starts_with("test_trigger_") => Placement::Shared,
+            _ => Placement::Anywhere,
+        }
     }
 }
 

@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The upstream's session id, in the scope's state.
 const STATE_SESSION_ID: &str = "upstreamSessionId";
+/// The cookies the upstream set for this scope, `name → value`, in the scope's state.
+const STATE_COOKIES: &str = "upstreamCookies";
 /// How often a stream that ended before its answer is resumed.
 const MAX_RESUMPTIONS: usize = 5;
 /// The longest we wait before resuming, whatever `retry` the upstream asked for.
@@ -359,8 +361,10 @@ impl Http {
             id,
             armed: true,
         };
-        let headers = self.era_headers(method, &msg, &ex.param_headers);
+        let mut headers = self.era_headers(method, &msg, &ex.param_headers);
+        send_cookies(&ex.state, &mut headers);
         let response = poster.post(&msg, headers).await.map_err(broken)?;
+        keep_cookies(&ex.state, response.headers());
         let answer = self
             .answer(&poster, response, &json!(id), &caller, link)
             .await;
@@ -702,6 +706,50 @@ impl Drop for InFlight {
     }
 }
 
+/// The scope's cookies, as its `Cookie` header. An upstream that keeps per-client state behind
+/// a stateless-era endpoint (another shardgate, a load balancer with sticky cookies) knows
+/// its clients by a cookie: each scope is one client to it, as each scope is one client to us.
+fn send_cookies(state: &UpstreamState, headers: &mut HeaderMap) {
+    let cookie = state.with(|s| {
+        let jar = s.get(STATE_COOKIES)?.as_object()?;
+        let pairs: Vec<String> = jar
+            .iter()
+            .filter_map(|(name, value)| Some(format!("{name}={}", value.as_str()?)))
+            .collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    });
+    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(http::header::COOKIE, v);
+    }
+}
+
+/// Keeps the cookies an answer sets (name and value; one set to expire is dropped).
+fn keep_cookies(state: &UpstreamState, headers: &HeaderMap) {
+    for set in headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        let mut parts = set.split(';').map(str::trim);
+        let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
+            continue;
+        };
+        let expired = parts.any(|a| a.eq_ignore_ascii_case("max-age=0"));
+        state.with(|s| {
+            let jar = s
+                .entry(STATE_COOKIES)
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(jar) = jar.as_object_mut() {
+                if expired || value.is_empty() {
+                    jar.remove(name);
+                } else {
+                    jar.insert(name.to_owned(), value.into());
+                }
+            }
+        });
+    }
+}
+
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::try_from(value) {
         headers.insert(HeaderName::from_static(name), v);
@@ -826,6 +874,43 @@ mod tests {
         );
         assert!(!err.message.contains("s3cret"), "{}", err.message);
         assert!(!err.message.contains("/mcp"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_scope_sends_back_the_cookies_it_was_set() {
+        let state = UpstreamState::default();
+        let mut set = HeaderMap::new();
+        set.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("k=v1; Path=/mcp; HttpOnly"),
+        );
+        set.append(http::header::SET_COOKIE, HeaderValue::from_static("lb=a"));
+        keep_cookies(&state, &set);
+        let mut headers = HeaderMap::new();
+        send_cookies(&state, &mut headers);
+        assert_eq!(
+            headers
+                .get(http::header::COOKIE)
+                .and_then(|v| v.to_str().ok()),
+            Some("k=v1; lb=a")
+        );
+        let mut gone = HeaderMap::new();
+        gone.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("lb=; Max-Age=0"),
+        );
+        keep_cookies(&state, &gone);
+        let mut headers = HeaderMap::new();
+        send_cookies(&state, &mut headers);
+        assert_eq!(
+            headers
+                .get(http::header::COOKIE)
+                .and_then(|v| v.to_str().ok()),
+            Some("k=v1")
+        );
+        let mut none = HeaderMap::new();
+        send_cookies(&UpstreamState::default(), &mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -133,6 +133,15 @@ impl Upstream for Connector {
             Transport::Http(h) => h.close(scope),
         }
     }
+
+    /// A stdio process and a session-era upstream session belong to one scope; a
+    /// stateless-era HTTP upstream serves every request on its own.
+    fn keeps_client_state(&self) -> bool {
+        match &self.inner.transport {
+            Transport::Stdio(_) => true,
+            Transport::Http(h) => !h.stateless(),
+        }
+    }
 }
 
 /// One call, as the transports see it.

@@ -87,6 +87,15 @@ impl Upstream for Federation {
         }
         self.inner.views.close(scope);
     }
+
+    /// Lists, `server/discover` and listen streams reach every member, so one member that
+    /// keeps client state makes every call depend on the scope.
+    fn keeps_client_state(&self) -> bool {
+        self.inner
+            .members
+            .iter()
+            .any(|m| m.upstream.keeps_client_state())
+    }
 }
 
 impl Inner {

@@ -5,11 +5,13 @@
 //!   tests that need views to disagree.
 //! - [`peers`]: where the conformance suite, Node 22 and the Python and TypeScript SDKs live.
 //! - [`mcp`]: initialize, call, read SSE.
+//! - [`upstreams`]: real MCP servers to put behind a cluster, and the configs that do.
 //! - [`raft`]: nodes started one by one with Raft membership, for killing and scaling them.
 
 pub mod mcp;
 pub mod peers;
 pub mod raft;
+pub mod upstreams;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};

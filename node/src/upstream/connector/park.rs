@@ -5,8 +5,9 @@
 //! result, and answers by sending the request again with `inputResponses` and the
 //! `requestState` it was given. So the upstream call runs in a task of its own; when it asks,
 //! the task is parked under a random `requestState` and the client gets the questions. The
-//! retry finds the parked task (the gateway routes it by the same affinity key, so it reaches
-//! this node), hands it the answers, and waits again — for the result or for more questions.
+//! retry finds the parked task (the `requestState` carries the client's correlation key, and the
+//! gateway routes the retry by it, so it reaches this node), hands it the answers, and waits
+//! again — for the result or for more questions.
 //!
 //! Parked calls live in this node's memory for [`PARK_TTL`] at most; an unknown or expired
 //! `requestState` gets an error, never a second upstream call.

@@ -24,15 +24,13 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 use shardgate_protocol::internal;
+use shardgate_protocol::internal::ANONYMOUS;
 use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::{self, BodyError, Era, Message, RequestId};
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The principal of unauthenticated requests, until the gateway verifies tokens.
-const ANONYMOUS: &str = "anonymous";
 
 pub async fn mcp(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let started = Instant::now();

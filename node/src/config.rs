@@ -141,19 +141,65 @@ impl fmt::Debug for HttpConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What one node holds at most, whatever its clients do; each refusal names its key.
+/// `etc/shardgate.toml` documents every key with its default.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// stdio upstream processes one node may run at once; further sessions get an error.
-    #[serde(default = "default_stdio_processes")]
+    /// Session-era sessions one node holds (live and being initialized).
+    pub sessions: usize,
+    /// Client requests one node serves at once, both eras.
+    pub requests: usize,
+    /// Client requests one session has in flight at once.
+    pub requests_per_session: usize,
+    /// Bytes of finished event streams one node keeps for replay.
+    pub replay_bytes: usize,
+    /// Bytes of event streams one session keeps for replay.
+    pub replay_bytes_per_session: usize,
+    /// Calls parked while their client answers a question (stateless-era `input_required`).
+    pub parked_calls: usize,
+    /// Largest message read from an upstream (a JSON body, an SSE event, a stdio line).
+    pub upstream_message_bytes: usize,
+    /// stdio upstream processes one node runs at once.
     pub stdio_processes: usize,
+    /// stdio upstream processes one principal's sessions and keys run on one node at once.
+    pub stdio_processes_per_principal: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        const MIB: usize = 1024 * 1024;
         Limits {
-            stdio_processes: default_stdio_processes(),
+            sessions: 10_000,
+            requests: 4096,
+            requests_per_session: 64,
+            replay_bytes: 256 * MIB,
+            replay_bytes_per_session: 8 * MIB,
+            parked_calls: 1024,
+            upstream_message_bytes: 16 * MIB,
+            stdio_processes: 256,
+            stdio_processes_per_principal: 64,
         }
+    }
+}
+
+impl Limits {
+    /// Every key with its value, in the order they are documented.
+    pub fn entries(&self) -> [(&'static str, usize); 9] {
+        [
+            ("sessions", self.sessions),
+            ("requests", self.requests),
+            ("requests_per_session", self.requests_per_session),
+            ("replay_bytes", self.replay_bytes),
+            ("replay_bytes_per_session", self.replay_bytes_per_session),
+            ("parked_calls", self.parked_calls),
+            ("upstream_message_bytes", self.upstream_message_bytes),
+            ("stdio_processes", self.stdio_processes),
+            (
+                "stdio_processes_per_principal",
+                self.stdio_processes_per_principal,
+            ),
+        ]
     }
 }
 
@@ -168,9 +214,6 @@ fn default_breaker_failures() -> u32 {
 }
 fn default_breaker_open() -> u64 {
     10
-}
-fn default_stdio_processes() -> usize {
-    256
 }
 
 /// Separator between a federated upstream's prefix and the name it gave.
@@ -269,10 +312,10 @@ impl NodeFile {
                 }
             }
         }
-        if self.limits.stdio_processes == 0 {
-            return Err(ConfigError::Parse(
-                "limits.stdio_processes must be at least 1".into(),
-            ));
+        if let Some((key, _)) = self.limits.entries().into_iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Parse(format!(
+                "limits.{key} must be at least 1"
+            )));
         }
         Ok(())
     }

@@ -9,13 +9,16 @@
 //! - [`state`]: [`NodeState`], what every handler of a node shares.
 //! - [`session_era`] → [`session`] → [`stream`] → [`sse`]: sessions, their event streams with
 //!   replay logs, and the SSE wire format.
+//! - [`budget`] and [`replay`]: what a node holds at most (`[limits]`), and the refusals.
 //! - [`stateless_era`]: the 2026-07-28 handler.
 //! - [`upstream`]: what a call is served by; [`upstream::builtin`] is our own MCP server,
 //!   [`upstream::connector`] reaches real ones over stdio or HTTP, [`upstream::federation`]
 //!   puts several behind one session; [`upstreams`] builds them from [`config`].
 
 pub mod auth;
+pub mod budget;
 pub mod config;
+pub mod replay;
 pub mod server;
 pub mod session;
 pub mod session_era;
@@ -80,7 +83,8 @@ pub async fn run(
     shutdown: CancellationToken,
     drain: CancellationToken,
 ) -> Result<(), NodeError> {
-    let upstream = upstreams::build(&config.file, config.state_secret)?;
+    let budgets = Arc::new(budget::Budgets::new(&config.file.limits));
+    let upstream = upstreams::build(&config.file, config.state_secret, &budgets)?;
     let (membership, consensus) = match config.membership {
         MembershipSource::Fixed(m) => {
             m.validate()?;
@@ -96,6 +100,7 @@ pub async fn run(
         membership,
         consensus.clone(),
         upstream,
+        budgets,
     ));
     let stop = CancellationToken::new();
     if let Some(c) = &consensus {

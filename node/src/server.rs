@@ -214,10 +214,11 @@ async fn drain(State(node): State<Arc<NodeState>>) -> Response {
     StatusCode::ACCEPTED.into_response()
 }
 
-/// Prometheus text: sessions and affinity states held by this node.
+/// Prometheus text: what this node holds, against its limits.
 async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
-    use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+    use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
     let registry = Registry::new();
+    let budgets = &node.budgets;
     let gauges = [
         (
             "shardgate_node_sessions",
@@ -239,12 +240,48 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
             "epoch of the node's ring",
             node.ring().epoch() as usize,
         ),
+        (
+            "shardgate_node_requests_in_flight",
+            "client requests being served, both eras (limits.requests)",
+            budgets.requests.used(),
+        ),
+        (
+            "shardgate_node_replay_bytes",
+            "bytes of event streams kept for replay (limits.replay_bytes)",
+            budgets.replay.used(),
+        ),
+        (
+            "shardgate_node_parked_calls",
+            "calls parked for their clients' answers (limits.parked_calls)",
+            budgets.parked.used(),
+        ),
+        (
+            "shardgate_node_stdio_processes",
+            "stdio upstream processes running (limits.stdio_processes)",
+            budgets.processes.used(),
+        ),
+        (
+            "shardgate_node_client_requests_pending",
+            "requests sent to session-era clients and not answered yet",
+            node.sessions.pending_requests(),
+        ),
     ];
     for (name, help, value) in gauges {
         if let Ok(g) = IntGauge::new(name, help) {
             g.set(value as i64);
             let _ = registry.register(Box::new(g));
         }
+    }
+    if let Ok(limits) = IntGaugeVec::new(
+        Opts::new("shardgate_node_limit", "the node's [limits], by key"),
+        &["key"],
+    ) {
+        for (key, value) in budgets.limits.entries() {
+            limits
+                .with_label_values(&[key])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        let _ = registry.register(Box::new(limits));
     }
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&registry.gather(), &mut out);

@@ -5,6 +5,8 @@
 //! the server-to-client requests it is waiting on, and the upstream's per-session state. Later
 //! steps persist exactly this and rebuild it on another node.
 
+use crate::budget::{Budgets, Gauge};
+use crate::replay::SessionReplay;
 use crate::stream::EventStream;
 use crate::upstream::{BoxFuture, Peer, UpstreamState};
 use bytes::Bytes;
@@ -30,14 +32,18 @@ struct Inner {
     /// Server-to-client requests awaiting the client's answer, by request id.
     pending: HashMap<String, Pending>,
     next_request: u64,
-    /// Client requests being served, by request id, for `notifications/cancelled`.
-    in_flight: HashMap<String, CancellationToken>,
+    /// Client requests being served, by request id, for `notifications/cancelled`; the
+    /// number tells a request from a later one that reuses its id.
+    in_flight: HashMap<String, (u64, CancellationToken)>,
+    next_in_flight: u64,
     /// When the client last sent anything in this session.
     last_active: Instant,
 }
 
 pub struct Session {
     pub id: String,
+    /// Who the gateway attributed the `initialize` to: the session's owner.
+    pub principal: String,
     pub protocol_version: String,
     /// The client's `initialize` params, kept to re-initialize an upstream later.
     pub initialize_params: Value,
@@ -45,6 +51,59 @@ pub struct Session {
     inner: Mutex<Inner>,
     /// Cancelled when the session ends: every call in flight stops.
     ended: CancellationToken,
+    /// Client requests in flight (`limits.requests_per_session`).
+    pub requests: Arc<Gauge>,
+    /// Bytes its streams keep for replay (`limits.replay_bytes_per_session`).
+    replay: Arc<SessionReplay>,
+}
+
+/// Who a new session belongs to and what it was opened with.
+pub struct Opening {
+    pub id: String,
+    pub principal: String,
+    pub protocol_version: String,
+    pub initialize_params: Value,
+    pub upstream_state: UpstreamState,
+}
+
+/// A client request of a session in flight: ended, however its handler exits, on drop.
+pub struct InFlight {
+    session: Arc<Session>,
+    key: String,
+    serial: u64,
+    token: CancellationToken,
+}
+
+impl InFlight {
+    /// Cancelled by `notifications/cancelled` or the end of the session.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut inner = self.session.lock();
+        if inner
+            .in_flight
+            .get(&self.key)
+            .is_some_and(|(n, _)| *n == self.serial)
+        {
+            inner.in_flight.remove(&self.key);
+        }
+    }
+}
+
+/// A server-to-client request waiting for its answer; forgotten if the wait is abandoned.
+struct Waiting<'a> {
+    session: &'a Session,
+    key: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.session.lock().pending.remove(&self.key);
+    }
 }
 
 /// A request id as a map key: its JSON text, so `1` and `"1"` stay distinct.
@@ -53,31 +112,34 @@ fn id_key(id: &Value) -> String {
 }
 
 impl Session {
-    pub fn new(
-        id: String,
-        protocol_version: String,
-        initialize_params: Value,
-        upstream_state: UpstreamState,
-    ) -> Self {
+    pub fn new(opening: Opening, budgets: &Budgets) -> Self {
+        let replay = SessionReplay::new(
+            budgets.limits.replay_bytes_per_session,
+            budgets.replay.clone(),
+        );
         let mut streams = BTreeMap::new();
         streams.insert(
             STANDALONE_STREAM,
-            Arc::new(EventStream::new(STANDALONE_STREAM)),
+            Arc::new(EventStream::new(STANDALONE_STREAM, replay.clone())),
         );
         Session {
-            id,
-            protocol_version,
-            initialize_params,
-            upstream_state,
+            id: opening.id,
+            principal: opening.principal,
+            protocol_version: opening.protocol_version,
+            initialize_params: opening.initialize_params,
+            upstream_state: opening.upstream_state,
             inner: Mutex::new(Inner {
                 streams,
                 next_stream: STANDALONE_STREAM + 1,
                 pending: HashMap::new(),
                 next_request: 0,
                 in_flight: HashMap::new(),
+                next_in_flight: 0,
                 last_active: Instant::now(),
             }),
             ended: CancellationToken::new(),
+            requests: Gauge::new(budgets.limits.requests_per_session),
+            replay,
         }
     }
 
@@ -116,7 +178,7 @@ impl Session {
         let mut inner = self.lock();
         let id = inner.next_stream;
         inner.next_stream += 1;
-        let stream = Arc::new(EventStream::new(id));
+        let stream = Arc::new(EventStream::new(id, self.replay.clone()));
         inner.streams.insert(id, stream.clone());
         let finished: Vec<u64> = inner
             .streams
@@ -137,30 +199,69 @@ impl Session {
         self.lock().streams.get(&id).cloned()
     }
 
+    /// Ends a request stream, then holds the replay budgets: while this session is over its
+    /// own, its oldest finished streams go; then the node drops its oldest while it is over.
+    pub fn finish_stream(&self, stream: &Arc<EventStream>) {
+        stream.finish();
+        while self.replay.over() {
+            let oldest = {
+                let mut inner = self.lock();
+                let id = inner
+                    .streams
+                    .iter()
+                    .find(|(id, s)| **id != STANDALONE_STREAM && s.is_finished())
+                    .map(|(id, _)| *id);
+                id.and_then(|id| inner.streams.remove(&id))
+            };
+            match oldest {
+                Some(s) => s.evict(),
+                None => break,
+            }
+        }
+        self.replay.node().finished(stream);
+    }
+
+    /// Server-to-client requests waiting for the client's answer.
+    pub fn pending_requests(&self) -> usize {
+        self.lock().pending.len()
+    }
+
     pub fn standalone(&self) -> Arc<EventStream> {
         self.lock()
             .streams
             .get(&STANDALONE_STREAM)
             .cloned()
-            .unwrap_or_else(|| Arc::new(EventStream::new(STANDALONE_STREAM)))
+            .unwrap_or_else(|| Arc::new(EventStream::new(STANDALONE_STREAM, self.replay.clone())))
     }
 
-    /// Records a client request as in flight; its token is cancelled by
-    /// `notifications/cancelled` or the end of the session.
-    pub fn begin_request(&self, id: &Value) -> CancellationToken {
+    /// Records a client request as in flight until the returned guard is dropped.
+    pub fn begin_request(self: &Arc<Self>, id: &Value) -> InFlight {
         let token = self.ended.child_token();
-        self.lock().in_flight.insert(id_key(id), token.clone());
-        token
-    }
-
-    pub fn end_request(&self, id: &Value) {
-        self.lock().in_flight.remove(&id_key(id));
+        let key = id_key(id);
+        let serial = {
+            let mut inner = self.lock();
+            inner.next_in_flight += 1;
+            let serial = inner.next_in_flight;
+            inner.in_flight.insert(key.clone(), (serial, token.clone()));
+            serial
+        };
+        InFlight {
+            session: self.clone(),
+            key,
+            serial,
+            token,
+        }
     }
 
     pub fn cancel_request(&self, id: &Value) {
-        if let Some(token) = self.lock().in_flight.remove(&id_key(id)) {
+        if let Some((_, token)) = self.lock().in_flight.remove(&id_key(id)) {
             token.cancel();
         }
+    }
+
+    /// Client requests being served now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.lock().in_flight.len()
     }
 
     /// Hands a client's answer to the server-to-client request waiting for it; false when no
@@ -203,6 +304,12 @@ impl Session {
             inner.pending.insert(id_key(&id), tx);
             id
         };
+        // However this wait ends (answered, the call cancelled, the session over), the
+        // request stops waiting.
+        let _waiting = Waiting {
+            session: self,
+            key: id_key(&id),
+        };
         stream.push(encode(&mcp::request(&id, method, params)));
         tokio::select! {
             answer = rx => answer.unwrap_or_else(|_| Err(RpcError::new(
@@ -210,7 +317,6 @@ impl Session {
                 "session ended while waiting for the client",
             ))),
             _ = self.ended.cancelled() => {
-                self.lock().pending.remove(&id_key(&id));
                 Err(RpcError::new(mcp::code::INTERNAL_ERROR, "session ended"))
             }
         }
@@ -273,10 +379,19 @@ impl Peer for NoPeer {
     fn disconnect(&self) {}
 }
 
-/// The table of live sessions on this node.
-#[derive(Default)]
+/// The table of live sessions on this node, at most `limit` of them (live and reserved).
 pub struct Sessions {
     table: RwLock<Table>,
+    limit: usize,
+}
+
+/// Why an id cannot be reserved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unreserved {
+    /// A session has the id, or is being created with it.
+    Taken,
+    /// The node holds as many sessions as it may.
+    Full,
 }
 
 #[derive(Default)]
@@ -313,6 +428,13 @@ impl Drop for Reservation<'_> {
 }
 
 impl Sessions {
+    pub fn new(limit: usize) -> Self {
+        Sessions {
+            table: RwLock::default(),
+            limit,
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         self.table
             .read()
@@ -325,25 +447,29 @@ impl Sessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes `id` for a new session, or `None` when a session has it or is being created with
-    /// it: an id is never given to a second session, so one client's session can never be
-    /// replaced by another's.
-    pub fn reserve(&self, id: String) -> Option<Reservation<'_>> {
+    /// Takes `id` for a new session. Refused when a session has it or is being created with
+    /// it (an id is never given to a second session, so one client's session can never be
+    /// replaced by another's), or when the node holds its limit of sessions.
+    pub fn reserve(&self, id: String) -> Result<Reservation<'_>, Unreserved> {
         let mut table = self.write();
-        if table.live.contains_key(&id) || !table.reserved.insert(id.clone()) {
-            return None;
+        if table.live.contains_key(&id) || table.reserved.contains(&id) {
+            return Err(Unreserved::Taken);
         }
-        Some(Reservation { sessions: self, id })
+        if table.live.len() + table.reserved.len() >= self.limit {
+            return Err(Unreserved::Full);
+        }
+        table.reserved.insert(id.clone());
+        Ok(Reservation { sessions: self, id })
     }
 
-    /// Makes `session` live; false (and nothing changes) when its id is taken.
+    /// Makes `session` live; false (and nothing changes) when it cannot have its id.
     pub fn insert(&self, session: Arc<Session>) -> bool {
         match self.reserve(session.id.clone()) {
-            Some(r) => {
+            Ok(r) => {
                 r.fulfil(session);
                 true
             }
-            None => false,
+            Err(_) => false,
         }
     }
 
@@ -379,82 +505,19 @@ impl Sessions {
         self.read().live.len()
     }
 
+    /// Server-to-client requests waiting for an answer, all sessions together.
+    pub fn pending_requests(&self) -> usize {
+        self.read()
+            .live
+            .values()
+            .map(|s| s.pending_requests())
+            .sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn session(id: &str) -> Arc<Session> {
-        Arc::new(Session::new(
-            id.into(),
-            "2025-11-25".into(),
-            json!({}),
-            UpstreamState::default(),
-        ))
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_sessions_are_reaped_busy_ones_kept() {
-        let sessions = Sessions::default();
-        let (idle, busy, listening) = (session("idle"), session("busy"), session("listening"));
-        for s in [&idle, &busy, &listening] {
-            assert!(sessions.insert(s.clone()));
-        }
-        let _token = busy.begin_request(&json!(1));
-        let (_, _rx) = listening.standalone().attach_now();
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(
-            sessions.reap(Duration::from_secs(30)),
-            vec!["idle".to_string()]
-        );
-        assert!(sessions.get("idle").is_none());
-        assert!(sessions.get("busy").is_some() && sessions.get("listening").is_some());
-        busy.touch();
-        assert!(sessions.reap(Duration::from_secs(30)).is_empty());
-    }
-
-    #[test]
-    fn an_id_is_never_given_to_a_second_session() {
-        let sessions = Sessions::default();
-        let first = session("a");
-        assert!(sessions.insert(first.clone()));
-        assert!(!sessions.insert(session("a")), "a live id is taken");
-        assert!(Arc::ptr_eq(&sessions.get("a").expect("live"), &first));
-        assert!(sessions.reserve("a".into()).is_none());
-
-        let held = sessions.reserve("b".into()).expect("free");
-        assert!(
-            sessions.reserve("b".into()).is_none(),
-            "reserved ids are taken"
-        );
-        drop(held);
-        let again = sessions.reserve("b".into()).expect("released on drop");
-        again.fulfil(session("b"));
-        assert!(sessions.get("b").is_some());
-        assert_eq!(sessions.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_client_answer_reaches_the_request_waiting_for_it() {
-        let s = session("s");
-        let stream = s.open_stream();
-        let (_, mut rx) = stream.attach_now();
-        let waiter = {
-            let s = s.clone();
-            let stream = stream.clone();
-            tokio::spawn(async move { s.request_client(&stream, "roots/list", json!({})).await })
-        };
-        let sent = rx.recv().await.expect("the request goes out on the stream");
-        let request: Value = serde_json::from_slice(&sent.data).expect("json");
-        assert!(!s.deliver_response(&json!({"jsonrpc": "2.0", "id": "other", "result": {}})));
-        let answer = json!({"jsonrpc": "2.0", "id": request["id"], "result": {"roots": []}});
-        assert!(s.deliver_response(&answer));
-        let got = waiter.await.expect("joined").expect("answered");
-        assert_eq!(got, json!({"roots": []}));
-    }
-}
+mod tests;

@@ -4,8 +4,12 @@
 //! A POST that carries requests is answered with an SSE stream of its own (or one JSON body when
 //! the client accepts only JSON); the calls run in tasks of their own, so a client that drops
 //! the connection loses nothing: it resumes the stream with `Last-Event-ID` on a GET.
+//!
+//! Every request is admitted against the session's and the node's budgets before anything of
+//! its POST is served, and counted until it ends, however it ends ([`crate::budget`]).
 
-use crate::session::{self, Session, StreamPeer};
+use crate::budget::Admitted;
+use crate::session::{self, Opening, Session, StreamPeer, Unreserved};
 use crate::sse;
 use crate::state::NodeState;
 use crate::stream::{EventId, EventStream, ReplayError};
@@ -93,6 +97,14 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     if requests.is_empty() {
         return reply::accepted();
     }
+    let admitted = match node.budgets.admit(Some(&session.requests), requests.len()) {
+        Ok(a) => a,
+        Err(limit) => {
+            let id = (requests.len() == 1).then(|| &requests[0].0);
+            return limit.reply(id);
+        }
+    };
+    let requests: Vec<_> = requests.into_iter().zip(admitted).collect();
     let accepts = Accepts::from_headers(headers);
     if accepts.sse {
         let stream = session.open_stream();
@@ -102,7 +114,8 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         tokio::spawn(serve_on_stream(node.clone(), session, stream, requests));
         sse::response(first, rx, ())
     } else {
-        // JSON only: related notifications and requests go on the standalone stream.
+        // JSON only: related notifications and requests go on the standalone stream. A client
+        // that goes away drops these calls with this handler; their guards end them.
         let stream = session.standalone();
         let answers = join_all(
             requests
@@ -124,7 +137,7 @@ async fn serve_on_stream(
     node: Arc<NodeState>,
     session: Arc<Session>,
     stream: Arc<EventStream>,
-    requests: Vec<(RequestId, String, Value)>,
+    requests: Vec<(Request, Admitted)>,
 ) {
     join_all(requests.into_iter().map(|r| {
         let (node, session, stream) = (&node, &session, &stream);
@@ -135,8 +148,11 @@ async fn serve_on_stream(
         }
     }))
     .await;
-    stream.finish();
+    session.finish_stream(&stream);
 }
+
+/// One request of a POST: its id, method and whole message.
+type Request = (RequestId, String, Value);
 
 /// Serves one request, answering it as JSON text; `None` when the client cancelled it (a
 /// cancelled request gets no answer).
@@ -144,13 +160,14 @@ async fn serve_one(
     node: &NodeState,
     session: &Arc<Session>,
     stream: &Arc<EventStream>,
-    (id, method, value): (RequestId, String, Value),
+    ((id, method, value), _admitted): (Request, Admitted),
 ) -> Option<String> {
     if method == "initialize" {
         let err = RpcError::new(mcp::code::INVALID_REQUEST, "session is already initialized");
         return Some(mcp::answer(Some(&id), Err(&err)));
     }
-    let cancel = session.begin_request(&id);
+    let request = session.begin_request(&id);
+    let cancel = request.token().clone();
     let call = Call {
         method,
         request_id: (*id).clone(),
@@ -164,6 +181,7 @@ async fn serve_one(
             stream: session.standalone(),
         }),
         scope: Scope::Session(session.id.clone()),
+        principal: session.principal.clone(),
         initialize: Some(session.initialize_params.clone()),
         state: session.upstream_state.clone(),
         cancel: cancel.clone(),
@@ -176,7 +194,6 @@ async fn serve_one(
         r = node.upstream.call(call) => Some(r),
         _ = cancel.cancelled() => None,
     };
-    session.end_request(&id);
     outcome.map(|r| mcp::answer(Some(&id), r.as_ref()))
 }
 
@@ -218,20 +235,31 @@ async fn initialize(
     let session_id = header(headers, internal::NEW_SESSION)
         .map(str::to_owned)
         .unwrap_or_else(shardgate_protocol::session_id::mint);
+    let principal = header(headers, internal::PRINCIPAL)
+        .unwrap_or(internal::ANONYMOUS)
+        .to_owned();
+    let _admitted = match node.budgets.admit(None, 1) {
+        Ok(a) => a,
+        Err(limit) => return limit.reply(Some(id)),
+    };
     // Held before the upstream sees the scope: a second `initialize` naming a live id must
     // neither replace that session nor touch its upstream state.
-    let Some(reservation) = node.sessions.reserve(session_id.clone()) else {
-        // The id itself only at debug: a session id is a bearer credential.
-        tracing::warn!("refused an initialize for a session id in use");
-        tracing::debug!(session = %session_id, "session id in use");
-        return reply::rpc_error(
-            StatusCode::CONFLICT,
-            Some(id),
-            &RpcError::new(
-                mcp::code::INVALID_REQUEST,
-                "the session id is already in use",
-            ),
-        );
+    let reservation = match node.sessions.reserve(session_id.clone()) {
+        Ok(r) => r,
+        Err(Unreserved::Full) => return node.budgets.sessions_exhausted().reply(Some(id)),
+        Err(Unreserved::Taken) => {
+            // The id itself only at debug: a session id is a bearer credential.
+            tracing::warn!("refused an initialize for a session id in use");
+            tracing::debug!(session = %session_id, "session id in use");
+            return reply::rpc_error(
+                StatusCode::CONFLICT,
+                Some(id),
+                &RpcError::new(
+                    mcp::code::INVALID_REQUEST,
+                    "the session id is already in use",
+                ),
+            );
+        }
     };
     let state = UpstreamState::default();
     let scope = Scope::Session(session_id.clone());
@@ -242,6 +270,7 @@ async fn initialize(
         peer: Arc::new(session::NoPeer),
         session_peer: Arc::new(session::NoPeer),
         scope: scope.clone(),
+        principal: principal.clone(),
         initialize: Some(params.clone()),
         state: state.clone(),
         cancel: Default::default(),
@@ -261,7 +290,14 @@ async fn initialize(
         .and_then(Value::as_str)
         .unwrap_or(requested)
         .to_owned();
-    let session = Arc::new(Session::new(session_id.clone(), negotiated, params, state));
+    let opening = Opening {
+        id: session_id.clone(),
+        principal,
+        protocol_version: negotiated,
+        initialize_params: params,
+        upstream_state: state,
+    };
+    let session = Arc::new(Session::new(opening, &node.budgets));
     reservation.fulfil(session);
     tracing::debug!(session = %session_id, "session initialized");
     let mut resp = reply::json_text(StatusCode::OK, mcp::answer(Some(id), Ok(&result)));

@@ -1,7 +1,8 @@
 //! What every handler of a node shares: its identity, its ring (the newest membership view it
-//! knows), consensus, the session table, stateless affinity state, the upstream, and the count
-//! of calls in flight.
+//! knows), consensus, the session table, stateless affinity state, the upstream, the count
+//! of calls in flight, and the budgets that bound them.
 
+use crate::budget::Budgets;
 use crate::session::Sessions;
 use crate::stateless_era::Affinity;
 use crate::upstream::{Scope, Upstream};
@@ -25,6 +26,7 @@ pub struct NodeState {
     pub upstream: Arc<dyn Upstream>,
     /// Upstream calls running now, both eras.
     pub(crate) calls_in_flight: AtomicUsize,
+    pub budgets: Arc<Budgets>,
 }
 
 /// Counts one upstream call for as long as it lives.
@@ -42,16 +44,18 @@ impl NodeState {
         membership: Membership,
         consensus: Option<Arc<Consensus>>,
         upstream: Arc<dyn Upstream>,
+        budgets: Arc<Budgets>,
     ) -> Self {
         NodeState {
             id,
             ring: watch::Sender::new(Arc::new(Ring::new(membership))),
             consensus,
             drain: CancellationToken::new(),
-            sessions: Sessions::default(),
+            sessions: Sessions::new(budgets.limits.sessions),
             affinity: Affinity::default(),
             upstream,
             calls_in_flight: AtomicUsize::new(0),
+            budgets,
         }
     }
 

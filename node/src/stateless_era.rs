@@ -254,6 +254,11 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         Ok(c) => c,
         Err(r) => return reply::rpc_error(r.status, Some(&id), &r.error),
     };
+    // Counted until the call's task ends, however the client goes.
+    let admitted = match node.budgets.admit(None, 1) {
+        Ok(a) => a,
+        Err(limit) => return limit.reply(Some(&id)),
+    };
     let name = stateless_checks::name_field(&checked.method)
         .and_then(|field| value.get("params")?.get(field)?.as_str());
     let placement = node.upstream.placement(&checked.method, name);
@@ -296,6 +301,11 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         peer: Arc::new(ResponsePeer { tx: tx.clone() }),
         session_peer: Arc::new(NoPeer),
         scope: scope.clone(),
+        principal: headers
+            .get(internal::PRINCIPAL)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(internal::ANONYMOUS)
+            .to_owned(),
         initialize: None,
         state,
         cancel: cancel.clone(),
@@ -306,6 +316,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     let serving = node.clone();
     let token = cancel.clone();
     let mut task = tokio::spawn(async move {
+        let _admitted = admitted;
         let outcome = {
             let _counted = serving.call_started();
             tokio::select! {

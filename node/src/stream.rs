@@ -8,11 +8,15 @@
 //! Writers never wait for a reader: an event goes to the log and, if a listener is attached and
 //! keeping up, to the listener. A listener that falls behind is detached; its client resumes
 //! from the log with `Last-Event-ID`.
+//!
+//! The log's bytes count towards the session's and the node's replay budgets
+//! ([`crate::replay`]), which may drop a finished stream's log: a resume into it is then a gap.
 
+use crate::replay::SessionReplay;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// Events a stream keeps for replay.
@@ -67,16 +71,26 @@ struct State {
     next_seq: u64,
     listener: Option<mpsc::Sender<Event>>,
     finished: bool,
+    /// The replay budget dropped the log: nothing before `next_seq` can be resumed.
+    evicted: bool,
 }
 
 pub struct EventStream {
     id: u64,
     state: Mutex<State>,
+    account: Arc<SessionReplay>,
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let st = self.lock();
+        self.account.sub(st.log_bytes);
+    }
 }
 
 impl EventStream {
     /// A new stream; its priming event takes `seq` 0.
-    pub fn new(id: u64) -> Self {
+    pub fn new(id: u64, account: Arc<SessionReplay>) -> Self {
         EventStream {
             id,
             state: Mutex::new(State {
@@ -85,8 +99,14 @@ impl EventStream {
                 next_seq: 1,
                 listener: None,
                 finished: false,
+                evicted: false,
             }),
+            account,
         }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -106,13 +126,17 @@ impl EventStream {
         };
         st.next_seq += 1;
         let event = Event { id, data };
-        st.log_bytes += event.data.len();
+        let (added, mut removed) = (event.data.len(), 0);
+        st.log_bytes += added;
         st.log.push_back(event.clone());
         while st.log.len() > 1 && (st.log.len() > LOG_CAPACITY || st.log_bytes > LOG_BYTES) {
             if let Some(old) = st.log.pop_front() {
                 st.log_bytes -= old.data.len();
+                removed += old.data.len();
             }
         }
+        self.account.add(added);
+        self.account.sub(removed);
         if let Some(tx) = &st.listener
             && tx.try_send(event).is_err()
         {
@@ -145,6 +169,19 @@ impl EventStream {
         self.lock().finished
     }
 
+    /// Bytes of event data in the log.
+    pub fn log_bytes(&self) -> usize {
+        self.lock().log_bytes
+    }
+
+    /// Drops the log (the replay budget needs the memory); later resumes get a gap.
+    pub fn evict(&self) {
+        let mut st = self.lock();
+        st.log.clear();
+        st.evicted = true;
+        self.account.sub(std::mem::take(&mut st.log_bytes));
+    }
+
     /// Attaches a listener for events from now on; returns the id to resume from (the id of the
     /// priming event the caller sends first).
     pub fn attach_now(&self) -> (EventId, mpsc::Receiver<Event>) {
@@ -172,10 +209,15 @@ impl EventStream {
         if after >= st.next_seq {
             return Err(ReplayError::Unknown);
         }
-        if let Some(oldest) = st.log.front()
-            && oldest.id.seq > after + 1
-        {
-            return Err(ReplayError::Gap { oldest: oldest.id });
+        let oldest = st.log.front().map_or(
+            EventId {
+                stream: self.id,
+                seq: st.next_seq,
+            },
+            |e| e.id,
+        );
+        if (st.evicted || !st.log.is_empty()) && oldest.seq > after + 1 {
+            return Err(ReplayError::Gap { oldest });
         }
         let missed: Vec<Event> = st
             .log
@@ -196,6 +238,11 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::NodeReplay;
+
+    fn stream(id: u64) -> EventStream {
+        EventStream::new(id, SessionReplay::new(usize::MAX, NodeReplay::unlimited()))
+    }
 
     fn data(i: u64) -> Bytes {
         Bytes::from(format!("{{\"n\":{i}}}"))
@@ -219,7 +266,7 @@ mod tests {
 
     #[test]
     fn replays_exactly_the_missed_events_then_follows_live() {
-        let s = EventStream::new(3);
+        let s = stream(3);
         for i in 1..=5 {
             s.push(data(i));
         }
@@ -231,7 +278,7 @@ mod tests {
 
     #[test]
     fn priming_id_resumes_from_the_start() {
-        let s = EventStream::new(1);
+        let s = stream(1);
         let (resume, _live) = s.attach_now();
         assert_eq!(resume.to_string(), "1-0");
         s.push(data(1));
@@ -241,7 +288,7 @@ mod tests {
 
     #[test]
     fn finished_stream_replays_and_ends() {
-        let s = EventStream::new(1);
+        let s = stream(1);
         s.push(data(1));
         s.finish();
         let mut rx = s.attach(0).expect("replay");
@@ -251,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_log_is_bounded_in_bytes_too() {
-        let s = EventStream::new(1);
+        let s = stream(1);
         let big = Bytes::from(vec![b'x'; LOG_BYTES / 3]);
         for _ in 0..5 {
             s.push(big.clone());
@@ -272,7 +319,7 @@ mod tests {
 
     #[test]
     fn gap_and_unknown_ids_are_errors() {
-        let s = EventStream::new(1);
+        let s = stream(1);
         for i in 0..(LOG_CAPACITY as u64 + 10) {
             s.push(data(i));
         }
@@ -285,7 +332,7 @@ mod tests {
 
     #[test]
     fn a_batch_fits_its_listener() {
-        let s = EventStream::new(1);
+        let s = stream(1);
         let answers = LISTENER_BUFFER + 44;
         let (_, mut rx) = s.attach_now_with_room(answers);
         for i in 0..answers as u64 {
@@ -297,7 +344,7 @@ mod tests {
 
     #[test]
     fn a_listener_that_falls_behind_is_detached_not_waited_for() {
-        let s = EventStream::new(1);
+        let s = stream(1);
         let rx = s.attach(0).expect("attach");
         for i in 0..(LISTENER_BUFFER as u64 + 5) {
             s.push(data(i));

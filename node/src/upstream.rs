@@ -86,6 +86,9 @@ pub struct Call {
     /// requests): the session's standalone stream. A no-op in the stateless era.
     pub session_peer: Arc<dyn Peer>,
     pub scope: Scope,
+    /// Who the call is for (a session's owner; the gateway's word for a stateless call):
+    /// what per-principal budgets count against.
+    pub principal: String,
     /// Session era: the client's `initialize` params, to initialize (or re-initialize) an
     /// upstream on its behalf. `None` in the stateless era, where each request carries `_meta`.
     pub initialize: Option<Value>,

@@ -1,30 +1,34 @@
 //! From configuration to the one [`Upstream`] a node serves: no upstream configured means the
 //! builtin; one means that upstream, names untouched; several are federated under prefixes.
 
+use crate::budget::Budgets;
 use crate::config::{ConfigError, Kind, NodeFile};
 use crate::upstream::Upstream;
 use crate::upstream::builtin::Builtin;
 use crate::upstream::connector::Connector;
 use crate::upstream::federation::{Federation, Member};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
-pub fn build(file: &NodeFile, state_secret: [u8; 32]) -> Result<Arc<dyn Upstream>, ConfigError> {
+/// The node's upstream; every connector counts against the node's `budgets` (one budget of
+/// stdio processes and parked calls for the whole node, whichever upstreams use them).
+pub fn build(
+    file: &NodeFile,
+    state_secret: [u8; 32],
+    budgets: &Arc<Budgets>,
+) -> Result<Arc<dyn Upstream>, ConfigError> {
     file.validate()?;
-    // One budget of stdio processes for the whole node, whichever upstreams spawn them.
-    let processes = Arc::new(Semaphore::new(file.limits.stdio_processes));
     let mut members = Vec::new();
     for u in &file.upstreams {
         let upstream: Arc<dyn Upstream> = match u.kind()? {
             Kind::Builtin => Arc::new(Builtin::new(state_secret)),
-            Kind::Stdio(cfg) => Arc::new(Connector::stdio(&u.name, cfg, processes.clone())),
+            Kind::Stdio(cfg) => Arc::new(Connector::stdio(&u.name, cfg, budgets.clone())),
             Kind::Http(cfg) => {
-                Arc::new(
-                    Connector::http(&u.name, cfg).map_err(|e| ConfigError::Invalid {
+                Arc::new(Connector::http(&u.name, cfg, budgets.clone()).map_err(|e| {
+                    ConfigError::Invalid {
                         name: u.name.clone(),
                         problem: e.to_string(),
-                    })?,
-                )
+                    }
+                })?)
             }
         };
         members.push(Member {

@@ -13,6 +13,8 @@ pub const NEW_SESSION: &str = "x-shardgate-new-session";
 /// The principal the gateway attributes the request to (`anonymous` until the gateway verifies
 /// tokens).
 pub const PRINCIPAL: &str = "x-shardgate-principal";
+/// The principal of requests no credential vouches for.
+pub const ANONYMOUS: &str = "anonymous";
 /// Stateless era: the scope whose upstream state the call runs in, the client's correlation key
 /// (`principal/…` or `client/…`). Absent when the call needs no client state.
 pub const SCOPE: &str = "x-shardgate-scope";

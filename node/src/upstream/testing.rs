@@ -47,6 +47,7 @@ impl Client {
             peer: self.peer.clone(),
             session_peer: self.peer.clone(),
             scope: Scope::Session("test".into()),
+            principal: "anonymous".into(),
             initialize: None,
             state: self.state.clone(),
             cancel: self.cancel.clone(),

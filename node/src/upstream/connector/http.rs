@@ -862,7 +862,8 @@ mod tests {
         else {
             panic!("an http upstream");
         };
-        let connector = super::super::Connector::http("remote", h).expect("client");
+        let budgets = std::sync::Arc::new(crate::budget::Budgets::new(&Default::default()));
+        let connector = super::super::Connector::http("remote", h, budgets).expect("client");
         let err = crate::upstream::testing::Client::session()
             .run(&connector, "tools/list", serde_json::json!({}))
             .await

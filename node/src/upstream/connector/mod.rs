@@ -25,12 +25,13 @@ mod sse;
 mod stdio;
 
 use super::{BoxFuture, Call, Peer, Scope, Upstream, UpstreamState};
+use crate::budget::Budgets;
 use crate::config::{HttpConfig, StdioConfig};
 use serde_json::{Map, Value, json};
 use shardgate_protocol::mcp::{self, RpcError, code};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// The upstream's `InitializeResult` (session-era upstreams), in the scope's state.
 const STATE_INITIALIZE_RESULT: &str = "initializeResult";
@@ -67,28 +68,24 @@ enum Transport {
 }
 
 impl Connector {
-    /// A command spawned per scope; `processes` is the node's budget of stdio processes.
-    pub fn stdio(name: &str, config: &StdioConfig, processes: Arc<Semaphore>) -> Self {
-        Connector::with(
-            name,
-            Transport::Stdio(stdio::Stdio::new(name, config.clone(), processes)),
-        )
+    /// A command spawned per scope, within the node's budgets of stdio processes.
+    pub fn stdio(name: &str, config: &StdioConfig, budgets: Arc<Budgets>) -> Self {
+        let stdio = stdio::Stdio::new(name, config.clone(), &budgets);
+        Connector::with(name, Transport::Stdio(stdio), &budgets)
     }
 
     /// A remote Streamable HTTP server; fails on a URL or header the client cannot use.
-    pub fn http(name: &str, config: &HttpConfig) -> Result<Self, String> {
-        Ok(Connector::with(
-            name,
-            Transport::Http(http::Http::new(name, config)?),
-        ))
+    pub fn http(name: &str, config: &HttpConfig, budgets: Arc<Budgets>) -> Result<Self, String> {
+        let http = http::Http::new(name, config)?;
+        Ok(Connector::with(name, Transport::Http(http), &budgets))
     }
 
-    fn with(name: &str, transport: Transport) -> Self {
+    fn with(name: &str, transport: Transport, budgets: &Budgets) -> Self {
         Connector {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 transport,
-                parking: park::Parking::default(),
+                parking: park::Parking::new(budgets.parked.clone()),
                 feeds: Default::default(),
             }),
         }
@@ -148,6 +145,8 @@ impl Upstream for Connector {
 #[derive(Clone)]
 struct Exchange {
     pub scope: Scope,
+    /// Whose call it is, for per-principal budgets.
+    pub principal: String,
     pub state: UpstreamState,
     /// The `initialize` params to (re)initialize a session-era upstream with.
     pub initialize: Value,
@@ -408,6 +407,7 @@ impl Inner {
         let params = std::mem::take(&mut call.params);
         let ex = Exchange {
             scope: call.scope.clone(),
+            principal: call.principal.clone(),
             state: call.state.clone(),
             initialize: call
                 .initialize

@@ -9,9 +9,11 @@
 //! gateway routes the retry by it, so it reaches this node), hands it the answers, and waits
 //! again — for the result or for more questions.
 //!
-//! Parked calls live in this node's memory for [`PARK_TTL`] at most; an unknown or expired
-//! `requestState` gets an error, never a second upstream call.
+//! Parked calls live in this node's memory for [`PARK_TTL`] at most, and no more of them than
+//! `limits.parked_calls` (a call that would park beyond it ends with an error naming the
+//! limit); an unknown or expired `requestState` gets an error, never a second upstream call.
 
+use crate::budget::{Exhausted, Gauge, Held};
 use crate::upstream::{BoxFuture, Peer};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -169,12 +171,14 @@ impl Running {
             );
             self.waiting.insert(key, ask.reply);
         }
-        let token = parking.park(self);
-        Turn::Asking(json!({
-            "resultType": "input_required",
-            "inputRequests": requests,
-            "requestState": token,
-        }))
+        match parking.park(self) {
+            Ok(token) => Turn::Asking(json!({
+                "resultType": "input_required",
+                "inputRequests": requests,
+                "requestState": token,
+            })),
+            Err(limit) => Turn::Done(Err(limit.error())),
+        }
     }
 }
 
@@ -188,32 +192,64 @@ fn capability_of(method: &str) -> Option<&'static str> {
     }
 }
 
-/// Parked calls by `requestState`.
-#[derive(Default)]
-pub(super) struct Parking(Mutex<HashMap<String, (Instant, Running)>>);
+/// A parked call: since when, and its unit of the node's budget of parked calls.
+struct Parked {
+    since: Instant,
+    running: Running,
+    _counted: Held,
+}
+
+/// Parked calls by `requestState`, counted against the node's budget (shared by every
+/// connector of the node).
+pub(super) struct Parking {
+    parked: Mutex<HashMap<String, Parked>>,
+    budget: Arc<Gauge>,
+}
 
 impl Parking {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (Instant, Running)>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn new(budget: Arc<Gauge>) -> Self {
+        Parking {
+            parked: Mutex::default(),
+            budget,
+        }
     }
 
-    fn park(&self, running: Running) -> String {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Parked>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Parks a call under a new `requestState`; refused when the node holds as many parked
+    /// calls as it may (expired ones are let go first).
+    fn park(&self, running: Running) -> Result<String, Exhausted> {
+        let mut parked = self.lock();
+        parked.retain(|_, p| p.since.elapsed() < PARK_TTL);
+        let counted = self.budget.take(1).ok_or_else(|| {
+            Exhausted::new(
+                "parked_calls",
+                self.budget.limit(),
+                "calls parked for their clients' answers",
+                http::StatusCode::SERVICE_UNAVAILABLE,
+            )
+        })?;
         let mut bytes = [0u8; 18];
         // Without randomness a token could be guessed; refuse to park rather than risk it.
         if getrandom::fill(&mut bytes).is_err() {
-            return String::new();
+            return Ok(String::new());
         }
         let token = format!("shardgate-{}", URL_SAFE_NO_PAD.encode(bytes));
-        let mut parked = self.lock();
-        parked.retain(|_, (since, _)| since.elapsed() < PARK_TTL);
-        parked.insert(token.clone(), (Instant::now(), running));
-        token
+        let call = Parked {
+            since: Instant::now(),
+            running,
+            _counted: counted,
+        };
+        parked.insert(token.clone(), call);
+        Ok(token)
     }
 
     /// The call parked under `token`, taken out of the parking.
     pub fn take(&self, token: &str) -> Option<Running> {
-        let (since, running) = self.lock().remove(token)?;
-        (since.elapsed() < PARK_TTL).then_some(running)
+        let parked = self.lock().remove(token)?;
+        (parked.since.elapsed() < PARK_TTL).then_some(parked.running)
     }
 }
 
@@ -254,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_asks_is_parked_and_resumed() {
-        let parking = Parking::default();
+        let parking = Parking::new(Gauge::new(8));
         let (run, _tx) = running(true);
         let Turn::Asking(irr) = run.next(&parking, &json!({"roots": {}})).await else {
             panic!("expected questions");
@@ -275,7 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_capability_ends_the_call() {
-        let parking = Parking::default();
+        let parking = Parking::new(Gauge::new(8));
         let (run, _tx) = running(true);
         let Turn::Done(Err(e)) = run.next(&parking, &json!({})).await else {
             panic!("expected -32021");
@@ -286,12 +322,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_does_not_ask_just_answers() {
-        let parking = Parking::default();
+        let parking = Parking::new(Gauge::new(8));
         let (run, tx) = running(false);
         drop(tx);
         let Turn::Done(Ok(result)) = run.next(&parking, &json!({})).await else {
             panic!("expected the result");
         };
         assert_eq!(result, json!({"direct": true}));
+    }
+
+    #[tokio::test]
+    async fn no_more_calls_park_than_the_budget_allows() {
+        let budget = Gauge::new(1);
+        let parking = Parking::new(budget.clone());
+        let (first, _tx1) = running(true);
+        let Turn::Asking(irr) = first.next(&parking, &json!({"roots": {}})).await else {
+            panic!("expected questions");
+        };
+        let (second, _tx2) = running(true);
+        let Turn::Done(Err(e)) = second.next(&parking, &json!({"roots": {}})).await else {
+            panic!("expected the limit");
+        };
+        assert_eq!(
+            e.data.as_ref().map(|d| &d["limit"]),
+            Some(&json!("limits.parked_calls"))
+        );
+        let token = irr["requestState"].as_str().expect("a token");
+        drop(parking.take(token));
+        assert_eq!(budget.used(), 0, "a call taken out gives its place back");
     }
 }

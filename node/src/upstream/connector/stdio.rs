@@ -2,18 +2,23 @@
 //! its stderr in our logs.
 //!
 //! A process is spawned (and initialized) by the first call of its scope, within the node's
-//! budget of processes, and killed when the scope closes (DELETE, idle timeout) or, as a
-//! last resort, when the node exits (`kill_on_drop`). When it dies, every request in flight
-//! gets a JSON-RPC error saying so, and the next call spawns a new one, replaying the stored
-//! `initialize` params.
+//! budgets of processes (`limits.stdio_processes`, and `limits.stdio_processes_per_principal`
+//! for the principal the scope belongs to), and killed when the scope closes (DELETE, idle
+//! timeout), when the call that spawned it is dropped before its handshake finished (its
+//! client went away), or, as a last resort, when the node exits (`kill_on_drop`). When it
+//! dies, every request in flight gets a JSON-RPC error saying so, and the next call spawns a
+//! new one, replaying the stored `initialize` params. A line longer than
+//! `limits.upstream_message_bytes` is not read: the process is stopped, its calls told why.
 //!
 //! Responses find their call by our id. Notifications and requests carry no id of a call, so
 //! they go to the call whose progress token they name, else to the only call in flight, else
 //! to the session's standalone stream.
 
 use super::{Caller, Exchange, cancelled, notification, outcome, unavailable};
+use crate::budget::{Budgets, Gauge, Held, Tallied, Tally};
 use crate::config::StdioConfig;
 use crate::upstream::Scope;
+use futures_util::StreamExt;
 use serde_json::Value;
 use shardgate_protocol::mcp::{Message, RpcError, code};
 use std::collections::HashMap;
@@ -22,7 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 /// One scope's process, once there is one.
@@ -31,7 +37,10 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Process>>>>;
 pub(super) struct Stdio {
     name: String,
     config: StdioConfig,
-    processes: Arc<Semaphore>,
+    processes: Arc<Gauge>,
+    per_principal: Arc<Tally>,
+    /// Longest line read from a process.
+    max_line: usize,
     timeout: Duration,
     slots: Mutex<HashMap<Scope, Slot>>,
 }
@@ -47,8 +56,28 @@ struct Process {
     kill: CancellationToken,
     /// Cancelled once the process has exited and its calls have been told.
     exited: CancellationToken,
-    /// Held while the process lives: the node's budget of processes.
-    _permit: OwnedSemaphorePermit,
+    /// Why the process was stopped, when it was not its own doing.
+    stopped_for: Mutex<Option<String>>,
+    /// Held while the process lives: the node's budgets of processes.
+    _counted: (Held, Tallied),
+}
+
+/// A process no scope holds yet: killed on drop, unless its handshake finished and it was
+/// handed over. A client that goes away mid-handshake drops it, and with it the process.
+struct Unclaimed(Option<Arc<Process>>);
+
+impl Unclaimed {
+    fn claim(mut self) -> Option<Arc<Process>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            p.kill.cancel();
+        }
+    }
 }
 
 struct Pending {
@@ -61,14 +90,42 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Stdio {
-    pub fn new(name: &str, config: StdioConfig, processes: Arc<Semaphore>) -> Self {
+    pub fn new(name: &str, config: StdioConfig, budgets: &Budgets) -> Self {
         Stdio {
             name: name.to_owned(),
             timeout: Duration::from_secs(config.request_timeout_secs),
             config,
-            processes,
+            processes: budgets.processes.clone(),
+            per_principal: budgets.processes_per_principal.clone(),
+            max_line: budgets.limits.upstream_message_bytes,
             slots: Mutex::default(),
         }
+    }
+
+    /// A unit of each process budget, or the error naming the one that is spent.
+    fn count(&self, principal: &str) -> Result<(Held, Tallied), RpcError> {
+        let spent = |what: &str, key: &str, limit: usize| {
+            unavailable(
+                &self.name,
+                format!("{what} run as many stdio upstream processes as they may (limits.{key} = {limit}); try again later"),
+            )
+            .with_data(serde_json::json!({ "limit": format!("limits.{key}"), "value": limit }))
+        };
+        let node = self.processes.take(1).ok_or_else(|| {
+            spent(
+                "this node's sessions",
+                "stdio_processes",
+                self.processes.limit(),
+            )
+        })?;
+        let mine = self.per_principal.take(principal).ok_or_else(|| {
+            spent(
+                "this principal's sessions",
+                "stdio_processes_per_principal",
+                self.per_principal.limit(),
+            )
+        })?;
+        Ok((node, mine))
     }
 
     fn slot(&self, scope: &Scope) -> Slot {
@@ -118,12 +175,7 @@ impl Stdio {
 
     /// Starts a process and runs the `initialize` handshake with the scope's params.
     async fn spawn(&self, ex: &Exchange) -> Result<(Arc<Process>, Value), RpcError> {
-        let permit = self.processes.clone().try_acquire_owned().map_err(|_| {
-            unavailable(
-                &self.name,
-                "this node runs as many stdio upstream processes as it may; try again later",
-            )
-        })?;
+        let counted = self.count(&ex.principal)?;
         let mut command = Command::new(&self.config.command);
         command
             .args(&self.config.args)
@@ -159,9 +211,11 @@ impl Stdio {
             standalone: ex.standalone(),
             kill: CancellationToken::new(),
             exited: CancellationToken::new(),
-            _permit: permit,
+            stopped_for: Mutex::default(),
+            _counted: counted,
         });
-        tokio::spawn(process.clone().run(child, stdout));
+        tokio::spawn(process.clone().run(child, stdout, self.max_line));
+        let unclaimed = Unclaimed(Some(process.clone()));
         let handshake = async {
             let result = process
                 .request(ex, "initialize", ex.initialize.clone(), self.timeout)
@@ -171,16 +225,11 @@ impl Stdio {
                 .await?;
             Ok::<_, RpcError>(result)
         };
-        match handshake.await {
-            Ok(result) => {
-                ex.keep_initialize_result(&result);
-                Ok((process, result))
-            }
-            Err(e) => {
-                process.kill.cancel();
-                Err(e)
-            }
-        }
+        // On failure, or if this future is dropped, `unclaimed` kills the process.
+        let result = handshake.await?;
+        ex.keep_initialize_result(&result);
+        let process = unclaimed.claim().unwrap_or(process);
+        Ok((process, result))
     }
 
     /// A client notification, for the scope's process if it has one (none means nothing to
@@ -268,24 +317,43 @@ impl Process {
     }
 
     fn gone(&self) -> RpcError {
+        let pid = self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        let why = lock(&self.stopped_for).clone();
         RpcError::new(
             code::INTERNAL_ERROR,
-            format!(
-                "upstream {}: the process (pid {}) exited before answering",
-                self.name,
-                self.pid.map_or_else(|| "?".to_owned(), |p| p.to_string())
-            ),
+            match why {
+                Some(why) => format!(
+                    "upstream {}: the process (pid {pid}) was stopped: {why}",
+                    self.name
+                ),
+                None => format!(
+                    "upstream {}: the process (pid {pid}) exited before answering",
+                    self.name
+                ),
+            },
         )
     }
 
     /// Reads the process's messages until it exits or is killed, then tells its calls.
-    async fn run(self: Arc<Self>, mut child: Child, stdout: tokio::process::ChildStdout) {
-        let mut lines = BufReader::new(stdout).lines();
+    async fn run(
+        self: Arc<Self>,
+        mut child: Child,
+        stdout: tokio::process::ChildStdout,
+        max_line: usize,
+    ) {
+        let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(max_line));
         loop {
             tokio::select! {
-                line = lines.next_line() => match line {
-                    Ok(Some(line)) => self.dispatch(&line),
-                    Ok(None) | Err(_) => break,
+                line = lines.next() => match line {
+                    Some(Ok(line)) => self.dispatch(&line),
+                    Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                        tracing::warn!(upstream = %self.name, pid = self.pid, max_line, "stdio upstream wrote a line over limits.upstream_message_bytes; stopping it");
+                        *lock(&self.stopped_for) = Some(format!(
+                            "it wrote a message over limits.upstream_message_bytes ({max_line} bytes)"
+                        ));
+                        break;
+                    }
+                    Some(Err(LinesCodecError::Io(_))) | None => break,
                 },
                 _ = self.kill.cancelled() => break,
             }

@@ -159,6 +159,7 @@ impl Inner {
             peer,
             session_peer: call.session_peer.clone(),
             scope: call.scope.clone(),
+            principal: call.principal.clone(),
             initialize: call.initialize.clone(),
             state: lease.state.clone(),
             cancel: call.cancel.child_token(),

@@ -38,6 +38,8 @@ const STATE_INITIALIZE_RESULT: &str = "initializeResult";
 const STATE_LOG_LEVEL: &str = "logLevel";
 /// `input_required` rounds a bridged request may take before we give up on it.
 const MAX_INPUT_ROUNDS: usize = 8;
+/// The most a message from an HTTP upstream (a JSON body, an SSE event) may hold, in bytes.
+pub const DEFAULT_UPSTREAM_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Our ids for requests to upstreams: unique within the node, so that no two calls of any
 /// scope share one.
@@ -63,7 +65,8 @@ struct Inner {
 
 enum Transport {
     Stdio(stdio::Stdio),
-    Http(http::Http),
+    /// Boxed: it is twice the size of the other, and made once per upstream.
+    Http(Box<http::Http>),
 }
 
 impl Connector {
@@ -79,7 +82,11 @@ impl Connector {
     pub fn http(name: &str, config: &HttpConfig) -> Result<Self, String> {
         Ok(Connector::with(
             name,
-            Transport::Http(http::Http::new(name, config)?),
+            Transport::Http(Box::new(http::Http::new(
+                name,
+                config,
+                DEFAULT_UPSTREAM_MESSAGE_BYTES,
+            )?)),
         ))
     }
 

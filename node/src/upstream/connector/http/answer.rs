@@ -37,7 +37,7 @@ impl Http {
         if status.is_success() && is_stream {
             return self.read_stream(poster, response, id, caller).await;
         }
-        let body = response.bytes().await.map_err(broken)?;
+        let body = read_body(response, self.max_message_bytes).await?;
         if let Ok(value) = serde_json::from_slice::<Value>(&body) {
             let found = match &value {
                 Value::Array(items) => items.iter().find(|m| m.get("id") == Some(id)),
@@ -59,12 +59,14 @@ impl Http {
         id: &Value,
         caller: &Arc<Caller>,
     ) -> Result<Value, Failure> {
-        let mut reader = sse::Reader::default();
+        let mut reader = sse::Reader::with_limit(self.max_message_bytes);
         let mut last_event = None;
         for _ in 0..=MAX_RESUMPTIONS {
             // A broken connection ends the stream just as its end does.
             while let Ok(Some(chunk)) = response.chunk().await {
                 for event in reader.feed(&chunk) {
+                    // Past the limit: the stream is dropped, and the call fails.
+                    let event = event.map_err(|sse::TooLarge(limit)| Failure::TooLarge(limit))?;
                     if event.id.is_some() {
                         last_event = event.id;
                     }
@@ -101,6 +103,25 @@ impl Http {
         }
         Err(Failure::Broken("the stream ended before the answer".into()))
     }
+}
+
+/// The response's body, refused once it is longer than `limit` bytes: by its `Content-Length`
+/// before reading, else as it arrives, so that no more than `limit` bytes are ever held.
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
+    if response
+        .content_length()
+        .is_some_and(|declared| declared > limit as u64)
+    {
+        return Err(Failure::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(broken)? {
+        if chunk.len() > limit - body.len() {
+            return Err(Failure::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Handles one message of a stream; the call's outcome if it is the answer to `id`.

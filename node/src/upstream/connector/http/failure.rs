@@ -11,6 +11,14 @@ pub(super) enum Failure {
     SessionGone,
     /// Unreachable, failing (5xx), too slow, or talking nonsense.
     Broken(String),
+    /// A message from the upstream (a JSON body, an SSE event) was longer than this many bytes;
+    /// the upstream works, but what it said was not read.
+    TooLarge(usize),
+}
+
+/// What a client is told of a message over the limit: its size, and the limit's name.
+pub(super) fn too_large(limit: usize) -> String {
+    format!("the upstream's message exceeded {limit} bytes (limit upstream_message_bytes)")
 }
 
 /// A transport error with its causes, which say what actually went wrong (refused, reset,

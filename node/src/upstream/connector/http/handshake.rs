@@ -138,6 +138,7 @@ impl Http {
                 name: self.name.clone(),
                 poster: self.poster(link),
                 caller: ex.standalone(),
+                max_message_bytes: self.max_message_bytes,
             };
             tokio::spawn(listening.run(listener.clone()));
         }

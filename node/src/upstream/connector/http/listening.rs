@@ -16,6 +16,8 @@ pub(super) struct Listening {
     pub(super) name: String,
     pub(super) poster: Poster,
     pub(super) caller: Arc<Caller>,
+    /// The most an event may hold, in bytes.
+    pub(super) max_message_bytes: usize,
 }
 
 impl Listening {
@@ -28,7 +30,7 @@ impl Listening {
 
     async fn listen(&self) {
         let mut last_event: Option<String> = None;
-        let mut reader = sse::Reader::default();
+        let mut reader = sse::Reader::with_limit(self.max_message_bytes);
         loop {
             let response = match self.poster.listen(last_event.as_deref()).await {
                 Ok(r) if r.status().is_success() => r,
@@ -46,6 +48,18 @@ impl Listening {
             let mut response = response;
             while let Ok(Some(chunk)) = response.chunk().await {
                 for event in reader.feed(&chunk) {
+                    // Resuming would only bring the same event again: stop listening.
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(sse::TooLarge(limit)) => {
+                            tracing::warn!(
+                                upstream = %self.name,
+                                limit,
+                                "an event on the standalone stream exceeded upstream_message_bytes; no longer listening"
+                            );
+                            return;
+                        }
+                    };
                     if event.id.is_some() {
                         last_event = event.id;
                     }

@@ -12,7 +12,9 @@
 //! Otherwise only the configured headers are sent (the node's own credentials), never the
 //! client's.
 //! Each request has a deadline; consecutive transport failures open a circuit breaker that
-//! fails calls fast for a while, so a dead upstream costs its clients no timeouts.
+//! fails calls fast for a while, so a dead upstream costs its clients no timeouts. What is read
+//! from the upstream is bounded: a JSON answer or an SSE event larger than the configured
+//! message size ends its call with an error instead of being buffered.
 
 mod answer;
 mod breaker;
@@ -29,7 +31,7 @@ use super::{Exchange, notification, unavailable};
 use crate::config::{HttpConfig, UpstreamEra};
 use crate::upstream::{Scope, UpstreamState};
 use breaker::Breaker;
-use failure::{Failure, broken, redact};
+use failure::{Failure, broken, redact, too_large};
 use handshake::{Held, Link};
 use headers::{keep_cookies, send_cookies};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -51,6 +53,8 @@ pub(super) struct Http {
     stateless: bool,
     timeout: Duration,
     breaker: Breaker,
+    /// The most a JSON body or an SSE event from the upstream may hold, in bytes.
+    max_message_bytes: usize,
     /// One (re)initialization at a time per scope.
     handshakes: Mutex<HashMap<Scope, Arc<tokio::sync::Mutex<()>>>>,
     /// The upstream sessions this node uses, to end them when their scope ends.
@@ -62,7 +66,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Http {
-    pub fn new(name: &str, config: &HttpConfig) -> Result<Self, String> {
+    /// An upstream at `config.url`, whose messages (a JSON body, an SSE event) may hold at most
+    /// `max_message_bytes` bytes.
+    pub fn new(name: &str, config: &HttpConfig, max_message_bytes: usize) -> Result<Self, String> {
         let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("url: {}: is not an http(s) URL", url.scheme()));
@@ -91,6 +97,7 @@ impl Http {
                 config.breaker_failures,
                 Duration::from_secs(config.breaker_open_secs),
             ),
+            max_message_bytes,
             handshakes: Mutex::default(),
             sessions: Mutex::default(),
         })
@@ -173,6 +180,7 @@ impl Http {
         outcome.map_err(|f| match f {
             Failure::Rpc(e) => e,
             Failure::SessionGone => unavailable(&self.name, "the upstream session was lost twice"),
+            Failure::TooLarge(limit) => unavailable(&self.name, too_large(limit)),
             Failure::Broken(problem) => unavailable(&self.name, redact(&problem, &self.url)),
         })
     }
@@ -198,7 +206,7 @@ impl Http {
         let answer = self
             .answer(&poster, response, &json!(id), &caller, link)
             .await;
-        if !matches!(answer, Err(Failure::Broken(_))) {
+        if !matches!(answer, Err(Failure::Broken(_) | Failure::TooLarge(_))) {
             in_flight.armed = false;
         }
         answer

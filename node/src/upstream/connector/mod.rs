@@ -76,7 +76,7 @@ impl Connector {
 
     /// A remote Streamable HTTP server; fails on a URL or header the client cannot use.
     pub fn http(name: &str, config: &HttpConfig, budgets: Arc<Budgets>) -> Result<Self, String> {
-        let http = http::Http::new(name, config)?;
+        let http = http::Http::new(name, config, budgets.limits.upstream_message_bytes)?;
         Ok(Connector::with(name, Transport::Http(http), &budgets))
     }
 

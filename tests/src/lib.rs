@@ -263,8 +263,14 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(args: &[String]) -> anyhow::Result<Process> {
+        Process::spawn_with(args, &[])
+    }
+
+    /// [`Process::spawn`] with more environment variables.
+    pub fn spawn_with(args: &[String], envs: &[(String, String)]) -> anyhow::Result<Process> {
         let child = Command::new(shardgate_bin()?)
             .args(args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .env("SHARDGATE_EXIT_WITH_PARENT", "1")
             .env("SHARDGATE_CLUSTER_SECRET", CLUSTER_SECRET)
             .env(
@@ -335,6 +341,7 @@ pub struct ClusterBuilder {
     gateways: usize,
     config: Option<PathBuf>,
     timings: &'static str,
+    envs: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -344,24 +351,67 @@ impl Cluster {
             gateways: 1,
             config: None,
             timings: "relaxed",
+            envs: Vec::new(),
         }
+    }
+
+    /// The process ids of the cluster's nodes (children of `up` running `shardgate node`).
+    pub fn node_pids(&self) -> anyhow::Result<Vec<u32>> {
+        let up = self.pid().context("up has exited")?;
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc")? {
+            let Some(pid) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let (Ok(stat), Ok(cmdline)) = (
+                std::fs::read_to_string(format!("/proc/{pid}/stat")),
+                std::fs::read(format!("/proc/{pid}/cmdline")),
+            ) else {
+                continue;
+            };
+            // The parent's pid is the second field after the command, which is in parentheses.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let is_node = cmdline.split(|b| *b == 0).nth(1) == Some(b"node".as_slice());
+            if parent == Some(up) && is_node {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    /// The sum of a gauge (`name{labels}` as written, or unlabelled) on one node's `/metrics`.
+    pub async fn metric_of(
+        &self,
+        http: &reqwest::Client,
+        node: usize,
+        name: &str,
+    ) -> anyhow::Result<u64> {
+        let addrs = &self.nodes.get(node).context("no such node")?.1;
+        let text = http
+            .get(format!("http://{}/metrics", addrs.admin))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0))
     }
 
     /// The sum of a gauge or counter (`name`, unlabelled) over every node's `/metrics`.
     pub async fn node_metric(&self, http: &reqwest::Client, name: &str) -> anyhow::Result<u64> {
         let mut total = 0;
-        for (_, addrs) in &self.nodes {
-            let text = http
-                .get(format!("http://{}/metrics", addrs.admin))
-                .send()
-                .await?
-                .text()
-                .await?;
-            total += text
-                .lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
+        for node in 0..self.nodes.len() {
+            total += self.metric_of(http, node, name).await?;
         }
         Ok(total)
     }
@@ -434,6 +484,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// An environment variable for `up` and every process it starts.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
     pub async fn start(self) -> anyhow::Result<Cluster> {
         let mut args: Vec<String> = [
             "up",
@@ -451,7 +507,7 @@ impl ClusterBuilder {
         if let Some(config) = &self.config {
             args.extend(["--config".into(), config.display().to_string()]);
         }
-        let mut process = Process::spawn(&args)?;
+        let mut process = Process::spawn_with(&args, &self.envs)?;
         let stdout = process.child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut endpoints, mut admin, mut nodes, mut credentials) =
@@ -501,4 +557,15 @@ impl ClusterBuilder {
             process,
         })
     }
+}
+
+/// The resident memory of a process, in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS")?;
+    Ok(kib * 1024)
 }

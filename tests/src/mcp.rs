@@ -8,6 +8,7 @@ use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 
 pub const SESSION_VERSION: &str = "2025-11-25";
+pub const STATELESS_VERSION: &str = "2026-07-28";
 
 #[derive(Clone)]
 pub struct Client {
@@ -32,6 +33,8 @@ impl Event {
 pub struct SseReader {
     body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buf: BytesMut,
+    /// How much of `buf` has been searched for the end of an event.
+    scanned: usize,
 }
 
 impl SseReader {
@@ -39,13 +42,20 @@ impl SseReader {
         SseReader {
             body: resp.bytes_stream().boxed(),
             buf: BytesMut::new(),
+            scanned: 0,
         }
     }
 
     /// The next event, skipping comments; `None` when the stream ends.
     pub async fn next(&mut self) -> anyhow::Result<Option<Event>> {
         loop {
-            if let Some(end) = find_event_end(&self.buf) {
+            // Only what arrived since the last look is searched (with room for a separator
+            // split across chunks): a large event must not be rescanned for every chunk.
+            let from = self.scanned.saturating_sub(3);
+            let found = find_event_end(&self.buf[from..]).map(|(at, len)| (from + at, len));
+            self.scanned = self.buf.len();
+            if let Some(end) = found {
+                self.scanned = 0;
                 let raw = self.buf.split_to(end.0);
                 let _ = self.buf.split_to(end.1);
                 let text = String::from_utf8_lossy(&raw).to_string();
@@ -114,6 +124,31 @@ impl Client {
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body.to_string())
+    }
+
+    /// A 2026-07-28 request: `_meta` with `capabilities`, and the headers that mirror the
+    /// body.
+    pub fn stateless(
+        &self,
+        id: i64,
+        method: &str,
+        mut params: Value,
+        name: Option<&str>,
+        capabilities: Value,
+    ) -> reqwest::RequestBuilder {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
+            "io.modelcontextprotocol/clientCapabilities": capabilities
+        });
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let req = self
+            .post(&body)
+            .header("mcp-protocol-version", STATELESS_VERSION)
+            .header("mcp-method", method);
+        match name {
+            Some(name) => req.header("mcp-name", name),
+            None => req,
+        }
     }
 
     /// A POST within a session.

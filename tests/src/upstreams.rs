@@ -203,3 +203,31 @@ pub async fn recording_stateless_upstream()
     });
     Ok((url, seen))
 }
+
+/// Our bare stdio server (`tests/python/raw_stdio_server.py`) as the upstream `raw`, writing
+/// its pid into `pid_dir` and answering `initialize` after `start_delay_secs`.
+pub fn raw_stdio_config(pid_dir: &Path, start_delay_secs: f64) -> anyhow::Result<String> {
+    Ok(format!(
+        "[[upstream]]\nname = \"raw\"\n[upstream.stdio]\ncommand = {}\nargs = [{}, \"--pid-dir\", {}, \"--start-delay\", \"{start_delay_secs}\"]\n",
+        toml_str(peers::python()?.display().to_string()),
+        toml_str(
+            peers::python_script("raw_stdio_server.py")
+                .display()
+                .to_string()
+        ),
+        toml_str(pid_dir.display().to_string()),
+    ))
+}
+
+/// The ids of the processes that wrote themselves into `pid_dir` and are still alive.
+pub fn live_pids(pid_dir: &Path) -> anyhow::Result<Vec<i32>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(pid_dir)? {
+        if let Some(pid) = entry?.file_name().to_str().and_then(|p| p.parse().ok())
+            && alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}

@@ -11,27 +11,15 @@ use shardgate_tests::mcp::{self, Client};
 const SERVED: &str = "shardgate_node_stateless_calls";
 const KEY_HEADER: &str = "shardgate-client-key";
 
-/// A 2026-07-28 request: `_meta`, and the headers that mirror the body.
+/// A 2026-07-28 request of a client that declares no capabilities.
 fn stateless(
     c: &Client,
     id: i64,
     method: &str,
-    mut params: Value,
+    params: Value,
     name: Option<&str>,
 ) -> reqwest::RequestBuilder {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {}
-    });
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-    let req = c
-        .post(&body)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
-    match name {
-        Some(name) => req.header("mcp-name", name),
-        None => req,
-    }
+    c.stateless(id, method, params, name, json!({}))
 }
 
 fn tool(c: &Client, id: i64, name: &str, arguments: Value) -> reqwest::RequestBuilder {

@@ -445,4 +445,20 @@ mod shipped {
             }
         }
     }
+
+    /// The commented template states the defaults the code has.
+    #[test]
+    fn the_template_documents_the_default_limits() {
+        let etc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
+        let file = NodeFile::load(&etc.join("shardgate.toml")).expect("the template loads");
+        assert_eq!(file.limits, Limits::default());
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused_by_name() {
+        let err = NodeFile::parse("[limits]\nparked_calls = 0\n")
+            .and_then(|f| f.validate().map(|()| f))
+            .expect_err("refused");
+        assert!(err.to_string().contains("limits.parked_calls"), "{err}");
+    }
 }

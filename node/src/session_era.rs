@@ -6,7 +6,9 @@
 //! the connection loses nothing: it resumes the stream with `Last-Event-ID` on a GET.
 //!
 //! Every request is admitted against the session's and the node's budgets before anything of
-//! its POST is served, and counted until it ends, however it ends ([`crate::budget`]).
+//! its POST is served; a batch takes at most a session's worth of places and runs its requests
+//! through them, so a large batch is answered whole without ever holding more. Each place is
+//! counted until its requests end, however they end ([`crate::budget`]).
 
 use crate::budget::Admitted;
 use crate::session::{self, Opening, Session, StreamPeer, Unreserved};
@@ -15,7 +17,8 @@ use crate::state::NodeState;
 use crate::stream::{EventId, EventStream, ReplayError};
 use crate::upstream::{Call, Scope, UpstreamState};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use shardgate_protocol::internal;
@@ -97,32 +100,38 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     if requests.is_empty() {
         return reply::accepted();
     }
-    let admitted = match node.budgets.admit(Some(&session.requests), requests.len()) {
+    let places = requests.len().min(node.budgets.limits.requests_per_session);
+    let admitted = match node.budgets.admit(Some(&session.requests), places) {
         Ok(a) => a,
         Err(limit) => {
             let id = (requests.len() == 1).then(|| &requests[0].0);
             return limit.reply(id);
         }
     };
-    let requests: Vec<_> = requests.into_iter().zip(admitted).collect();
     let accepts = Accepts::from_headers(headers);
     if accepts.sse {
         let stream = session.open_stream();
         // Every answer of a batch goes out at once, and each must reach the client here.
         let (resume, rx) = stream.attach_now_with_room(requests.len());
         let first = priming(&session, resume);
-        tokio::spawn(serve_on_stream(node.clone(), session, stream, requests));
+        tokio::spawn(serve_on_stream(
+            node.clone(),
+            session,
+            stream,
+            requests,
+            admitted,
+        ));
         sse::response(first, rx, ())
     } else {
         // JSON only: related notifications and requests go on the standalone stream. A client
         // that goes away drops these calls with this handler; their guards end them.
         let stream = session.standalone();
-        let answers = join_all(
-            requests
-                .into_iter()
-                .map(|r| serve_one(node, &session, &stream, r)),
-        )
-        .await;
+        let answers: Vec<Option<String>> = stream::iter(requests)
+            .map(|r| serve_one(node, &session, &stream, r))
+            .buffered(places)
+            .collect()
+            .await;
+        drop(admitted);
         let answers: Vec<String> = answers.into_iter().flatten().collect();
         match (body.batch, answers.as_slice()) {
             (_, []) => reply::accepted(),
@@ -137,17 +146,21 @@ async fn serve_on_stream(
     node: Arc<NodeState>,
     session: Arc<Session>,
     stream: Arc<EventStream>,
-    requests: Vec<(Request, Admitted)>,
+    requests: Vec<Request>,
+    admitted: Vec<Admitted>,
 ) {
-    join_all(requests.into_iter().map(|r| {
-        let (node, session, stream) = (&node, &session, &stream);
-        async move {
-            if let Some(answer) = serve_one(node, session, stream, r).await {
-                stream.push(answer.into());
+    let places = admitted.len();
+    stream::iter(requests)
+        .for_each_concurrent(places, |r| {
+            let (node, session, stream) = (&node, &session, &stream);
+            async move {
+                if let Some(answer) = serve_one(node, session, stream, r).await {
+                    stream.push(answer.into());
+                }
             }
-        }
-    }))
-    .await;
+        })
+        .await;
+    drop(admitted);
     session.finish_stream(&stream);
 }
 
@@ -160,7 +173,7 @@ async fn serve_one(
     node: &NodeState,
     session: &Arc<Session>,
     stream: &Arc<EventStream>,
-    ((id, method, value), _admitted): (Request, Admitted),
+    (id, method, value): Request,
 ) -> Option<String> {
     if method == "initialize" {
         let err = RpcError::new(mcp::code::INVALID_REQUEST, "session is already initialized");

@@ -53,6 +53,14 @@ pub struct GatewayConfig {
     pub client_limits: ListenerLimits,
     /// Connection limits and timeouts of the admin listener.
     pub admin_limits: ListenerLimits,
+    /// How long a request whose owner refuses connections is held for the ring to move its
+    /// key to another node, before the client gets a retryable 503.
+    pub failover_hold: std::time::Duration,
+}
+
+impl GatewayConfig {
+    /// The failover hold's default: the membership's detection of a dead node fits in it.
+    pub const DEFAULT_FAILOVER_HOLD: std::time::Duration = std::time::Duration::from_secs(3);
 }
 
 #[derive(Debug, thiserror::Error)]

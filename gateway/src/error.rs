@@ -43,6 +43,12 @@ pub enum ProxyError {
     NoNodes,
     #[error("node {node} is unreachable: {error}")]
     NodeUnreachable { node: String, error: String },
+    /// Nothing reached the node (the connection was refused), and the ring did not move its key
+    /// to another node while the request was held.
+    #[error(
+        "node {node} refused the connection and no other node took over its keys in time; retry"
+    )]
+    NodeDown { node: String },
     #[error("node {node} does not own this key and no newer ring names another owner")]
     Misdirected { node: String },
 }
@@ -60,7 +66,9 @@ impl ProxyError {
             | ProxyError::Invalid
             | ProxyError::MissingSession => StatusCode::BAD_REQUEST,
             ProxyError::Stateless(r) => r.status,
-            ProxyError::NoNodes | ProxyError::Misdirected { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoNodes | ProxyError::Misdirected { .. } | ProxyError::NodeDown { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::NodeUnreachable { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -71,6 +79,7 @@ impl ProxyError {
             ProxyError::Parse => RpcError::new(code::PARSE_ERROR, self.to_string()),
             ProxyError::NoNodes
             | ProxyError::NodeUnreachable { .. }
+            | ProxyError::NodeDown { .. }
             | ProxyError::Misdirected { .. } => RpcError::new(code::UNAVAILABLE, self.to_string()),
             _ => RpcError::new(code::INVALID_REQUEST, self.to_string()),
         }
@@ -79,7 +88,7 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         match self {
             ProxyError::NoNodes | ProxyError::Misdirected { .. } => Blame::Gateway,
-            ProxyError::NodeUnreachable { .. } => Blame::Node,
+            ProxyError::NodeUnreachable { .. } | ProxyError::NodeDown { .. } => Blame::Node,
             _ => Blame::Client,
         }
     }
@@ -87,7 +96,10 @@ impl ProxyError {
     /// Whether the client may send the same request again. Refusals of the request itself are
     /// final; a node we could not reach may or may not have taken it, so only the client knows.
     pub fn retry_safe(&self) -> bool {
-        matches!(self, ProxyError::NoNodes | ProxyError::Misdirected { .. })
+        matches!(
+            self,
+            ProxyError::NoNodes | ProxyError::Misdirected { .. } | ProxyError::NodeDown { .. }
+        )
     }
 
     /// The metric label for this failure.
@@ -106,6 +118,7 @@ impl ProxyError {
             ProxyError::Stateless(_) => "stateless_check",
             ProxyError::NoNodes => "no_nodes",
             ProxyError::NodeUnreachable { .. } => "node_unreachable",
+            ProxyError::NodeDown { .. } => "node_down",
             ProxyError::Misdirected { .. } => "misdirected",
         }
     }

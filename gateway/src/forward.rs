@@ -7,8 +7,11 @@
 //! checks that each answer came from a member.
 //!
 //! A node answers 421 before it does anything with a request, so re-sending after a 421 is
-//! safe; nothing else is retried, because a node that took a request may already have acted on
-//! it. The response body is handed back as it arrives: SSE streams pass through unbuffered.
+//! safe. So is re-sending a request whose connection was refused: nothing reached the node. Such
+//! a request is held (for the configured failover hold) until the ring gives its key another
+//! owner, then sent there, so a client sees latency where a node died, not an error. Nothing
+//! else is retried, because a node that took a request may already have acted on it. The
+//! response body is handed back as it arrives: SSE streams pass through unbuffered.
 
 use crate::error::ProxyError;
 use crate::ring_view::RingView;
@@ -27,6 +30,8 @@ use shardgate_trust::Credentials;
 use shardgate_trust::signature::{self, Signer};
 use std::time::Duration;
 
+/// How often a held request tries its owner again while the ring has not moved its key.
+const REFUSED_RETRY: Duration = Duration::from_millis(250);
 /// How long a membership refresh may take before the 421 is passed on as unavailable.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -62,10 +67,12 @@ pub struct Forwarder {
     signer: Option<Signer>,
     /// Membership views, from nodes' internal listeners.
     cluster: ClusterClient,
+    /// How long a request for a node that refuses connections waits for its key to move.
+    failover_hold: Duration,
 }
 
 impl Forwarder {
-    pub fn new(credentials: &Credentials) -> Result<Forwarder, String> {
+    pub fn new(credentials: &Credentials, failover_hold: Duration) -> Result<Forwarder, String> {
         let (scheme, signer) = match credentials {
             Credentials::Mtls(_) => ("https", None),
             Credentials::Hmac(signer) => ("http", Some(signer.clone())),
@@ -75,6 +82,7 @@ impl Forwarder {
             scheme,
             signer,
             cluster: ClusterClient::new(credentials, POLL_CAP)?,
+            failover_hold,
         })
     }
 
@@ -94,9 +102,18 @@ impl Forwarder {
             .owner(route.key.as_bytes())
             .ok_or(ProxyError::NoNodes)?
             .clone();
-        let resp = self
+        let sent = self
             .send(&owner, view.epoch(), method, headers, body.clone(), route)
-            .await?;
+            .await;
+        let resp = match sent {
+            Err(Unsent::Refused) => {
+                return self
+                    .failover(ring, &owner, method, headers, body, route)
+                    .await;
+            }
+            Err(Unsent::Failed(e)) => return Err(e),
+            Ok(resp) => resp,
+        };
         if resp.status() != StatusCode::MISDIRECTED_REQUEST {
             return Ok(resp);
         }
@@ -117,6 +134,46 @@ impl Forwarder {
         tracing::debug!(from = %owner.id, to = %next.id, epoch = view.epoch(), "retrying at the new owner");
         self.send(&next, view.epoch(), method, headers, body, route)
             .await
+            .map_err(|e| e.into_error(&next))
+    }
+
+    /// Holds a request whose owner refused the connection until the ring moves its key (then
+    /// sends it to the new owner) or the owner takes connections again (restarted under the
+    /// same identity), trying it every [`REFUSED_RETRY`].
+    async fn failover(
+        &self,
+        ring: &RingView,
+        dead: &Member,
+        method: &Method,
+        headers: &HeaderMap,
+        body: Bytes,
+        route: &Route,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let key = route.key.as_bytes();
+        let deadline = tokio::time::Instant::now() + self.failover_hold;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(ProxyError::NodeDown {
+                    node: dead.id.to_string(),
+                });
+            }
+            let (node, epoch) = match ring.moved(key, &dead.id, left.min(REFUSED_RETRY)).await {
+                Some(view) => {
+                    let next = view.owner(key).ok_or(ProxyError::NoNodes)?.clone();
+                    tracing::debug!(from = %dead.id, to = %next.id, epoch = view.epoch(), "sending a held request to the new owner");
+                    (next, view.epoch())
+                }
+                None => (dead.clone(), ring.current().epoch()),
+            };
+            match self
+                .send(&node, epoch, method, headers, body.clone(), route)
+                .await
+            {
+                Err(Unsent::Refused) if node.id == dead.id => continue,
+                sent => return sent.map_err(|e| e.into_error(&node)),
+            }
+        }
     }
 
     async fn send(
@@ -127,7 +184,7 @@ impl Forwarder {
         headers: &HeaderMap,
         body: Bytes,
         route: &Route,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, Unsent> {
         let uri = format!("{}://{}/mcp", self.scheme, node.session_addr);
         let mut out = HeaderMap::with_capacity(headers.len() + 5);
         for (name, value) in headers {
@@ -161,12 +218,15 @@ impl Forwarder {
             .method(method.clone())
             .uri(uri)
             .body(Full::new(body))
-            .map_err(|e| unreachable_node(node, e))?;
+            .map_err(|e| Unsent::Failed(unreachable_node(node, e)))?;
         *req.headers_mut() = out;
-        self.client
-            .request(req)
-            .await
-            .map_err(|e| unreachable_node(node, e))
+        self.client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                Unsent::Refused
+            } else {
+                Unsent::Failed(unreachable_node(node, e))
+            }
+        })
     }
 
     /// Long-polls the node at `addr` (its internal listener) for a view newer than `after`,
@@ -258,6 +318,25 @@ impl NodeClient {
         match self {
             NodeClient::Plain(c) => c.request(req).await,
             NodeClient::Tls(c) => c.request(req).await,
+        }
+    }
+}
+
+/// Why a request got no answer from a node.
+enum Unsent {
+    /// The connection could not be made: nothing reached the node.
+    Refused,
+    /// Anything else: the node may have acted on the request.
+    Failed(ProxyError),
+}
+
+impl Unsent {
+    fn into_error(self, node: &Member) -> ProxyError {
+        match self {
+            Unsent::Refused => ProxyError::NodeDown {
+                node: node.id.to_string(),
+            },
+            Unsent::Failed(e) => e,
         }
     }
 }

@@ -130,7 +130,8 @@ pub async fn run(
         });
     let gw = Arc::new(Gateway {
         ring: RingView::new(config.membership.clone()),
-        forwarder: Forwarder::new(&config.credentials).map_err(GatewayError::NodeClient)?,
+        forwarder: Forwarder::new(&config.credentials, config.failover_hold)
+            .map_err(GatewayError::NodeClient)?,
         metrics: Metrics::new()?,
         affinity: affinity::Affinity::new(config.affinity),
         config,

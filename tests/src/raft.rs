@@ -109,8 +109,15 @@ impl RaftCluster {
 
     /// Starts the gateway, following the nodes started so far; returns its listeners.
     pub async fn start_gateway(&mut self) -> anyhow::Result<GatewayAddrs> {
+        self.start_gateway_with(&[]).await
+    }
+
+    /// [`RaftCluster::start_gateway`] with more flags.
+    pub async fn start_gateway_with(&mut self, flags: &[&str]) -> anyhow::Result<GatewayAddrs> {
         let seeds = self.seeds_for(usize::MAX).join(",");
-        let (process, addrs) = start_gateway(&["--seeds".into(), seeds]).await?;
+        let mut args = vec!["--seeds".to_string(), seeds];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let (process, addrs) = start_gateway(&args).await?;
         self.gateway = Some((process, addrs));
         Ok(addrs)
     }

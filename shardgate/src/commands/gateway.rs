@@ -68,6 +68,10 @@ pub struct Args {
     /// and keeps the others with their client; `always` keeps every call with its client.
     #[arg(long, env = "SHARDGATE_AFFINITY", value_enum, default_value = "needed")]
     pub affinity: Affinity,
+    /// Milliseconds a request whose owner refuses connections (a node that died) is held for
+    /// the ring to give its key another owner; then it goes there. Past it, a retryable 503.
+    #[arg(long, env = "SHARDGATE_FAILOVER_HOLD_MS", default_value_t = GatewayConfig::DEFAULT_FAILOVER_HOLD.as_millis() as u64)]
+    pub failover_hold_ms: u64,
     #[command(flatten)]
     pub credentials: credentials::ClusterCredentials,
     #[command(flatten)]
@@ -78,7 +82,7 @@ pub struct Args {
 }
 
 /// Connection hygiene of the two listeners; the defaults are `ListenerLimits::CLIENT` and
-/// `ListenerLimits::ADMIN` (node/src/listener.rs).
+/// `ListenerLimits::ADMIN` (protocol/src/listener.rs).
 #[derive(clap::Args, Debug)]
 pub struct Limits {
     /// Connections the client listener holds open at once. At the limit, the connection idle
@@ -186,6 +190,7 @@ impl Args {
             credentials: self.credentials.load()?.credentials,
             client_limits,
             admin_limits,
+            failover_hold: Duration::from_millis(self.failover_hold_ms),
         };
         config.validate()?;
         Ok(config)

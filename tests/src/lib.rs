@@ -11,6 +11,7 @@
 pub mod mcp;
 pub mod peers;
 pub mod raft;
+pub mod services;
 pub mod upstreams;
 
 use anyhow::{Context, bail};

@@ -31,6 +31,8 @@ enum Command {
     Status(commands::status::Args),
     /// Drain a node: its keys move to the others, then it leaves the cluster.
     Drain(commands::drain::Args),
+    /// Apply the PostgreSQL session store's migrations (idempotent).
+    Migrate(commands::migrate::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => commands::up::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Drain(args) => commands::drain::run(args).await,
+            Command::Migrate(args) => commands::migrate::run(args).await,
         }
     })
 }

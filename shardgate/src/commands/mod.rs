@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod drain;
 pub mod gateway;
+pub mod migrate;
 pub mod node;
 pub mod status;
 pub mod up;

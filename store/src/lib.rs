@@ -1,0 +1,120 @@
+//! The session store: where a session outlives the node that hosts it.
+//!
+//! A node writes each session's durable part through to a store; when the ring moves a session
+//! to another node (a death, a drain, a scale-out), the new owner claims it there and continues
+//! from what it finds. Every write is fenced by the `(owner, epoch)` of the latest claim, so a
+//! stale owner's writes are refused and at most one node writes a session at a time.
+//!
+//! Layout, in the order a session meets it:
+//!
+//! - [`record`]: the durable session ([`SessionRecord`]), a stream event ([`StoredEvent`]) and
+//!   the ownership a write is checked against ([`Fence`]).
+//! - [`SessionStore`] (here): claim, save, append, events, load, delete.
+//! - [`sqlite`]: the embedded default; one file that the nodes of one machine share.
+//! - [`postgres`]: durable, for recovery and the audit of tool calls.
+//! - [`redis`]: hot, on a Redis Cluster; one hash slot and one Lua script per write.
+//! - [`error`]: [`StoreError`]: fenced, gone, unavailable (retry), corrupt.
+//! - `contract`: the checks every implementation passes (feature `contract`).
+//!
+//! Idle sessions expire: each store is built with a ttl, and a session not written for that long
+//! is gone from it (records, events and ownership alike).
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod postgres;
+pub mod record;
+pub mod redis;
+pub mod sqlite;
+
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
+
+pub use error::StoreError;
+pub use record::{Claimed, Fence, InFlightRecord, Replay, SessionRecord, StoredEvent};
+
+use futures_util::future::BoxFuture;
+
+/// A store of sessions, shared by the nodes of a cluster.
+///
+/// Writes (`save`, `append`, `delete`) succeed only for the holder of the latest claim: its
+/// fence must be exactly the stored one, else the call fails with [`StoreError::Fenced`] naming
+/// who holds the session. Reads are not fenced.
+pub trait SessionStore: Send + Sync {
+    /// Takes ownership of a session, creating it when it is not stored. Succeeds when the
+    /// session has no owner, when its owner claimed it in an earlier epoch, or when `fence`'s
+    /// owner already holds it at the same or an earlier epoch; otherwise fails with
+    /// [`StoreError::Fenced`] naming the holder. Atomic: of concurrent claims in one epoch,
+    /// exactly one wins. Returns what the store holds of the session.
+    fn claim<'a>(
+        &'a self,
+        session_id: &'a str,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<Claimed, StoreError>>;
+
+    /// Creates or replaces the session's record.
+    fn save<'a>(
+        &'a self,
+        record: &'a SessionRecord,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Appends events to their streams, then trims each stream it touched to its newest `keep`
+    /// events (at least one is kept). Per stream, an event whose seq is not above the stream's
+    /// last stored seq is ignored, so a repeated append stores nothing twice. Like every write
+    /// it restarts the session's ttl; an append of no events does only that.
+    fn append<'a>(
+        &'a self,
+        session_id: &'a str,
+        fence: &'a Fence,
+        events: &'a [StoredEvent],
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The events of one stream with a seq above `after_seq`, in seq order, and the oldest seq
+    /// still stored (to tell a trimmed log from a complete one), read at one point in time.
+    fn events<'a>(
+        &'a self,
+        session_id: &'a str,
+        stream: u64,
+        after_seq: u64,
+    ) -> BoxFuture<'a, Result<Replay, StoreError>>;
+
+    /// The session's record and who holds it; none when it has no saved record.
+    fn load<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(SessionRecord, Fence)>, StoreError>>;
+
+    /// Removes the session: record, events and ownership. Deleting a session that is not
+    /// stored succeeds (a repeated delete).
+    fn delete<'a>(
+        &'a self,
+        session_id: &'a str,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// A ttl in whole milliseconds, at least one.
+pub(crate) fn ttl_millis(ttl: std::time::Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A number as the signed 64-bit integer SQL stores it.
+pub(crate) fn to_sql(n: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::corrupt(format!("{what} {n} is out of range")))
+}
+
+/// A signed 64-bit integer read from SQL, as the number it stands for.
+pub(crate) fn from_sql(n: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::corrupt(format!("{what} {n} is negative")))
+}
+
+/// What one append stores: per stream, its events in seq order, each above the one before
+/// (the store then drops those not above its stored tail).
+pub(crate) fn ordered(events: &[StoredEvent]) -> Vec<&StoredEvent> {
+    let mut sorted: Vec<&StoredEvent> = events.iter().collect();
+    sorted.sort_by_key(|e| (e.stream, e.seq));
+    sorted.dedup_by_key(|e| (e.stream, e.seq));
+    sorted
+}

@@ -1,0 +1,453 @@
+//! The hot store: a Redis Cluster, for fast takeover.
+//!
+//! Every key of a session carries the same hash tag, so they live in one slot of one primary
+//! and one Lua script can check the fence and write atomically:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `sg:{<sid>}:owner` | hash | `owner`, `epoch` of the latest claim |
+//! | `sg:{<sid>}:record` | string | the [`SessionRecord`] as JSON |
+//! | `sg:{<sid>}:tails` | hash | stream number → its last stored seq |
+//! | `sg:{<sid>}:s:<stream>` | stream | the events, entry id `<seq>-1`, field `d` = data |
+//!
+//! A Redis Stream with explicit ids makes the log's rules the server's: entry ids only grow
+//! (an event not above the tail is skipped, so a repeated append stores nothing twice),
+//! `XTRIM MAXLEN` keeps the newest, and `XRANGE (<after>-1 +` reads what follows a resume
+//! point. The id's sequence part is always 1 so that seq 0 (a priming event) is a valid id. The
+//! tails hash lists the session's streams for the scripts that touch them all.
+//!
+//! Each write (claim, save, append) sets every key's expiry to the ttl, so a session's keys
+//! expire together, at the same instant. A claim that finds no owner starts from nothing: it
+//! removes whatever a partial loss left. Scripts reach stream keys they build from the tag
+//! rather than receive as `KEYS`; they are in the same slot, which is what a cluster requires.
+//! Numbers cross the scripts as decimal strings and are compared as such, never as Lua's
+//! floating-point numbers.
+
+use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
+use crate::{SessionStore, StoreError, ordered, ttl_millis};
+use ::redis::Script;
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster_async::ClusterConnection;
+use futures_util::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Helpers every script starts with. `KEYS` = owner, record, tails; `ARGV` = owner, epoch, ttl
+/// in milliseconds, the stream key prefix, then the script's own.
+const PRELUDE: &str = r"
+local function less(a, b)
+  return #a < #b or (#a == #b and a < b)
+end
+local function touch()
+  local ttl, prefix = ARGV[3], ARGV[4]
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  for _, stream in ipairs(redis.call('HKEYS', KEYS[3])) do
+    redis.call('PEXPIRE', prefix .. stream, ttl)
+  end
+end
+local function wipe()
+  for _, stream in ipairs(redis.call('HKEYS', KEYS[3])) do
+    redis.call('DEL', ARGV[4] .. stream)
+  end
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+end
+local function refused()
+  local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+  if not held[1] then return {'gone'} end
+  if held[1] ~= ARGV[1] or held[2] ~= ARGV[2] then return {'fenced', held[1], held[2]} end
+  return nil
+end
+";
+
+/// Returns `ok`, the record (empty when none), then stream, tail pairs.
+const CLAIM: &str = r"
+local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if held[1] then
+  local owner, epoch = held[1], held[2]
+  if not (less(epoch, ARGV[2]) or (owner == ARGV[1] and not less(ARGV[2], epoch))) then
+    return {'fenced', owner, epoch}
+  end
+else
+  wipe()
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', ARGV[2])
+touch()
+local out = {'ok', redis.call('GET', KEYS[2]) or ''}
+for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do out[#out + 1] = v end
+return out
+";
+
+/// `ARGV[5]` = the record.
+const SAVE: &str = r"
+local no = refused()
+if no then return no end
+redis.call('SET', KEYS[2], ARGV[5])
+touch()
+return {'ok'}
+";
+
+/// `ARGV[5]` = how many events to keep per stream, then stream, seq, data triples in order.
+const APPEND: &str = r"
+local no = refused()
+if no then return no end
+local touched = {}
+for i = 6, #ARGV, 3 do
+  local stream, seq = ARGV[i], ARGV[i + 1]
+  local tail = redis.call('HGET', KEYS[3], stream)
+  if not tail or less(tail, seq) then
+    redis.call('XADD', ARGV[4] .. stream, seq .. '-1', 'd', ARGV[i + 2])
+    redis.call('HSET', KEYS[3], stream, seq)
+    touched[stream] = true
+  end
+end
+for stream in pairs(touched) do
+  redis.call('XTRIM', ARGV[4] .. stream, 'MAXLEN', ARGV[5])
+end
+touch()
+return {'ok'}
+";
+
+const DELETE: &str = r"
+local no = refused()
+if no and no[1] == 'fenced' then return no end
+wipe()
+return {'ok'}
+";
+
+/// `KEYS[1]` = the stream; `ARGV[1]` = the resume point. Returns the oldest entry id, then
+/// id, data pairs after the resume point; nothing when the stream holds nothing.
+const EVENTS: &str = r"
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #first == 0 then return {} end
+local out = {first[1][1]}
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-1', '+')) do
+  out[#out + 1] = e[1]
+  out[#out + 1] = e[2][2]
+end
+return out
+";
+
+/// `KEYS` = owner, record. Returns record, owner, epoch; nothing when there is no record.
+const LOAD: &str = r"
+local record = redis.call('GET', KEYS[2])
+if not record then return {} end
+local held = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if not held[1] then return {} end
+return {record, held[1], held[2]}
+";
+
+struct Scripts {
+    claim: Script,
+    save: Script,
+    append: Script,
+    delete: Script,
+    events: Script,
+    load: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    claim: Script::new(&format!("{PRELUDE}{CLAIM}")),
+    save: Script::new(&format!("{PRELUDE}{SAVE}")),
+    append: Script::new(&format!("{PRELUDE}{APPEND}")),
+    delete: Script::new(&format!("{PRELUDE}{DELETE}")),
+    events: Script::new(EVENTS),
+    load: Script::new(LOAD),
+});
+
+/// Sessions in a Redis Cluster.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ClusterConnection,
+    ttl_ms: u64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys of one session.
+struct Keys {
+    owner: String,
+    record: String,
+    tails: String,
+    /// Prefix of its stream keys; the stream number follows.
+    streams: String,
+}
+
+impl Keys {
+    fn of(session_id: &str) -> Keys {
+        let base = format!("sg:{{{}}}:", tag(session_id));
+        Keys {
+            owner: format!("{base}owner"),
+            record: format!("{base}record"),
+            tails: format!("{base}tails"),
+            streams: format!("{base}s:"),
+        }
+    }
+}
+
+/// The session id as a hash tag. Redis hashes what lies between the first `{` and the next `}`,
+/// and the whole key when that is empty, so an id that is empty or holds a brace is written as
+/// `~` and its hex bytes; an id that starts with `~` is too, so no two ids share a tag.
+fn tag(session_id: &str) -> String {
+    let plain =
+        !session_id.is_empty() && !session_id.starts_with('~') && !session_id.contains(['{', '}']);
+    if plain {
+        return session_id.to_owned();
+    }
+    let mut out = String::with_capacity(1 + 2 * session_id.len());
+    out.push('~');
+    for b in session_id.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+impl RedisStore {
+    /// Connects to a cluster through any of its nodes (`redis://host:port`).
+    pub async fn connect(nodes: &[String], ttl: Duration) -> Result<RedisStore, StoreError> {
+        let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+            .build()?;
+        let conn = client.get_async_connection().await?;
+        Ok(RedisStore {
+            conn,
+            ttl_ms: ttl_millis(ttl),
+        })
+    }
+
+    /// Runs a session script: `KEYS` = owner, record, tails; `ARGV` = fence, ttl, prefix, then
+    /// `extra`.
+    async fn run(
+        &self,
+        script: &Script,
+        session_id: &str,
+        fence: &Fence,
+        extra: &[&str],
+    ) -> Result<Vec<String>, StoreError> {
+        let keys = Keys::of(session_id);
+        let mut call = script.key(&keys.owner);
+        call.key(&keys.record)
+            .key(&keys.tails)
+            .arg(&fence.owner)
+            .arg(fence.epoch.to_string())
+            .arg(self.ttl_ms.to_string())
+            .arg(&keys.streams);
+        for a in extra {
+            call.arg(*a);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = call.invoke_async(&mut conn).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(reply),
+            Some("gone") => Err(StoreError::Gone),
+            Some("fenced") => Err(StoreError::Fenced {
+                owner: reply.get(1).cloned().unwrap_or_default(),
+                epoch: number(reply.get(2).map(String::as_str).unwrap_or(""))?,
+            }),
+            _ => Err(StoreError::corrupt(format!(
+                "unexpected script reply {reply:?}"
+            ))),
+        }
+    }
+
+    async fn claim_now(&self, id: &str, fence: &Fence) -> Result<Claimed, StoreError> {
+        let reply = self.run(&SCRIPTS.claim, id, fence, &[]).await?;
+        let record = match reply.get(1).map(String::as_str) {
+            None | Some("") => None,
+            Some(json) => Some(serde_json::from_str(json)?),
+        };
+        let mut tails = BTreeMap::new();
+        for pair in reply.get(2..).unwrap_or_default().chunks(2) {
+            let [stream, seq] = pair else {
+                return Err(StoreError::corrupt("odd tails reply"));
+            };
+            tails.insert(number(stream)?, number(seq)?);
+        }
+        Ok(Claimed { record, tails })
+    }
+
+    async fn save_now(&self, record: &SessionRecord, fence: &Fence) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record)?;
+        self.run(&SCRIPTS.save, &record.id, fence, &[&json])
+            .await
+            .map(drop)
+    }
+
+    async fn append_now(
+        &self,
+        id: &str,
+        fence: &Fence,
+        events: &[StoredEvent],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let keep = keep.max(1).to_string();
+        let events = ordered(events);
+        let numbers: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (e.stream.to_string(), e.seq.to_string()))
+            .collect();
+        let mut extra: Vec<&str> = vec![&keep];
+        for (e, (stream, seq)) in events.iter().zip(&numbers) {
+            extra.extend([stream.as_str(), seq.as_str(), e.data.as_str()]);
+        }
+        self.run(&SCRIPTS.append, id, fence, &extra).await.map(drop)
+    }
+
+    async fn events_now(&self, id: &str, stream: u64, after: u64) -> Result<Replay, StoreError> {
+        let key = format!("{}{stream}", Keys::of(id).streams);
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = SCRIPTS
+            .events
+            .key(&key)
+            .arg(after.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        let Some((oldest, rest)) = reply.split_first() else {
+            return Ok(Replay::default());
+        };
+        let mut replay = Replay {
+            oldest: Some(entry_seq(oldest)?),
+            events: Vec::with_capacity(rest.len() / 2),
+        };
+        for pair in rest.chunks(2) {
+            let [entry, data] = pair else {
+                return Err(StoreError::corrupt("odd events reply"));
+            };
+            replay.events.push(StoredEvent {
+                stream,
+                seq: entry_seq(entry)?,
+                data: data.clone(),
+            });
+        }
+        Ok(replay)
+    }
+
+    async fn load_now(&self, id: &str) -> Result<Option<(SessionRecord, Fence)>, StoreError> {
+        let keys = Keys::of(id);
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = SCRIPTS
+            .load
+            .key(&keys.owner)
+            .key(&keys.record)
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.as_slice() {
+            [] => Ok(None),
+            [record, owner, epoch] => Ok(Some((
+                serde_json::from_str(record)?,
+                Fence {
+                    owner: owner.clone(),
+                    epoch: number(epoch)?,
+                },
+            ))),
+            _ => Err(StoreError::corrupt("unexpected load reply")),
+        }
+    }
+
+    async fn delete_now(&self, id: &str, fence: &Fence) -> Result<(), StoreError> {
+        self.run(&SCRIPTS.delete, id, fence, &[]).await.map(drop)
+    }
+}
+
+fn number(s: &str) -> Result<u64, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::corrupt(format!("not a number: {s:?}")))
+}
+
+/// The seq of a stream entry id `<seq>-1`.
+fn entry_seq(id: &str) -> Result<u64, StoreError> {
+    number(id.split_once('-').map_or(id, |(seq, _)| seq))
+}
+
+impl SessionStore for RedisStore {
+    fn claim<'a>(
+        &'a self,
+        session_id: &'a str,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
+        Box::pin(self.claim_now(session_id, fence))
+    }
+
+    fn save<'a>(
+        &'a self,
+        record: &'a SessionRecord,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.save_now(record, fence))
+    }
+
+    fn append<'a>(
+        &'a self,
+        session_id: &'a str,
+        fence: &'a Fence,
+        events: &'a [StoredEvent],
+        keep: usize,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.append_now(session_id, fence, events, keep))
+    }
+
+    fn events<'a>(
+        &'a self,
+        session_id: &'a str,
+        stream: u64,
+        after_seq: u64,
+    ) -> BoxFuture<'a, Result<Replay, StoreError>> {
+        Box::pin(self.events_now(session_id, stream, after_seq))
+    }
+
+    fn load<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(SessionRecord, Fence)>, StoreError>> {
+        Box::pin(self.load_now(session_id))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        session_id: &'a str,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.delete_now(session_id, fence))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_session_shares_its_hash_tag() {
+        let keys = Keys::of("abc");
+        assert_eq!(keys.owner, "sg:{abc}:owner");
+        assert_eq!(keys.record, "sg:{abc}:record");
+        assert_eq!(keys.tails, "sg:{abc}:tails");
+        assert_eq!(keys.streams, "sg:{abc}:s:");
+    }
+
+    #[test]
+    fn ids_that_would_break_the_tag_are_hex_encoded_without_collisions() {
+        assert_eq!(tag("a-b_c"), "a-b_c");
+        assert_eq!(tag(""), "~");
+        assert_eq!(tag("a}b"), "~617d62");
+        assert_eq!(tag("{x"), "~7b78");
+        // A plain id that looks like an encoded one is encoded itself.
+        assert_eq!(tag("~617d62"), "~7e363137643632");
+    }
+
+    #[test]
+    fn entry_ids_carry_the_seq() {
+        assert_eq!(entry_seq("0-1"), Ok(0));
+        assert_eq!(entry_seq("18446744073709551615-1"), Ok(u64::MAX));
+        assert!(entry_seq("x-1").is_err());
+    }
+}

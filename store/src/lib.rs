@@ -95,6 +95,71 @@ pub trait SessionStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
+/// Implements [`SessionStore`] for a store whose inherent `async fn`s `claim_now`, `save_now`,
+/// `append_now`, `events_now`, `load_now` and `delete_now` do the work: each implementation
+/// writes its operations once, as plain async methods, and this boxes them.
+macro_rules! session_store_by_inherent_methods {
+    ($store:ty) => {
+        impl $crate::SessionStore for $store {
+            fn claim<'a>(
+                &'a self,
+                session_id: &'a str,
+                fence: &'a $crate::Fence,
+            ) -> futures_util::future::BoxFuture<'a, Result<$crate::Claimed, $crate::StoreError>>
+            {
+                Box::pin(self.claim_now(session_id, fence))
+            }
+
+            fn save<'a>(
+                &'a self,
+                record: &'a $crate::SessionRecord,
+                fence: &'a $crate::Fence,
+            ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
+                Box::pin(self.save_now(record, fence))
+            }
+
+            fn append<'a>(
+                &'a self,
+                session_id: &'a str,
+                fence: &'a $crate::Fence,
+                events: &'a [$crate::StoredEvent],
+                keep: usize,
+            ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
+                Box::pin(self.append_now(session_id, fence, events, keep))
+            }
+
+            fn events<'a>(
+                &'a self,
+                session_id: &'a str,
+                stream: u64,
+                after_seq: u64,
+            ) -> futures_util::future::BoxFuture<'a, Result<$crate::Replay, $crate::StoreError>>
+            {
+                Box::pin(self.events_now(session_id, stream, after_seq))
+            }
+
+            fn load<'a>(
+                &'a self,
+                session_id: &'a str,
+            ) -> futures_util::future::BoxFuture<
+                'a,
+                Result<Option<($crate::SessionRecord, $crate::Fence)>, $crate::StoreError>,
+            > {
+                Box::pin(self.load_now(session_id))
+            }
+
+            fn delete<'a>(
+                &'a self,
+                session_id: &'a str,
+                fence: &'a $crate::Fence,
+            ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
+                Box::pin(self.delete_now(session_id, fence))
+            }
+        }
+    };
+}
+pub(crate) use session_store_by_inherent_methods;
+
 /// A ttl in whole milliseconds, at least one.
 pub(crate) fn ttl_millis(ttl: std::time::Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)

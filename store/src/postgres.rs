@@ -13,8 +13,7 @@
 //! (`shardgate migrate`), never implicitly by [`PgStore::connect`].
 
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
-use crate::{SessionStore, StoreError, from_sql, ordered, to_sql, ttl_millis};
-use futures_util::future::BoxFuture;
+use crate::{StoreError, from_sql, ordered, to_sql, ttl_millis};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
@@ -390,54 +389,4 @@ async fn tails(conn: &mut PgConnection, id: &str) -> Result<BTreeMap<u64, u64>, 
     Ok(tails)
 }
 
-impl SessionStore for PgStore {
-    fn claim<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
-        Box::pin(self.claim_now(session_id, fence))
-    }
-
-    fn save<'a>(
-        &'a self,
-        record: &'a SessionRecord,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.save_now(record, fence))
-    }
-
-    fn append<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-        events: &'a [StoredEvent],
-        keep: usize,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.append_now(session_id, fence, events, keep))
-    }
-
-    fn events<'a>(
-        &'a self,
-        session_id: &'a str,
-        stream: u64,
-        after_seq: u64,
-    ) -> BoxFuture<'a, Result<Replay, StoreError>> {
-        Box::pin(self.events_now(session_id, stream, after_seq))
-    }
-
-    fn load<'a>(
-        &'a self,
-        session_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(SessionRecord, Fence)>, StoreError>> {
-        Box::pin(self.load_now(session_id))
-    }
-
-    fn delete<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.delete_now(session_id, fence))
-    }
-}
+crate::session_store_by_inherent_methods!(PgStore);

@@ -24,11 +24,10 @@
 //! floating-point numbers.
 
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
-use crate::{SessionStore, StoreError, ordered, ttl_millis};
+use crate::{StoreError, ordered, ttl_millis};
 use ::redis::Script;
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
-use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
@@ -369,57 +368,7 @@ fn entry_seq(id: &str) -> Result<u64, StoreError> {
     number(id.split_once('-').map_or(id, |(seq, _)| seq))
 }
 
-impl SessionStore for RedisStore {
-    fn claim<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
-        Box::pin(self.claim_now(session_id, fence))
-    }
-
-    fn save<'a>(
-        &'a self,
-        record: &'a SessionRecord,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.save_now(record, fence))
-    }
-
-    fn append<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-        events: &'a [StoredEvent],
-        keep: usize,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.append_now(session_id, fence, events, keep))
-    }
-
-    fn events<'a>(
-        &'a self,
-        session_id: &'a str,
-        stream: u64,
-        after_seq: u64,
-    ) -> BoxFuture<'a, Result<Replay, StoreError>> {
-        Box::pin(self.events_now(session_id, stream, after_seq))
-    }
-
-    fn load<'a>(
-        &'a self,
-        session_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(SessionRecord, Fence)>, StoreError>> {
-        Box::pin(self.load_now(session_id))
-    }
-
-    fn delete<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.delete_now(session_id, fence))
-    }
-}
+crate::session_store_by_inherent_methods!(RedisStore);
 
 #[cfg(test)]
 mod tests {

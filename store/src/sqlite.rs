@@ -9,8 +9,7 @@
 //! compared at each read; [`SqliteStore::purge_expired`] deletes what has expired.
 
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
-use crate::{SessionStore, StoreError, from_sql, ordered, to_sql, ttl_millis};
-use futures_util::future::BoxFuture;
+use crate::{StoreError, from_sql, ordered, to_sql, ttl_millis};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -341,61 +340,12 @@ fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
-impl SessionStore for SqliteStore {
-    fn claim<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<Claimed, StoreError>> {
-        Box::pin(self.claim_now(session_id, fence))
-    }
-
-    fn save<'a>(
-        &'a self,
-        record: &'a SessionRecord,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.save_now(record, fence))
-    }
-
-    fn append<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-        events: &'a [StoredEvent],
-        keep: usize,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.append_now(session_id, fence, events, keep))
-    }
-
-    fn events<'a>(
-        &'a self,
-        session_id: &'a str,
-        stream: u64,
-        after_seq: u64,
-    ) -> BoxFuture<'a, Result<Replay, StoreError>> {
-        Box::pin(self.events_now(session_id, stream, after_seq))
-    }
-
-    fn load<'a>(
-        &'a self,
-        session_id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(SessionRecord, Fence)>, StoreError>> {
-        Box::pin(self.load_now(session_id))
-    }
-
-    fn delete<'a>(
-        &'a self,
-        session_id: &'a str,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.delete_now(session_id, fence))
-    }
-}
+crate::session_store_by_inherent_methods!(SqliteStore);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SessionStore;
     use std::sync::Arc;
 
     struct TempDb(std::path::PathBuf);

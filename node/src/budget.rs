@@ -101,31 +101,33 @@ impl Gauge {
         self.used.load(Ordering::Acquire)
     }
 
-    /// `units` more, all or none; `None` when they would go over the limit.
-    pub fn take(self: &Arc<Self>, units: usize) -> Option<Held> {
+    /// Counts `units` more, all or none; false when they would go over the limit.
+    fn reserve(&self, units: usize) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(units).filter(|&n| n <= self.limit)
             })
-            .ok()?;
-        Some(Held {
+            .is_ok()
+    }
+
+    /// `units` more, all or none; `None` when they would go over the limit.
+    pub fn take(self: &Arc<Self>, units: usize) -> Option<Held> {
+        self.reserve(units).then(|| Held {
             gauge: self.clone(),
             units,
         })
     }
 
-    /// `n` units, each held on its own (so each is given back when its own work ends).
+    /// `n` units, all or none, each held on its own (given back when its own work ends).
     pub fn take_each(self: &Arc<Self>, n: usize) -> Option<Vec<Held>> {
-        let all = self.take(n)?;
-        let each = (0..n)
-            .map(|_| Held {
-                gauge: self.clone(),
-                units: 1,
-            })
-            .collect();
-        // The units now belong to the single guards.
-        std::mem::forget(all);
-        Some(each)
+        self.reserve(n).then(|| {
+            (0..n)
+                .map(|_| Held {
+                    gauge: self.clone(),
+                    units: 1,
+                })
+                .collect()
+        })
     }
 }
 

@@ -15,10 +15,11 @@
 //! to the session's standalone stream.
 
 use super::{Caller, Exchange, cancelled, notification, outcome, unavailable};
-use crate::budget::{Budgets, Gauge, Held, Tallied, Tally};
+use crate::budget::{Budgets, Exhausted, Gauge, Held, Tallied, Tally};
 use crate::config::StdioConfig;
 use crate::upstream::Scope;
 use futures_util::StreamExt;
+use http::StatusCode;
 use serde_json::Value;
 use shardgate_protocol::mcp::{Message, RpcError, code};
 use std::collections::HashMap;
@@ -104,25 +105,23 @@ impl Stdio {
 
     /// A unit of each process budget, or the error naming the one that is spent.
     fn count(&self, principal: &str) -> Result<(Held, Tallied), RpcError> {
-        let spent = |what: &str, key: &str, limit: usize| {
-            unavailable(
-                &self.name,
-                format!("{what} run as many stdio upstream processes as they may (limits.{key} = {limit}); try again later"),
-            )
-            .with_data(serde_json::json!({ "limit": format!("limits.{key}"), "value": limit }))
+        let spent = |key, limit, what| {
+            let mut err = Exhausted::new(key, limit, what, StatusCode::SERVICE_UNAVAILABLE).error();
+            err.message = format!("upstream {}: {}", self.name, err.message);
+            err
         };
         let node = self.processes.take(1).ok_or_else(|| {
             spent(
-                "this node's sessions",
                 "stdio_processes",
                 self.processes.limit(),
+                "stdio upstream processes this node runs",
             )
         })?;
         let mine = self.per_principal.take(principal).ok_or_else(|| {
             spent(
-                "this principal's sessions",
                 "stdio_processes_per_principal",
                 self.per_principal.limit(),
+                "stdio upstream processes of one principal",
             )
         })?;
         Ok((node, mine))

@@ -151,6 +151,14 @@ impl Client {
         }
     }
 
+    /// A DELETE of a session: the client ends it.
+    pub fn delete(&self, sid: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(&self.endpoint)
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", SESSION_VERSION)
+    }
+
     /// A POST within a session.
     pub fn session_post(&self, sid: &str, body: &Value) -> reqwest::RequestBuilder {
         self.post(body)

@@ -233,11 +233,7 @@ async fn t30_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result<(
     // None of that reached the session: the counter moves on from where it was.
     assert_eq!(c.count(&sid, 6).await?, 2);
 
-    let delete = c
-        .http
-        .delete(&c.endpoint)
-        .header("mcp-session-id", &sid)
-        .header("mcp-protocol-version", mcp::SESSION_VERSION);
+    let delete = c.delete(&sid);
     assert!(matches!(status_and_body(delete).await?.0, 200 | 204));
     assert_eq!(status_and_body(c.session_post(&sid, &count)).await?.0, 404);
     cluster.stop().await?;

@@ -119,14 +119,7 @@ async fn t35_stdio_processes_are_limited_and_end_with_their_session() -> anyhow:
         "a second process is refused, naming the upstream and the limit: {refused}"
     );
 
-    let status = c
-        .http
-        .delete(&c.endpoint)
-        .header("mcp-session-id", &first)
-        .header("mcp-protocol-version", "2025-11-25")
-        .send()
-        .await?
-        .status();
+    let status = c.delete(&first).send().await?.status();
     assert!(status.is_success(), "DELETE: {status}");
     let mut waited = 0;
     while alive(pid) && waited < 100 {

@@ -71,13 +71,7 @@ async fn t10_a_node_holds_at_most_its_sessions() -> anyhow::Result<()> {
         3
     );
 
-    let deleted = c
-        .http
-        .delete(&c.endpoint)
-        .header("mcp-session-id", &sids[0])
-        .header("mcp-protocol-version", mcp::SESSION_VERSION)
-        .send()
-        .await?;
+    let deleted = c.delete(&sids[0]).send().await?;
     assert!(deleted.status().is_success());
     c.initialize()
         .await
@@ -378,13 +372,7 @@ async fn t60_stdio_processes_are_bounded_per_principal() -> anyhow::Result<()> {
         "anonymous clients are one principal: {refused}"
     );
     assert_eq!(live_pids(&pids)?.len(), 2);
-    let deleted = c
-        .http
-        .delete(&c.endpoint)
-        .header("mcp-session-id", &a)
-        .header("mcp-protocol-version", mcp::SESSION_VERSION)
-        .send()
-        .await?;
+    let deleted = c.delete(&a).send().await?;
     assert!(deleted.status().is_success());
     let http = shardgate_tests::http().build()?;
     let freed = cluster

@@ -137,9 +137,9 @@ impl Forwarder {
             .map_err(|e| e.into_error(&next))
     }
 
-    /// Holds a request whose owner refused the connection until the ring moves its key (then
-    /// sends it to the new owner) or the owner takes connections again (restarted under the
-    /// same identity), trying it every [`REFUSED_RETRY`].
+    /// Holds a request whose owner refused the connection (or is not serving yet) until the
+    /// ring moves its key (then sends it to the new owner) or the owner takes requests again
+    /// (restarted under the same identity), trying it every [`REFUSED_RETRY`].
     async fn failover(
         &self,
         ring: &RingView,
@@ -220,13 +220,19 @@ impl Forwarder {
             .body(Full::new(body))
             .map_err(|e| Unsent::Failed(unreachable_node(node, e)))?;
         *req.headers_mut() = out;
-        self.client.request(req).await.map_err(|e| {
+        let resp = self.client.request(req).await.map_err(|e| {
             if e.is_connect() {
                 Unsent::Refused
             } else {
                 Unsent::Failed(unreachable_node(node, e))
             }
-        })
+        })?;
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+            && resp.headers().contains_key(internal::NOT_SERVING)
+        {
+            return Err(Unsent::Refused);
+        }
+        Ok(resp)
     }
 
     /// Long-polls the node at `addr` (its internal listener) for a view newer than `after`,
@@ -324,7 +330,8 @@ impl NodeClient {
 
 /// Why a request got no answer from a node.
 enum Unsent {
-    /// The connection could not be made: nothing reached the node.
+    /// The connection could not be made, or the node said it is not serving yet
+    /// ([`internal::NOT_SERVING`]): nothing reached the node, or it did nothing.
     Refused,
     /// Anything else: the node may have acted on the request.
     Failed(ProxyError),

@@ -10,6 +10,8 @@
 //! - [`session_era`] → [`session`] → [`stream`] → [`sse`]: sessions, their event streams with
 //!   replay logs, and the SSE wire format.
 //! - [`budget`] and [`replay`]: what a node holds at most (`[limits]`), and the refusals.
+//! - [`durable`] and [`takeover`]: sessions written through to a store (`--store`), and taken
+//!   over from it by their next owner.
 //! - [`stateless_era`]: the 2026-07-28 handler.
 //! - [`upstream`]: what a call is served by; [`upstream::builtin`] is our own MCP server,
 //!   [`upstream::connector`] reaches real ones over stdio or HTTP, [`upstream::federation`]
@@ -18,6 +20,7 @@
 pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod durable;
 pub mod replay;
 pub mod server;
 pub mod session;
@@ -26,6 +29,7 @@ pub mod sse;
 pub mod state;
 pub mod stateless_era;
 pub mod stream;
+pub mod takeover;
 pub mod upstream;
 pub mod upstreams;
 
@@ -62,6 +66,19 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     /// Upstreams and limits (`--config`); the default is one builtin upstream.
     pub file: config::NodeFile,
+    /// Where sessions are written through to; none keeps them in memory only.
+    pub store: Option<StoreOptions>,
+}
+
+/// The store sessions are written through to, and how.
+pub struct StoreOptions {
+    /// `sqlite:<path>`, `redis://host:port[,host:port…]` (a Redis Cluster) or `postgres://…`.
+    pub url: String,
+    /// PostgreSQL behind a Redis store: written behind, loaded from when Redis lost a session.
+    pub durable: Option<String>,
+    pub ack: durable::Ack,
+    /// How long a session with nothing open or in flight stays in memory.
+    pub passivate_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +89,8 @@ pub enum NodeError {
     Membership(#[from] shardgate_raft::membership::MembershipError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error("session store: {0}")]
+    Store(#[from] shardgate_store::StoreError),
 }
 
 /// Runs a node on already-bound listeners, serving its configured upstreams, until
@@ -95,18 +114,40 @@ pub async fn run(
         }
         MembershipSource::Raft(c) => (c.watch().borrow().clone(), Some(c)),
     };
+    let (lost_tx, lost) = tokio::sync::mpsc::unbounded_channel();
+    let (durable, passivate_after) = match &config.store {
+        Some(options) => {
+            let store = shardgate_store::open(
+                &options.url,
+                options.durable.as_deref(),
+                config.idle_timeout,
+            )
+            .await?;
+            let durable =
+                durable::Durable::start(store, options.ack, stream::LOG_CAPACITY, lost_tx);
+            (Some(Arc::new(durable)), options.passivate_after)
+        }
+        None => (None, config.idle_timeout),
+    };
     let state = Arc::new(NodeState::new(
         config.id,
         membership,
         consensus.clone(),
         upstream,
         budgets,
+        durable,
     ));
     let stop = CancellationToken::new();
     if let Some(c) = &consensus {
         tokio::spawn(follow(state.clone(), c.watch(), stop.clone()));
     }
-    tokio::spawn(reap_idle(state.clone(), config.idle_timeout, stop.clone()));
+    tokio::spawn(drop_lost(state.clone(), lost));
+    tokio::spawn(reap_idle(
+        state.clone(),
+        config.idle_timeout,
+        passivate_after,
+        stop.clone(),
+    ));
     let guard = auth::Guard::new(config.credentials);
     let serving = {
         let (state, stop) = (state.clone(), stop.clone());
@@ -119,6 +160,9 @@ pub async fn run(
     }
     stop.cancel();
     let _ = serving.await;
+    if let Some(durable) = &state.durable {
+        durable.flushed().await;
+    }
     if let Some(c) = consensus {
         c.shutdown().await;
     }
@@ -133,7 +177,15 @@ async fn follow(
 ) {
     loop {
         let view = views.borrow_and_update().clone();
-        node.adopt(view);
+        if node.adopt(view) {
+            let moved = node.let_go_of_moved_sessions();
+            if moved > 0 {
+                tracing::info!(
+                    sessions = moved,
+                    "let go of sessions now owned by other nodes"
+                );
+            }
+        }
         tokio::select! {
             changed = views.changed() => if changed.is_err() { return },
             _ = stop.cancelled() => return,
@@ -142,8 +194,9 @@ async fn follow(
 }
 
 /// Drains the node: `Draining` through Raft (its keys move to the others, so no new session
-/// lands here), the calls in flight get a grace period to finish, then it leaves. The sessions
-/// it still holds end with it: nothing persists them yet.
+/// lands here, and a node with a store lets go of its sessions for their new owners to take
+/// over), the calls in flight get a grace period to finish, then it leaves. Without a store, the
+/// sessions it still holds end with it.
 async fn leave(node: &NodeState) {
     let Some(consensus) = &node.consensus else {
         return;
@@ -162,15 +215,32 @@ async fn leave(node: &NodeState) {
     }
 }
 
-/// Ends idle sessions and forgets idle affinity state, a few times per timeout.
-async fn reap_idle(node: Arc<NodeState>, timeout: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_secs(1)));
+/// Drops the sessions the store says this node may no longer write.
+async fn drop_lost(
+    node: Arc<NodeState>,
+    mut lost: tokio::sync::mpsc::UnboundedReceiver<durable::Lost>,
+) {
+    while let Some(l) = lost.recv().await {
+        node.drop_lost(&l);
+    }
+}
+
+/// Ends (or, with a store, passivates) idle sessions and forgets idle affinity state, a few
+/// times per idle time.
+async fn reap_idle(
+    node: Arc<NodeState>,
+    timeout: Duration,
+    passivate_after: Duration,
+    shutdown: CancellationToken,
+) {
+    let shortest = timeout.min(passivate_after);
+    let mut tick = tokio::time::interval((shortest / 4).max(Duration::from_secs(1)));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let (sessions, keys) = node.reap_idle(timeout);
+        let (sessions, keys) = node.reap_idle(timeout, passivate_after);
         if sessions + keys > 0 {
             tracing::info!(sessions, affinity_keys = keys, "ended idle state");
         }

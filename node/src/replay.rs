@@ -128,7 +128,7 @@ mod tests {
     use bytes::Bytes;
 
     fn finished_stream(id: u64, account: &Arc<SessionReplay>, bytes: usize) -> Arc<EventStream> {
-        let s = Arc::new(EventStream::new(id, account.clone()));
+        let s = EventStream::new(id, account.clone(), None);
         s.push(Bytes::from(vec![b'x'; bytes]));
         s.finish();
         s

@@ -134,12 +134,12 @@ pub async fn serve(
 /// Ready for traffic: a member of its own view, and serving (it hears from a quorum).
 async fn ready(State(node): State<Arc<NodeState>>) -> Response {
     let member = node.ring().membership().member(&node.id).is_some();
-    if member && node.serving() {
+    if member && node.serving() && node.store_healthy() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not a serving member of the cluster yet",
+            "not a serving member of the cluster, or its session store is unavailable",
         )
             .into_response()
     }
@@ -332,13 +332,10 @@ async fn at_least(
 /// session id.
 async fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> {
     if !node.serving() {
-        return Some(reply::refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "node {} cannot reach a quorum of the cluster and serves nothing until it can",
-                node.id
-            ),
-        ));
+        return Some(not_serving(&format!(
+            "node {} cannot reach a quorum of the cluster and serves nothing until it can",
+            node.id
+        )));
     }
     let key = header(headers, internal::ROUTE_KEY)
         .or_else(|| header(headers, internal::NEW_SESSION))
@@ -348,13 +345,10 @@ async fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> 
         return None;
     };
     let Some(ring) = ring_for(node, headers).await else {
-        return Some(reply::refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "node {} has not caught up with the cluster's membership; retry",
-                node.id
-            ),
-        ));
+        return Some(not_serving(&format!(
+            "node {} has not caught up with the cluster's membership; retry",
+            node.id
+        )));
     };
     if ring.owns(&node.id, key.as_bytes()) {
         return None;
@@ -372,6 +366,14 @@ async fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> 
     resp.headers_mut()
         .insert(internal::EPOCH, HeaderValue::from(ring.epoch()));
     Some(resp)
+}
+
+/// 503 for a request this node did nothing with: a gateway holds it and sends it again.
+fn not_serving(message: &str) -> Response {
+    let mut resp = reply::refuse(StatusCode::SERVICE_UNAVAILABLE, message);
+    resp.headers_mut()
+        .insert(internal::NOT_SERVING, HeaderValue::from_static("1"));
+    resp
 }
 
 async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -429,7 +431,7 @@ async fn mcp_get(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> Resp
     if let Some(resp) = misdirected(&node, &headers).await {
         return resp;
     }
-    session_era::get(&node, &headers)
+    session_era::get(&node, &headers).await
 }
 
 async fn mcp_delete(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> Response {
@@ -439,7 +441,7 @@ async fn mcp_delete(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> R
     if let Some(resp) = misdirected(&node, &headers).await {
         return resp;
     }
-    session_era::delete(&node, &headers)
+    session_era::delete(&node, &headers).await
 }
 
 #[cfg(test)]

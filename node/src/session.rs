@@ -2,16 +2,22 @@
 //!
 //! Everything a session is lives here, in one place: its negotiated revision and the client's
 //! `initialize` params, its SSE streams with their event logs, the requests it has in flight and
-//! the server-to-client requests it is waiting on, and the upstream's per-session state. Later
-//! steps persist exactly this and rebuild it on another node.
+//! the server-to-client requests it is waiting on, and the upstream's per-session state.
+//!
+//! What another node needs to continue a session is its [`SessionRecord`] ([`Session::record`])
+//! and its streams' events; a session with a store [`Link`] writes both through
+//! ([`Session::checkpoint`], [`EventStream::push`]) and is rebuilt from them by
+//! [`Session::continued`]. Channels, tokens and listeners are this node's alone.
 
 use crate::budget::{Budgets, Gauge};
+use crate::durable::{self, Link};
 use crate::replay::SessionReplay;
 use crate::stream::EventStream;
 use crate::upstream::{BoxFuture, Peer, UpstreamState};
 use bytes::Bytes;
 use serde_json::Value;
 use shardgate_protocol::mcp::{self, RpcError};
+use shardgate_store::{InFlightRecord, SessionRecord, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -34,10 +40,18 @@ struct Inner {
     next_request: u64,
     /// Client requests being served, by request id, for `notifications/cancelled`; the
     /// number tells a request from a later one that reuses its id.
-    in_flight: HashMap<String, (u64, CancellationToken)>,
+    in_flight: HashMap<String, Serving>,
     next_in_flight: u64,
     /// When the client last sent anything in this session.
     last_active: Instant,
+}
+
+/// A client request being served.
+struct Serving {
+    serial: u64,
+    token: CancellationToken,
+    /// The stream its answer goes on.
+    stream: u64,
 }
 
 pub struct Session {
@@ -55,6 +69,8 @@ pub struct Session {
     pub requests: Arc<Gauge>,
     /// Bytes its streams keep for replay (`limits.replay_bytes_per_session`).
     replay: Arc<SessionReplay>,
+    /// Where it is written through to, if anywhere.
+    link: Option<Link>,
 }
 
 /// Who a new session belongs to and what it was opened with.
@@ -87,7 +103,7 @@ impl Drop for InFlight {
         if inner
             .in_flight
             .get(&self.key)
-            .is_some_and(|(n, _)| *n == self.serial)
+            .is_some_and(|s| s.serial == self.serial)
         {
             inner.in_flight.remove(&self.key);
         }
@@ -112,7 +128,7 @@ fn id_key(id: &Value) -> String {
 }
 
 impl Session {
-    pub fn new(opening: Opening, budgets: &Budgets) -> Self {
+    pub fn new(opening: Opening, budgets: &Budgets, link: Option<Link>) -> Self {
         let replay = SessionReplay::new(
             budgets.limits.replay_bytes_per_session,
             budgets.replay.clone(),
@@ -120,7 +136,7 @@ impl Session {
         let mut streams = BTreeMap::new();
         streams.insert(
             STANDALONE_STREAM,
-            Arc::new(EventStream::new(STANDALONE_STREAM, replay.clone())),
+            EventStream::new(STANDALONE_STREAM, replay.clone(), link.clone()),
         );
         Session {
             id: opening.id,
@@ -140,6 +156,90 @@ impl Session {
             ended: CancellationToken::new(),
             requests: Gauge::new(budgets.limits.requests_per_session),
             replay,
+            link,
+        }
+    }
+
+    /// A session continued from its stored record, its streams from the last seq the store
+    /// holds of each (`tails`). Streams other than the standalone one are finished: the
+    /// requests they carried ran on another node. A stream number or request id is never
+    /// handed out twice.
+    pub fn continued(
+        record: SessionRecord,
+        tails: &BTreeMap<u64, u64>,
+        budgets: &Budgets,
+        link: Link,
+    ) -> Self {
+        let opening = Opening {
+            id: record.id,
+            principal: record.principal,
+            protocol_version: record.protocol_version,
+            initialize_params: record.initialize_params,
+            upstream_state: UpstreamState::from_map(record.upstream_state),
+        };
+        let session = Session::new(opening, budgets, Some(link.clone()));
+        {
+            let mut inner = session.lock();
+            let known = tails
+                .iter()
+                .map(|(s, t)| (*s, *t))
+                .chain(record.in_flight.iter().map(|r| (r.stream, 0)));
+            for (id, tail) in known {
+                let tail = tail.max(tails.get(&id).copied().unwrap_or(0));
+                let stream =
+                    EventStream::continued(id, tail, session.replay.clone(), Some(link.clone()));
+                if id != STANDALONE_STREAM {
+                    stream.finish();
+                }
+                inner.streams.insert(id, stream);
+                inner.next_stream = inner.next_stream.max(id + 1);
+            }
+            inner.next_stream = inner.next_stream.max(record.next_stream);
+            inner.next_request = record.next_request;
+        }
+        session
+    }
+
+    /// What a store keeps of the session now.
+    pub fn record(&self) -> SessionRecord {
+        let inner = self.lock();
+        let mut in_flight: Vec<InFlightRecord> = inner
+            .in_flight
+            .iter()
+            .map(|(id, s)| InFlightRecord {
+                request_id: id.clone(),
+                stream: s.stream,
+            })
+            .collect();
+        in_flight.sort_by(|a, b| (a.stream, &a.request_id).cmp(&(b.stream, &b.request_id)));
+        SessionRecord {
+            id: self.id.clone(),
+            principal: self.principal.clone(),
+            protocol_version: self.protocol_version.clone(),
+            initialize_params: self.initialize_params.clone(),
+            upstream_state: self.upstream_state.snapshot(),
+            next_stream: inner.next_stream,
+            next_request: inner.next_request,
+            in_flight,
+        }
+    }
+
+    /// Where the session is written through to, if anywhere.
+    pub fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
+    }
+
+    /// Hands the record to the writer (after every write made before); a session that is not
+    /// written through does nothing.
+    pub fn checkpoint(&self) -> Option<durable::Written> {
+        self.link.as_ref().map(|link| link.save(self.record()))
+    }
+
+    /// Checkpoints and waits for the acknowledgement level to hold for it.
+    pub async fn persist(&self) -> Result<(), StoreError> {
+        match (&self.link, self.checkpoint()) {
+            (Some(link), Some(written)) => durable::settled(link, written).await,
+            _ => Ok(()),
         }
     }
 
@@ -178,7 +278,7 @@ impl Session {
         let mut inner = self.lock();
         let id = inner.next_stream;
         inner.next_stream += 1;
-        let stream = Arc::new(EventStream::new(id, self.replay.clone()));
+        let stream = EventStream::new(id, self.replay.clone(), self.link.clone());
         inner.streams.insert(id, stream.clone());
         let finished: Vec<u64> = inner
             .streams
@@ -231,18 +331,26 @@ impl Session {
             .streams
             .get(&STANDALONE_STREAM)
             .cloned()
-            .unwrap_or_else(|| Arc::new(EventStream::new(STANDALONE_STREAM, self.replay.clone())))
+            .unwrap_or_else(|| {
+                EventStream::new(STANDALONE_STREAM, self.replay.clone(), self.link.clone())
+            })
     }
 
-    /// Records a client request as in flight until the returned guard is dropped.
-    pub fn begin_request(self: &Arc<Self>, id: &Value) -> InFlight {
+    /// Records a client request, answered on `stream`, as in flight until the returned guard
+    /// is dropped.
+    pub fn begin_request(self: &Arc<Self>, id: &Value, stream: u64) -> InFlight {
         let token = self.ended.child_token();
         let key = id_key(id);
         let serial = {
             let mut inner = self.lock();
             inner.next_in_flight += 1;
             let serial = inner.next_in_flight;
-            inner.in_flight.insert(key.clone(), (serial, token.clone()));
+            let serving = Serving {
+                serial,
+                token: token.clone(),
+                stream,
+            };
+            inner.in_flight.insert(key.clone(), serving);
             serial
         };
         InFlight {
@@ -254,8 +362,8 @@ impl Session {
     }
 
     pub fn cancel_request(&self, id: &Value) {
-        if let Some((_, token)) = self.lock().in_flight.remove(&id_key(id)) {
-            token.cancel();
+        if let Some(serving) = self.lock().in_flight.remove(&id_key(id)) {
+            serving.token.cancel();
         }
     }
 
@@ -304,6 +412,8 @@ impl Session {
             inner.pending.insert(id_key(&id), tx);
             id
         };
+        // The id counter is stored before the request is: a new owner never reuses the id.
+        let _ = self.checkpoint();
         // However this wait ends (answered, the call cancelled, the session over), the
         // request stops waiting.
         let _waiting = Waiting {
@@ -322,13 +432,13 @@ impl Session {
         }
     }
 
-    /// Ends the session: calls in flight are cancelled and every stream closes.
+    /// Ends the session here: calls in flight are cancelled and every stream closes.
     pub fn end(&self) {
         self.ended.cancel();
         let mut inner = self.lock();
         inner.pending.clear();
         for s in inner.streams.values() {
-            s.finish();
+            s.close();
         }
     }
 }
@@ -503,6 +613,11 @@ impl Sessions {
 
     pub fn len(&self) -> usize {
         self.read().live.len()
+    }
+
+    /// The ids of the live sessions.
+    pub fn ids(&self) -> Vec<String> {
+        self.read().live.keys().cloned().collect()
     }
 
     /// Server-to-client requests waiting for an answer, all sessions together.

@@ -9,12 +9,17 @@
 //! its POST is served; a batch takes at most a session's worth of places and runs its requests
 //! through them, so a large batch is answered whole without ever holding more. Each place is
 //! counted until its requests end, however they end ([`crate::budget`]).
+//!
+//! With a store, a session this node owns but does not hold is taken over on its next request
+//! ([`crate::takeover`]); the requests of a POST are in the stored record before the POST is
+//! answered, so a new owner can tell their clients they were interrupted.
 
 use crate::budget::Admitted;
-use crate::session::{self, Opening, Session, StreamPeer, Unreserved};
+use crate::session::{self, InFlight, Opening, Session, StreamPeer, Unreserved};
 use crate::sse;
 use crate::state::NodeState;
-use crate::stream::{EventId, EventStream, ReplayError};
+use crate::stream::{Event, EventId, EventStream, ReplayError};
+use crate::takeover::{self, Missing};
 use crate::upstream::{Call, Scope, UpstreamState};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -24,45 +29,34 @@ use serde_json::Value;
 use shardgate_protocol::internal;
 use shardgate_protocol::mcp::{self, Accepts, Message, RequestId, RpcError};
 use shardgate_protocol::reply;
+use shardgate_store::{Fence, StoreError};
 use std::sync::Arc;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Why a request has no session to be served in.
-enum NoSession {
-    /// 400: it names none.
-    Missing,
-    /// 404: it names one that is unknown or ended, so the client starts a new one.
-    Unknown,
+async fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, Missing> {
+    let id = header(headers, mcp::HEADER_SESSION_ID).ok_or(Missing::NoId)?;
+    takeover::find(node, id).await
 }
 
-impl NoSession {
-    fn reply(self) -> Response {
-        match self {
-            NoSession::Missing => {
-                reply::refuse(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header")
-            }
-            NoSession::Unknown => reply::refuse(StatusCode::NOT_FOUND, "session not found"),
-        }
+/// A write of `session` that did not reach its acknowledgement level: refused (another node
+/// holds the session now: it leaves this one) or the store is unavailable.
+fn unwritten(node: &NodeState, session: &Session, e: StoreError) -> Missing {
+    if matches!(e, StoreError::Fenced { .. }) {
+        node.end_session(&session.id);
     }
-}
-
-fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, NoSession> {
-    let id = header(headers, mcp::HEADER_SESSION_ID).ok_or(NoSession::Missing)?;
-    let session = node.sessions.get(id).ok_or(NoSession::Unknown)?;
-    session.touch();
-    Ok(session)
+    Missing::from(e)
 }
 
 pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -> Response {
     if let Some((id, init)) = body.initialize() {
         return initialize(node, headers, id, init).await;
     }
-    let session = match session_of(node, headers) {
+    let session = match session_of(node, headers).await {
         Ok(s) => s,
-        Err(no) => return no.reply(),
+        Err(no) => return no.reply(node, None),
     };
     if let Some(v) = header(headers, mcp::HEADER_PROTOCOL_VERSION)
         && !mcp::is_session_version(v)
@@ -109,8 +103,25 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         }
     };
     let accepts = Accepts::from_headers(headers);
+    // JSON only: related notifications and requests go on the standalone stream.
+    let stream = if accepts.sse {
+        session.open_stream()
+    } else {
+        session.standalone()
+    };
+    let requests: Vec<(Request, InFlight)> = requests
+        .into_iter()
+        .map(|r| {
+            let serving = session.begin_request(&r.0, stream.id());
+            (r, serving)
+        })
+        .collect();
+    // The stream and its requests are stored before the client hears of them.
+    if let Err(e) = session.persist().await {
+        let id = (requests.len() == 1).then(|| &requests[0].0.0);
+        return unwritten(node, &session, e).reply(node, id);
+    }
     if accepts.sse {
-        let stream = session.open_stream();
         // Every answer of a batch goes out at once, and each must reach the client here.
         let (resume, rx) = stream.attach_now_with_room(requests.len());
         let first = priming(&session, resume);
@@ -123,15 +134,17 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         ));
         sse::response(first, rx, ())
     } else {
-        // JSON only: related notifications and requests go on the standalone stream. A client
-        // that goes away drops these calls with this handler; their guards end them.
-        let stream = session.standalone();
+        // A client that goes away drops these calls with this handler; their guards end them.
         let answers: Vec<Option<String>> = stream::iter(requests)
-            .map(|r| serve_one(node, &session, &stream, r))
+            .map(|(r, serving)| {
+                let (session, stream) = (&session, &stream);
+                async move { serve_one(node, session, stream, r, serving).await.0 }
+            })
             .buffered(places)
             .collect()
             .await;
         drop(admitted);
+        let _ = session.checkpoint();
         let answers: Vec<String> = answers.into_iter().flatten().collect();
         match (body.batch, answers.as_slice()) {
             (_, []) => reply::accepted(),
@@ -146,21 +159,27 @@ async fn serve_on_stream(
     node: Arc<NodeState>,
     session: Arc<Session>,
     stream: Arc<EventStream>,
-    requests: Vec<Request>,
+    requests: Vec<(Request, InFlight)>,
     admitted: Vec<Admitted>,
 ) {
     let places = admitted.len();
     stream::iter(requests)
-        .for_each_concurrent(places, |r| {
+        .for_each_concurrent(places, |(r, serving)| {
             let (node, session, stream) = (&node, &session, &stream);
             async move {
-                if let Some(answer) = serve_one(node, session, stream, r).await {
+                let (answer, serving) = serve_one(node, session, stream, r, serving).await;
+                if let Some(answer) = answer {
                     stream.push(answer.into());
                 }
+                // In flight until its answer is on the stream: a new owner either finds the
+                // answer or tells the client the request was interrupted.
+                drop(serving);
             }
         })
         .await;
     drop(admitted);
+    // The record no longer lists these requests as in flight.
+    let _ = session.checkpoint();
     session.finish_stream(&stream);
 }
 
@@ -168,19 +187,20 @@ async fn serve_on_stream(
 type Request = (RequestId, String, Value);
 
 /// Serves one request, answering it as JSON text; `None` when the client cancelled it (a
-/// cancelled request gets no answer).
+/// cancelled request gets no answer). Hands back the request's guard, for the caller to hold
+/// until the answer is where the client will find it.
 async fn serve_one(
     node: &NodeState,
     session: &Arc<Session>,
     stream: &Arc<EventStream>,
     (id, method, value): Request,
-) -> Option<String> {
+    serving: InFlight,
+) -> (Option<String>, InFlight) {
     if method == "initialize" {
         let err = RpcError::new(mcp::code::INVALID_REQUEST, "session is already initialized");
-        return Some(mcp::answer(Some(&id), Err(&err)));
+        return (Some(mcp::answer(Some(&id), Err(&err))), serving);
     }
-    let request = session.begin_request(&id);
-    let cancel = request.token().clone();
+    let cancel = serving.token().clone();
     let call = Call {
         method,
         request_id: (*id).clone(),
@@ -207,7 +227,11 @@ async fn serve_one(
         r = node.upstream.call(call) => Some(r),
         _ = cancel.cancelled() => None,
     };
-    outcome.map(|r| mcp::answer(Some(&id), r.as_ref()))
+    // What the call changed is stored before its answer is (the writer keeps the order).
+    if session.upstream_state.take_changed() {
+        let _ = session.checkpoint();
+    }
+    (outcome.map(|r| mcp::answer(Some(&id), r.as_ref())), serving)
 }
 
 /// The priming event, for clients of 2025-11-25 and later: older clients may try to parse its
@@ -276,6 +300,27 @@ async fn initialize(
     };
     let state = UpstreamState::default();
     let scope = Scope::Session(session_id.clone());
+    // The id is claimed in the store before anything is done with it.
+    let link = match &node.durable {
+        Some(durable) => {
+            let fence = Fence::new(node.id.to_string(), node.ring().epoch());
+            match durable.store.claim(&session_id, &fence).await {
+                Ok(_) => Some(durable.link(&session_id, fence)),
+                Err(StoreError::Fenced { .. }) => {
+                    return reply::rpc_error(
+                        StatusCode::CONFLICT,
+                        Some(id),
+                        &RpcError::new(
+                            mcp::code::INVALID_REQUEST,
+                            "the session id is already in use",
+                        ),
+                    );
+                }
+                Err(e) => return takeover::store_unavailable(Some(id), &e.to_string()),
+            }
+        }
+        None => None,
+    };
     let call = Call {
         method: "initialize".into(),
         request_id: (**id).clone(),
@@ -310,7 +355,12 @@ async fn initialize(
         initialize_params: params,
         upstream_state: state,
     };
-    let session = Arc::new(Session::new(opening, &node.budgets));
+    let session = Arc::new(Session::new(opening, &node.budgets, link));
+    session.upstream_state.take_changed();
+    if let Err(e) = session.persist().await {
+        node.upstream.close(&scope);
+        return Missing::from(e).reply(node, Some(id));
+    }
     reservation.fulfil(session);
     tracing::debug!(session = %session_id, "session initialized");
     let mut resp = reply::json_text(StatusCode::OK, mcp::answer(Some(id), Ok(&result)));
@@ -320,10 +370,10 @@ async fn initialize(
     resp
 }
 
-pub fn get(node: &NodeState, headers: &HeaderMap) -> Response {
-    let session = match session_of(node, headers) {
+pub async fn get(node: &NodeState, headers: &HeaderMap) -> Response {
+    let session = match session_of(node, headers).await {
         Ok(s) => s,
-        Err(no) => return no.reply(),
+        Err(no) => return no.reply(node, None),
     };
     if !Accepts::from_headers(headers).sse {
         return reply::refuse(
@@ -344,7 +394,11 @@ pub fn get(node: &NodeState, headers: &HeaderMap) -> Response {
             "Last-Event-ID names a stream this session no longer keeps",
         );
     };
-    match stream.attach(event.seq) {
+    let stored = match stored_events(node, &session, &stream, event).await {
+        Ok(events) => events,
+        Err(refusal) => return refusal,
+    };
+    match stream.attach_after_stored(event.seq, stored) {
         Ok(rx) => sse::response(None, rx, ()),
         Err(ReplayError::Gap { oldest }) => reply::refuse(
             StatusCode::BAD_REQUEST,
@@ -356,14 +410,50 @@ pub fn get(node: &NodeState, headers: &HeaderMap) -> Response {
     }
 }
 
-pub fn delete(node: &NodeState, headers: &HeaderMap) -> Response {
-    let Some(id) = header(headers, mcp::HEADER_SESSION_ID) else {
-        return reply::refuse(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header");
+/// The events after `after` that a stream continued from the store has only there.
+async fn stored_events(
+    node: &NodeState,
+    session: &Session,
+    stream: &EventStream,
+    after: EventId,
+) -> Result<Vec<Event>, Response> {
+    let (Some(durable), true) = (&node.durable, after.seq < stream.stored_through()) else {
+        return Ok(Vec::new());
     };
-    if node.end_session(id) {
-        tracing::debug!(session = %id, "session deleted");
-        StatusCode::OK.into_response()
-    } else {
-        reply::refuse(StatusCode::NOT_FOUND, "session not found")
+    let replay = durable
+        .store
+        .events(&session.id, after.stream, after.seq)
+        .await
+        .map_err(|e| Missing::from(e).reply(node, None))?;
+    if replay.has_gap(after.seq) {
+        return Err(reply::refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("events after {after} are no longer kept"),
+        ));
+    }
+    Ok(replay
+        .events
+        .into_iter()
+        .map(|e| Event {
+            id: EventId {
+                stream: e.stream,
+                seq: e.seq,
+            },
+            data: e.data.into(),
+        })
+        .collect())
+}
+
+pub async fn delete(node: &NodeState, headers: &HeaderMap) -> Response {
+    let session = match session_of(node, headers).await {
+        Ok(s) => s,
+        Err(no) => return no.reply(node, None),
+    };
+    match node.delete_session(&session).await {
+        Ok(()) => {
+            tracing::debug!(session = %session.id, "session deleted");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => Missing::from(e).reply(node, None),
     }
 }

@@ -1,8 +1,9 @@
 //! What every handler of a node shares: its identity, its ring (the newest membership view it
 //! knows), consensus, the session table, stateless affinity state, the upstream, the count
-//! of calls in flight, and the budgets that bound them.
+//! of calls in flight, the budgets that bound them, and the store sessions are written to.
 
 use crate::budget::Budgets;
+use crate::durable::{Durable, Lost};
 use crate::session::Sessions;
 use crate::stateless_era::Affinity;
 use crate::upstream::{Scope, Upstream};
@@ -27,6 +28,8 @@ pub struct NodeState {
     /// Upstream calls running now, both eras.
     pub(crate) calls_in_flight: AtomicUsize,
     pub budgets: Arc<Budgets>,
+    /// The store sessions are written through to; without one they live in memory only.
+    pub durable: Option<Arc<Durable>>,
 }
 
 /// Counts one upstream call for as long as it lives.
@@ -45,6 +48,7 @@ impl NodeState {
         consensus: Option<Arc<Consensus>>,
         upstream: Arc<dyn Upstream>,
         budgets: Arc<Budgets>,
+        durable: Option<Arc<Durable>>,
     ) -> Self {
         NodeState {
             id,
@@ -56,10 +60,12 @@ impl NodeState {
             upstream,
             calls_in_flight: AtomicUsize::new(0),
             budgets,
+            durable,
         }
     }
 
-    /// Ends a session and releases what its upstream holds for it; false if there was none.
+    /// Ends a session here and releases what its upstream holds for it; false if there was
+    /// none. A stored session stays in the store (see [`NodeState::delete_session`]).
     pub fn end_session(&self, id: &str) -> bool {
         let ended = self.sessions.remove(id);
         if ended {
@@ -68,9 +74,45 @@ impl NodeState {
         ended
     }
 
+    /// Ends a session for good, in the store too: the client deleted it.
+    pub async fn delete_session(
+        &self,
+        session: &crate::session::Session,
+    ) -> Result<(), shardgate_store::StoreError> {
+        self.end_session(&session.id);
+        match (&self.durable, session.link()) {
+            (Some(durable), Some(link)) => durable.store.delete(&session.id, link.fence()).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Drops a session whose writes the store refused (another node claimed it) or could not
+    /// take: it is served elsewhere, or taken over again from what the store has.
+    pub fn drop_lost(&self, lost: &Lost) {
+        let held = self
+            .sessions
+            .get(&lost.session)
+            .is_some_and(|s| s.link().is_some_and(|l| *l.fence() == *lost.fence));
+        if held && self.end_session(&lost.session) {
+            tracing::warn!(error = %lost.error, "dropped a session this node may no longer write");
+            tracing::debug!(session = %lost.session, "session dropped");
+        }
+    }
+
     /// Ends idle sessions and forgets idle affinity state, releasing their upstream resources.
-    pub fn reap_idle(&self, timeout: std::time::Duration) -> (usize, usize) {
-        let sessions = self.sessions.reap(timeout);
+    /// With a store, a session idle for `passivate_after` only leaves memory: its next request
+    /// loads it again, and the store forgets it after `timeout`.
+    pub fn reap_idle(
+        &self,
+        timeout: std::time::Duration,
+        passivate_after: std::time::Duration,
+    ) -> (usize, usize) {
+        let idle_after = if self.durable.is_some() {
+            passivate_after
+        } else {
+            timeout
+        };
+        let sessions = self.sessions.reap(idle_after);
         for id in &sessions {
             self.upstream.close(&Scope::Session(id.clone()));
         }
@@ -109,6 +151,28 @@ impl NodeState {
             *ring = Arc::new(Ring::new(membership));
             true
         })
+    }
+
+    /// Stops serving, at once, the stored sessions whose keys the current view gives to other
+    /// nodes: their calls are cancelled and the new owners take them over from the store.
+    /// Without a store they stay (a request that still reaches them is served).
+    pub fn let_go_of_moved_sessions(&self) -> usize {
+        if self.durable.is_none() {
+            return 0;
+        }
+        let ring = self.ring();
+        let moved: Vec<String> = self
+            .sessions
+            .ids()
+            .into_iter()
+            .filter(|id| !ring.owns(&self.id, id.as_bytes()))
+            .collect();
+        moved.iter().filter(|id| self.end_session(id)).count()
+    }
+
+    /// Whether the store can be written, when there is one.
+    pub fn store_healthy(&self) -> bool {
+        self.durable.as_ref().is_none_or(|d| d.healthy())
     }
 
     /// Whether this node may serve sessions: always with a fixed membership; with Raft, only

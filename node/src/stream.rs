@@ -9,14 +9,21 @@
 //! keeping up, to the listener. A listener that falls behind is detached; its client resumes
 //! from the log with `Last-Event-ID`.
 //!
+//! A stream of a session written through to a store holds each event back from its listener
+//! until the writer has it in the store ([`crate::durable`]): a client never sees an event a new
+//! owner would not have. A stream continued after a takeover has its earlier events only in the
+//! store: a resume from before them reads them there ([`EventStream::stored_through`]).
+//!
 //! The log's bytes count towards the session's and the node's replay budgets
 //! ([`crate::replay`]), which may drop a finished stream's log: a resume into it is then a gap.
 
+use crate::durable::{Ack, Link};
 use crate::replay::SessionReplay;
 use bytes::Bytes;
+use shardgate_store::StoredEvent;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 
 /// Events a stream keeps for replay.
@@ -70,6 +77,10 @@ struct State {
     log_bytes: usize,
     next_seq: u64,
     listener: Option<mpsc::Sender<Event>>,
+    /// The newest seq a listener may see: what the acknowledgement level holds for.
+    released: u64,
+    /// Events up to this seq were sent before a takeover: they are in the store, not here.
+    stored_through: u64,
     finished: bool,
     /// The replay budget dropped the log: nothing before `next_seq` can be resumed.
     evicted: bool,
@@ -79,6 +90,9 @@ pub struct EventStream {
     id: u64,
     state: Mutex<State>,
     account: Arc<SessionReplay>,
+    /// Where its events are written through to, if anywhere.
+    link: Option<Link>,
+    me: Weak<EventStream>,
 }
 
 impl Drop for EventStream {
@@ -90,19 +104,34 @@ impl Drop for EventStream {
 
 impl EventStream {
     /// A new stream; its priming event takes `seq` 0.
-    pub fn new(id: u64, account: Arc<SessionReplay>) -> Self {
-        EventStream {
+    pub fn new(id: u64, account: Arc<SessionReplay>, link: Option<Link>) -> Arc<Self> {
+        EventStream::continued(id, 0, account, link)
+    }
+
+    /// A stream continued from a store that holds its events up to `stored_through`: the next
+    /// event takes the seq after it.
+    pub fn continued(
+        id: u64,
+        stored_through: u64,
+        account: Arc<SessionReplay>,
+        link: Option<Link>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| EventStream {
             id,
             state: Mutex::new(State {
                 log: VecDeque::new(),
                 log_bytes: 0,
-                next_seq: 1,
+                next_seq: stored_through + 1,
                 listener: None,
+                released: stored_through,
+                stored_through,
                 finished: false,
                 evicted: false,
             }),
             account,
-        }
+            link,
+            me: me.clone(),
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -137,16 +166,45 @@ impl EventStream {
         }
         self.account.add(added);
         self.account.sub(removed);
-        if let Some(tx) = &st.listener
-            && tx.try_send(event).is_err()
-        {
-            st.listener = None;
+        match &self.link {
+            None => release(&mut st, id.seq),
+            Some(link) => {
+                // Sent under the lock, so the writer sees a stream's events in seq order.
+                let stored = StoredEvent {
+                    stream: self.id,
+                    seq: id.seq,
+                    data: String::from_utf8_lossy(&event.data).into_owned(),
+                };
+                link.append(stored, self.me.clone());
+                if link.ack() == Ack::Memory {
+                    release(&mut st, id.seq);
+                }
+            }
         }
         id
     }
 
-    /// Marks the stream complete: the listener's body ends once it has drained.
+    /// Lets listeners see the events up to `seq`: the store holds them.
+    pub fn release(&self, seq: u64) {
+        release(&mut self.lock(), seq);
+    }
+
+    /// Events up to this seq are only in the store (sent before a takeover).
+    pub fn stored_through(&self) -> u64 {
+        self.lock().stored_through
+    }
+
+    /// Marks the stream complete: the listener's body ends once it has every event.
     pub fn finish(&self) {
+        let mut st = self.lock();
+        st.finished = true;
+        if st.released + 1 == st.next_seq {
+            st.listener = None;
+        }
+    }
+
+    /// Ends the stream now (its session is gone here): the listener is let go at once.
+    pub fn close(&self) {
         let mut st = self.lock();
         st.finished = true;
         st.listener = None;
@@ -195,7 +253,7 @@ impl EventStream {
         let mut st = self.lock();
         let resume = EventId {
             stream: self.id,
-            seq: st.next_seq - 1,
+            seq: st.released,
         };
         let (tx, rx) = mpsc::channel(LISTENER_BUFFER + answers);
         st.listener = if st.finished { None } else { Some(tx) };
@@ -205,10 +263,21 @@ impl EventStream {
     /// Attaches a new listener (replacing any previous one), first replaying every logged event
     /// after `after`. A finished stream yields its replay and then ends.
     pub fn attach(&self, after: u64) -> Result<mpsc::Receiver<Event>, ReplayError> {
+        self.attach_after_stored(after, Vec::new())
+    }
+
+    /// [`EventStream::attach`] for a stream continued from a store: `stored` are the events
+    /// after `after` read from the store, those up to [`EventStream::stored_through`].
+    pub fn attach_after_stored(
+        &self,
+        after: u64,
+        stored: Vec<Event>,
+    ) -> Result<mpsc::Receiver<Event>, ReplayError> {
         let mut st = self.lock();
-        if after >= st.next_seq {
+        if after > st.released {
             return Err(ReplayError::Unknown);
         }
+        let from = after.max(st.stored_through);
         let oldest = st.log.front().map_or(
             EventId {
                 stream: self.id,
@@ -216,22 +285,56 @@ impl EventStream {
             },
             |e| e.id,
         );
-        if (st.evicted || !st.log.is_empty()) && oldest.seq > after + 1 {
+        if (st.evicted || !st.log.is_empty()) && oldest.seq > from + 1 {
             return Err(ReplayError::Gap { oldest });
         }
-        let missed: Vec<Event> = st
-            .log
-            .iter()
-            .filter(|e| e.id.seq > after)
-            .cloned()
+        let stored_through = st.stored_through;
+        let missed: Vec<Event> = stored
+            .into_iter()
+            .filter(|e| e.id.seq > after && e.id.seq <= stored_through)
+            .chain(
+                st.log
+                    .iter()
+                    .filter(|e| e.id.seq > from && e.id.seq <= st.released)
+                    .cloned(),
+            )
             .collect();
         let (tx, rx) = mpsc::channel(missed.len() + LISTENER_BUFFER);
         for e in missed {
             // Capacity was sized for the replay, so this cannot fail.
             let _ = tx.try_send(e);
         }
-        st.listener = if st.finished { None } else { Some(tx) };
+        let done = st.finished && st.released + 1 == st.next_seq;
+        st.listener = if done { None } else { Some(tx) };
         Ok(rx)
+    }
+}
+
+/// Lets the listener see the events after the last released one, up to `seq`; a finished
+/// stream lets its listener go once it has them all.
+fn release(st: &mut State, seq: u64) {
+    if seq <= st.released {
+        return;
+    }
+    let from = std::mem::replace(&mut st.released, seq);
+    if let Some(tx) = &st.listener {
+        let fresh: Vec<&Event> = st
+            .log
+            .iter()
+            .rev()
+            .take_while(|e| e.id.seq > from)
+            .filter(|e| e.id.seq <= seq)
+            .collect();
+        if fresh
+            .into_iter()
+            .rev()
+            .any(|e| tx.try_send(e.clone()).is_err())
+        {
+            st.listener = None;
+        }
+    }
+    if st.finished && st.released + 1 == st.next_seq {
+        st.listener = None;
     }
 }
 
@@ -240,8 +343,12 @@ mod tests {
     use super::*;
     use crate::replay::NodeReplay;
 
-    fn stream(id: u64) -> EventStream {
-        EventStream::new(id, SessionReplay::new(usize::MAX, NodeReplay::unlimited()))
+    fn stream(id: u64) -> Arc<EventStream> {
+        EventStream::new(
+            id,
+            SessionReplay::new(usize::MAX, NodeReplay::unlimited()),
+            None,
+        )
     }
 
     fn data(i: u64) -> Bytes {

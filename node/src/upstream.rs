@@ -17,6 +17,7 @@ use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::RpcError;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -37,17 +38,55 @@ pub trait Peer: Send + Sync {
 
 /// Per-session (or, in the stateless era, per-affinity-key) state an upstream keeps between
 /// calls. JSON so that stores can persist it and another node can continue from it.
+///
+/// [`UpstreamState::with`] may change the state and marks it changed; [`UpstreamState::read`]
+/// only looks. A session checkpoints its state after a call that changed it
+/// ([`UpstreamState::take_changed`]), not after every read.
 #[derive(Clone, Default)]
-pub struct UpstreamState(Arc<Mutex<Map<String, Value>>>);
+pub struct UpstreamState(Arc<StateCell>);
+
+#[derive(Default)]
+struct StateCell {
+    map: Mutex<Map<String, Value>>,
+    changed: AtomicBool,
+}
 
 impl UpstreamState {
-    /// Runs `f` on the state; never hold it across an `.await`.
-    pub fn with<R>(&self, f: impl FnOnce(&mut Map<String, Value>) -> R) -> R {
-        let mut guard = self
-            .0
+    /// State continued from a stored record.
+    pub fn from_map(map: Map<String, Value>) -> Self {
+        UpstreamState(Arc::new(StateCell {
+            map: Mutex::new(map),
+            changed: AtomicBool::new(false),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map<String, Value>> {
+        self.0
+            .map
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the state, which counts as changed; never hold it across an `.await`.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Map<String, Value>) -> R) -> R {
+        let mut guard = self.lock();
+        self.0.changed.store(true, Ordering::Release);
         f(&mut guard)
+    }
+
+    /// Runs `f` on the state without changing it.
+    pub fn read<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// A copy of the state, as a store keeps it.
+    pub fn snapshot(&self) -> Map<String, Value> {
+        self.lock().clone()
+    }
+
+    /// Whether the state may have changed since the last time this was asked.
+    pub fn take_changed(&self) -> bool {
+        self.0.changed.swap(false, Ordering::AcqRel)
     }
 }
 

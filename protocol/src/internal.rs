@@ -21,6 +21,10 @@ pub const SCOPE: &str = "x-shardgate-scope";
 /// On a node's stateless-era answers: where a call of that method and name must run
 /// (`anywhere`, `shared` or `client`; `upstream::Placement`). Gateways learn routing from it.
 pub const PLACEMENT: &str = "x-shardgate-placement";
+/// On a node's 503: it did nothing with the request (it is cut off from the quorum, or has not
+/// caught up with the view), so a gateway may hold the request and send it again, as for a
+/// refused connection.
+pub const NOT_SERVING: &str = "x-shardgate-not-serving";
 
 /// The node's membership view, as JSON (`Membership`). With `?after=EPOCH&wait_ms=N` it is a
 /// long poll: answered once the view is newer than `EPOCH`, or after `N` ms with the current.

@@ -16,6 +16,7 @@ fn session_in(id: &str, budgets: &Budgets) -> Arc<Session> {
             upstream_state: UpstreamState::default(),
         },
         budgets,
+        None,
     ))
 }
 
@@ -30,7 +31,7 @@ async fn idle_sessions_are_reaped_busy_ones_kept() {
     for s in [&idle, &busy, &listening] {
         assert!(sessions.insert(s.clone()));
     }
-    let _token = busy.begin_request(&json!(1));
+    let _token = busy.begin_request(&json!(1), 1);
     let (_, _rx) = listening.standalone().attach_now();
     tokio::time::advance(Duration::from_secs(60)).await;
     assert_eq!(
@@ -103,7 +104,7 @@ async fn a_request_ends_however_its_handler_exits() {
     let handler = {
         let s = s.clone();
         tokio::spawn(async move {
-            let _request = s.begin_request(&json!(7));
+            let _request = s.begin_request(&json!(7), 1);
             std::future::pending::<()>().await;
         })
     };
@@ -119,8 +120,8 @@ async fn a_request_ends_however_its_handler_exits() {
 #[test]
 fn a_finished_request_does_not_end_a_later_one_with_the_same_id() {
     let s = session("s");
-    let first = s.begin_request(&json!(1));
-    let second = s.begin_request(&json!(1));
+    let first = s.begin_request(&json!(1), 1);
+    let second = s.begin_request(&json!(1), 1);
     drop(first);
     assert_eq!(s.requests_in_flight(), 1);
     s.cancel_request(&json!(1));

@@ -94,6 +94,24 @@ pub struct Args {
     /// Seconds after which a session nobody uses (no request, no open stream) is ended.
     #[arg(long, env = "SHARDGATE_SESSION_IDLE_SECS", default_value_t = 1800)]
     pub session_idle_secs: u64,
+    /// Where sessions are written through to, so that they outlive this node:
+    /// `sqlite:<path>` (one file the nodes of one machine share), `redis://host:port[,…]` (a
+    /// Redis Cluster, by its seed nodes) or `postgres://…`. Without one, sessions live in
+    /// memory only and die with their node.
+    #[arg(long, env = "SHARDGATE_STORE")]
+    pub store: Option<String>,
+    /// PostgreSQL behind a Redis `--store`: written behind in batches, and loaded from when
+    /// Redis has lost a session.
+    #[arg(long, env = "SHARDGATE_STORE_DURABLE", requires = "store")]
+    pub store_durable: Option<String>,
+    /// When a client may see what its session did: `memory` (at once), `store` (once the
+    /// store has it) or `replicated` (once a replica has it too).
+    #[arg(long, env = "SHARDGATE_ACK", default_value = "store")]
+    pub ack: shardgate_node::durable::Ack,
+    /// Seconds after which a stored session with nothing open or in flight leaves memory; its
+    /// next request loads it again.
+    #[arg(long, env = "SHARDGATE_PASSIVATE_AFTER_SECS", default_value_t = 60)]
+    pub passivate_after_secs: u64,
     #[command(flatten)]
     pub limits: Limits,
 }
@@ -274,6 +292,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(path) => shardgate_node::config::NodeFile::load(path)?,
             None => Default::default(),
         },
+        store: args.store.map(|url| shardgate_node::StoreOptions {
+            url,
+            durable: args.store_durable,
+            ack: args.ack,
+            passivate_after: std::time::Duration::from_secs(args.passivate_after_secs.max(1)),
+        }),
     };
     let signals = super::signals();
     shardgate_node::run(config, listeners, signals.stop, signals.leave).await?;

@@ -212,7 +212,7 @@ fn log(call: &Call, era: Era, level: &str, data: &str) {
             .and_then(|m| m.get(mcp::META_LOG_LEVEL))
             .and_then(Value::as_str)
             .map(str::to_owned),
-        Era::Session => Some(call.state.with(|state| {
+        Era::Session => Some(call.state.read(|state| {
             state
                 .get(LOG_LEVEL)
                 .and_then(Value::as_str)

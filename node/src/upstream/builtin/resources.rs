@@ -137,7 +137,7 @@ pub(super) fn subscribe(call: &Call, on: bool) -> Result<Value, RpcError> {
 }
 
 pub(super) fn is_subscribed(state: &UpstreamState, uri: &str) -> bool {
-    state.with(|state| {
+    state.read(|state| {
         state
             .get(SUBSCRIPTIONS)
             .and_then(Value::as_array)

@@ -41,11 +41,19 @@ const STATE_LOG_LEVEL: &str = "logLevel";
 const MAX_INPUT_ROUNDS: usize = 8;
 
 /// Our ids for requests to upstreams: unique within the node, so that no two calls of any
-/// scope share one.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// scope share one, and counted from a random start, so that a node that takes over a session
+/// (and its upstream session) does not reuse the ids the old owner had in flight there. Below
+/// 2^53, so that every JSON reader holds them exactly.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+static FIRST_ID: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    let mut bytes = [0u8; 4];
+    // Without randomness ids still count from 1: unique on this node, as before.
+    let _ = getrandom::fill(&mut bytes);
+    (u64::from(u32::from_le_bytes(bytes)) << 20) + 1
+});
 
 fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    *FIRST_ID + NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A stdio or HTTP MCP server as an upstream; see the module documentation.
@@ -255,7 +263,7 @@ impl Exchange {
     }
 
     fn initialize_result(&self) -> Option<Value> {
-        self.state.with(|s| s.get(STATE_INITIALIZE_RESULT).cloned())
+        self.state.read(|s| s.get(STATE_INITIALIZE_RESULT).cloned())
     }
 
     fn keep_initialize_result(&self, result: &Value) {
@@ -558,7 +566,7 @@ impl Inner {
                 Ok(json!({}))
             }
             method => {
-                let level = call.state.with(|s| {
+                let level = call.state.read(|s| {
                     s.get(STATE_LOG_LEVEL)
                         .and_then(Value::as_str)
                         .map(str::to_owned)

@@ -149,7 +149,7 @@ impl Views {
 
     pub fn open(&self, scope: &Scope, index: usize, name: &str, session: &UpstreamState) -> Lease {
         let mut views = self.lock();
-        let stored = session.with(|s| {
+        let stored = session.read(|s| {
             s.get(ROOT)
                 .and_then(|r| r.get(MEMBERS))
                 .and_then(|m| m.get(name))
@@ -191,7 +191,7 @@ impl Views {
         session: &UpstreamState,
         lease: &Lease,
     ) {
-        let current = lease.state.with(|s| s.clone());
+        let current = lease.state.snapshot();
         let mut views = self.lock();
         let Some(view) = views.live.get_mut(&(scope.clone(), index)) else {
             return;

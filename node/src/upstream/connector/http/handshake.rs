@@ -24,7 +24,7 @@ pub(super) struct Link {
 
 impl Link {
     pub(super) fn of(state: &UpstreamState) -> Option<Link> {
-        state.with(|s| {
+        state.read(|s| {
             let init = s.get(STATE_INITIALIZE_RESULT)?;
             Some(Link {
                 session_id: s

@@ -56,7 +56,7 @@ impl Http {
 /// a stateless-era endpoint (another shardgate, a load balancer with sticky cookies) knows
 /// its clients by a cookie: each scope is one client to it, as each scope is one client to us.
 pub(super) fn send_cookies(state: &UpstreamState, headers: &mut HeaderMap) {
-    let cookie = state.with(|s| {
+    let cookie = state.read(|s| {
         let jar = s.get(STATE_COOKIES)?.as_object()?;
         let pairs: Vec<String> = jar
             .iter()

@@ -1,0 +1,171 @@
+//! Finding a request's session: in memory, or in the store when this node owns it but does not
+//! hold it (its owner died or left, a node joined, or it was passivated here).
+//!
+//! A takeover claims the session under this node's current membership epoch (a compare-and-set
+//! in the store: of two nodes, one wins), rebuilds it from its record and streams
+//! ([`Session::continued`]) and answers each request the old owner had accepted and not
+//! answered with an explicit error on its stream: it was interrupted, and may or may not have
+//! taken effect. Upstreams continue from the stored state: a stdio upstream is started again
+//! with the stored `initialize` params, an HTTP upstream's session is reused by its id.
+
+use crate::session::Session;
+use crate::state::NodeState;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode};
+use serde_json::Value;
+use shardgate_protocol::mcp::{self, RequestId, RpcError};
+use shardgate_protocol::reply;
+use shardgate_store::{Fence, InFlightRecord, SessionStore, StoreError};
+use std::sync::Arc;
+
+/// The JSON-RPC error code of a store that cannot be reached (as budgets' refusals, a
+/// server-defined code the client may retry on).
+const STORE_UNAVAILABLE: i64 = -32001;
+/// What a request the old owner had not answered is told.
+pub const INTERRUPTED: &str = "interrupted by failover; not known to have completed";
+
+/// Why a request has no session to be served in.
+#[derive(Debug)]
+pub enum Missing {
+    /// 400: it names none.
+    NoId,
+    /// 404: it names one that is unknown or ended, so the client starts a new one.
+    Unknown,
+    /// 421: another node holds it; the gateway sends the request there.
+    Moved(Fence),
+    /// 503: the node holds as many sessions as it may.
+    Full,
+    /// 503: the store cannot be reached; the request may be retried.
+    Unavailable(String),
+}
+
+impl From<StoreError> for Missing {
+    fn from(e: StoreError) -> Missing {
+        match e {
+            StoreError::Fenced { owner, epoch } => Missing::Moved(Fence::new(owner, epoch)),
+            StoreError::Gone => Missing::Unknown,
+            StoreError::Unavailable(why) | StoreError::Corrupt(why) => Missing::Unavailable(why),
+        }
+    }
+}
+
+impl Missing {
+    pub fn reply(self, node: &NodeState, id: Option<&RequestId>) -> Response {
+        match self {
+            Missing::NoId => {
+                reply::refuse(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id header")
+            }
+            Missing::Unknown => reply::refuse(StatusCode::NOT_FOUND, "session not found"),
+            Missing::Moved(held) => {
+                tracing::debug!(owner = %held.owner, epoch = held.epoch, "session held elsewhere");
+                let mut resp = reply::refuse(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    &format!(
+                        "node {} no longer holds this session (held at epoch {})",
+                        node.id, held.epoch
+                    ),
+                );
+                resp.headers_mut().insert(
+                    shardgate_protocol::internal::EPOCH,
+                    HeaderValue::from(node.ring().epoch()),
+                );
+                resp
+            }
+            Missing::Full => node.budgets.sessions_exhausted().reply(id),
+            Missing::Unavailable(why) => store_unavailable(id, &why),
+        }
+    }
+}
+
+/// 503 with a JSON-RPC error: the store cannot take or give what this request needs now.
+pub fn store_unavailable(id: Option<&RequestId>, why: &str) -> Response {
+    tracing::warn!(error = why, "session store unavailable");
+    let err = RpcError::new(
+        STORE_UNAVAILABLE,
+        "the session store is unavailable; the request may be retried",
+    );
+    let mut resp = reply::rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, &err);
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// The session `id` names: held here, or taken over from the store.
+pub async fn find(node: &NodeState, id: &str) -> Result<Arc<Session>, Missing> {
+    if let Some(s) = node.sessions.get(id) {
+        s.touch();
+        return Ok(s);
+    }
+    let Some(durable) = &node.durable else {
+        return Err(Missing::Unknown);
+    };
+    let _one_at_a_time = durable.takeover_lock(id).await;
+    if let Some(s) = node.sessions.get(id) {
+        s.touch();
+        return Ok(s);
+    }
+    // What this node wrote while it held the session before is in the store first, so the
+    // streams continue after it.
+    durable.flushed().await;
+    let fence = Fence::new(node.id.to_string(), node.ring().epoch());
+    let claimed = durable.store.claim(id, &fence).await?;
+    let Some(record) = claimed.record else {
+        // Never saved: nothing to continue. The claim just made goes again.
+        if let Err(e) = durable.store.delete(id, &fence).await {
+            tracing::debug!(error = %e, "could not undo the claim of an unknown session");
+        }
+        return Err(Missing::Unknown);
+    };
+    let interrupted = record.in_flight.clone();
+    let session = Arc::new(Session::continued(
+        record,
+        &claimed.tails,
+        &node.budgets,
+        durable.link(id, fence),
+    ));
+    for request in &interrupted {
+        if answered(&*durable.store, id, request).await? {
+            continue;
+        }
+        let (Some(stream), Ok(request_id)) = (
+            session.stream(request.stream),
+            serde_json::from_str::<Value>(&request.request_id),
+        ) else {
+            continue;
+        };
+        let err = RpcError::new(mcp::code::INTERNAL_ERROR, INTERRUPTED)
+            .with_data(serde_json::json!({ "reason": "failover" }));
+        let answer = mcp::answer(Some(&RequestId::new(request_id)), Err(&err));
+        stream.push(answer.into());
+    }
+    session.persist().await?;
+    if !node.sessions.insert(session.clone()) {
+        session.end();
+        return Err(Missing::Full);
+    }
+    tracing::info!(
+        interrupted = interrupted.len(),
+        "took over a session from the store"
+    );
+    tracing::debug!(session = %id, "session taken over");
+    Ok(session)
+}
+
+/// Whether the stream of a request the record lists as in flight holds its answer already (the
+/// old owner wrote the answer and died before the record said so).
+async fn answered(
+    store: &dyn SessionStore,
+    session: &str,
+    request: &InFlightRecord,
+) -> Result<bool, StoreError> {
+    let Ok(id) = serde_json::from_str::<Value>(&request.request_id) else {
+        return Ok(false);
+    };
+    let replay = store.events(session, request.stream, 0).await?;
+    Ok(replay.events.iter().any(|e| {
+        serde_json::from_str::<Value>(&e.data).is_ok_and(|msg| {
+            msg.get("id") == Some(&id)
+                && (msg.get("result").is_some() || msg.get("error").is_some())
+        })
+    }))
+}

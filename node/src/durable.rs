@@ -362,3 +362,6 @@ where
     }
     outcome
 }
+
+#[cfg(test)]
+mod tests;

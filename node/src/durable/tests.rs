@@ -1,0 +1,137 @@
+use super::*;
+use crate::budget::Budgets;
+use crate::config::Limits;
+use crate::session::{Opening, STANDALONE_STREAM, Session};
+use crate::upstream::UpstreamState;
+use serde_json::json;
+use shardgate_store::sqlite::SqliteStore;
+
+const TTL: Duration = Duration::from_secs(300);
+
+async fn store() -> Arc<dyn SessionStore> {
+    Arc::new(SqliteStore::memory(TTL).await.expect("in-memory store"))
+}
+
+fn opening(id: &str) -> Opening {
+    Opening {
+        id: id.into(),
+        principal: "p".into(),
+        protocol_version: "2025-11-25".into(),
+        initialize_params: json!({"capabilities": {}}),
+        upstream_state: UpstreamState::default(),
+    }
+}
+
+async fn held(durable: &Durable, store: &dyn SessionStore, id: &str, epoch: u64) -> Link {
+    let fence = Fence::new("node-0", epoch);
+    store.claim(id, &fence).await.expect("claimed");
+    durable.link(id, fence)
+}
+
+#[tokio::test]
+async fn an_event_reaches_its_listener_only_once_the_store_has_it() {
+    let store = store().await;
+    let (lost, _lost) = mpsc::unbounded_channel();
+    let durable = Durable::start(store.clone(), Ack::Store, 100, lost);
+    let budgets = Budgets::new(&Limits::default());
+    let link = held(&durable, &*store, "s1", 1).await;
+    let session = Session::new(opening("s1"), &budgets, Some(link));
+    session.persist().await.expect("record written");
+    let stream = session.open_stream();
+    let (_, mut rx) = stream.attach_now();
+    let id = stream.push("{\"n\":1}".into());
+    let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("released")
+        .expect("an event");
+    assert_eq!(event.id, id);
+    let stored = store.events("s1", stream.id(), 0).await.expect("events");
+    assert_eq!(
+        stored.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![id.seq],
+        "the listener saw only what the store holds"
+    );
+}
+
+#[tokio::test]
+async fn memory_level_releases_at_once_and_writes_behind() {
+    let store = store().await;
+    let (lost, _lost) = mpsc::unbounded_channel();
+    let durable = Durable::start(store.clone(), Ack::Memory, 100, lost);
+    let budgets = Budgets::new(&Limits::default());
+    let link = held(&durable, &*store, "s2", 1).await;
+    let session = Session::new(opening("s2"), &budgets, Some(link));
+    let stream = session.open_stream();
+    let (_, mut rx) = stream.attach_now();
+    stream.push("{}".into());
+    assert!(rx.try_recv().is_ok(), "released without waiting");
+    durable.flushed().await;
+    let stored = store.events("s2", stream.id(), 0).await.expect("events");
+    assert_eq!(stored.events.len(), 1, "and written behind");
+}
+
+#[tokio::test]
+async fn a_write_refused_by_a_newer_claim_reports_the_session_lost() {
+    let store = store().await;
+    let (lost_tx, mut lost) = mpsc::unbounded_channel();
+    let durable = Durable::start(store.clone(), Ack::Store, 100, lost_tx);
+    let budgets = Budgets::new(&Limits::default());
+    let link = held(&durable, &*store, "s3", 1).await;
+    let session = Session::new(opening("s3"), &budgets, Some(link));
+    session.persist().await.expect("record written");
+    store
+        .claim("s3", &Fence::new("node-1", 2))
+        .await
+        .expect("a newer epoch takes it");
+    let refused = session.persist().await.expect_err("refused");
+    assert!(matches!(refused, StoreError::Fenced { ref owner, epoch: 2 } if owner == "node-1"));
+    let report = lost.recv().await.expect("reported");
+    assert_eq!(&*report.session, "s3");
+    assert_eq!(*report.fence, Fence::new("node-0", 1));
+}
+
+#[tokio::test]
+async fn a_continued_session_never_reuses_a_stream_or_an_event_id() {
+    let store = store().await;
+    let (lost, _lost) = mpsc::unbounded_channel();
+    let durable = Durable::start(store.clone(), Ack::Store, 100, lost);
+    let budgets = Budgets::new(&Limits::default());
+    let link = held(&durable, &*store, "s4", 1).await;
+    let session = Arc::new(Session::new(opening("s4"), &budgets, Some(link)));
+    let first = session.open_stream();
+    let second = session.open_stream();
+    let _serving = session.begin_request(&json!(7), second.id());
+    first.push("{\"a\":1}".into());
+    first.push("{\"a\":2}".into());
+    session
+        .upstream_state
+        .with(|s| s.insert("counter".into(), 3.into()));
+    session.persist().await.expect("written");
+
+    let fence = Fence::new("node-1", 2);
+    let claimed = store.claim("s4", &fence).await.expect("taken over");
+    let record = claimed.record.clone().expect("a record");
+    assert_eq!(record.in_flight.len(), 1, "the request in flight is stored");
+    let continued = Session::continued(record, &claimed.tails, &budgets, durable.link("s4", fence));
+    assert_eq!(
+        continued.upstream_state.read(|s| s.get("counter").cloned()),
+        Some(json!(3))
+    );
+    let resumed = continued
+        .stream(first.id())
+        .expect("the first stream continues");
+    assert_eq!(resumed.stored_through(), 2);
+    assert_eq!(resumed.push("{}".into()).seq, 3, "after the stored events");
+    assert!(
+        continued.stream(second.id()).is_some(),
+        "the stream of the request in flight"
+    );
+    assert!(
+        continued.open_stream().id() > second.id(),
+        "no stream number twice"
+    );
+    assert_eq!(
+        continued.stream(STANDALONE_STREAM).map(|s| s.id()),
+        Some(STANDALONE_STREAM)
+    );
+}

@@ -8,8 +8,11 @@
 //! credentials: a development CA whose certificates every hop presents (mTLS), and a cluster
 //! secret from which the `requestState` key is derived, all kept as files in the data
 //! directory and passed by path, never on the command line. `shardgate status` and
-//! `shardgate drain` find them through [`crate::local`].
+//! `shardgate drain` find them through [`crate::local`]. Every node writes its sessions through
+//! to one store ([`crate::store`]; by default a SQLite file in the data directory), so a node
+//! that dies or leaves has its sessions taken over by their new owners.
 
+use crate::store::StoreOptions;
 use crate::{EXIT_WITH_PARENT, LOG_LEVEL, Timings, local, ready};
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -63,6 +66,8 @@ pub struct Options {
     /// Consensus timings for every node; `relaxed` suits a starved machine (CI).
     #[arg(long, value_enum, default_value = "production")]
     pub timings: Timings,
+    #[command(flatten)]
+    pub store: StoreOptions,
 }
 
 /// What every process of the cluster is started with.
@@ -74,6 +79,8 @@ struct Plan {
     timings: Timings,
     config: Option<PathBuf>,
     ip: IpAddr,
+    /// The store configuration, in the environment of every node (never in its argv).
+    node_env: Vec<(&'static str, String)>,
 }
 
 #[derive(Clone, Copy)]
@@ -153,9 +160,18 @@ impl Plan {
         self.data_dir.join(format!("{name}.ready"))
     }
 
+    /// The environment of a process started with `args`: the store's for nodes.
+    fn env_for(&self, args: &[String]) -> &[(&'static str, String)] {
+        match args.first().map(String::as_str) {
+            Some("node") => &self.node_env,
+            _ => &[],
+        }
+    }
+
     fn spawn(&self, args: &[String]) -> anyhow::Result<Child> {
         let mut cmd = Command::new(&self.exe);
         cmd.args(args)
+            .envs(self.env_for(args).iter().map(|(k, v)| (k, v)))
             .env(EXIT_WITH_PARENT, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -276,6 +292,7 @@ pub async fn run(args: Options, shutdown: CancellationToken) -> anyhow::Result<(
         timings: args.timings,
         config: args.config.clone(),
         ip: args.bind,
+        node_env: args.store.node_env(&data_dir),
     };
     let result = run_cluster(&args, &plan, &mut entry, shutdown).await;
     entry.remove();
@@ -320,7 +337,7 @@ async fn run_cluster(
         let gw_args = plan.gateway_args(&name, at, &seeds, cluster_id.as_deref());
         replicas.push(plan.start(name, gw_args, parse_gateway).await?);
     }
-    print_summary(&replicas, &plan.data_dir).await?;
+    print_summary(&replicas, &plan.data_dir, &args.store).await?;
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     while !shutdown.is_cancelled() {
@@ -468,7 +485,11 @@ async fn stop_all(mut replicas: Vec<Replica>) {
 }
 
 /// What the user (and the test harness, which reads these lines) needs: the endpoint first.
-async fn print_summary(replicas: &[Replica], data_dir: &Path) -> anyhow::Result<()> {
+async fn print_summary(
+    replicas: &[Replica],
+    data_dir: &Path,
+    store: &StoreOptions,
+) -> anyhow::Result<()> {
     let (nodes, gateways): (Vec<_>, Vec<_>) = replicas
         .iter()
         .partition(|r| matches!(r.bound, Bound::Node(_)));
@@ -495,6 +516,7 @@ async fn print_summary(replicas: &[Replica], data_dir: &Path) -> anyhow::Result<
         "credentials {}\n",
         data_dir.join("credentials").display()
     ));
+    out.push_str(&store.summary(data_dir));
     out.push_str("ready (Ctrl-C stops the cluster; `shardgate status` shows it)\n");
     let mut stdout = tokio::io::stdout();
     stdout.write_all(out.as_bytes()).await?;

@@ -7,10 +7,12 @@
 //! - [`ready`]: the ready files through which a process started on port 0 reports its ports.
 //! - [`local`]: where a running `up` records its nodes and credentials, so that `shardgate
 //!   status` and `shardgate drain` next to it need no flags.
+//! - [`store`]: the session store every node writes through to, and how its URLs are shown.
 
 pub mod controller;
 pub mod local;
 pub mod ready;
+pub mod store;
 
 pub use controller::{Options, run};
 

@@ -7,11 +7,13 @@
 //! - [`mcp`]: initialize, call, read SSE.
 //! - [`upstreams`]: real MCP servers to put behind a cluster, and the configs that do.
 //! - [`raft`]: nodes started one by one with Raft membership, for killing and scaling them.
+//! - [`takeover`]: who owns which session, and calls and checks across a change of owner.
 
 pub mod mcp;
 pub mod peers;
 pub mod raft;
 pub mod services;
+pub mod takeover;
 pub mod upstreams;
 
 use anyhow::{Context, bail};
@@ -334,6 +336,8 @@ pub struct Cluster {
     pub nodes: Vec<(String, NodeAddrs)>,
     /// Where `up` keeps the cluster's credentials (CA, certificates, secret).
     pub credentials: PathBuf,
+    /// The session store as `up` shows it (without credentials), if it shows one.
+    pub store: Option<String>,
     process: Process,
 }
 
@@ -343,6 +347,8 @@ pub struct ClusterBuilder {
     config: Option<PathBuf>,
     timings: &'static str,
     envs: Vec<(String, String)>,
+    /// `up`'s `--store`, `--store-durable` and `--ack`, when given.
+    store: Vec<String>,
 }
 
 impl Cluster {
@@ -353,7 +359,37 @@ impl Cluster {
             config: None,
             timings: "relaxed",
             envs: Vec::new(),
+            store: Vec::new(),
         }
+    }
+
+    /// The view the first gateway routes by (its admin `/membership`).
+    pub async fn gateway_view(&self) -> anyhow::Result<shardgate_raft::Membership> {
+        let resp = http()
+            .timeout(Duration::from_secs(3))
+            .build()?
+            .get(format!("{}/membership", self.admin))
+            .send()
+            .await?;
+        Ok(resp.json().await?)
+    }
+
+    /// The process id of node `id` (`node-K`) as `up` runs it now: a node that `up` restarted
+    /// has a new one.
+    pub fn node_pid(&self, id: &str) -> anyhow::Result<u32> {
+        for pid in self.node_pids()? {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args
+                .windows(2)
+                .any(|w| w[0] == b"--id" && w[1] == id.as_bytes())
+            {
+                return Ok(pid);
+            }
+        }
+        bail!("no running node {id} under up")
     }
 
     /// The process ids of the cluster's nodes (children of `up` running `shardgate node`).
@@ -491,6 +527,31 @@ impl ClusterBuilder {
         self
     }
 
+    /// The session store every node writes through to (`up --store`); without it, `up` gives
+    /// its nodes one SQLite file in its data directory.
+    pub fn store(mut self, url: &str) -> Self {
+        self.store.extend(["--store".into(), url.into()]);
+        self
+    }
+
+    /// The PostgreSQL behind a `redis://` store (`up --store-durable`).
+    pub fn store_durable(mut self, url: &str) -> Self {
+        self.store.extend(["--store-durable".into(), url.into()]);
+        self
+    }
+
+    /// When a node counts a message as acknowledged: `memory`, `store` or `replicated`.
+    pub fn ack(mut self, level: &str) -> Self {
+        self.store.extend(["--ack".into(), level.into()]);
+        self
+    }
+
+    /// Seconds after which a node passivates an idle session. `up` has no flag for it: the
+    /// nodes, its children, read it from the environment they inherit.
+    pub fn passivate_after_secs(self, secs: u64) -> Self {
+        self.env("SHARDGATE_PASSIVATE_AFTER_SECS", &secs.to_string())
+    }
+
     pub async fn start(self) -> anyhow::Result<Cluster> {
         let mut args: Vec<String> = [
             "up",
@@ -508,11 +569,12 @@ impl ClusterBuilder {
         if let Some(config) = &self.config {
             args.extend(["--config".into(), config.display().to_string()]);
         }
+        args.extend(self.store.iter().cloned());
         let mut process = Process::spawn_with(&args, &self.envs)?;
         let stdout = process.child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut endpoints, mut admin, mut nodes, mut credentials) =
-            (Vec::new(), None, Vec::new(), None);
+        let (mut endpoints, mut admin, mut nodes, mut credentials, mut store) =
+            (Vec::new(), None, Vec::new(), None, None);
         let read = async {
             while let Some(line) = lines.next_line().await? {
                 let words: Vec<&str> = line.split_whitespace().collect();
@@ -538,6 +600,7 @@ impl ClusterBuilder {
                         ));
                     }
                     ["credentials", dir] => credentials = Some(PathBuf::from(dir)),
+                    ["store", url] => store = Some(url.to_string()),
                     ["ready", ..] => return Ok(()),
                     _ => {}
                 }
@@ -555,6 +618,7 @@ impl ClusterBuilder {
             admin: admin.context("no admin line")?,
             nodes,
             credentials: credentials.context("no credentials line")?,
+            store,
             process,
         })
     }

@@ -27,6 +27,12 @@ impl Event {
     pub fn json(&self) -> Option<Value> {
         serde_json::from_str(&self.data).ok()
     }
+
+    /// Where the event stands: its id `<stream>-<seq>` as (stream, seq).
+    pub fn position(&self) -> Option<(String, u64)> {
+        let (stream, seq) = self.id.as_deref()?.rsplit_once('-')?;
+        Some((stream.to_owned(), seq.parse().ok()?))
+    }
 }
 
 /// Reads an SSE body event by event.
@@ -157,6 +163,16 @@ impl Client {
             .delete(&self.endpoint)
             .header("mcp-session-id", sid)
             .header("mcp-protocol-version", SESSION_VERSION)
+    }
+
+    /// A GET that resumes a stream of a session after the event `last_event_id`.
+    pub fn resume(&self, sid: &str, last_event_id: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(&self.endpoint)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", SESSION_VERSION)
+            .header("last-event-id", last_event_id)
     }
 
     /// A POST within a session.

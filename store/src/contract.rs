@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Every check but [`expiry`], which needs a store built with a short ttl.
+/// Every check but [`expiry`], which needs a store built with a short ttl. [`replicated`] comes
+/// last: a Redis Cluster just started may still be connecting its replicas.
 pub async fn run_all(store: Arc<dyn SessionStore>) {
     round_trip(&*store).await;
     unclaimed(&*store).await;
@@ -18,7 +19,8 @@ pub async fn run_all(store: Arc<dyn SessionStore>) {
     trim(&*store).await;
     takeover(&*store).await;
     same_epoch(&*store).await;
-    concurrent_claims(store, 200).await;
+    concurrent_claims(store.clone(), 200).await;
+    replicated(&*store).await;
 }
 
 /// A session id no other check (or run) uses.
@@ -466,6 +468,35 @@ pub async fn concurrent_claims(store: Arc<dyn SessionStore>, rounds: usize) {
         store.save(&rec, winner).await.expect("the winner writes");
         store.delete(&id, winner).await.expect("delete");
     }
+}
+
+/// A healthy store confirms a session's writes replicated (for a Redis Cluster: on a replica
+/// of the session's primary; for the others, committed).
+pub async fn replicated(store: &dyn SessionStore) {
+    let id = unique("replicated");
+    let a = Fence::new("node-a", 1);
+    store.claim(&id, &a).await.expect("claim");
+    store.save(&record(&id), &a).await.expect("save");
+    store
+        .append(&id, &a, &[event(1, 1), event(1, 2)], 10)
+        .await
+        .expect("append");
+    assert_eq!(
+        store.replicate(&id).await,
+        Ok(()),
+        "the writes so far are replicated"
+    );
+    assert_eq!(
+        store.replicate(&id).await,
+        Ok(()),
+        "and again, with nothing new"
+    );
+    store.delete(&id, &a).await.expect("delete");
+    assert_eq!(
+        store.replicate(&id).await,
+        Ok(()),
+        "a delete replicates too"
+    );
 }
 
 /// A session not written for `ttl` is gone: record, events and ownership. `store` must be built

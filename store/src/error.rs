@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The store holds something this code cannot read (or a number it cannot represent).
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    /// The store is configured in a way this build cannot use (an unknown URL scheme, a
+    /// durable tier under a store that has none): a fix of the configuration, never a retry.
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 impl StoreError {

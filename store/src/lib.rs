@@ -13,7 +13,10 @@
 //! - [`sqlite`]: the embedded default; one file that the nodes of one machine share.
 //! - [`postgres`]: durable, for recovery and the audit of tool calls.
 //! - [`redis`]: hot, on a Redis Cluster; one hash slot and one Lua script per write.
-//! - [`error`]: [`StoreError`]: fenced, gone, unavailable (retry), corrupt.
+//! - [`tiered`]: Redis Cluster hot and PostgreSQL durable, written behind; the production
+//!   composition.
+//! - [`open()`]: a store from its URL, as configured.
+//! - [`error`]: [`StoreError`]: fenced, gone, unavailable (retry), corrupt, misconfigured.
 //! - `contract`: the checks every implementation passes (feature `contract`).
 //!
 //! Idle sessions expire: each store is built with a ttl, and a session not written for that long
@@ -22,15 +25,18 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+mod open;
 pub mod postgres;
 pub mod record;
 pub mod redis;
 pub mod sqlite;
+pub mod tiered;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 
 pub use error::StoreError;
+pub use open::open;
 pub use record::{Claimed, Fence, InFlightRecord, Replay, SessionRecord, StoredEvent};
 
 use futures_util::future::BoxFuture;
@@ -98,13 +104,31 @@ pub trait SessionStore: Send + Sync {
         session_id: &'a str,
         fence: &'a Fence,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Returns once the session's writes so far, made through this handle, are on at least one
+    /// replica: the `replicated` acknowledgement level, for a write that must survive the loss
+    /// of the server that took it. Fails with [`StoreError::Unavailable`] when no replica
+    /// confirms them in time; the writes themselves stand either way.
+    fn replicate<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Returns once every write this handle accepted so far is in every tier of the store. Only
+    /// a store that writes a tier behind the caller's back ([`tiered::Tiered`]) has anything to
+    /// wait for; a node calls it before it exits, so that the durable tier is not left behind.
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Implements [`SessionStore`] for a store whose inherent `async fn`s `claim_now`, `save_now`,
-/// `append_now`, `events_now`, `load_now` and `delete_now` do the work: each implementation
-/// writes its operations once, as plain async methods, and this boxes them.
+/// `append_now`, `events_now`, `load_now`, `delete_now` and `replicate_now` do the work: each
+/// implementation writes its operations once, as plain async methods, and this boxes them.
+/// Items in an optional `{ … }` after the type (a provided method overridden) go into the impl
+/// as they are.
 macro_rules! session_store_by_inherent_methods {
     ($store:ty) => {
+        $crate::session_store_by_inherent_methods!($store {});
+    };
+    ($store:ty { $($more:tt)* }) => {
         impl $crate::SessionStore for $store {
             fn claim<'a>(
                 &'a self,
@@ -160,6 +184,15 @@ macro_rules! session_store_by_inherent_methods {
             ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
                 Box::pin(self.delete_now(session_id, fence))
             }
+
+            fn replicate<'a>(
+                &'a self,
+                session_id: &'a str,
+            ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
+                Box::pin(self.replicate_now(session_id))
+            }
+
+            $($more)*
         }
     };
 }

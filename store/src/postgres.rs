@@ -341,6 +341,35 @@ impl PgStore {
         }
         Ok(())
     }
+
+    /// Nothing to wait for: a commit is PostgreSQL's durability point. Standbys, if any, are the
+    /// server's own business (`synchronous_commit`, `synchronous_standby_names`).
+    async fn replicate_now(&self, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Every event of a live session, each stream's from its oldest stored seq (a priming event
+    /// at seq 0 included, which [`SessionStore::events`](crate::SessionStore::events) cannot
+    /// return), in stream then seq order: what a tier above copies back when it lost the session.
+    pub(crate) async fn session_events(&self, id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stream, seq, data FROM events WHERE session_id = $1 \
+             AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND expires_at > now()) \
+             ORDER BY stream, seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    stream: from_sql(row.try_get(0)?, "stream")?,
+                    seq: from_sql(row.try_get(1)?, "seq")?,
+                    data: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Who holds a session that has not expired.

@@ -28,10 +28,16 @@ use crate::{StoreError, ordered, ttl_millis};
 use ::redis::Script;
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 use std::time::Duration;
+
+/// How long [`SessionStore::replicate`](crate::SessionStore::replicate) waits for a replica to
+/// acknowledge a session's writes: well above a replica's round trip, well below the client
+/// timeout of a request that waits for it.
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
 
 /// Helpers every script starts with. `KEYS` = owner, record, tails; `ARGV` = owner, epoch, ttl
 /// in milliseconds, the stream key prefix, then the script's own.
@@ -355,6 +361,35 @@ impl RedisStore {
 
     async fn delete_now(&self, id: &str, fence: &Fence) -> Result<(), StoreError> {
         self.run(&SCRIPTS.delete, id, fence, &[]).await.map(drop)
+    }
+
+    /// `WAIT 1` on the primary that owns the session's slot. `WAIT` counts the replicas that
+    /// have every write made so far on the connection it is sent on, and this handle (with its
+    /// clones) sends everything for one primary over one connection, so a replica that has this
+    /// session's writes has acknowledged them. Two limits follow: writes made through another
+    /// handle are not covered, and a write whose connection broke before the `WAIT` is not
+    /// either. While `WAIT` blocks, so do the commands queued behind it on that connection;
+    /// a healthy replica acknowledges within a round trip.
+    async fn replicate_now(&self, id: &str) -> Result<(), StoreError> {
+        let route = Route::with_key(Keys::of(id).owner, SlotAddr::Master);
+        let mut wait = ::redis::cmd("WAIT");
+        wait.arg(1)
+            .arg(u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(u64::MAX));
+        let mut conn = self.conn.clone();
+        let reply = conn
+            .route_command(
+                wait,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+            )
+            .await?;
+        let acknowledged: i64 = ::redis::from_redis_value(reply)
+            .map_err(|e| StoreError::corrupt(format!("WAIT reply: {e}")))?;
+        if acknowledged < 1 {
+            return Err(StoreError::Unavailable(format!(
+                "no replica acknowledged the session's writes within {REPLICA_WAIT:?}"
+            )));
+        }
+        Ok(())
     }
 }
 

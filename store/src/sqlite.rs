@@ -251,6 +251,12 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Nothing to wait for: SQLite has no replicas, and a committed write is as durable as this
+    /// store makes it (WAL, `synchronous = NORMAL`).
+    async fn replicate_now(&self, _id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Applies the embedded migrations. Nodes sharing a file may start together: a migration that

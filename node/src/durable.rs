@@ -240,10 +240,16 @@ async fn write_batches(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        // One group per session and fence, each in the order its writes were made.
+        // One group per session and fence, each in the order its writes were made; barriers
+        // are done once the whole batch is.
         let mut groups: Vec<Vec<Op>> = Vec::new();
         let mut index: HashMap<(Arc<str>, Arc<Fence>), usize> = HashMap::new();
+        let mut barriers = Vec::new();
         for op in batch.drain(..) {
+            if matches!(op.write, Write::Barrier) {
+                barriers.push(op.done);
+                continue;
+            }
             let key = (op.session.clone(), op.fence.clone());
             let i = *index.entry(key).or_insert_with(|| {
                 groups.push(Vec::new());
@@ -272,6 +278,11 @@ async fn write_batches(
                 }
             }
         }
+        for done in barriers {
+            if let Done::Tell(tx) = done {
+                let _ = tx.send(Ok(()));
+            }
+        }
     }
 }
 
@@ -294,7 +305,7 @@ async fn write_session(
             .count();
         let slice = &ops[i..i + run];
         outcome = match &slice[0].write {
-            Write::Barrier => Ok(()),
+            Write::Barrier => Ok(()), // taken out of the batch before
             Write::Save(_) => {
                 let newest = slice.iter().rev().find_map(|op| match &op.write {
                     Write::Save(r) => Some(r),

@@ -162,6 +162,7 @@ pub async fn run(
     let _ = serving.await;
     if let Some(durable) = &state.durable {
         durable.flushed().await;
+        durable.store.flush().await;
     }
     if let Some(c) = consensus {
         c.shutdown().await;
@@ -206,7 +207,9 @@ async fn leave(node: &NodeState) {
         tracing::warn!(error = %e, "could not mark this node draining; leaving anyway");
     }
     let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
-    while node.calls_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+    while (node.calls_in_flight() > 0 || node.letting_go())
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     match consensus.leave().await {

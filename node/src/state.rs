@@ -4,7 +4,7 @@
 
 use crate::budget::Budgets;
 use crate::durable::{Durable, Lost};
-use crate::session::Sessions;
+use crate::session::{Session, Sessions};
 use crate::stateless_era::Affinity;
 use crate::upstream::{Scope, Upstream};
 use shardgate_raft::consensus::Consensus;
@@ -13,6 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// How long a busy session this node no longer owns may finish its calls before it goes.
+pub const LET_GO_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a busy session being let go is looked at.
+const LET_GO_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub struct NodeState {
     pub id: NodeId,
@@ -27,6 +32,8 @@ pub struct NodeState {
     pub upstream: Arc<dyn Upstream>,
     /// Upstream calls running now, both eras.
     pub(crate) calls_in_flight: AtomicUsize,
+    /// Sessions being let go of (see [`NodeState::let_go_of_moved_sessions`]).
+    letting_go: AtomicUsize,
     pub budgets: Arc<Budgets>,
     /// The store sessions are written through to; without one they live in memory only.
     pub durable: Option<Arc<Durable>>,
@@ -59,6 +66,7 @@ impl NodeState {
             affinity: Affinity::default(),
             upstream,
             calls_in_flight: AtomicUsize::new(0),
+            letting_go: AtomicUsize::new(0),
             budgets,
             durable,
         }
@@ -123,6 +131,11 @@ impl NodeState {
         (sessions.len(), keys.len())
     }
 
+    /// Whether sessions are still being let go of.
+    pub fn letting_go(&self) -> bool {
+        self.letting_go.load(Ordering::Relaxed) > 0
+    }
+
     pub fn calls_in_flight(&self) -> usize {
         self.calls_in_flight.load(Ordering::Relaxed)
     }
@@ -153,21 +166,44 @@ impl NodeState {
         })
     }
 
-    /// Stops serving, at once, the stored sessions whose keys the current view gives to other
-    /// nodes: their calls are cancelled and the new owners take them over from the store.
-    /// Without a store they stay (a request that still reaches them is served).
-    pub fn let_go_of_moved_sessions(&self) -> usize {
-        if self.durable.is_none() {
+    /// Lets go of the stored sessions whose keys the current view gives to other nodes, for the
+    /// new owners to take over from the store; without a store they stay (a request that still
+    /// reaches them is served). This node takes no new request for them (it answers 421); each
+    /// goes once its calls have answered and everything it wrote is stored (so its listeners
+    /// have every answer), or after [`LET_GO_GRACE`], cancelling what still runs. A new owner
+    /// that claims it meanwhile wins: this node's later writes are refused.
+    pub fn let_go_of_moved_sessions(self: &Arc<Self>) -> usize {
+        let Some(durable) = self.durable.clone() else {
             return 0;
-        }
+        };
         let ring = self.ring();
-        let moved: Vec<String> = self
+        let moved: Vec<Arc<Session>> = self
             .sessions
             .ids()
             .into_iter()
             .filter(|id| !ring.owns(&self.id, id.as_bytes()))
+            .filter_map(|id| self.sessions.get(&id))
             .collect();
-        moved.iter().filter(|id| self.end_session(id)).count()
+        for session in &moved {
+            let (node, session, durable) = (self.clone(), session.clone(), durable.clone());
+            self.letting_go.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + LET_GO_GRACE;
+                while session.requests_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(LET_GO_POLL).await;
+                }
+                durable.flushed().await;
+                let still_here = node
+                    .sessions
+                    .get(&session.id)
+                    .is_some_and(|s| Arc::ptr_eq(&s, &session));
+                if still_here {
+                    node.end_session(&session.id);
+                }
+                node.letting_go.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        moved.len()
     }
 
     /// Whether the store can be written, when there is one.

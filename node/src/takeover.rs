@@ -44,7 +44,9 @@ impl From<StoreError> for Missing {
         match e {
             StoreError::Fenced { owner, epoch } => Missing::Moved(Fence::new(owner, epoch)),
             StoreError::Gone => Missing::Unknown,
-            StoreError::Unavailable(why) | StoreError::Corrupt(why) => Missing::Unavailable(why),
+            StoreError::Unavailable(why) | StoreError::Corrupt(why) | StoreError::Config(why) => {
+                Missing::Unavailable(why)
+            }
         }
     }
 }

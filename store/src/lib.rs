@@ -92,11 +92,6 @@ pub trait SessionStore: Send + Sync {
         session_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<(SessionRecord, Fence)>, StoreError>>;
 
-    /// Returns once the session's writes so far are on a replica.
-    fn replicate<'a>(&'a self, _session_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
-    }
-
     /// Removes the session: record, events and ownership. Deleting a session that is not
     /// stored succeeds (a repeated delete).
     fn delete<'a>(
@@ -220,18 +215,4 @@ pub(crate) fn ordered(events: &[StoredEvent]) -> Vec<&StoredEvent> {
     sorted.sort_by_key(|e| (e.stream, e.seq));
     sorted.dedup_by_key(|e| (e.stream, e.seq));
     sorted
-}
-
-/// TEMPORARY: sqlite only.
-pub async fn open(
-    url: &str,
-    _durable: Option<&str>,
-    ttl: std::time::Duration,
-) -> Result<std::sync::Arc<dyn SessionStore>, StoreError> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    Ok(std::sync::Arc::new(
-        sqlite::SqliteStore::open(path, ttl).await?,
-    ))
 }

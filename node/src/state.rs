@@ -184,6 +184,12 @@ impl NodeState {
             .filter(|id| !ring.owns(&self.id, id.as_bytes()))
             .filter_map(|id| self.sessions.get(&id))
             .collect();
+        let keys = self
+            .affinity
+            .forget(|key| !ring.owns(&self.id, key.as_bytes()));
+        for key in &keys {
+            self.upstream.close(&Scope::Affinity(key.clone()));
+        }
         for session in &moved {
             let (node, session, durable) = (self.clone(), session.clone(), durable.clone());
             self.letting_go.fetch_add(1, Ordering::Relaxed);

@@ -10,6 +10,10 @@
 //! that owns that key. A call with no scope needs no client state; it runs in a scope of its
 //! own, released when it ends, so nothing it leaves behind reaches another client. Every answer
 //! says where such a call must run ([`internal::PLACEMENT`]), which is how gateways learn it.
+//! With a store, a key's state is written through to it ([`kept`]) and continued by the key's
+//! next owner.
+
+pub mod kept;
 
 use crate::session::NoPeer;
 use crate::session::encode;
@@ -42,6 +46,8 @@ const FIRST_USE_TTL: Duration = Duration::from_secs(120);
 
 struct Entry {
     state: UpstreamState,
+    /// Its record in the store, once a call has claimed it.
+    held: kept::Held,
     used: Instant,
     /// The key came back at least once after its first call.
     returned: bool,
@@ -67,25 +73,42 @@ impl Affinity {
 
     /// The state of `key`, and whether this call created it.
     pub fn state(&self, key: &str) -> (UpstreamState, bool) {
+        let (state, first, _) = self.held_state(key);
+        (state, first)
+    }
+
+    /// [`Affinity::state`], and the key's hold on its record in the store.
+    fn held_state(&self, key: &str) -> (UpstreamState, bool, kept::Held) {
         let mut states = self.lock();
         let now = Instant::now();
         match states.get_mut(key) {
             Some(entry) => {
                 entry.used = now;
                 entry.returned = true;
-                (entry.state.clone(), false)
+                (entry.state.clone(), false, entry.held.clone())
             }
             None => {
-                let state = UpstreamState::default();
                 let entry = Entry {
-                    state: state.clone(),
+                    state: UpstreamState::default(),
+                    held: kept::Held::default(),
                     used: now,
                     returned: false,
                 };
+                let found = (entry.state.clone(), true, entry.held.clone());
                 states.insert(key.to_owned(), entry);
-                (state, true)
+                found
             }
         }
+    }
+
+    /// Forgets the keys `gone` says this node no longer serves; returns them.
+    pub fn forget(&self, gone: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut states = self.lock();
+        let keys: Vec<String> = states.keys().filter(|k| gone(k)).cloned().collect();
+        for k in &keys {
+            states.remove(k);
+        }
+        keys
     }
 
     /// Forgets `key` if no call has used it since its first for `ttl`; true when it did.
@@ -164,6 +187,9 @@ impl Peer for ResponsePeer {
 
 /// The HTTP status that goes with an error result in this era.
 fn status_of(err: &RpcError) -> StatusCode {
+    if crate::takeover::is_unstored(err) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     match err.code {
         code::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
         code::MISSING_CAPABILITY | code::HEADER_MISMATCH | code::UNSUPPORTED_VERSION => {
@@ -263,20 +289,34 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         .and_then(|field| value.get("params")?.get(field)?.as_str());
     let placement = node.upstream.placement(&checked.method, name);
     let scope_key = headers.get(internal::SCOPE).and_then(|v| v.to_str().ok());
-    let (scope, state, scoped) = match scope_key {
+    let (scope, state, scoped, held) = match scope_key {
         Some(key) => {
-            let (state, first) = node.affinity.state(key);
+            let (state, first, held) = node.affinity.held_state(key);
             let scoped = Scoped::Key {
                 key: key.to_owned(),
                 first,
             };
-            (Scope::Affinity(key.to_owned()), state, scoped)
+            (Scope::Affinity(key.to_owned()), state, scoped, Some(held))
         }
         None => (
             node.affinity.one_call(),
             UpstreamState::default(),
             Scoped::Call,
+            None,
         ),
+    };
+    // A key's state continues from the store, on the first call of the key here.
+    let kept = match (&node.durable, scope_key, &held) {
+        (Some(durable), Some(key), Some(held)) => {
+            match kept::hold(node, durable, key, &state, held).await {
+                Ok(link) => Some((link, key.to_owned())),
+                Err(e) => {
+                    node.affinity.forget(|k| k == key);
+                    return crate::takeover::Missing::from(e).reply(node, Some(&id));
+                }
+            }
+        }
+        _ => None,
     };
     node.affinity.served.fetch_add(1, Ordering::Relaxed);
     let client_key = scope_key
@@ -307,7 +347,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
             .unwrap_or(internal::ANONYMOUS)
             .to_owned(),
         initialize: None,
-        state,
+        state: state.clone(),
         cancel: cancel.clone(),
         protocol_version: checked.version,
         client_capabilities: checked.client_capabilities,
@@ -324,8 +364,18 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
                 _ = token.cancelled() => None,
             }
         };
+        // What the call left behind is stored before its answer goes out.
+        let unkept = match &kept {
+            Some((link, key)) => kept::keep(link, key, &state).await.err().inspect(|_| {
+                serving.affinity.forget(|k| k == key);
+            }),
+            None => None,
+        };
         release(&serving, scope, scoped);
-        outcome
+        outcome.map(|o| match unkept {
+            Some(e) => Err(crate::takeover::unstored(&e)),
+            None => o,
+        })
     });
     // Dropped with this handler (client gone before an answer) or with the SSE body.
     let on_close = cancel.drop_guard();

@@ -154,39 +154,38 @@ impl EventStream {
             seq: st.next_seq,
         };
         st.next_seq += 1;
-        let event = Event { id, data };
-        let (added, mut removed) = (event.data.len(), 0);
+        let added = data.len();
+        let text = self
+            .link
+            .as_ref()
+            .map(|_| String::from_utf8_lossy(&data).into_owned());
         st.log_bytes += added;
-        st.log.push_back(event.clone());
-        while st.log.len() > 1 && (st.log.len() > LOG_CAPACITY || st.log_bytes > LOG_BYTES) {
-            if let Some(old) = st.log.pop_front() {
-                st.log_bytes -= old.data.len();
-                removed += old.data.len();
-            }
-        }
+        st.log.push_back(Event { id, data });
         self.account.add(added);
-        self.account.sub(removed);
-        match &self.link {
-            None => release(&mut st, id.seq),
-            Some(link) => {
+        match (&self.link, text) {
+            (Some(link), Some(data)) => {
                 // Sent under the lock, so the writer sees a stream's events in seq order.
                 let stored = StoredEvent {
                     stream: self.id,
                     seq: id.seq,
-                    data: String::from_utf8_lossy(&event.data).into_owned(),
+                    data,
                 };
                 link.append(stored, self.me.clone());
                 if link.ack() == Ack::Memory {
                     release(&mut st, id.seq);
                 }
             }
+            _ => release(&mut st, id.seq),
         }
+        self.account.sub(trim(&mut st));
         id
     }
 
     /// Lets listeners see the events up to `seq`: the store holds them.
     pub fn release(&self, seq: u64) {
-        release(&mut self.lock(), seq);
+        let mut st = self.lock();
+        release(&mut st, seq);
+        self.account.sub(trim(&mut st));
     }
 
     /// Events up to this seq are only in the store (sent before a takeover).
@@ -308,6 +307,23 @@ impl EventStream {
         st.listener = if done { None } else { Some(tx) };
         Ok(rx)
     }
+}
+
+/// Keeps the log within its bounds, dropping the oldest released events (the newest is kept
+/// whatever its size, and an event a listener has not been let see yet is never dropped);
+/// returns the bytes dropped.
+fn trim(st: &mut State) -> usize {
+    let mut removed = 0;
+    while st.log.len() > 1
+        && (st.log.len() > LOG_CAPACITY || st.log_bytes > LOG_BYTES)
+        && st.log.front().is_some_and(|e| e.id.seq <= st.released)
+    {
+        if let Some(old) = st.log.pop_front() {
+            st.log_bytes -= old.data.len();
+            removed += old.data.len();
+        }
+    }
+    removed
 }
 
 /// Lets the listener see the events after the last released one, up to `seq`; a finished

@@ -79,13 +79,25 @@ impl Missing {
     }
 }
 
+/// What the client is told when the store cannot take or give what its request needs.
+const UNSTORED: &str = "the session store is unavailable; the request may be retried";
+
+/// The JSON-RPC error for a request whose effect could not be stored (`store` names why, for
+/// the log only).
+pub fn unstored(store: &StoreError) -> RpcError {
+    tracing::warn!(error = %store, "session store unavailable");
+    RpcError::new(STORE_UNAVAILABLE, UNSTORED)
+}
+
+/// Whether `err` is [`unstored`]'s.
+pub fn is_unstored(err: &RpcError) -> bool {
+    err.code == STORE_UNAVAILABLE && err.message == UNSTORED
+}
+
 /// 503 with a JSON-RPC error: the store cannot take or give what this request needs now.
 pub fn store_unavailable(id: Option<&RequestId>, why: &str) -> Response {
     tracing::warn!(error = why, "session store unavailable");
-    let err = RpcError::new(
-        STORE_UNAVAILABLE,
-        "the session store is unavailable; the request may be retried",
-    );
+    let err = RpcError::new(STORE_UNAVAILABLE, UNSTORED);
     let mut resp = reply::rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, &err);
     resp.headers_mut()
         .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -15,7 +15,7 @@ use crate::stream::EventStream;
 use shardgate_store::{Fence, SessionRecord, SessionStore, StoreError, StoredEvent};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +66,27 @@ pub struct Lost {
     pub error: StoreError,
 }
 
+/// What the node's store path has done since start, for `/metrics`.
+#[derive(Default)]
+pub struct Counts {
+    /// Batches the writer wrote.
+    pub batches: AtomicU64,
+    /// Store calls those batches made (saves, appends, replication waits).
+    pub writes: AtomicU64,
+    /// Sessions (and stateless keys) taken over from the store.
+    pub takeovers: AtomicU64,
+    /// Sessions dropped because the store refused or could not take their writes.
+    pub lost: AtomicU64,
+    /// Sessions that left memory idle, to be loaded again on their next request.
+    pub passivated: AtomicU64,
+}
+
+impl Counts {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// The store behind this node's sessions, and the writer in front of it.
 pub struct Durable {
     pub store: Arc<dyn SessionStore>,
@@ -73,6 +94,7 @@ pub struct Durable {
     writer: Writer,
     /// False while the store cannot be written: readiness reports it.
     healthy: Arc<AtomicBool>,
+    pub counts: Arc<Counts>,
     takeovers: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -86,19 +108,24 @@ impl Durable {
     ) -> Durable {
         let (tx, rx) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
+        let counts = Arc::new(Counts::default());
         tokio::spawn(write_batches(
-            store.clone(),
-            ack,
-            keep,
+            Batches {
+                store: store.clone(),
+                ack,
+                keep,
+                lost,
+                healthy: healthy.clone(),
+                counts: counts.clone(),
+            },
             rx,
-            lost,
-            healthy.clone(),
         ));
         Durable {
             store,
             ack,
             writer: Writer { tx, ack },
             healthy,
+            counts,
             takeovers: (0..TAKEOVER_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -230,14 +257,25 @@ struct Op {
     done: Done,
 }
 
-async fn write_batches(
+/// What the writer task works with.
+struct Batches {
     store: Arc<dyn SessionStore>,
     ack: Ack,
     keep: usize,
-    mut rx: mpsc::UnboundedReceiver<Op>,
     lost: mpsc::UnboundedSender<Lost>,
     healthy: Arc<AtomicBool>,
-) {
+    counts: Arc<Counts>,
+}
+
+async fn write_batches(w: Batches, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let Batches {
+        store,
+        ack,
+        keep,
+        lost,
+        healthy,
+        counts,
+    } = w;
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // One group per session and fence, each in the order its writes were made; barriers
@@ -263,7 +301,9 @@ async fn write_batches(
                 .map(|ops| write_session(&*store, ack, keep, ops)),
         )
         .await;
-        for (session, fence, outcome) in outcomes {
+        Counts::add(&counts.batches, 1);
+        for (session, fence, writes, outcome) in outcomes {
+            Counts::add(&counts.writes, writes);
             match outcome {
                 Ok(()) => healthy.store(true, Ordering::Relaxed),
                 Err(error) => {
@@ -293,10 +333,10 @@ async fn write_session(
     ack: Ack,
     keep: usize,
     ops: Vec<Op>,
-) -> (Arc<str>, Arc<Fence>, Result<(), StoreError>) {
+) -> (Arc<str>, Arc<Fence>, u64, Result<(), StoreError>) {
     let (session, fence) = (ops[0].session.clone(), ops[0].fence.clone());
     let mut outcome = Ok(());
-    let mut wrote = false;
+    let mut writes = 0;
     let mut i = 0;
     while i < ops.len() && outcome.is_ok() {
         let run = ops[i..]
@@ -311,7 +351,7 @@ async fn write_session(
                     Write::Save(r) => Some(r),
                     _ => None,
                 });
-                wrote = true;
+                writes += 1;
                 match newest {
                     Some(record) => retried(|| store.save(record, &fence)).await,
                     None => Ok(()),
@@ -325,13 +365,14 @@ async fn write_session(
                         _ => None,
                     })
                     .collect();
-                wrote = true;
+                writes += 1;
                 retried(|| store.append(&session, &fence, &events, keep)).await
             }
         };
         i += run;
     }
-    if wrote && outcome.is_ok() && ack == Ack::Replicated {
+    if writes > 0 && outcome.is_ok() && ack == Ack::Replicated {
+        writes += 1;
         outcome = retried(|| store.replicate(&session)).await;
     }
     for op in ops {
@@ -349,7 +390,7 @@ async fn write_session(
             }
         }
     }
-    (session, fence, outcome)
+    (session, fence, writes, outcome)
 }
 
 fn same_kind(a: &Write, b: &Write) -> bool {

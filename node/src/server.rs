@@ -272,6 +272,49 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
             let _ = registry.register(Box::new(g));
         }
     }
+    if let Some(durable) = &node.durable {
+        let counts = &durable.counts;
+        let totals = [
+            (
+                "shardgate_node_store_batches_total",
+                "batches the session writer wrote",
+                &counts.batches,
+            ),
+            (
+                "shardgate_node_store_writes_total",
+                "store calls those batches made",
+                &counts.writes,
+            ),
+            (
+                "shardgate_node_takeovers_total",
+                "sessions and stateless keys taken over from the store",
+                &counts.takeovers,
+            ),
+            (
+                "shardgate_node_sessions_lost_total",
+                "sessions dropped because the store refused or could not take their writes",
+                &counts.lost,
+            ),
+            (
+                "shardgate_node_sessions_passivated_total",
+                "idle sessions that left memory, to be loaded on their next request",
+                &counts.passivated,
+            ),
+        ];
+        for (name, help, value) in totals {
+            if let Ok(c) = prometheus::IntCounter::new(name, help) {
+                c.inc_by(value.load(Ordering::Relaxed));
+                let _ = registry.register(Box::new(c));
+            }
+        }
+        if let Ok(g) = IntGauge::new(
+            "shardgate_node_store_healthy",
+            "1 while the session store takes this node's writes",
+        ) {
+            g.set(i64::from(durable.healthy()));
+            let _ = registry.register(Box::new(g));
+        }
+    }
     if let Ok(limits) = IntGaugeVec::new(
         Opts::new("shardgate_node_limit", "the node's [limits], by key"),
         &["key"],

@@ -102,6 +102,9 @@ impl NodeState {
             .get(&lost.session)
             .is_some_and(|s| s.link().is_some_and(|l| *l.fence() == *lost.fence));
         if held && self.end_session(&lost.session) {
+            if let Some(durable) = &self.durable {
+                crate::durable::Counts::add(&durable.counts.lost, 1);
+            }
             tracing::warn!(error = %lost.error, "dropped a session this node may no longer write");
             tracing::debug!(session = %lost.session, "session dropped");
         }
@@ -123,6 +126,9 @@ impl NodeState {
         let sessions = self.sessions.reap(idle_after);
         for id in &sessions {
             self.upstream.close(&Scope::Session(id.clone()));
+        }
+        if let Some(durable) = &self.durable {
+            crate::durable::Counts::add(&durable.counts.passivated, sessions.len() as u64);
         }
         let keys = self.affinity.reap(timeout);
         for key in &keys {

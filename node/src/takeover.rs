@@ -157,6 +157,7 @@ pub async fn find(node: &NodeState, id: &str) -> Result<Arc<Session>, Missing> {
         session.end();
         return Err(Missing::Full);
     }
+    crate::durable::Counts::add(&durable.counts.takeovers, 1);
     tracing::info!(
         interrupted = interrupted.len(),
         "took over a session from the store"

@@ -107,3 +107,39 @@ pub fn state_key(
         ),
     }
 }
+
+/// Refuses a URL that carries a password (`scheme://user:password@…`, or a `password=` in its
+/// query) unless it came from `env`: on the command line every user of the machine can read it.
+pub fn url_from_environment_if_secret(flag: &str, env: &str, url: &str) -> anyhow::Result<()> {
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+    let user_password = authority
+        .rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'));
+    let query_password = url
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("password=")));
+    let from_env = std::env::var(env).is_ok_and(|v| v == url);
+    if (user_password || query_password) && !from_env {
+        anyhow::bail!(
+            "{flag} carries a password: set {env} instead, since a command line is readable by every user of the machine"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::url_from_environment_if_secret as check;
+
+    #[test]
+    fn a_password_on_the_command_line_is_refused() {
+        let env = "SHARDGATE_TEST_URL_NEVER_SET";
+        assert!(check("--store", env, "postgres://u:secret@db:5432/sg").is_err());
+        assert!(check("--store", env, "postgres://db/sg?password=secret").is_err());
+        assert!(check("--store", env, "postgres://u@db:5432/sg").is_ok());
+        assert!(check("--store", env, "redis://a:1,b:2").is_ok());
+        assert!(check("--store", env, "sqlite:/var/lib/sg/sessions.db").is_ok());
+    }
+}

@@ -139,7 +139,7 @@ async fn t20_stateless_discover_and_calls() -> anyhow::Result<()> {
     for v in ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"] {
         assert!(
             versions.as_array().is_some_and(|a| a.contains(&json!(v))),
-            "{v} in {versions}"
+            "{v} in {versions}; server/discover answered {discover}"
         );
     }
     let echo = stateless(

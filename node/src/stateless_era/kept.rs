@@ -37,6 +37,7 @@ pub async fn hold(
         let claimed = durable.store.claim(&id, &fence).await?;
         if let Some(record) = claimed.record {
             state.with(|s| *s = record.upstream_state);
+            durable::Counts::add(&durable.counts.takeovers, 1);
         }
         state.take_changed();
         Ok(durable.link(&id, fence))

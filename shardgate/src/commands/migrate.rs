@@ -10,6 +10,11 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let url = args.database_url;
+    crate::credentials::url_from_environment_if_secret(
+        "--database-url",
+        "SHARDGATE_DATABASE_URL",
+        &url,
+    )?;
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         anyhow::bail!(
             "--database-url must be a postgres:// URL (a SQLite store migrates itself when opened)"

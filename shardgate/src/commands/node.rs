@@ -98,11 +98,16 @@ pub struct Args {
     /// `sqlite:<path>` (one file the nodes of one machine share), `redis://host:port[,…]` (a
     /// Redis Cluster, by its seed nodes) or `postgres://…`. Without one, sessions live in
     /// memory only and die with their node.
-    #[arg(long, env = "SHARDGATE_STORE")]
+    #[arg(long, env = "SHARDGATE_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// PostgreSQL behind a Redis `--store`: written behind in batches, and loaded from when
     /// Redis has lost a session.
-    #[arg(long, env = "SHARDGATE_STORE_DURABLE", requires = "store")]
+    #[arg(
+        long,
+        env = "SHARDGATE_STORE_DURABLE",
+        requires = "store",
+        hide_env_values = true
+    )]
     pub store_durable: Option<String>,
     /// When a client may see what its session did: `memory` (at once), `store` (once the
     /// store has it) or `replicated` (once a replica has it too).
@@ -282,6 +287,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ => bail!("give either --data-dir (membership through Raft) or --members (fixed)"),
     };
     tracing::info!(%id, session = %bound.session, internal = %bound.internal, admin = %bound.admin, "node listening");
+    for (flag, env, url) in [
+        ("--store", "SHARDGATE_STORE", &args.store),
+        (
+            "--store-durable",
+            "SHARDGATE_STORE_DURABLE",
+            &args.store_durable,
+        ),
+    ] {
+        if let Some(url) = url {
+            crate::credentials::url_from_environment_if_secret(flag, env, url)?;
+        }
+    }
     let config = NodeConfig {
         id,
         membership,

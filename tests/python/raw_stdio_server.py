@@ -1,9 +1,10 @@
 """A bare stdio MCP server (plain JSON-RPC lines, no SDK) for tests of what misbehaving
 processes do: it can be slow to start, and it can write a line as long as asked.
 
-Arguments: `--pid-dir DIR` writes this process's id to DIR/<pid>; `--start-delay SECONDS` waits
-that long before answering `initialize`. Tools: `big` (answers a text of `bytes` characters),
-`echo`.
+Arguments: `--pid-dir DIR` writes this process's id to DIR/<pid>, and appends to that file the
+params of every `initialize` it receives (one JSON object a line) before answering it;
+`--start-delay SECONDS` waits that long before answering `initialize`. Tools: `big` (answers a
+text of `bytes` characters), `echo`.
 """
 
 import argparse
@@ -16,8 +17,9 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--pid-dir")
 parser.add_argument("--start-delay", type=float, default=0.0)
 args = parser.parse_args()
-if args.pid_dir:
-    open(os.path.join(args.pid_dir, str(os.getpid())), "w").close()
+PID_FILE = os.path.join(args.pid_dir, str(os.getpid())) if args.pid_dir else None
+if PID_FILE:
+    open(PID_FILE, "w").close()
 
 TOOLS = [
     {"name": "big", "inputSchema": {"type": "object", "properties": {"bytes": {"type": "integer"}}}},
@@ -41,6 +43,9 @@ for line in sys.stdin:
         continue
     params = msg.get("params") or {}
     if method == "initialize":
+        if PID_FILE:
+            with open(PID_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(params) + "\n")
         time.sleep(args.start_delay)
         answer(msg_id, {
             "protocolVersion": params.get("protocolVersion", "2025-11-25"),

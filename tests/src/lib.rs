@@ -410,11 +410,7 @@ impl Cluster {
             ) else {
                 continue;
             };
-            // The parent's pid is the second field after the command, which is in parentheses.
-            let parent = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
+            let parent = parent_in(&stat);
             let is_node = cmdline.split(|b| *b == 0).nth(1) == Some(b"node".as_slice());
             if parent == Some(up) && is_node {
                 pids.push(pid);
@@ -622,6 +618,19 @@ impl ClusterBuilder {
             process,
         })
     }
+}
+
+/// The parent of process `pid`, while it runs.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    parent_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The parent's pid in a `/proc/<pid>/stat`: the second field after the command, which is in
+/// parentheses.
+fn parent_in(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<u32>().ok())
 }
 
 /// The resident memory of a process, in bytes (`VmRSS`).

@@ -1,6 +1,6 @@
-//! Helpers for tests in which sessions change owner (`t86_takeover`): which node owns which
-//! session, `counter` calls that ride out the moment a key has no owner, and checks that a
-//! resumed stream continues the one a client was reading.
+//! Helpers for tests in which sessions change owner (`t86_takeover`, `t89_upstream_takeover`):
+//! which node owns which session, `counter` (or any tool) calls that ride out the moment a key
+//! has no owner, and checks that a resumed stream continues the one a client was reading.
 
 use crate::mcp::{self, Client, Event, SseReader};
 use futures_util::future::join_all;
@@ -124,8 +124,24 @@ impl std::fmt::Display for Failed {
 /// One `tools/call` of the builtin `counter` in session `sid`: its new value.
 pub async fn count_once(c: &Client, sid: &str, id: i64) -> Result<i64, Failed> {
     let fail = |again, why: String| Failed { again, why };
+    let answer = call_once(c, sid, id, "counter", json!({})).await?;
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| fail(false, format!("not a count: {answer}")))
+}
+
+/// One `tools/call` of `tool` in session `sid`: its JSON-RPC response, which may be an error.
+pub async fn call_once(
+    c: &Client,
+    sid: &str,
+    id: i64,
+    tool: &str,
+    arguments: Value,
+) -> Result<Value, Failed> {
+    let fail = |again, why: String| Failed { again, why };
     let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": "counter", "arguments": {}}});
+        "params": {"name": tool, "arguments": arguments}});
     let resp = c
         .session_post(sid, &body)
         .timeout(Duration::from_secs(15))
@@ -138,13 +154,53 @@ pub async fn count_once(c: &Client, sid: &str, id: i64) -> Result<i64, Failed> {
         let unplaced = matches!(status.as_u16(), 502..=504);
         return Err(fail(unplaced, format!("HTTP {}: {text}", status.as_u16())));
     }
-    let answer = mcp::response_of(resp, &json!(id))
+    mcp::response_of(resp, &json!(id))
         .await
-        .map_err(|e| fail(false, format!("reading the answer: {e:#}")))?;
-    answer["result"]["content"][0]["text"]
-        .as_str()
-        .and_then(|t| t.trim().parse().ok())
-        .ok_or_else(|| fail(false, format!("not a count: {answer}")))
+        .map_err(|e| fail(false, format!("reading the answer: {e:#}")))
+}
+
+/// One session's answer to a `tools/call` after a change of owner.
+pub struct Reply {
+    /// The JSON-RPC response (result or error), or why there was none.
+    pub value: Result<Value, String>,
+    /// From the change to the answer.
+    pub after: Duration,
+    /// What the tries before it got.
+    pub tries: Vec<String>,
+}
+
+/// `tools/call` of `tool` in session `sid` until it is answered (a JSON-RPC error is an
+/// answer), or fails in a way `retry` does not retry, or [`RECOVER`] after `since`.
+pub async fn call_until_answered(
+    c: &Client,
+    sid: &str,
+    id: i64,
+    tool: &str,
+    arguments: &Value,
+    since: Instant,
+    retry: Retry,
+) -> Reply {
+    let mut tries = Vec::new();
+    loop {
+        let value = match call_once(c, sid, id, tool, arguments.clone()).await {
+            Ok(answer) => Ok(answer),
+            Err(Failed { again, why }) => {
+                let again =
+                    again || (matches!(retry, Retry::AnyError) && !why.starts_with("HTTP 404"));
+                if again && since.elapsed() < RECOVER {
+                    tries.push(why);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(why)
+            }
+        };
+        return Reply {
+            value,
+            after: since.elapsed(),
+            tries,
+        };
+    }
 }
 
 /// Every session whose answer is not `expected`, with its owner and what it got.

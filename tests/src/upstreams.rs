@@ -141,6 +141,46 @@ pub async fn initialize_answer(c: &Client) -> anyhow::Result<Value> {
     crate::mcp::response_of(c.post(&init).send().await?, &json!(0)).await
 }
 
+/// Runs the session-era handshake with these `initialize` params (a client of the test's
+/// choosing); returns the session id.
+pub async fn initialize_with(c: &Client, params: &Value) -> anyhow::Result<String> {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params});
+    let resp = c.post(&init).send().await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "initialize: HTTP {}",
+        resp.status()
+    );
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .ok_or_else(|| anyhow::anyhow!("no Mcp-Session-Id on the initialize response"))?
+        .to_str()?
+        .to_string();
+    let answer = crate::mcp::response_of(resp, &json!(0)).await?;
+    anyhow::ensure!(
+        answer.get("result").is_some(),
+        "initialize failed: {answer}"
+    );
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let status = c.session_post(&sid, &note).send().await?.status();
+    anyhow::ensure!(
+        status.as_u16() == 202,
+        "notifications/initialized: HTTP {status}"
+    );
+    Ok(sid)
+}
+
+/// What the recording server (`Peer::recording`) logged: one object per HTTP request, with
+/// its `method`, `headers` and (POST) `body`.
+pub fn recorded(log: &Path) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(log)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
 pub fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -205,7 +245,8 @@ pub async fn recording_stateless_upstream()
 }
 
 /// Our bare stdio server (`tests/python/raw_stdio_server.py`) as the upstream `raw`, writing
-/// its pid into `pid_dir` and answering `initialize` after `start_delay_secs`.
+/// its pid into `pid_dir` (a file named by the pid, holding the params of each `initialize` it
+/// received) and answering `initialize` after `start_delay_secs`.
 pub fn raw_stdio_config(pid_dir: &Path, start_delay_secs: f64) -> anyhow::Result<String> {
     Ok(format!(
         "[[upstream]]\nname = \"raw\"\n[upstream.stdio]\ncommand = {}\nargs = [{}, \"--pid-dir\", {}, \"--start-delay\", \"{start_delay_secs}\"]\n",
@@ -230,4 +271,25 @@ pub fn live_pids(pid_dir: &Path) -> anyhow::Result<Vec<i32>> {
         }
     }
     Ok(pids)
+}
+
+/// Every process that wrote itself into `pid_dir`, alive or not, with the `initialize` params
+/// it received, in order.
+pub fn initializes_by_pid(
+    pid_dir: &Path,
+) -> anyhow::Result<std::collections::BTreeMap<i32, Vec<Value>>> {
+    let mut seen = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(pid_dir)? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path())?;
+        let params = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<Value>, _>>()?;
+        seen.insert(pid, params);
+    }
+    Ok(seen)
 }

@@ -131,6 +131,29 @@ impl RedisCluster {
         self.nodes.iter().map(|a| format!("redis://{a}")).collect()
     }
 
+    /// Waits until every primary streams to its replica. A cluster is `ok` before that: a
+    /// replica's first sync starts a moment later, and until it is done a primary's death
+    /// cannot be survived (nor `WAIT` counted).
+    pub async fn replicas_online(&self, within: Duration) -> anyhow::Result<()> {
+        let cli = need("redis-cli", "redis-tools")?;
+        for addr in &self.nodes {
+            let port = addr.port().to_string();
+            wait_for(within, || async {
+                let info = run(
+                    Command::new(&cli).args(["-p", &port, "info", "replication"]),
+                    "redis-cli info replication",
+                )
+                .await
+                .unwrap_or_default();
+                let primary = info.lines().any(|l| l.trim() == "role:master");
+                info.contains("role:") && (!primary || info.contains("state=online"))
+            })
+            .await
+            .with_context(|| format!("the replica of {addr} is not online"))?;
+        }
+        Ok(())
+    }
+
     /// The pids of the six `redis-server` processes, in the order of [`RedisCluster::nodes`].
     pub fn pids(&self) -> Vec<u32> {
         self.servers.iter().map(Child::id).collect()
@@ -155,6 +178,7 @@ fn redis_config(port: u16, dir: &Path) -> String {
          cluster-enabled yes\n\
          cluster-config-file nodes.conf\n\
          cluster-node-timeout 2000\n\
+         repl-diskless-sync-delay 0\n\
          appendonly no\n\
          save \"\"\n\
          daemonize no\n\
@@ -228,21 +252,10 @@ impl Postgres {
         run(&mut initdb, "initdb").await?;
         for attempt in 1..=PORT_ATTEMPTS {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let log = pg.dir.join(format!("postgres-{port}.log"));
-            let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                pg.dir.display()
-            );
-            let mut start = pg.command("pg_ctl");
-            start
-                .arg("-D")
-                .arg(&pg.data)
-                .args(["-w", "-t", "30", "-l"])
-                .arg(&log)
-                .args(["-o", &options, "start"]);
+            let log = pg.log(port);
             // Marked before it can have started, so that drop stops a half-started server.
             pg.started = true;
-            match run(&mut start, "pg_ctl start").await {
+            match run(&mut pg.pg_ctl_start(port), "pg_ctl start").await {
                 Ok(_) => {
                     pg.port = port;
                     pg.url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
@@ -257,6 +270,56 @@ impl Postgres {
             }
         }
         unreachable!("the last attempt returns")
+    }
+
+    /// Where the server started on `port` logs.
+    fn log(&self, port: u16) -> PathBuf {
+        self.dir.join(format!("postgres-{port}.log"))
+    }
+
+    /// `pg_ctl start` of this instance's data directory on `port`, waiting until it accepts
+    /// connections.
+    fn pg_ctl_start(&self, port: u16) -> Command {
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.dir.display()
+        );
+        let mut start = self.command("pg_ctl");
+        start
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "30", "-l"])
+            .arg(self.log(port))
+            .args(["-o", &options, "start"]);
+        start
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: open connections are cut, what is committed
+    /// stays), keeping its data directory and port for [`Postgres::start_again`].
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let mut stop = self.command("pg_ctl");
+        stop.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "30", "stop"]);
+        run(&mut stop, "pg_ctl stop").await?;
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same port and data directory.
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.started = true;
+        run(&mut self.pg_ctl_start(self.port), "pg_ctl start")
+            .await
+            .map_err(|e| e.context(format!("postgres log: {}", log_tail(&self.log(self.port)))))?;
+        Ok(())
+    }
+
+    /// Stops the server and starts it again on the same port and data directory, down for at
+    /// least `down`.
+    pub async fn restart(&mut self, down: Duration) -> anyhow::Result<()> {
+        self.stop().await?;
+        tokio::time::sleep(down).await;
+        self.start_again().await
     }
 
     /// A PostgreSQL command, run as the user that owns the data.

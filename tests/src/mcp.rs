@@ -191,7 +191,8 @@ impl Client {
         }});
         let resp = self.post(&init).send().await?;
         if !resp.status().is_success() {
-            bail!("initialize: HTTP {}", resp.status());
+            let status = resp.status();
+            bail!("initialize: HTTP {status}: {}", resp.text().await?);
         }
         let sid = resp
             .headers()

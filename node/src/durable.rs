@@ -2,9 +2,10 @@
 //!
 //! Memory stays the hot path: a session is served from its [`crate::session::Session`], and
 //! every change a new owner needs (the record, each stream's events) is handed to this node's
-//! one [`Writer`] task, which writes them in batches: the operations that queue up while a batch
-//! is written form the next one, one store call per session and kind. An event reaches its
-//! client only once the acknowledgement level ([`Ack`]) holds for it.
+//! one [`Writer`] task. Each session's writes go to the store in order, different sessions' side
+//! by side ([`queue`]): the writes of a session that queue up while its last round is with the
+//! store form its next round, one store call per kind. An event reaches its client only once
+//! the acknowledgement level ([`Ack`]) holds for it.
 //!
 //! Every write carries the session's [`Fence`] (this node, and the membership epoch it claimed
 //! the session under). A refused write means another node has claimed the session since: the
@@ -12,16 +13,20 @@
 //! store. A store that stays unreachable is reported the same way, and marks the node unready.
 
 use crate::stream::EventStream;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use queue::{Key, Queue, Round};
 use shardgate_store::{Fence, SessionRecord, SessionStore, StoreError, StoredEvent};
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// Operations one batch takes at most.
+/// Writes taken from the channel at once.
 const BATCH: usize = 512;
+/// Rounds (one session's writes each) with the store at once.
+const ROUNDS_AT_ONCE: usize = 64;
 /// Pauses between the attempts at a write the store could not take; after the last one the
 /// write fails.
 const RETRY: [Duration; 3] = [
@@ -268,73 +273,65 @@ struct Batches {
 }
 
 async fn write_batches(w: Batches, mut rx: mpsc::UnboundedReceiver<Op>) {
-    let Batches {
-        store,
-        ack,
-        keep,
-        lost,
-        healthy,
-        counts,
-    } = w;
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        // One group per session and fence, each in the order its writes were made; barriers
-        // are done once the whole batch is.
-        let mut groups: Vec<Vec<Op>> = Vec::new();
-        let mut index: HashMap<(Arc<str>, Arc<Fence>), usize> = HashMap::new();
-        let mut barriers = Vec::new();
-        for op in batch.drain(..) {
-            if matches!(op.write, Write::Barrier) {
-                barriers.push(op.done);
-                continue;
-            }
-            let key = (op.session.clone(), op.fence.clone());
-            let i = *index.entry(key).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-            groups[i].push(op);
+    let mut queue = Queue::default();
+    let mut rounds = FuturesUnordered::new();
+    let mut incoming = Vec::with_capacity(BATCH);
+    let mut open = true;
+    loop {
+        while rounds.len() < ROUNDS_AT_ONCE
+            && let Some(round) = queue.next_round()
+        {
+            rounds.push(write_round(&w, round));
         }
-        let outcomes = futures_util::future::join_all(
-            groups
-                .into_iter()
-                .map(|ops| write_session(&*store, ack, keep, ops)),
-        )
-        .await;
-        Counts::add(&counts.batches, 1);
-        for (session, fence, writes, outcome) in outcomes {
-            Counts::add(&counts.writes, writes);
-            match outcome {
-                Ok(()) => healthy.store(true, Ordering::Relaxed),
-                Err(error) => {
-                    if error.is_retryable() {
-                        healthy.store(false, Ordering::Relaxed);
-                    }
-                    let _ = lost.send(Lost {
-                        session,
-                        fence,
-                        error,
-                    });
+        tokio::select! {
+            received = rx.recv_many(&mut incoming, BATCH), if open => {
+                open = received > 0;
+                for op in incoming.drain(..) {
+                    queue.push(op);
                 }
             }
-        }
-        for done in barriers {
-            if let Done::Tell(tx) = done {
-                let _ = tx.send(Ok(()));
+            Some((key, seqs, writes, outcome)) = rounds.next(), if !rounds.is_empty() => {
+                queue.finished(&key, &seqs);
+                Counts::add(&w.counts.batches, 1);
+                Counts::add(&w.counts.writes, writes);
+                match outcome {
+                    Ok(()) => w.healthy.store(true, Ordering::Relaxed),
+                    Err(error) => {
+                        if error.is_retryable() {
+                            w.healthy.store(false, Ordering::Relaxed);
+                        }
+                        let (session, fence) = key;
+                        let _ = w.lost.send(Lost { session, fence, error });
+                    }
+                }
             }
+            else => return,
+        }
+        if !open && queue.is_idle() && rounds.is_empty() {
+            return;
         }
     }
 }
 
-/// Writes one session's operations of a batch in order: each run of saves as one save of the
-/// newest record, each run of appends as one append. Then tells each operation how it went.
+/// Writes one round of a session's writes; hands back what the queue and the counts need.
+async fn write_round(w: &Batches, round: Round) -> (Key, Vec<u64>, u64, Result<(), StoreError>) {
+    let (writes, outcome) = write_session(&*w.store, w.ack, w.keep, round.ops).await;
+    (round.key, round.seqs, writes, outcome)
+}
+
+/// Writes one round of a session's writes in order: each run of saves as one save of the
+/// newest record, each run of appends as one append. Then tells each write how it went;
+/// returns the store calls made and the outcome.
 async fn write_session(
     store: &dyn SessionStore,
     ack: Ack,
     keep: usize,
     ops: Vec<Op>,
-) -> (Arc<str>, Arc<Fence>, u64, Result<(), StoreError>) {
-    let (session, fence) = (ops[0].session.clone(), ops[0].fence.clone());
+) -> (u64, Result<(), StoreError>) {
+    let Some(first) = ops.first() else {
+        return (0, Ok(()));
+    };
+    let (session, fence) = (first.session.clone(), first.fence.clone());
     let mut outcome = Ok(());
     let mut writes = 0;
     let mut i = 0;
@@ -345,7 +342,7 @@ async fn write_session(
             .count();
         let slice = &ops[i..i + run];
         outcome = match &slice[0].write {
-            Write::Barrier => Ok(()), // taken out of the batch before
+            Write::Barrier => Ok(()), // the queue keeps barriers to itself
             Write::Save(_) => {
                 let newest = slice.iter().rev().find_map(|op| match &op.write {
                     Write::Save(r) => Some(r),
@@ -390,7 +387,7 @@ async fn write_session(
             }
         }
     }
-    (session, fence, writes, outcome)
+    (writes, outcome)
 }
 
 fn same_kind(a: &Write, b: &Write) -> bool {
@@ -415,5 +412,6 @@ where
     outcome
 }
 
+mod queue;
 #[cfg(test)]
 mod tests;

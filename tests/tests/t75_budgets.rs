@@ -240,10 +240,12 @@ async fn t30_replay_memory_stays_within_its_budget() -> anyhow::Result<()> {
     // Without the budgets this run grew the node by 1.1 GB. Beyond what is kept for replay,
     // the node holds the four requests in flight (each 4 MB as body, parsed value, answer and
     // event: about 80 MB at once) and what the allocator retains of them; none of it grows
-    // with the number of calls.
+    // with the number of calls. The store the nodes of `up` write through to makes two more
+    // short-lived copies of each event (the write and its SQL statement): measured 240 MiB
+    // growth with it, against 125 MiB without.
     let grown = after.saturating_sub(before);
     assert!(
-        grown < BUDGET + 160 * MIB,
+        grown < BUDGET + 288 * MIB,
         "the node grew by {} MiB",
         grown / MIB
     );

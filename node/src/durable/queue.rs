@@ -1,0 +1,177 @@
+//! The writer's queue: each session's writes in order, different sessions' side by side.
+//!
+//! A session's writes wait while an earlier round of its writes is with the store, and then go
+//! as one round (so they batch up behind a slow write instead of making more calls); a slow
+//! session holds up no other. A barrier is done once every write queued before it is.
+
+use super::{Done, Op, Write};
+use shardgate_store::Fence;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Whose writes go in order: a session under one fence.
+pub(super) type Key = (Arc<str>, Arc<Fence>);
+
+/// Writes waiting for the store, and the barriers waiting for them.
+#[derive(Default)]
+pub(super) struct Queue {
+    next_seq: u64,
+    /// Per session, the writes not started yet, with their sequence numbers.
+    waiting: HashMap<Key, Vec<(u64, Op)>>,
+    /// Sessions with waiting writes and no round with the store, oldest first.
+    ready: VecDeque<Key>,
+    /// Sessions with a round with the store.
+    busy: HashSet<Key>,
+    /// Sequence numbers of the writes not done yet.
+    outstanding: BTreeSet<u64>,
+    /// Barriers, by the sequence number every write before which must be done.
+    barriers: Vec<(u64, Done)>,
+}
+
+/// A round of one session's writes, taken from the queue.
+pub(super) struct Round {
+    pub(super) key: Key,
+    pub(super) seqs: Vec<u64>,
+    pub(super) ops: Vec<Op>,
+}
+
+impl Queue {
+    pub(super) fn push(&mut self, op: Op) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if matches!(op.write, Write::Barrier) {
+            self.barriers.push((seq, op.done));
+            self.complete_barriers();
+            return;
+        }
+        self.outstanding.insert(seq);
+        let key = (op.session.clone(), op.fence.clone());
+        let waiting = self.waiting.entry(key.clone()).or_default();
+        if waiting.is_empty() && !self.busy.contains(&key) {
+            self.ready.push_back(key);
+        }
+        waiting.push((seq, op));
+    }
+
+    /// The next session's waiting writes, as one round; the session is busy until
+    /// [`Queue::finished`].
+    pub(super) fn next_round(&mut self) -> Option<Round> {
+        let key = self.ready.pop_front()?;
+        let waiting = self.waiting.remove(&key).unwrap_or_default();
+        self.busy.insert(key.clone());
+        let (seqs, ops) = waiting.into_iter().unzip();
+        Some(Round { key, seqs, ops })
+    }
+
+    /// A round is done: its session may go again, and barriers behind it may be done.
+    pub(super) fn finished(&mut self, key: &Key, seqs: &[u64]) {
+        for seq in seqs {
+            self.outstanding.remove(seq);
+        }
+        self.busy.remove(key);
+        if self.waiting.get(key).is_some_and(|w| !w.is_empty()) {
+            self.ready.push_back(key.clone());
+        }
+        self.complete_barriers();
+    }
+
+    /// Whether nothing waits or runs.
+    pub(super) fn is_idle(&self) -> bool {
+        self.outstanding.is_empty()
+    }
+
+    fn complete_barriers(&mut self) {
+        let oldest = self.outstanding.first().copied();
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.barriers)
+            .into_iter()
+            .partition(|(seq, _)| oldest.is_none_or(|o| o > *seq));
+        self.barriers = waiting;
+        for (_, done) in done {
+            if let Done::Tell(tx) = done {
+                let _ = tx.send(Ok(()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::Write;
+    use shardgate_store::StoredEvent;
+    use tokio::sync::oneshot;
+
+    fn op(session: &str, fence: &Arc<Fence>) -> Op {
+        Op {
+            session: session.into(),
+            fence: fence.clone(),
+            write: Write::Append(StoredEvent {
+                stream: 1,
+                seq: 1,
+                data: String::new(),
+            }),
+            done: Done::Nothing,
+        }
+    }
+
+    fn barrier(
+        fence: &Arc<Fence>,
+    ) -> (
+        Op,
+        oneshot::Receiver<Result<(), shardgate_store::StoreError>>,
+    ) {
+        let (tx, rx) = oneshot::channel();
+        let op = Op {
+            session: "".into(),
+            fence: fence.clone(),
+            write: Write::Barrier,
+            done: Done::Tell(tx),
+        };
+        (op, rx)
+    }
+
+    #[test]
+    fn a_busy_session_batches_up_and_holds_no_other_back() {
+        let fence = Arc::new(Fence::new("n", 1));
+        let mut q = Queue::default();
+        q.push(op("a", &fence));
+        let first = q.next_round().expect("a goes");
+        q.push(op("a", &fence));
+        q.push(op("b", &fence));
+        q.push(op("a", &fence));
+        let b = q.next_round().expect("b goes while a is busy");
+        assert_eq!(&*b.key.0, "b");
+        assert!(q.next_round().is_none(), "a waits for its round");
+        q.finished(&first.key, &first.seqs);
+        let second = q.next_round().expect("a goes again");
+        assert_eq!((&*second.key.0, second.ops.len()), ("a", 2), "as one round");
+        q.finished(&b.key, &b.seqs);
+        q.finished(&second.key, &second.seqs);
+        assert!(q.is_idle());
+    }
+
+    #[test]
+    fn a_barrier_waits_for_every_write_before_it_only() {
+        let fence = Arc::new(Fence::new("n", 1));
+        let mut q = Queue::default();
+        q.push(op("a", &fence));
+        q.push(op("b", &fence));
+        let (b1, mut done) = barrier(&fence);
+        q.push(b1);
+        q.push(op("c", &fence));
+        let a = q.next_round().expect("a");
+        let b = q.next_round().expect("b");
+        let c = q.next_round().expect("c");
+        q.finished(&c.key, &c.seqs);
+        q.finished(&a.key, &a.seqs);
+        assert!(done.try_recv().is_err(), "b is not written yet");
+        q.finished(&b.key, &b.seqs);
+        assert!(done.try_recv().is_ok(), "everything before it is");
+        let (b2, mut at_once) = barrier(&fence);
+        q.push(b2);
+        assert!(
+            at_once.try_recv().is_ok(),
+            "nothing outstanding: done at once"
+        );
+    }
+}

@@ -23,6 +23,12 @@ fn stateless_meta() -> Value {
 /// Starts a session at `version`; returns its id and the negotiated revision.
 async fn session_at(c: &Client, version: &str) -> anyhow::Result<(String, String)> {
     let resp = c.post(&initialize(version)).send().await?;
+    anyhow::ensure!(
+        resp.status() == 200,
+        "initialize at {version}: HTTP {}: {}",
+        resp.status(),
+        resp.text().await?
+    );
     let sid = resp
         .headers()
         .get("mcp-session-id")
@@ -181,6 +187,12 @@ async fn t30_a_dropped_stream_cancels_only_in_the_stateless_era() -> anyhow::Res
         .header("mcp-name", "slow")
         .send()
         .await?;
+    anyhow::ensure!(
+        resp.status() == 200,
+        "the slow call: HTTP {}: {}",
+        resp.status(),
+        resp.text().await?
+    );
     let mut reader = SseReader::new(resp);
     assert!(reader.next().await?.is_some(), "the call streams progress");
     assert_eq!(calls_in_flight(&cluster, &c.http).await?, 1);

@@ -213,6 +213,12 @@ impl Link {
         }
     }
 
+    /// Restarts the session's time to live in the store: a session held here is alive though
+    /// nothing was written for a while (a long call, a client listening).
+    pub fn touch(&self) {
+        self.send(Write::Touch, Done::Nothing);
+    }
+
     /// Saves the record; the answer says when it is written.
     pub fn save(&self, record: SessionRecord) -> Written {
         let (tx, rx) = oneshot::channel();
@@ -245,6 +251,8 @@ pub async fn settled(link: &Link, written: Written) -> Result<(), StoreError> {
 enum Write {
     Save(Box<SessionRecord>),
     Append(StoredEvent),
+    /// Restarts the time to live.
+    Touch,
     /// Writes nothing: done once everything queued before it is.
     Barrier,
 }
@@ -353,6 +361,10 @@ async fn write_session(
                     Some(record) => retried(|| store.save(record, &fence)).await,
                     None => Ok(()),
                 }
+            }
+            Write::Touch => {
+                writes += 1;
+                retried(|| store.append(&session, &fence, &[], keep)).await
             }
             Write::Append(_) => {
                 let events: Vec<StoredEvent> = slice

@@ -142,6 +142,9 @@ pub async fn run(
         tokio::spawn(follow(state.clone(), c.watch(), stop.clone()));
     }
     tokio::spawn(drop_lost(state.clone(), lost));
+    if state.durable.is_some() {
+        tokio::spawn(keep_alive(state.clone(), config.idle_timeout, stop.clone()));
+    }
     tokio::spawn(reap_idle(
         state.clone(),
         config.idle_timeout,
@@ -228,6 +231,23 @@ async fn drop_lost(
     }
 }
 
+/// Restarts the store's time to live of every session held here, a few times per time to live:
+/// a session in memory is alive, whether or not it wrote anything lately.
+async fn keep_alive(node: Arc<NodeState>, ttl: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(200)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for id in node.sessions.ids() {
+            if let Some(link) = node.sessions.get(&id).as_deref().and_then(|s| s.link()) {
+                link.touch();
+            }
+        }
+    }
+}
+
 /// Ends (or, with a store, passivates) idle sessions and forgets idle affinity state, a few
 /// times per idle time.
 async fn reap_idle(
@@ -245,7 +265,11 @@ async fn reap_idle(
         }
         let (sessions, keys) = node.reap_idle(timeout, passivate_after);
         if sessions + keys > 0 {
-            tracing::info!(sessions, affinity_keys = keys, "ended idle state");
+            tracing::info!(
+                sessions,
+                affinity_keys = keys,
+                "ended or passivated idle state"
+            );
         }
     }
 }

@@ -599,16 +599,16 @@ impl Sessions {
         }
     }
 
-    /// Ends every idle session (see [`Session::is_idle`]); returns their ids.
-    pub fn reap(&self, timeout: Duration) -> Vec<String> {
-        let idle: Vec<String> = self
+    /// Ends every idle session here (see [`Session::is_idle`]); returns them.
+    pub fn reap(&self, timeout: Duration) -> Vec<Arc<Session>> {
+        let idle: Vec<Arc<Session>> = self
             .read()
             .live
             .values()
             .filter(|s| s.is_idle(timeout))
-            .map(|s| s.id.clone())
+            .cloned()
             .collect();
-        idle.into_iter().filter(|id| self.remove(id)).collect()
+        idle.into_iter().filter(|s| self.remove(&s.id)).collect()
     }
 
     pub fn len(&self) -> usize {

@@ -111,30 +111,44 @@ impl NodeState {
     }
 
     /// Ends idle sessions and forgets idle affinity state, releasing their upstream resources.
-    /// With a store, a session idle for `passivate_after` only leaves memory: its next request
-    /// loads it again, and the store forgets it after `timeout`.
+    /// A session idle for `timeout` is over, in the store too; with a store, one idle for
+    /// `passivate_after` only leaves memory, and its next request loads it again (the store
+    /// forgets it once it has not been written for `timeout`).
     pub fn reap_idle(
-        &self,
+        self: &Arc<Self>,
         timeout: std::time::Duration,
         passivate_after: std::time::Duration,
     ) -> (usize, usize) {
-        let idle_after = if self.durable.is_some() {
-            passivate_after
-        } else {
-            timeout
-        };
-        let sessions = self.sessions.reap(idle_after);
-        for id in &sessions {
-            self.upstream.close(&Scope::Session(id.clone()));
+        let ended = self.sessions.reap(timeout);
+        let mut reaped = ended.len();
+        for session in &ended {
+            self.upstream.close(&Scope::Session(session.id.clone()));
+        }
+        if let Some(durable) = self.durable.clone()
+            && !ended.is_empty()
+        {
+            tokio::spawn(async move {
+                for session in ended {
+                    let Some(link) = session.link() else { continue };
+                    if let Err(e) = durable.store.delete(&session.id, link.fence()).await {
+                        tracing::debug!(error = %e, "an ended session stays in the store until it expires");
+                    }
+                }
+            });
         }
         if let Some(durable) = &self.durable {
-            crate::durable::Counts::add(&durable.counts.passivated, sessions.len() as u64);
+            let passivated = self.sessions.reap(passivate_after);
+            for session in &passivated {
+                self.upstream.close(&Scope::Session(session.id.clone()));
+            }
+            crate::durable::Counts::add(&durable.counts.passivated, passivated.len() as u64);
+            reaped += passivated.len();
         }
         let keys = self.affinity.reap(timeout);
         for key in &keys {
             self.upstream.close(&Scope::Affinity(key.clone()));
         }
-        (sessions.len(), keys.len())
+        (reaped, keys.len())
     }
 
     /// Whether sessions are still being let go of.

@@ -34,10 +34,12 @@ async fn idle_sessions_are_reaped_busy_ones_kept() {
     let _token = busy.begin_request(&json!(1), 1);
     let (_, _rx) = listening.standalone().attach_now();
     tokio::time::advance(Duration::from_secs(60)).await;
-    assert_eq!(
-        sessions.reap(Duration::from_secs(30)),
-        vec!["idle".to_string()]
-    );
+    let reaped: Vec<String> = sessions
+        .reap(Duration::from_secs(30))
+        .iter()
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(reaped, vec!["idle".to_string()]);
     assert!(sessions.get("idle").is_none());
     assert!(sessions.get("busy").is_some() && sessions.get("listening").is_some());
     busy.touch();

@@ -419,23 +419,6 @@ impl Cluster {
         Ok(pids)
     }
 
-    /// The process id of the node with `id` (`node-N`) that `up` runs now.
-    pub fn node_pid(&self, id: &str) -> anyhow::Result<u32> {
-        for pid in self.node_pids()? {
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args
-                .windows(2)
-                .any(|w| w[0] == b"--id" && w[1] == id.as_bytes())
-            {
-                return Ok(pid);
-            }
-        }
-        bail!("no node {id} is running")
-    }
-
     /// The sum of a gauge (`name{labels}` as written, or unlabelled) on one node's `/metrics`.
     pub async fn metric_of(
         &self,

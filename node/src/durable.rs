@@ -18,13 +18,17 @@ use futures_util::stream::FuturesUnordered;
 use queue::{Key, Queue, Round};
 use shardgate_store::{Fence, SessionRecord, SessionStore, StoreError, StoredEvent};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes taken from the channel at once.
 const BATCH: usize = 512;
+/// Writes the writer may be behind by before `memory` stops letting events out at once: then
+/// clients wait for the store, as at the `store` level, and the backlog cannot grow without
+/// bound.
+const MEMORY_BACKLOG: usize = 10_000;
 /// Rounds (one session's writes each) with the store at once.
 const ROUNDS_AT_ONCE: usize = 64;
 /// Pauses between the attempts at a write the store could not take; after the last one the
@@ -113,6 +117,7 @@ impl Durable {
     ) -> Durable {
         let (tx, rx) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
+        let backlog = Arc::new(AtomicUsize::new(0));
         let counts = Arc::new(Counts::default());
         tokio::spawn(write_batches(
             Batches {
@@ -122,13 +127,14 @@ impl Durable {
                 lost,
                 healthy: healthy.clone(),
                 counts: counts.clone(),
+                backlog: backlog.clone(),
             },
             rx,
         ));
         Durable {
             store,
             ack,
-            writer: Writer { tx, ack },
+            writer: Writer { tx, ack, backlog },
             healthy,
             counts,
             takeovers: (0..TAKEOVER_LOCKS)
@@ -179,6 +185,8 @@ impl Durable {
 struct Writer {
     tx: mpsc::UnboundedSender<Op>,
     ack: Ack,
+    /// Writes handed to the writer and not done yet.
+    backlog: Arc<AtomicUsize>,
 }
 
 /// A session's way to its store: what it writes carries its fence.
@@ -202,6 +210,7 @@ impl Link {
     }
 
     fn send(&self, write: Write, done: Done) {
+        self.writer.backlog.fetch_add(1, Ordering::Relaxed);
         let op = Op {
             session: self.session.clone(),
             fence: self.fence.clone(),
@@ -227,14 +236,19 @@ impl Link {
     }
 
     /// Appends one event of `stream`; the writer releases it to the stream's listener once it
-    /// is written (unless the level is `memory`, where the stream released it already).
-    pub fn append(&self, event: StoredEvent, stream: Weak<EventStream>) {
+    /// is written. True when the caller releases it now instead: at the `memory` level, while
+    /// the writer keeps up.
+    pub fn append(&self, event: StoredEvent, stream: Weak<EventStream>) -> bool {
         let seq = event.seq;
-        let done = match self.writer.ack {
-            Ack::Memory => Done::Nothing,
-            Ack::Store | Ack::Replicated => Done::Release(stream, seq),
+        let at_once = self.writer.ack == Ack::Memory
+            && self.writer.backlog.load(Ordering::Relaxed) < MEMORY_BACKLOG;
+        let done = if at_once {
+            Done::Nothing
+        } else {
+            Done::Release(stream, seq)
         };
         self.send(Write::Append(event), done);
+        at_once
     }
 }
 
@@ -278,6 +292,7 @@ struct Batches {
     lost: mpsc::UnboundedSender<Lost>,
     healthy: Arc<AtomicBool>,
     counts: Arc<Counts>,
+    backlog: Arc<AtomicUsize>,
 }
 
 async fn write_batches(w: Batches, mut rx: mpsc::UnboundedReceiver<Op>) {
@@ -300,6 +315,7 @@ async fn write_batches(w: Batches, mut rx: mpsc::UnboundedReceiver<Op>) {
             }
             Some((key, seqs, writes, outcome)) = rounds.next(), if !rounds.is_empty() => {
                 queue.finished(&key, &seqs);
+                w.backlog.fetch_sub(seqs.len(), Ordering::Relaxed);
                 Counts::add(&w.counts.batches, 1);
                 Counts::add(&w.counts.writes, writes);
                 match outcome {

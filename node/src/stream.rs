@@ -17,7 +17,7 @@
 //! The log's bytes count towards the session's and the node's replay budgets
 //! ([`crate::replay`]), which may drop a finished stream's log: a resume into it is then a gap.
 
-use crate::durable::{Ack, Link};
+use crate::durable::Link;
 use crate::replay::SessionReplay;
 use bytes::Bytes;
 use shardgate_store::StoredEvent;
@@ -170,8 +170,7 @@ impl EventStream {
                     seq: id.seq,
                     data,
                 };
-                link.append(stored, self.me.clone());
-                if link.ack() == Ack::Memory {
+                if link.append(stored, self.me.clone()) {
                     release(&mut st, id.seq);
                 }
             }

@@ -22,8 +22,9 @@ pub const ACK: &str = "SHARDGATE_ACK";
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct StoreOptions {
     /// Where every node writes its sessions through to: `sqlite:<path>`,
-    /// `redis://host:port[,host:port…]` (Redis Cluster seeds) or `postgres://…`. Default:
-    /// `sqlite:<data dir>/sessions.db`, one file all the local nodes share.
+    /// `redis://host:port[,host:port…]` (Redis Cluster seeds), `postgres://…`, or `none` (in
+    /// memory only: a node's sessions die with it). Default: `sqlite:<data dir>/sessions.db`,
+    /// one file all the local nodes share.
     #[arg(long, env = STORE, hide_env_values = true)]
     pub store: Option<StoreUrl>,
     /// A PostgreSQL URL behind a `redis://` store: the durable copy sessions are recovered from.

@@ -4,7 +4,10 @@
 //!
 //! Every write runs in a `BEGIN IMMEDIATE` transaction: it takes the database's write lock
 //! before it reads the ownership it checks, so the check and the write cannot interleave with
-//! another process's (`busy_timeout` makes a second writer wait rather than fail). Expiry is a
+//! another process's (`busy_timeout` makes a second writer wait rather than fail). Within one
+//! process, writers queue on a lock of their own first: SQLite's busy handler waits by sleeping,
+//! which made concurrent writers of one node take turns at a few hundred commits a second.
+//! Expiry is a
 //! unix-millisecond `expires_at` per session, set from this process's clock at each write and
 //! compared at each read; [`SqliteStore::purge_expired`] deletes what has expired.
 
@@ -28,6 +31,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held by this process's writer for the length of a write transaction.
+    writing: std::sync::Arc<tokio::sync::Mutex<()>>,
     ttl_ms: i64,
 }
 
@@ -67,6 +72,7 @@ impl SqliteStore {
         migrate(&pool).await?;
         Ok(SqliteStore {
             pool,
+            writing: Default::default(),
             ttl_ms: to_sql(ttl_millis(ttl), "ttl")?,
         })
     }
@@ -87,6 +93,7 @@ impl SqliteStore {
 
     async fn claim_now(&self, id: &str, fence: &Fence) -> Result<Claimed, StoreError> {
         let now = now_ms();
+        let _writing = self.writing.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let held = holder(&mut tx, id, now).await?;
         if let Some(held) = &held
@@ -125,6 +132,7 @@ impl SqliteStore {
     async fn save_now(&self, record: &SessionRecord, fence: &Fence) -> Result<(), StoreError> {
         let json = serde_json::to_string(record)?;
         let now = now_ms();
+        let _writing = self.writing.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check(&mut tx, &record.id, fence, now).await?;
         sqlx::query("UPDATE sessions SET record = ?2, expires_at = ?3 WHERE id = ?1")
@@ -146,6 +154,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let keep = to_sql(keep.max(1) as u64, "keep")?;
         let now = now_ms();
+        let _writing = self.writing.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check(&mut tx, id, fence, now).await?;
         let mut streams = Vec::new();
@@ -238,6 +247,7 @@ impl SqliteStore {
 
     async fn delete_now(&self, id: &str, fence: &Fence) -> Result<(), StoreError> {
         let now = now_ms();
+        let _writing = self.writing.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         match check(&mut tx, id, fence, now).await {
             Ok(()) | Err(StoreError::Gone) => {}

@@ -96,8 +96,8 @@ pub struct Args {
     pub session_idle_secs: u64,
     /// Where sessions are written through to, so that they outlive this node:
     /// `sqlite:<path>` (one file the nodes of one machine share), `redis://host:port[,…]` (a
-    /// Redis Cluster, by its seed nodes) or `postgres://…`. Without one, sessions live in
-    /// memory only and die with their node.
+    /// Redis Cluster, by its seed nodes) or `postgres://…`. Without one (or with `none`),
+    /// sessions live in memory only and die with their node.
     #[arg(long, env = "SHARDGATE_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// PostgreSQL behind a Redis `--store`: written behind in batches, and loaded from when
@@ -309,12 +309,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(path) => shardgate_node::config::NodeFile::load(path)?,
             None => Default::default(),
         },
-        store: args.store.map(|url| shardgate_node::StoreOptions {
-            url,
-            durable: args.store_durable,
-            ack: args.ack,
-            passivate_after: std::time::Duration::from_secs(args.passivate_after_secs.max(1)),
-        }),
+        store: args
+            .store
+            .filter(|url| url != "none")
+            .map(|url| shardgate_node::StoreOptions {
+                url,
+                durable: args.store_durable,
+                ack: args.ack,
+                passivate_after: std::time::Duration::from_secs(args.passivate_after_secs.max(1)),
+            }),
     };
     let signals = super::signals();
     shardgate_node::run(config, listeners, signals.stop, signals.leave).await?;

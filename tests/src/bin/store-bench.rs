@@ -416,14 +416,15 @@ async fn latency(opts: &Options, backend: &Backend) -> anyhow::Result<()> {
         let mut b = Cluster::builder()
             .nodes(1)
             .env("SHARDGATE_PASSIVATE_AFTER_SECS", "3600");
-        if let Some(ack) = config.ack {
-            b = b
+        b = match config.ack {
+            Some(ack) => b
                 .env(
                     "SHARDGATE_STORE",
                     &backend.url(&format!("latency-{}", config.key)),
                 )
-                .env("SHARDGATE_ACK", ack);
-        }
+                .env("SHARDGATE_ACK", ack),
+            None => b.env("SHARDGATE_STORE", "none"),
+        };
         let cluster = b.start().await?;
         println!(
             "  {}: node pid {:?}, up pid {:?}",
@@ -900,7 +901,12 @@ async fn memory(opts: &Options, backend: &Backend, dir: &Path) -> anyhow::Result
     let mut rows = Vec::new();
 
     // Without a store: the reference.
-    let cluster = Cluster::builder().nodes(1).config(&config).start().await?;
+    let cluster = Cluster::builder()
+        .nodes(1)
+        .config(&config)
+        .env("SHARDGATE_STORE", "none")
+        .start()
+        .await?;
     let c = Client::new(&cluster.endpoint);
     let pid = only_node(&cluster)?;
     sessions(&c, WARM, 1, 64).await?;

@@ -175,9 +175,26 @@ async fn t30_an_unreachable_owner_gets_a_clear_answer_and_others_are_unaffected(
     ])
     .await?;
     let client = Client::new(&format!("http://{}/mcp", gw.mcp));
+    // Session ids are random: open sessions until node-2 owns a few and the others own a few,
+    // as node-2's own gauge tells.
+    let http = shardgate_tests::http().build()?;
     let mut sessions = Vec::new();
-    for _ in 0..12 {
+    loop {
         sessions.push(client.initialize().await?);
+        let metrics = http
+            .get(format!("http://{}/metrics", nodes[2].1.admin))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let on_node_2 = metric(&metrics, "shardgate_node_sessions ") as usize;
+        if on_node_2 >= 3 && sessions.len() - on_node_2 >= 3 {
+            break;
+        }
+        anyhow::ensure!(
+            sessions.len() < 200,
+            "node-2 owns {on_node_2} of 200 sessions"
+        );
     }
     // node-2 goes away; its sessions' requests fail loudly (503, retryable: nothing reached
     // it), everyone else's still work.

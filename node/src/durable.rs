@@ -4,8 +4,8 @@
 //! every change a new owner needs (the record, each stream's events) is handed to this node's
 //! one [`Writer`] task. Each session's writes go to the store in order, different sessions' side
 //! by side ([`queue`]): the writes of a session that queue up while its last round is with the
-//! store form its next round, one store call per kind. An event reaches its client only once
-//! the acknowledgement level ([`Ack`]) holds for it.
+//! store form its next round, written as one atomic store write. An event reaches its client
+//! only once the acknowledgement level ([`Ack`]) holds for it.
 //!
 //! Every write carries the session's [`Fence`] (this node, and the membership epoch it claimed
 //! the session under). A refused write means another node has claimed the session since: the
@@ -16,7 +16,7 @@ use crate::stream::EventStream;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use queue::{Key, Queue, Round};
-use shardgate_store::{Fence, SessionRecord, SessionStore, StoreError, StoredEvent};
+use shardgate_store::{Changes, Fence, SessionRecord, SessionStore, StoreError, StoredEvent};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -228,6 +228,12 @@ impl Link {
         self.send(Write::Touch, Done::Nothing);
     }
 
+    /// Drops a stream the session no longer keeps for replay from the store too, so that what
+    /// the store holds of a session stays as bounded as what memory does.
+    pub fn forget(&self, stream: u64) {
+        self.send(Write::Forget(stream), Done::Nothing);
+    }
+
     /// Saves the record; the answer says when it is written.
     pub fn save(&self, record: SessionRecord) -> Written {
         let (tx, rx) = oneshot::channel();
@@ -265,6 +271,8 @@ pub async fn settled(link: &Link, written: Written) -> Result<(), StoreError> {
 enum Write {
     Save(Box<SessionRecord>),
     Append(StoredEvent),
+    /// Drops a stream whole.
+    Forget(u64),
     /// Restarts the time to live.
     Touch,
     /// Writes nothing: done once everything queued before it is.
@@ -343,9 +351,10 @@ async fn write_round(w: &Batches, round: Round) -> (Key, Vec<u64>, u64, Result<(
     (round.key, round.seqs, writes, outcome)
 }
 
-/// Writes one round of a session's writes in order: each run of saves as one save of the
-/// newest record, each run of appends as one append. Then tells each write how it went;
-/// returns the store calls made and the outcome.
+/// Writes one round of a session's writes as one store write: the newest record, every event,
+/// every forgotten stream (two writes in the rare round that appends to a stream after it
+/// forgot it). One write is atomic, so it stores what the writes one after the other would.
+/// Then tells each write how it went; returns the store calls made and the outcome.
 async fn write_session(
     store: &dyn SessionStore,
     ack: Ack,
@@ -360,40 +369,24 @@ async fn write_session(
     let mut writes = 0;
     let mut i = 0;
     while i < ops.len() && outcome.is_ok() {
-        let run = ops[i..]
-            .iter()
-            .take_while(|op| same_kind(&op.write, &ops[i].write))
-            .count();
-        let slice = &ops[i..i + run];
-        outcome = match &slice[0].write {
-            Write::Barrier => Ok(()), // the queue keeps barriers to itself
-            Write::Save(_) => {
-                let newest = slice.iter().rev().find_map(|op| match &op.write {
-                    Write::Save(r) => Some(r),
-                    _ => None,
-                });
-                writes += 1;
-                match newest {
-                    Some(record) => retried(|| store.save(record, &fence)).await,
-                    None => Ok(()),
-                }
+        let run = run_length(&ops[i..]);
+        let (mut record, mut events, mut forget) = (None, Vec::new(), Vec::new());
+        for op in &ops[i..i + run] {
+            match &op.write {
+                Write::Save(r) => record = Some(&**r),
+                Write::Append(e) => events.push(e.clone()),
+                Write::Forget(stream) => forget.push(*stream),
+                Write::Touch | Write::Barrier => {}
             }
-            Write::Touch => {
-                writes += 1;
-                retried(|| store.append(&session, &fence, &[], keep)).await
-            }
-            Write::Append(_) => {
-                let events: Vec<StoredEvent> = slice
-                    .iter()
-                    .filter_map(|op| match &op.write {
-                        Write::Append(e) => Some(e.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                writes += 1;
-                retried(|| store.append(&session, &fence, &events, keep)).await
-            }
+        }
+        let changes = Changes {
+            record,
+            events: &events,
+            keep,
+            forget: &forget,
         };
+        writes += 1;
+        outcome = retried(|| store.write(&session, &fence, changes)).await;
         i += run;
     }
     if writes > 0 && outcome.is_ok() && ack == Ack::Replicated {
@@ -418,8 +411,21 @@ async fn write_session(
     (writes, outcome)
 }
 
-fn same_kind(a: &Write, b: &Write) -> bool {
-    std::mem::discriminant(a) == std::mem::discriminant(b)
+/// How many of `ops` (at least one) one store write takes: all of them, but that it appends
+/// before it forgets, so a run ends before an append to a stream it forgot.
+fn run_length(ops: &[Op]) -> usize {
+    let mut forgotten = Vec::new();
+    ops.iter()
+        .take_while(|op| match &op.write {
+            Write::Forget(stream) => {
+                forgotten.push(*stream);
+                true
+            }
+            Write::Append(e) => !forgotten.contains(&e.stream),
+            _ => true,
+        })
+        .count()
+        .max(1)
 }
 
 /// A write, tried again after a pause while the store is unavailable.

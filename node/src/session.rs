@@ -290,7 +290,9 @@ impl Session {
             .iter()
             .take(finished.len().saturating_sub(RETAINED_STREAMS))
         {
-            inner.streams.remove(old);
+            if let Some(old) = inner.streams.remove(old) {
+                old.forget();
+            }
         }
         stream
     }
@@ -314,7 +316,10 @@ impl Session {
                 id.and_then(|id| inner.streams.remove(&id))
             };
             match oldest {
-                Some(s) => s.evict(),
+                Some(s) => {
+                    s.evict();
+                    s.forget();
+                }
                 None => break,
             }
         }

@@ -230,6 +230,13 @@ impl EventStream {
         self.lock().log_bytes
     }
 
+    /// The session no longer keeps this stream: the store drops it too.
+    pub fn forget(&self) {
+        if let Some(link) = &self.link {
+            link.forget(self.id);
+        }
+    }
+
     /// Drops the log (the replay budget needs the memory); later resumes get a gap.
     pub fn evict(&self) {
         let mut st = self.lock();

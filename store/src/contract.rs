@@ -5,7 +5,9 @@
 //! Each check uses session ids of its own, so the checks can share one store (and one store can
 //! hold other data). A check panics, naming what broke, when the store breaks the contract.
 
-use crate::{Fence, InFlightRecord, Replay, SessionRecord, SessionStore, StoreError, StoredEvent};
+use crate::{
+    Changes, Fence, InFlightRecord, Replay, SessionRecord, SessionStore, StoreError, StoredEvent,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,6 +19,8 @@ pub async fn run_all(store: Arc<dyn SessionStore>) {
     unclaimed(&*store).await;
     append_and_replay(&*store).await;
     trim(&*store).await;
+    forget(&*store).await;
+    write_at_once(&*store).await;
     takeover(&*store).await;
     same_epoch(&*store).await;
     concurrent_claims(store.clone(), 200).await;
@@ -143,7 +147,7 @@ pub async fn unclaimed(store: &dyn SessionStore) {
     let a = Fence::new("node-a", 1);
     assert_eq!(store.save(&record(&id), &a).await, Err(StoreError::Gone));
     assert_eq!(
-        store.append(&id, &a, &[event(1, 1)], 10).await,
+        store.append(&id, &a, &[event(1, 1)], 10, &[]).await,
         Err(StoreError::Gone)
     );
     assert_eq!(store.delete(&id, &a).await, Ok(()));
@@ -181,9 +185,12 @@ pub async fn append_and_replay(store: &dyn SessionStore) {
         event(1, 1),
         event(1, 4),
     ];
-    store.append(&id, &a, &batch, 100).await.expect("append");
     store
-        .append(&other, &a, &[event(1, 1), event(1, 9)], 100)
+        .append(&id, &a, &batch, 100, &[])
+        .await
+        .expect("append");
+    store
+        .append(&other, &a, &[event(1, 1), event(1, 9)], 100, &[])
         .await
         .expect("append to the other session");
 
@@ -216,7 +223,7 @@ pub async fn append_and_replay(store: &dyn SessionStore) {
 
     // The same batch again, and a straggler with other data: nothing changes.
     store
-        .append(&id, &a, &batch, 100)
+        .append(&id, &a, &batch, 100, &[])
         .await
         .expect("append again");
     let straggler = StoredEvent {
@@ -225,7 +232,7 @@ pub async fn append_and_replay(store: &dyn SessionStore) {
         data: "other".into(),
     };
     store
-        .append(&id, &a, &[straggler], 100)
+        .append(&id, &a, &[straggler], 100, &[])
         .await
         .expect("append a straggler");
     assert_eq!(
@@ -235,7 +242,7 @@ pub async fn append_and_replay(store: &dyn SessionStore) {
     );
 
     store
-        .append(&id, &a, &[event(1, 6)], 100)
+        .append(&id, &a, &[event(1, 6)], 100, &[])
         .await
         .expect("append more");
     assert_eq!(
@@ -266,14 +273,14 @@ pub async fn trim(store: &dyn SessionStore) {
     let a = Fence::new("node-a", 1);
     store.claim(&id, &a).await.expect("claim");
     let first: Vec<StoredEvent> = (1..=10).map(|seq| event(1, seq)).collect();
-    store.append(&id, &a, &first, 3).await.expect("append");
+    store.append(&id, &a, &first, 3, &[]).await.expect("append");
     let kept = store.events(&id, 1, 0).await.expect("events");
     assert_eq!(seqs(&kept), vec![8, 9, 10], "the newest three");
     assert_eq!(kept.oldest, Some(8));
     assert!(kept.has_gap(0) && kept.has_gap(6) && !kept.has_gap(7));
 
     store
-        .append(&id, &a, &[event(1, 11)], 3)
+        .append(&id, &a, &[event(1, 11)], 3, &[])
         .await
         .expect("append one");
     assert_eq!(
@@ -283,7 +290,7 @@ pub async fn trim(store: &dyn SessionStore) {
 
     for seq in 1..=20 {
         store
-            .append(&id, &a, &[event(2, seq)], 5)
+            .append(&id, &a, &[event(2, seq)], 5, &[])
             .await
             .expect("append one by one");
     }
@@ -297,7 +304,7 @@ pub async fn trim(store: &dyn SessionStore) {
     );
 
     store
-        .append(&id, &a, &[event(1, 12)], 0)
+        .append(&id, &a, &[event(1, 12)], 0, &[])
         .await
         .expect("append keeping none");
     assert_eq!(
@@ -307,7 +314,7 @@ pub async fn trim(store: &dyn SessionStore) {
     );
     // A repeat of a trimmed event is not stored again.
     store
-        .append(&id, &a, &[event(1, 10)], 3)
+        .append(&id, &a, &[event(1, 10)], 3, &[])
         .await
         .expect("append a trimmed one");
     assert_eq!(
@@ -315,6 +322,118 @@ pub async fn trim(store: &dyn SessionStore) {
         vec![12]
     );
     store.delete(&id, &a).await.expect("delete");
+}
+
+/// Forgotten streams go whole, in the same call as the events appended before them; the
+/// others stay, and a claim no longer lists them.
+pub async fn forget(store: &dyn SessionStore) {
+    let id = unique("forget");
+    let a = Fence::new("node-a", 1);
+    store.claim(&id, &a).await.expect("claim");
+    let both = [event(1, 1), event(1, 2), event(2, 1), event(3, 1)];
+    store.append(&id, &a, &both, 10, &[]).await.expect("append");
+    store
+        .append(&id, &a, &[event(1, 3), event(2, 2)], 10, &[2, 3, 9])
+        .await
+        .expect("append and forget");
+    let gone = store
+        .events(&id, 2, 0)
+        .await
+        .expect("events of a forgotten stream");
+    assert_eq!(gone, Replay::default(), "a forgotten stream holds nothing");
+    assert_eq!(
+        seqs(&store.events(&id, 1, 0).await.expect("events")),
+        vec![1, 2, 3],
+        "the other streams stay"
+    );
+    let claimed = store.claim(&id, &a).await.expect("claim again");
+    assert_eq!(
+        claimed.tails.into_iter().collect::<Vec<_>>(),
+        vec![(1, 3)],
+        "a claim lists only the streams kept"
+    );
+    // A forgotten stream written again starts afresh.
+    store
+        .append(&id, &a, &[event(2, 1)], 10, &[])
+        .await
+        .expect("append to a forgotten stream");
+    assert_eq!(
+        seqs(&store.events(&id, 2, 0).await.expect("events")),
+        vec![1]
+    );
+    // Refused like any write to a session held by another.
+    let b = Fence::new("node-b", 2);
+    store.claim(&id, &b).await.expect("claim by b");
+    assert!(matches!(
+        store.append(&id, &a, &[], 10, &[1]).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(
+        seqs(&store.events(&id, 1, 0).await.expect("events")),
+        vec![1, 2, 3]
+    );
+    store.delete(&id, &b).await.expect("delete");
+}
+
+/// One write carries a record, events and forgotten streams together, or nothing of them.
+pub async fn write_at_once(store: &dyn SessionStore) {
+    let id = unique("write");
+    let a = Fence::new("node-a", 1);
+    store.claim(&id, &a).await.expect("claim");
+    store
+        .append(&id, &a, &[event(2, 1)], 10, &[])
+        .await
+        .expect("append");
+    let mut rec = record(&id);
+    let events = [event(1, 1), event(1, 2)];
+    let changes = Changes {
+        record: Some(&rec),
+        events: &events,
+        keep: 10,
+        forget: &[2],
+    };
+    store.write(&id, &a, changes).await.expect("write");
+    assert_eq!(
+        store.load(&id).await.expect("load"),
+        Some((rec.clone(), a.clone()))
+    );
+    assert_eq!(
+        seqs(&store.events(&id, 1, 0).await.expect("events")),
+        vec![1, 2]
+    );
+    assert_eq!(
+        store.events(&id, 2, 0).await.expect("events"),
+        Replay::default()
+    );
+
+    // A write without a record keeps the one stored.
+    store
+        .write(&id, &a, Changes::default())
+        .await
+        .expect("a write of nothing");
+    assert_eq!(
+        store.load(&id).await.expect("load"),
+        Some((rec.clone(), a.clone()))
+    );
+
+    // Refused whole: neither the record nor the events of a stale owner's write are stored.
+    let b = Fence::new("node-b", 2);
+    store.claim(&id, &b).await.expect("claim by b");
+    rec.next_request += 1;
+    let stale = Changes {
+        record: Some(&rec),
+        events: &[event(1, 3)],
+        keep: 10,
+        forget: &[1],
+    };
+    assert_eq!(store.write(&id, &a, stale).await, Err(fenced("node-b", 2)));
+    let (kept, _) = store.load(&id).await.expect("load").expect("a record");
+    assert_eq!(kept.next_request, rec.next_request - 1);
+    assert_eq!(
+        seqs(&store.events(&id, 1, 0).await.expect("events")),
+        vec![1, 2]
+    );
+    store.delete(&id, &b).await.expect("delete");
 }
 
 /// A later epoch takes a session over; the old owner's writes are refused, naming the new one.
@@ -326,7 +445,7 @@ pub async fn takeover(store: &dyn SessionStore) {
     let rec = record(&id);
     store.save(&rec, &a).await.expect("save");
     store
-        .append(&id, &a, &[event(1, 1), event(1, 2), event(4, 1)], 10)
+        .append(&id, &a, &[event(1, 1), event(1, 2), event(4, 1)], 10, &[])
         .await
         .expect("append");
 
@@ -345,7 +464,7 @@ pub async fn takeover(store: &dyn SessionStore) {
     stale.next_request = 99;
     assert_eq!(store.save(&stale, &a).await, Err(fenced("node-b", 2)));
     assert_eq!(
-        store.append(&id, &a, &[event(1, 3)], 10).await,
+        store.append(&id, &a, &[event(1, 3)], 10, &[]).await,
         Err(fenced("node-b", 2))
     );
     assert_eq!(store.delete(&id, &a).await, Err(fenced("node-b", 2)));
@@ -361,7 +480,7 @@ pub async fn takeover(store: &dyn SessionStore) {
     );
 
     store
-        .append(&id, &b, &[event(1, 3)], 10)
+        .append(&id, &b, &[event(1, 3)], 10, &[])
         .await
         .expect("the new owner appends");
     store.save(&stale, &b).await.expect("the new owner saves");
@@ -478,7 +597,7 @@ pub async fn replicated(store: &dyn SessionStore) {
     store.claim(&id, &a).await.expect("claim");
     store.save(&record(&id), &a).await.expect("save");
     store
-        .append(&id, &a, &[event(1, 1), event(1, 2)], 10)
+        .append(&id, &a, &[event(1, 1), event(1, 2)], 10, &[])
         .await
         .expect("append");
     assert_eq!(
@@ -508,13 +627,13 @@ pub async fn expiry(store: Arc<dyn SessionStore>, ttl: Duration) {
     let rec = record(&id);
     store.save(&rec, &a).await.expect("save");
     store
-        .append(&id, &a, &[event(1, 1)], 10)
+        .append(&id, &a, &[event(1, 1)], 10, &[])
         .await
         .expect("append");
 
     tokio::time::sleep(ttl / 2).await;
     store
-        .append(&id, &a, &[event(1, 2)], 10)
+        .append(&id, &a, &[event(1, 2)], 10, &[])
         .await
         .expect("a write before the ttl");
     tokio::time::sleep(ttl * 3 / 4).await;

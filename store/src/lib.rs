@@ -9,7 +9,7 @@
 //!
 //! - [`record`]: the durable session ([`SessionRecord`]), a stream event ([`StoredEvent`]) and
 //!   the ownership a write is checked against ([`Fence`]).
-//! - [`SessionStore`] (here): claim, save, append, events, load, delete.
+//! - [`SessionStore`] (here): claim, write (save, append), events, load, delete.
 //! - [`sqlite`]: the embedded default; one file that the nodes of one machine share.
 //! - [`postgres`]: durable, for recovery and the audit of tool calls.
 //! - [`redis`]: hot, on a Redis Cluster; one hash slot and one Lua script per write.
@@ -58,24 +58,51 @@ pub trait SessionStore: Send + Sync {
         fence: &'a Fence,
     ) -> BoxFuture<'a, Result<Claimed, StoreError>>;
 
-    /// Creates or replaces the session's record.
+    /// Writes a session's changes at once, all or nothing: replaces its record (when `changes`
+    /// has one), appends events to their streams, then trims each stream it touched to its
+    /// newest `changes.keep` events (at least one is kept), then drops the streams in
+    /// `changes.forget` whole: their events and their tails, as if they had never been written
+    /// (the session no longer keeps them for replay). Per stream, an event whose seq is not
+    /// above the stream's last stored seq is ignored, so a repeated append stores nothing
+    /// twice. Like every write it restarts the session's ttl; a write of no changes does only
+    /// that.
+    fn write<'a>(
+        &'a self,
+        session_id: &'a str,
+        fence: &'a Fence,
+        changes: Changes<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Creates or replaces the session's record: a [`SessionStore::write`] of the record alone.
     fn save<'a>(
         &'a self,
         record: &'a SessionRecord,
         fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let changes = Changes {
+            record: Some(record),
+            ..Changes::default()
+        };
+        self.write(&record.id, fence, changes)
+    }
 
-    /// Appends events to their streams, then trims each stream it touched to its newest `keep`
-    /// events (at least one is kept). Per stream, an event whose seq is not above the stream's
-    /// last stored seq is ignored, so a repeated append stores nothing twice. Like every write
-    /// it restarts the session's ttl; an append of no events does only that.
+    /// Appends events and drops streams: a [`SessionStore::write`] without a record.
     fn append<'a>(
         &'a self,
         session_id: &'a str,
         fence: &'a Fence,
         events: &'a [StoredEvent],
         keep: usize,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+        forget: &'a [u64],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let changes = Changes {
+            record: None,
+            events,
+            keep,
+            forget,
+        };
+        self.write(session_id, fence, changes)
+    }
 
     /// The events of one stream with a seq above `after_seq`, in seq order, and the oldest seq
     /// still stored (to tell a trimmed log from a complete one), read at one point in time.
@@ -114,8 +141,8 @@ pub trait SessionStore: Send + Sync {
     }
 }
 
-/// Implements [`SessionStore`] for a store whose inherent `async fn`s `claim_now`, `save_now`,
-/// `append_now`, `events_now`, `load_now`, `delete_now` and `replicate_now` do the work: each
+/// Implements [`SessionStore`] for a store whose inherent `async fn`s `claim_now`, `write_now`,
+/// `events_now`, `load_now`, `delete_now` and `replicate_now` do the work: each
 /// implementation writes its operations once, as plain async methods, and this boxes them.
 /// Items in an optional `{ … }` after the type (a provided method overridden) go into the impl
 /// as they are.
@@ -134,22 +161,13 @@ macro_rules! session_store_by_inherent_methods {
                 Box::pin(self.claim_now(session_id, fence))
             }
 
-            fn save<'a>(
-                &'a self,
-                record: &'a $crate::SessionRecord,
-                fence: &'a $crate::Fence,
-            ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
-                Box::pin(self.save_now(record, fence))
-            }
-
-            fn append<'a>(
+            fn write<'a>(
                 &'a self,
                 session_id: &'a str,
                 fence: &'a $crate::Fence,
-                events: &'a [$crate::StoredEvent],
-                keep: usize,
+                changes: $crate::Changes<'a>,
             ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
-                Box::pin(self.append_now(session_id, fence, events, keep))
+                Box::pin(self.write_now(session_id, fence, changes))
             }
 
             fn events<'a>(
@@ -206,6 +224,27 @@ pub(crate) fn to_sql(n: u64, what: &str) -> Result<i64, StoreError> {
 /// A signed 64-bit integer read from SQL, as the number it stands for.
 pub(crate) fn from_sql(n: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| StoreError::corrupt(format!("{what} {n} is negative")))
+}
+
+/// One write of a session (see [`SessionStore::write`]); the default changes nothing and
+/// only restarts the ttl.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Changes<'a> {
+    /// The record, replaced whole.
+    pub record: Option<&'a SessionRecord>,
+    /// Events to append, in any order.
+    pub events: &'a [StoredEvent],
+    /// How many events each stream written keeps, the newest.
+    pub keep: usize,
+    /// Streams dropped whole, after the events are appended.
+    pub forget: &'a [u64],
+}
+
+impl Changes<'_> {
+    /// Whether the write touches the event log (appends or forgets anything).
+    pub fn logs(&self) -> bool {
+        !self.events.is_empty() || !self.forget.is_empty()
+    }
 }
 
 /// What one append stores: per stream, its events in seq order, each above the one before

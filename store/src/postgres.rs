@@ -13,7 +13,7 @@
 //! (`shardgate migrate`), never implicitly by [`PgStore::connect`].
 
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
-use crate::{StoreError, from_sql, ordered, to_sql, ttl_millis};
+use crate::{Changes, StoreError, from_sql, ordered, to_sql, ttl_millis};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
@@ -191,33 +191,35 @@ impl PgStore {
         ))
     }
 
-    async fn save_now(&self, record: &SessionRecord, fence: &Fence) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE sessions SET record = $4, expires_at = now() + $5 * interval '1 millisecond' \
-             WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()",
-        )
-        .bind(&record.id)
-        .bind(&fence.owner)
-        .bind(to_sql(fence.epoch, "epoch")?)
-        .bind(Json(record))
-        .bind(self.ttl_ms)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            let mut conn = self.pool.acquire().await?;
-            return Err(refusal(&mut conn, &record.id).await?);
-        }
-        Ok(())
-    }
-
-    async fn append_now(
+    async fn write_now(
         &self,
         id: &str,
         fence: &Fence,
-        events: &[StoredEvent],
-        keep: usize,
+        changes: Changes<'_>,
     ) -> Result<(), StoreError> {
-        let events = ordered(events);
+        let record = changes.record.map(Json);
+        if !changes.logs() {
+            // The fence check and the record in one statement: no transaction needed.
+            let done = sqlx::query(
+                "UPDATE sessions SET record = coalesce($4, record), \
+                 expires_at = now() + $5 * interval '1 millisecond' \
+                 WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()",
+            )
+            .bind(id)
+            .bind(&fence.owner)
+            .bind(to_sql(fence.epoch, "epoch")?)
+            .bind(record)
+            .bind(self.ttl_ms)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 0 {
+                let mut conn = self.pool.acquire().await?;
+                return Err(refusal(&mut conn, id).await?);
+            }
+            return Ok(());
+        }
+        let (keep, forget) = (changes.keep, changes.forget);
+        let events = ordered(changes.events);
         let mut streams = Vec::with_capacity(events.len());
         let mut seqs = Vec::with_capacity(events.len());
         let mut data = Vec::with_capacity(events.len());
@@ -229,12 +231,14 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         // The fence check; the row stays locked, so no claim can slip in before the commit.
         let held = sqlx::query(
-            "UPDATE sessions SET expires_at = now() + $4 * interval '1 millisecond' \
+            "UPDATE sessions SET record = coalesce($4, record), \
+             expires_at = now() + $5 * interval '1 millisecond' \
              WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()",
         )
         .bind(id)
         .bind(&fence.owner)
         .bind(to_sql(fence.epoch, "epoch")?)
+        .bind(record)
         .bind(self.ttl_ms)
         .execute(&mut *tx)
         .await?;
@@ -270,6 +274,17 @@ impl PgStore {
             .bind(to_sql(keep.max(1) as u64, "keep")?)
             .execute(&mut *tx)
             .await?;
+        }
+        if !forget.is_empty() {
+            let forget = forget
+                .iter()
+                .map(|&s| to_sql(s, "stream"))
+                .collect::<Result<Vec<_>, _>>()?;
+            sqlx::query("DELETE FROM events WHERE session_id = $1 AND stream = ANY($2::bigint[])")
+                .bind(id)
+                .bind(&forget)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -16,15 +16,15 @@
 //! point. The id's sequence part is always 1 so that seq 0 (a priming event) is a valid id. The
 //! tails hash lists the session's streams for the scripts that touch them all.
 //!
-//! Each write (claim, save, append) sets every key's expiry to the ttl, so a session's keys
+//! Each write (claim, write) sets every key's expiry to the ttl, so a session's keys
 //! expire together, at the same instant. A claim that finds no owner starts from nothing: it
 //! removes whatever a partial loss left. Scripts reach stream keys they build from the tag
 //! rather than receive as `KEYS`; they are in the same slot, which is what a cluster requires.
 //! Numbers cross the scripts as decimal strings and are compared as such, never as Lua's
-//! floating-point numbers.
+//! floating-point numbers (only an argument count is converted).
 
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
-use crate::{StoreError, ordered, ttl_millis};
+use crate::{Changes, StoreError, ordered, ttl_millis};
 use ::redis::Script;
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
@@ -86,21 +86,16 @@ for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do out[#out + 1] = v end
 return out
 ";
 
-/// `ARGV[5]` = the record.
-const SAVE: &str = r"
+/// `ARGV[5]` = the record (empty: kept as it is), `ARGV[6]` = how many events to keep per
+/// stream, `ARGV[7]` = how many streams to forget, those streams, then stream, seq, data triples
+/// in order.
+const WRITE: &str = r"
 local no = refused()
 if no then return no end
-redis.call('SET', KEYS[2], ARGV[5])
-touch()
-return {'ok'}
-";
-
-/// `ARGV[5]` = how many events to keep per stream, then stream, seq, data triples in order.
-const APPEND: &str = r"
-local no = refused()
-if no then return no end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[2], ARGV[5]) end
+local forget = tonumber(ARGV[7])
 local touched = {}
-for i = 6, #ARGV, 3 do
+for i = 8 + forget, #ARGV, 3 do
   local stream, seq = ARGV[i], ARGV[i + 1]
   local tail = redis.call('HGET', KEYS[3], stream)
   if not tail or less(tail, seq) then
@@ -110,7 +105,11 @@ for i = 6, #ARGV, 3 do
   end
 end
 for stream in pairs(touched) do
-  redis.call('XTRIM', ARGV[4] .. stream, 'MAXLEN', ARGV[5])
+  redis.call('XTRIM', ARGV[4] .. stream, 'MAXLEN', ARGV[6])
+end
+for i = 8, 7 + forget do
+  redis.call('DEL', ARGV[4] .. ARGV[i])
+  redis.call('HDEL', KEYS[3], ARGV[i])
 end
 touch()
 return {'ok'}
@@ -147,8 +146,7 @@ return {record, held[1], held[2]}
 
 struct Scripts {
     claim: Script,
-    save: Script,
-    append: Script,
+    write: Script,
     delete: Script,
     events: Script,
     load: Script,
@@ -156,8 +154,7 @@ struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: Script::new(&format!("{PRELUDE}{CLAIM}")),
-    save: Script::new(&format!("{PRELUDE}{SAVE}")),
-    append: Script::new(&format!("{PRELUDE}{APPEND}")),
+    write: Script::new(&format!("{PRELUDE}{WRITE}")),
     delete: Script::new(&format!("{PRELUDE}{DELETE}")),
     events: Script::new(EVENTS),
     load: Script::new(LOAD),
@@ -281,31 +278,30 @@ impl RedisStore {
         Ok(Claimed { record, tails })
     }
 
-    async fn save_now(&self, record: &SessionRecord, fence: &Fence) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record)?;
-        self.run(&SCRIPTS.save, &record.id, fence, &[&json])
-            .await
-            .map(drop)
-    }
-
-    async fn append_now(
+    async fn write_now(
         &self,
         id: &str,
         fence: &Fence,
-        events: &[StoredEvent],
-        keep: usize,
+        changes: Changes<'_>,
     ) -> Result<(), StoreError> {
-        let keep = keep.max(1).to_string();
-        let events = ordered(events);
+        let record = match changes.record {
+            Some(record) => serde_json::to_string(record)?,
+            None => String::new(),
+        };
+        let keep = changes.keep.max(1).to_string();
+        let forget: Vec<String> = changes.forget.iter().map(u64::to_string).collect();
+        let forgotten = forget.len().to_string();
+        let events = ordered(changes.events);
         let numbers: Vec<(String, String)> = events
             .iter()
             .map(|e| (e.stream.to_string(), e.seq.to_string()))
             .collect();
-        let mut extra: Vec<&str> = vec![&keep];
+        let mut extra: Vec<&str> = vec![&record, &keep, &forgotten];
+        extra.extend(forget.iter().map(String::as_str));
         for (e, (stream, seq)) in events.iter().zip(&numbers) {
             extra.extend([stream.as_str(), seq.as_str(), e.data.as_str()]);
         }
-        self.run(&SCRIPTS.append, id, fence, &extra).await.map(drop)
+        self.run(&SCRIPTS.write, id, fence, &extra).await.map(drop)
     }
 
     async fn events_now(&self, id: &str, stream: u64, after: u64) -> Result<Replay, StoreError> {

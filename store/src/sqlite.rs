@@ -12,7 +12,7 @@
 //! compared at each read; [`SqliteStore::purge_expired`] deletes what has expired.
 
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
-use crate::{StoreError, from_sql, ordered, to_sql, ttl_millis};
+use crate::{Changes, StoreError, from_sql, ordered, to_sql, ttl_millis};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -129,36 +129,20 @@ impl SqliteStore {
         Ok(claimed)
     }
 
-    async fn save_now(&self, record: &SessionRecord, fence: &Fence) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record)?;
-        let now = now_ms();
-        let _writing = self.writing.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        check(&mut tx, &record.id, fence, now).await?;
-        sqlx::query("UPDATE sessions SET record = ?2, expires_at = ?3 WHERE id = ?1")
-            .bind(&record.id)
-            .bind(json)
-            .bind(now.saturating_add(self.ttl_ms))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn append_now(
+    async fn write_now(
         &self,
         id: &str,
         fence: &Fence,
-        events: &[StoredEvent],
-        keep: usize,
+        changes: Changes<'_>,
     ) -> Result<(), StoreError> {
-        let keep = to_sql(keep.max(1) as u64, "keep")?;
+        let record = changes.record.map(serde_json::to_string).transpose()?;
+        let keep = to_sql(changes.keep.max(1) as u64, "keep")?;
         let now = now_ms();
         let _writing = self.writing.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         check(&mut tx, id, fence, now).await?;
         let mut streams = Vec::new();
-        for event in ordered(events) {
+        for event in ordered(changes.events) {
             let stream = to_sql(event.stream, "stream")?;
             // Not above the stream's stored tail: already stored, or older than what is.
             sqlx::query(
@@ -188,11 +172,21 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE sessions SET expires_at = ?2 WHERE id = ?1")
-            .bind(id)
-            .bind(now.saturating_add(self.ttl_ms))
-            .execute(&mut *tx)
-            .await?;
+        for &stream in changes.forget {
+            sqlx::query("DELETE FROM events WHERE session_id = ?1 AND stream = ?2")
+                .bind(id)
+                .bind(to_sql(stream, "stream")?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE sessions SET record = coalesce(?2, record), expires_at = ?3 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(record)
+        .bind(now.saturating_add(self.ttl_ms))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -424,7 +418,7 @@ mod tests {
             .claim("s", &Fence::new("node-1", 2))
             .await
             .expect("take over");
-        let refused = first.append("s", &old, &[], 10).await;
+        let refused = first.append("s", &old, &[], 10, &[]).await;
         assert_eq!(
             refused,
             Err(StoreError::Fenced {
@@ -447,7 +441,7 @@ mod tests {
             data: "{}".into(),
         };
         store
-            .append("s", &fence, std::slice::from_ref(&event), 10)
+            .append("s", &fence, std::slice::from_ref(&event), 10, &[])
             .await
             .expect("append");
         tokio::time::sleep(Duration::from_millis(120)).await;

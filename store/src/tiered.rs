@@ -35,7 +35,7 @@ pub use write_behind::Limits;
 use crate::postgres::PgStore;
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
 use crate::redis::RedisStore;
-use crate::{SessionStore, StoreError};
+use crate::{Changes, SessionStore, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use write_behind::{Write, WriteBehind};
@@ -142,7 +142,7 @@ impl Tiered {
                 *per_stream.entry(e.stream).or_default() += 1;
             }
             let keep = per_stream.values().copied().max().unwrap_or(1);
-            self.hot.append(id, fence, &missing, keep).await?;
+            self.hot.append(id, fence, &missing, keep, &[]).await?;
         }
         if let Some(record) = &durable.record {
             self.hot.save(record, fence).await?;
@@ -150,27 +150,26 @@ impl Tiered {
         Ok(())
     }
 
-    async fn save_now(&self, record: &SessionRecord, fence: &Fence) -> Result<(), StoreError> {
-        self.hot.save(record, fence).await?;
-        let write = Write::Save(Box::new(record.clone()), fence.clone());
-        self.behind.push(&record.id, write).await;
-        Ok(())
-    }
-
-    async fn append_now(
+    async fn write_now(
         &self,
         id: &str,
         fence: &Fence,
-        events: &[StoredEvent],
-        keep: usize,
+        changes: Changes<'_>,
     ) -> Result<(), StoreError> {
-        self.hot.append(id, fence, events, keep).await?;
-        let write = Write::Append {
-            fence: fence.clone(),
-            events: events.to_vec(),
-            keep,
-        };
-        self.behind.push(id, write).await;
+        self.hot.write(id, fence, changes).await?;
+        if let Some(record) = changes.record {
+            let write = Write::Save(Box::new(record.clone()), fence.clone());
+            self.behind.push(id, write).await;
+        }
+        if changes.logs() || changes.record.is_none() {
+            let write = Write::Append {
+                fence: fence.clone(),
+                events: changes.events.to_vec(),
+                keep: changes.keep,
+                forget: changes.forget.to_vec(),
+            };
+            self.behind.push(id, write).await;
+        }
         Ok(())
     }
 

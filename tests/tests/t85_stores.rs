@@ -94,7 +94,7 @@ async fn t20_postgres_keeps_the_contract() -> anyhow::Result<()> {
         data: "{}".into(),
     };
     short
-        .append(&id, &fence, std::slice::from_ref(&event), 10)
+        .append(&id, &fence, std::slice::from_ref(&event), 10, &[])
         .await?;
     tokio::time::sleep(SHORT_TTL + Duration::from_millis(300)).await;
     assert_eq!(short.load(&id).await?, None);
@@ -162,7 +162,7 @@ async fn t30_redis_cluster_keeps_the_contract() -> anyhow::Result<()> {
             data: "{}".into(),
         })
         .collect();
-    store.append(&id, &fence, &events, 10).await?;
+    store.append(&id, &fence, &events, 10, &[]).await?;
     let port = cluster.nodes[0].port().to_string();
     let redis_cli = |args: &[&str]| {
         let mut cmd = Command::new("redis-cli");
@@ -320,9 +320,9 @@ async fn t60_tiered_recovers_a_session_redis_lost() -> anyhow::Result<()> {
         },
     };
     store
-        .append(&id, &a, &[event(1, 0), event(1, 1), event(3, 1)], 10)
+        .append(&id, &a, &[event(1, 0), event(1, 1), event(3, 1)], 10, &[])
         .await?;
-    store.append(&id, &a, &[event(1, 2)], 10).await?;
+    store.append(&id, &a, &[event(1, 2)], 10, &[]).await?;
     rec.next_request += 1;
     store.save(&rec, &a).await?;
     store.flush().await;
@@ -360,7 +360,7 @@ async fn t60_tiered_recovers_a_session_redis_lost() -> anyhow::Result<()> {
         }),
         "the old owner is fenced"
     );
-    store.append(&id, &b, &[event(1, 3)], 10).await?;
+    store.append(&id, &b, &[event(1, 3)], 10, &[]).await?;
     store.flush().await;
     assert_eq!(
         durable.events(&id, 1, 2).await?.events,

@@ -135,3 +135,77 @@ async fn a_continued_session_never_reuses_a_stream_or_an_event_id() {
         Some(STANDALONE_STREAM)
     );
 }
+
+#[tokio::test]
+async fn the_store_keeps_only_the_streams_the_session_keeps() {
+    let store = store().await;
+    let (lost, _lost) = mpsc::unbounded_channel();
+    let durable = Durable::start(store.clone(), Ack::Store, 100, lost);
+    let budgets = Budgets::new(&Limits::default());
+    let link = held(&durable, &*store, "s5", 1).await;
+    let session = Session::new(opening("s5"), &budgets, Some(link));
+    session.persist().await.expect("record written");
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let stream = session.open_stream();
+        stream.push("{\"answer\":1}".into());
+        session.finish_stream(&stream);
+        ids.push(stream.id());
+    }
+    durable.flushed().await;
+    let claimed = store
+        .claim("s5", &Fence::new("node-0", 1))
+        .await
+        .expect("claimed again");
+    let kept: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| session.stream(*id).is_some())
+        .collect();
+    assert!(kept.len() < ids.len(), "memory let the oldest streams go");
+    assert_eq!(
+        claimed.tails.keys().copied().collect::<Vec<_>>(),
+        kept,
+        "the store holds the streams memory holds, no more"
+    );
+}
+
+fn op(write: Write) -> Op {
+    Op {
+        session: "s".into(),
+        fence: Arc::new(Fence::new("node-0", 1)),
+        write,
+        done: Done::Nothing,
+    }
+}
+
+fn event(stream: u64, seq: u64) -> Write {
+    Write::Append(StoredEvent {
+        stream,
+        seq,
+        data: "{}".into(),
+    })
+}
+
+#[test]
+fn one_store_write_takes_a_round_but_not_an_append_after_its_stream_is_forgotten() {
+    let ops: Vec<Op> = [
+        event(1, 1),
+        Write::Forget(7),
+        Write::Touch,
+        event(2, 1),
+        Write::Forget(2),
+        event(1, 2),
+        event(2, 2),
+        event(1, 3),
+    ]
+    .into_iter()
+    .map(op)
+    .collect();
+    assert_eq!(
+        run_length(&ops),
+        6,
+        "up to the append to forgotten stream 2"
+    );
+    assert_eq!(run_length(&ops[6..]), 2);
+}

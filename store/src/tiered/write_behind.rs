@@ -15,7 +15,8 @@
 //!   follows: a record is replaced whole, and it is stored apart from the events, so a save
 //!   may move past the appends between them;
 //! - an append joins the session's last waiting write when that is an append under the same
-//!   fence and keep, as the durable tier would store the two one after the other;
+//!   fence and keep that forgets none of the streams the new one writes, as the durable tier
+//!   would store the two one after the other;
 //! - a claim repeats nothing when the last waiting write is the same claim.
 //!
 //! A write that finds no room waits for it: the hot tier's writers are slowed to the durable
@@ -78,6 +79,7 @@ pub(crate) enum Write {
         fence: Fence,
         events: Vec<StoredEvent>,
         keep: usize,
+        forget: Vec<u64>,
     },
     Delete(Fence),
 }
@@ -100,7 +102,8 @@ impl Write {
                 fence,
                 events,
                 keep,
-            } => durable.append(id, fence, events, *keep).await,
+                forget,
+            } => durable.append(id, fence, events, *keep, forget).await,
             Write::Delete(fence) => durable.delete(id, fence).await,
         }
     }
@@ -332,13 +335,23 @@ fn absorb(waiting: &mut VecDeque<Write>, write: Write) -> (Option<Write>, usize)
             fence,
             events,
             keep,
+            forget,
         } => match waiting.back_mut() {
             Some(Write::Append {
                 fence: f,
                 events: queued,
                 keep: k,
-            }) if *f == fence && *k == keep => {
+                forget: forgotten,
+            }) if *f == fence
+                && *k == keep
+                && !events.iter().any(|e| forgotten.contains(&e.stream)) =>
+            {
                 join(queued, events, keep);
+                // What the later append forgets goes, whichever of the two wrote it.
+                queued.retain(|e| !forget.contains(&e.stream));
+                forgotten.extend(forget);
+                forgotten.sort_unstable();
+                forgotten.dedup();
                 (None, 0)
             }
             _ => (
@@ -346,6 +359,7 @@ fn absorb(waiting: &mut VecDeque<Write>, write: Write) -> (Option<Write>, usize)
                     fence,
                     events,
                     keep,
+                    forget,
                 }),
                 0,
             ),

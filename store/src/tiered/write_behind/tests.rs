@@ -1,6 +1,6 @@
 use super::*;
 use crate::sqlite::SqliteStore;
-use crate::{Claimed, Replay};
+use crate::{Changes, Claimed, Replay};
 use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Semaphore;
@@ -35,6 +35,7 @@ fn append(fence: &Fence, events: &[StoredEvent], keep: usize) -> Write {
         fence: fence.clone(),
         events: events.to_vec(),
         keep,
+        forget: Vec::new(),
     }
 }
 
@@ -75,6 +76,28 @@ fn a_save_replaces_the_waiting_saves_it_makes_redundant() {
     let mut waiting = VecDeque::from([save("s", 1, &a)]);
     assert_eq!(absorb(&mut waiting, save("s", 2, &b)).1, 0);
     assert_eq!(waiting, [save("s", 1, &a)]);
+}
+
+#[test]
+fn a_joined_append_forgets_what_either_forgets_unless_it_writes_a_forgotten_stream() {
+    let a = fence("node-a", 1);
+    let forgetting = |events: &[StoredEvent], forget: &[u64]| Write::Append {
+        fence: a.clone(),
+        events: events.to_vec(),
+        keep: 10,
+        forget: forget.to_vec(),
+    };
+    let mut waiting = VecDeque::from([forgetting(&[event(1, 1, "x"), event(2, 1, "y")], &[3])]);
+    let (left, _) = absorb(&mut waiting, forgetting(&[event(1, 2, "z")], &[2]));
+    assert_eq!(left, None);
+    assert_eq!(
+        waiting,
+        [forgetting(&[event(1, 1, "x"), event(1, 2, "z")], &[2, 3])]
+    );
+    // A stream written again after it was forgotten: the two stay apart, in order.
+    let next = forgetting(&[event(3, 1, "again")], &[]);
+    let (left, _) = absorb(&mut waiting, next.clone());
+    assert_eq!(left, Some(next));
 }
 
 #[test]
@@ -157,19 +180,25 @@ async fn joined_appends_store_what_the_appends_store_one_after_the_other() {
         let second = cases.events("second");
         for store in [&one_by_one, &joined] {
             store.claim(&id, &a).await.expect("claim");
-            store.append(&id, &a, &stored, keep).await.expect("append");
+            store
+                .append(&id, &a, &stored, keep, &[])
+                .await
+                .expect("append");
         }
         one_by_one
-            .append(&id, &a, &first, keep)
+            .append(&id, &a, &first, keep, &[])
             .await
             .expect("first");
         one_by_one
-            .append(&id, &a, &second, keep)
+            .append(&id, &a, &second, keep, &[])
             .await
             .expect("second");
         let mut both = first.clone();
         join(&mut both, second.clone(), keep);
-        joined.append(&id, &a, &both, keep).await.expect("joined");
+        joined
+            .append(&id, &a, &both, keep, &[])
+            .await
+            .expect("joined");
         assert_eq!(
             streams(&joined, &id).await,
             streams(&one_by_one, &id).await,
@@ -243,27 +272,15 @@ impl SessionStore for Faulty {
         })
     }
 
-    fn save<'a>(
-        &'a self,
-        record: &'a SessionRecord,
-        fence: &'a Fence,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.before_write().await?;
-            self.inner.save(record, fence).await
-        })
-    }
-
-    fn append<'a>(
+    fn write<'a>(
         &'a self,
         id: &'a str,
         fence: &'a Fence,
-        events: &'a [StoredEvent],
-        keep: usize,
+        changes: Changes<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.before_write().await?;
-            self.inner.append(id, fence, events, keep).await
+            self.inner.write(id, fence, changes).await
         })
     }
 

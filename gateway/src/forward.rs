@@ -7,11 +7,13 @@
 //! checks that each answer came from a member.
 //!
 //! A node answers 421 before it does anything with a request, so re-sending after a 421 is
-//! safe. So is re-sending a request whose connection was refused: nothing reached the node. Such
-//! a request is held (for the configured failover hold) until the ring gives its key another
-//! owner, then sent there, so a client sees latency where a node died, not an error. Nothing
-//! else is retried, because a node that took a request may already have acted on it. The
-//! response body is handed back as it arrives: SSE streams pass through unbuffered.
+//! safe. So is re-sending a request whose connection was refused, or closed before the request
+//! was written to it (hyper cancels such a request): nothing reached the node. Such a request
+//! is held (for the configured failover hold) until the ring gives its key another owner, then
+//! sent there, so a client sees latency where a node died, not an error. Nothing else is
+//! retried, because a node that took a request may already have acted on it; the error names
+//! every cause hyper gives. The response body is handed back as it arrives: SSE streams pass
+//! through unbuffered.
 
 use crate::error::ProxyError;
 use crate::ring_view::RingView;
@@ -221,10 +223,10 @@ impl Forwarder {
             .map_err(|e| Unsent::Failed(unreachable_node(node, e)))?;
         *req.headers_mut() = out;
         let resp = self.client.request(req).await.map_err(|e| {
-            if e.is_connect() {
+            if e.is_connect() || never_sent(&e) {
                 Unsent::Refused
             } else {
-                Unsent::Failed(unreachable_node(node, e))
+                Unsent::Failed(unreachable_node(node, causes(&e)))
             }
         })?;
         if resp.status() == StatusCode::SERVICE_UNAVAILABLE
@@ -348,6 +350,32 @@ impl Unsent {
     }
 }
 
+/// Whether the connection went away before the request was written to it: hyper cancels the
+/// requests it still holds when their connection closes. Nothing of such a request reached the
+/// node, so it is held and sent again like one whose connection was refused.
+fn never_sent(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+            return hyper.is_canceled();
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// An error and its causes, `outer: inner: innermost`.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
+
 fn unreachable_node(node: &Member, e: impl std::fmt::Display) -> ProxyError {
     ProxyError::NodeUnreachable {
         node: node.id.to_string(),
@@ -367,5 +395,28 @@ pub fn strip_response_headers(headers: &mut HeaderMap) {
         .collect();
     for name in ours {
         headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (SendRequest)")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection error: peer closed connection")]
+    struct Inner;
+
+    #[test]
+    fn an_error_names_its_causes_and_is_not_taken_for_a_request_never_sent() {
+        let e = Outer(Inner);
+        assert_eq!(
+            causes(&e),
+            "client error (SendRequest): connection error: peer closed connection"
+        );
+        assert!(!never_sent(&e), "no hyper cancellation in the chain");
     }
 }

@@ -31,6 +31,8 @@ enum Command {
     Status(commands::status::Args),
     /// Drain a node: its keys move to the others, then it leaves the cluster.
     Drain(commands::drain::Args),
+    /// Change the number of nodes of the local cluster `shardgate up` runs.
+    Scale(commands::scale::Args),
     /// Apply the PostgreSQL session store's migrations (idempotent).
     Migrate(commands::migrate::Args),
 }
@@ -51,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => commands::up::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Drain(args) => commands::drain::run(args).await,
+            Command::Scale(args) => commands::scale::run(args).await,
             Command::Migrate(args) => commands::migrate::run(args).await,
         }
     })

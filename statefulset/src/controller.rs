@@ -10,7 +10,8 @@
 //! directory and passed by path, never on the command line. `shardgate status` and
 //! `shardgate drain` find them through [`crate::local`]. Every node writes its sessions through
 //! to one store ([`crate::store`]; by default a SQLite file in the data directory), so a node
-//! that dies or leaves has its sessions taken over by their new owners.
+//! that dies or leaves has its sessions taken over by their new owners. `shardgate scale`
+//! changes the number of nodes while it runs ([`scale_step`]).
 
 use crate::store::StoreOptions;
 use crate::{EXIT_WITH_PARENT, LOG_LEVEL, Timings, local, ready};
@@ -34,6 +35,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long stopped processes get to drain before they are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node removed by a scale-down gets to drain and leave before it is killed: its
+/// own grace for calls in flight, then leaving the cluster.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shortest pause before restarting a process that died.
 const RESTART_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -265,6 +269,7 @@ fn credentials(data_dir: &Path, ip: IpAddr) -> anyhow::Result<(Vec<String>, loca
         cluster_cert: files.cert,
         cluster_key: files.key,
         cluster_secret_file: secret_file,
+        data_dir: data_dir.to_owned(),
     };
     Ok((flags, entry))
 }
@@ -309,6 +314,8 @@ async fn run_cluster(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut replicas: Vec<Replica> = Vec::new();
+    // `--nodes` is the number wanted until `shardgate scale` asks for another.
+    let _ = std::fs::remove_file(local::scale_file(&plan.data_dir));
     // Ordered start, as a StatefulSet does: node-0 first, each one up before the next, each
     // joining through the ones before it. node-0 has no seeds, so it founds the cluster at once.
     for i in 0..args.nodes {
@@ -345,17 +352,82 @@ async fn run_cluster(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        let mut changed = false;
         for i in 0..replicas.len() {
-            if restart_if_dead(plan, &mut replicas, i, cluster_id.as_deref()).await {
-                entry.seeds = internal_addrs(&replicas);
-                if let Err(e) = entry.record() {
-                    tracing::warn!(error = %e, "could not record the local cluster");
-                }
+            changed |= restart_if_dead(plan, &mut replicas, i, cluster_id.as_deref()).await;
+        }
+        match scale_step(plan, &mut replicas, &client).await {
+            Ok(stepped) => changed |= stepped,
+            Err(e) => tracing::error!(error = %e, "scaling failed"),
+        }
+        if changed {
+            entry.seeds = internal_addrs(&replicas);
+            if let Err(e) = entry.record() {
+                tracing::warn!(error = %e, "could not record the local cluster");
             }
         }
     }
     stop_all(replicas).await;
     Ok(())
+}
+
+fn node_count(replicas: &[Replica]) -> usize {
+    replicas
+        .iter()
+        .filter(|r| matches!(r.bound, Bound::Node(_)))
+        .count()
+}
+
+/// One step towards the number of nodes `shardgate scale` asked for, as the Kubernetes
+/// controller takes them: the next ordinal added once every node before it is an active member
+/// (OrderedReady), or the highest ordinal drained and removed, one at a time. A removed node
+/// gets SIGTERM, as a pod does: it drains, hands its sessions off and leaves the cluster; its
+/// data directory goes with it, so that the ordinal starts afresh if it is added again. True
+/// when the set of nodes changed.
+async fn scale_step(
+    plan: &Plan,
+    replicas: &mut Vec<Replica>,
+    client: &ClusterClient,
+) -> anyhow::Result<bool> {
+    let Some(wanted) = ready::read::<local::Scale>(&local::scale_file(&plan.data_dir)) else {
+        return Ok(false);
+    };
+    let n = node_count(replicas);
+    if wanted.nodes == 0 || wanted.nodes == n {
+        return Ok(false);
+    }
+    let seeds = internal_addrs(replicas);
+    if wanted.nodes > n {
+        let name = format!("node-{n}");
+        let node = plan
+            .start(name.clone(), plan.node_args(n, None, &seeds), parse_node)
+            .await?;
+        // Nodes come before the gateways, in ordinal order.
+        replicas.insert(n, node);
+        wait_for_members(client, &seeds, n + 1).await?;
+        println!("shardgate: {name} added ({} nodes)", n + 1);
+        return Ok(true);
+    }
+    let mut leaving = replicas.remove(n - 1);
+    if let Some(pid) = leaving.child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    }
+    if tokio::time::timeout(LEAVE_TIMEOUT, leaving.child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(replica = %leaving.name, "did not leave in time; killing");
+        let _ = leaving.child.kill().await;
+    }
+    let _ = std::fs::remove_file(&leaving.ready_file);
+    let dir = plan.data_dir.join(&leaving.name);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the data directory");
+    }
+    println!("shardgate: {} removed ({} nodes)", leaving.name, n - 1);
+    Ok(true)
 }
 
 fn internal_addrs(replicas: &[Replica]) -> Vec<String> {

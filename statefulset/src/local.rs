@@ -1,5 +1,5 @@
-//! Local clusters that `shardgate up` runs on this machine, so that `shardgate status` and
-//! `shardgate drain` next to one need no flags: `up` records its nodes' internal addresses and
+//! Local clusters that `shardgate up` runs on this machine, so that `shardgate status`,
+//! `shardgate drain` and `shardgate scale` next to one need no flags: `up` records its nodes' internal addresses and
 //! where its credentials are in a file of its own, under a directory only this user can read,
 //! and removes it when it stops.
 
@@ -18,6 +18,8 @@ pub struct Entry {
     pub cluster_cert: PathBuf,
     pub cluster_key: PathBuf,
     pub cluster_secret_file: PathBuf,
+    /// Its data directory, where `shardgate scale` asks it for a number of nodes.
+    pub data_dir: PathBuf,
 }
 
 impl Entry {
@@ -43,11 +45,27 @@ impl Entry {
         crate::ready::write(&dir.join(format!("{}.json", self.pid)), self)
     }
 
+    /// Asks this cluster for `nodes` nodes; it adds or drains them one at a time.
+    pub fn request_scale(&self, nodes: usize) -> anyhow::Result<()> {
+        crate::ready::write(&scale_file(&self.data_dir), &Scale { nodes })
+    }
+
     pub fn remove(&self) {
         if let Ok(dir) = registry() {
             let _ = std::fs::remove_file(dir.join(format!("{}.json", self.pid)));
         }
     }
+}
+
+/// A scale request: how many nodes the cluster should run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scale {
+    pub nodes: usize,
+}
+
+/// Where a cluster with data directory `data_dir` finds its scale request.
+pub fn scale_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("scale.json")
 }
 
 /// The local clusters still running, newest first.

@@ -487,6 +487,24 @@ impl Cluster {
             .map_err(anyhow::Error::msg)
     }
 
+    /// Runs `shardgate ARGS --seeds <node-0>` next to this cluster, with no credentials of its
+    /// own (it finds them through the running `up`, as a user's command would); its stdout.
+    pub async fn shardgate(&self, args: &[&str]) -> anyhow::Result<String> {
+        let seed = self.nodes[0].1.internal.to_string();
+        let out = tokio::process::Command::new(shardgate_bin()?)
+            .args(args)
+            .args(["--seeds", &seed])
+            .env_remove("SHARDGATE_CLUSTER_SECRET")
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "shardgate {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
     /// Stops the cluster with SIGTERM, as Ctrl-C would.
     pub async fn stop(self) -> anyhow::Result<std::process::ExitStatus> {
         self.process.stop().await

@@ -13,6 +13,23 @@ use std::time::{Duration, Instant};
 /// How long a session gets to answer again after its owner went away.
 pub const RECOVER: Duration = Duration::from_secs(30);
 
+/// `n` new sessions, each of which called `counter` `calls` times (and got 1, 2, …).
+pub async fn sessions_counted_to(c: &Client, n: usize, calls: i64) -> anyhow::Result<Vec<String>> {
+    let made = join_all((0..n).map(|_| async {
+        let sid = c.initialize().await?;
+        for k in 1..=calls {
+            let got = c.count(&sid, k).await?;
+            anyhow::ensure!(
+                got == k,
+                "session {sid}: call {k} of counter answered {got}"
+            );
+        }
+        anyhow::Ok(sid)
+    }))
+    .await;
+    made.into_iter().collect()
+}
+
 /// Each session's owner in `view`.
 pub fn owners(view: &Membership, sids: &[String]) -> anyhow::Result<Vec<String>> {
     let ring = Ring::new(view.clone());

@@ -9,7 +9,6 @@
 //! Each test prints what BENCHMARKS.md quotes: how many sessions the lost node held and how long
 //! after the kill each session answered again.
 
-use futures_util::future::join_all;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -19,7 +18,8 @@ use shardgate_tests::raft::{RaftCluster, active, state_of};
 use shardgate_tests::services::{Postgres, RedisCluster};
 use shardgate_tests::takeover::{
     RECOVER, Retry, check_continuation, count_everywhere, count_once, count_until_answered,
-    mismatches, most_loaded, owners, read_until_response, resume_until_placed, sessions_on, spread,
+    mismatches, most_loaded, owners, read_until_response, resume_until_placed, sessions_counted_to,
+    sessions_on, spread,
 };
 use shardgate_tests::{Cluster, scratch, shardgate_bin};
 use std::net::SocketAddr;
@@ -573,22 +573,6 @@ async fn kill_owner_and_count(
 }
 
 /// `n` new sessions, each of which called `counter` `calls` times.
-async fn sessions_counted_to(c: &Client, n: usize, calls: i64) -> anyhow::Result<Vec<String>> {
-    let made = join_all((0..n).map(|_| async {
-        let sid = c.initialize().await?;
-        for k in 1..=calls {
-            let got = c.count(&sid, k).await?;
-            anyhow::ensure!(
-                got == k,
-                "session {sid}: call {k} of counter answered {got}"
-            );
-        }
-        anyhow::Ok(sid)
-    }))
-    .await;
-    made.into_iter().collect()
-}
-
 fn ordinal(id: &str) -> anyhow::Result<usize> {
     id.strip_prefix("node-")
         .and_then(|o| o.parse().ok())

@@ -448,28 +448,11 @@ async fn t70_ps_shows_no_secret() -> anyhow::Result<()> {
 #[tokio::test]
 async fn t80_status_and_drain_next_to_up_need_no_flags() -> anyhow::Result<()> {
     let cluster = Cluster::builder().nodes(3).start().await?;
-    let seed = cluster.nodes[0].1.internal.to_string();
-    let shardgate = |args: &[&str]| {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        async move {
-            let out = tokio::process::Command::new(shardgate_tests::shardgate_bin()?)
-                .args(&args)
-                .env_remove("SHARDGATE_CLUSTER_SECRET")
-                .output()
-                .await?;
-            anyhow::ensure!(
-                out.status.success(),
-                "shardgate {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            anyhow::Ok(String::from_utf8(out.stdout)?)
-        }
-    };
-    let text = shardgate(&["status", "--seeds", &seed]).await?;
+    let text = cluster.shardgate(&["status"]).await?;
     assert_eq!(text.matches(" active ").count(), 3, "{text}");
     assert!(text.contains("cluster "), "the cluster id is shown: {text}");
-    shardgate(&["drain", "node-2", "--seeds", &seed]).await?;
-    let text = shardgate(&["status", "--seeds", &seed]).await?;
+    cluster.shardgate(&["drain", "node-2"]).await?;
+    let text = cluster.shardgate(&["status"]).await?;
     assert_eq!(text.matches(" active ").count(), 2, "{text}");
     assert!(!text.contains("node-2 "), "node-2 has left: {text}");
     cluster.stop().await?;

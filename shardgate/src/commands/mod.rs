@@ -5,6 +5,7 @@ pub mod drain;
 pub mod gateway;
 pub mod migrate;
 pub mod node;
+pub mod scale;
 pub mod status;
 pub mod up;
 

@@ -1,5 +1,5 @@
-//! Forwarding to the owning node's session listener over pooled HTTP/2, and the one retry a
-//! 421 allows.
+//! Forwarding to the owning node's session listener over pooled HTTP/2, and the retries a 421
+//! allows.
 //!
 //! Every request is authenticated as the node demands: over h2 with our client certificate
 //! under mTLS, or over h2c with an HMAC signature over the request and its trusted headers.
@@ -7,7 +7,7 @@
 //! checks that each answer came from a member.
 //!
 //! A node answers 421 before it does anything with a request, so re-sending after a 421 is
-//! safe. So is re-sending a request whose connection was refused, or closed before the request
+//! safe (to the new owner, once a view names one). So is re-sending a request whose connection was refused, or closed before the request
 //! was written to it (hyper cancels such a request): nothing reached the node. Such a request
 //! is held (for the configured failover hold) until the ring gives its key another owner, then
 //! sent there, so a client sees latency where a node died, not an error. Nothing else is
@@ -88,8 +88,10 @@ impl Forwarder {
         })
     }
 
-    /// Sends the request to the key's owner; on 421 adopts the refusing node's newer view and
-    /// tries the new owner once.
+    /// Sends the request to the key's owner. On 421 (the node took nothing of it) adopts the
+    /// refusing node's newer view and sends it to the new owner; when no view names another
+    /// owner yet (the node is handing the session over, or learned of the change first), holds
+    /// it until the ring moves the key, for at most the failover hold.
     pub async fn forward(
         &self,
         ring: &RingView,
@@ -99,44 +101,55 @@ impl Forwarder {
         route: &Route,
         on_misdirected: impl Fn(bool),
     ) -> Result<Response<Incoming>, ProxyError> {
+        let key = route.key.as_bytes();
         let view = ring.current();
-        let owner = view
-            .owner(route.key.as_bytes())
-            .ok_or(ProxyError::NoNodes)?
-            .clone();
-        let sent = self
-            .send(&owner, view.epoch(), method, headers, body.clone(), route)
-            .await;
-        let resp = match sent {
-            Err(Unsent::Refused) => {
-                return self
-                    .failover(ring, &owner, method, headers, body, route)
-                    .await;
+        let mut target = view.owner(key).ok_or(ProxyError::NoNodes)?.clone();
+        let mut epoch = view.epoch();
+        let deadline = tokio::time::Instant::now() + self.failover_hold;
+        loop {
+            let sent = self
+                .send(&target, epoch, method, headers, body.clone(), route)
+                .await;
+            let resp = match sent {
+                Err(Unsent::Refused) => {
+                    return self
+                        .failover(ring, &target, method, headers, body, route)
+                        .await;
+                }
+                Err(Unsent::Failed(e)) => return Err(e),
+                Ok(resp) => resp,
+            };
+            if resp.status() != StatusCode::MISDIRECTED_REQUEST {
+                return Ok(resp);
             }
-            Err(Unsent::Failed(e)) => return Err(e),
-            Ok(resp) => resp,
-        };
-        if resp.status() != StatusCode::MISDIRECTED_REQUEST {
-            return Ok(resp);
+            if let Some(newer) = self.membership_of(&target).await {
+                ring.adopt(newer);
+            }
+            let mut view = ring.current();
+            if view.owner(key).is_some_and(|next| next.id == target.id) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match ring.moved(key, &target.id, left).await {
+                    Some(moved) => view = moved,
+                    None => {
+                        on_misdirected(false);
+                        return Err(ProxyError::Misdirected {
+                            node: target.id.to_string(),
+                        });
+                    }
+                }
+            }
+            let next = view.owner(key).ok_or(ProxyError::NoNodes)?.clone();
+            if tokio::time::Instant::now() > deadline {
+                on_misdirected(false);
+                return Err(ProxyError::Misdirected {
+                    node: target.id.to_string(),
+                });
+            }
+            on_misdirected(true);
+            tracing::debug!(from = %target.id, to = %next.id, epoch = view.epoch(), "retrying at the new owner");
+            target = next;
+            epoch = view.epoch();
         }
-        if let Some(newer) = self.membership_of(&owner).await {
-            ring.adopt(newer);
-        }
-        let view = ring.current();
-        let next = view
-            .owner(route.key.as_bytes())
-            .ok_or(ProxyError::NoNodes)?
-            .clone();
-        on_misdirected(next.id != owner.id);
-        if next.id == owner.id {
-            return Err(ProxyError::Misdirected {
-                node: owner.id.to_string(),
-            });
-        }
-        tracing::debug!(from = %owner.id, to = %next.id, epoch = view.epoch(), "retrying at the new owner");
-        self.send(&next, view.epoch(), method, headers, body, route)
-            .await
-            .map_err(|e| e.into_error(&next))
     }
 
     /// Holds a request whose owner refused the connection (or is not serving yet) until the

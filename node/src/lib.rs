@@ -36,6 +36,7 @@ pub mod upstreams;
 pub use server::Listeners;
 pub use state::NodeState;
 
+use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_raft::consensus::Consensus;
 use shardgate_raft::{MemberState, Membership, NodeId};
 use std::sync::Arc;
@@ -129,14 +130,23 @@ pub async fn run(
         }
         None => (None, config.idle_timeout),
     };
-    let state = Arc::new(NodeState::new(
+    let mut state = NodeState::new(
         config.id,
         membership,
         consensus.clone(),
         upstream,
         budgets,
         durable,
-    ));
+    );
+    if state.durable.is_some() {
+        match ClusterClient::new(&config.credentials, takeover::RELEASE_WAIT) {
+            Ok(peers) => state = state.with_peers(peers),
+            Err(e) => {
+                tracing::warn!(error = %e, "no client for hand-overs; takeovers claim at once")
+            }
+        }
+    }
+    let state = Arc::new(state);
     let stop = CancellationToken::new();
     if let Some(c) = &consensus {
         tokio::spawn(follow(state.clone(), c.watch(), stop.clone()));
@@ -210,10 +220,22 @@ async fn leave(node: &NodeState) {
         tracing::warn!(error = %e, "could not mark this node draining; leaving anyway");
     }
     let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
-    while (node.calls_in_flight() > 0 || node.letting_go())
+    // Until this node has adopted the view in which it drains, it has not started letting go
+    // of its sessions; then it waits until every one of them is handed over (its calls in
+    // flight answered and stored) and no other call runs.
+    let draining = || {
+        node.ring()
+            .membership()
+            .member(&node.id)
+            .is_none_or(|m| m.state != MemberState::Active)
+    };
+    while (!draining()
+        || node.calls_in_flight() > 0
+        || node.letting_go()
+        || (node.durable.is_some() && !node.sessions.is_empty()))
         && tokio::time::Instant::now() < deadline
     {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     match consensus.leave().await {
         Ok(()) => tracing::info!(node = %node.id, "left the cluster"),

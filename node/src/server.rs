@@ -58,6 +58,7 @@ pub fn internal_router(state: Arc<NodeState>) -> Router {
         .route(internal::RAFT_PATH, post(raft_rpc))
         .route(internal::STATUS_PATH, get(status))
         .route(internal::DRAIN_PATH, post(drain))
+        .route(internal::RELEASE_PATH, post(release))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -212,6 +213,21 @@ async fn drain(State(node): State<Arc<NodeState>>) -> Response {
     }
     node.drain.cancel();
     StatusCode::ACCEPTED.into_response()
+}
+
+/// Hands a session over to the node that asks (`RELEASE_PATH`); answers once it is let go.
+async fn release(State(node): State<Arc<NodeState>>, body: axum::body::Bytes) -> Response {
+    match serde_json::from_slice::<internal::Release>(&body) {
+        Ok(r) if node.release(&r.session, &r.owner, r.epoch).await => {
+            StatusCode::OK.into_response()
+        }
+        Ok(_) => (
+            StatusCode::CONFLICT,
+            "this node's view of the membership does not give the session to the asker",
+        )
+            .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("expected a release: {e}")).into_response(),
+    }
 }
 
 /// Prometheus text: what this node holds, against its limits.

@@ -71,6 +71,8 @@ pub struct Session {
     replay: Arc<SessionReplay>,
     /// Where it is written through to, if anywhere.
     link: Option<Link>,
+    /// Being handed to another node: no new request is taken here.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// Who a new session belongs to and what it was opened with.
@@ -154,6 +156,7 @@ impl Session {
                 last_active: Instant::now(),
             }),
             ended: CancellationToken::new(),
+            leaving: Default::default(),
             requests: Gauge::new(budgets.limits.requests_per_session),
             replay,
             link,
@@ -373,6 +376,17 @@ impl Session {
     }
 
     /// Client requests being served now.
+    /// Marks the session as being handed to another node: requests that find it here from
+    /// now on are sent there (421); those in flight finish.
+    pub fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn requests_in_flight(&self) -> usize {
         self.lock().in_flight.len()
     }

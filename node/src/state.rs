@@ -7,6 +7,7 @@ use crate::durable::{Durable, Lost};
 use crate::session::{Session, Sessions};
 use crate::stateless_era::Affinity;
 use crate::upstream::{Scope, Upstream};
+use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_raft::consensus::Consensus;
 use shardgate_raft::{Membership, NodeId, Ring};
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct NodeState {
     pub budgets: Arc<Budgets>,
     /// The store sessions are written through to; without one they live in memory only.
     pub durable: Option<Arc<Durable>>,
+    /// How this node asks the others to hand sessions over (`RELEASE_PATH`).
+    pub peers: Option<ClusterClient>,
 }
 
 /// Counts one upstream call for as long as it lives.
@@ -69,7 +72,14 @@ impl NodeState {
             letting_go: AtomicUsize::new(0),
             budgets,
             durable,
+            peers: None,
         }
+    }
+
+    /// How this node asks the others to hand sessions over.
+    pub fn with_peers(mut self, peers: ClusterClient) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// Ends a session here and releases what its upstream holds for it; false if there was
@@ -214,22 +224,52 @@ impl NodeState {
             let (node, session, durable) = (self.clone(), session.clone(), durable.clone());
             self.letting_go.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + LET_GO_GRACE;
-                while session.requests_in_flight() > 0 && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(LET_GO_POLL).await;
-                }
-                durable.flushed().await;
-                let still_here = node
-                    .sessions
-                    .get(&session.id)
-                    .is_some_and(|s| Arc::ptr_eq(&s, &session));
-                if still_here {
-                    node.end_session(&session.id);
-                }
+                node.let_go(session, &durable).await;
                 node.letting_go.fetch_sub(1, Ordering::Relaxed);
             });
         }
         moved.len()
+    }
+
+    /// Hands session `id` over to `asker`, which owns it at `epoch` (`RELEASE_PATH`), if it is
+    /// held here. Refused (false) when this node's view is newer than the asker's, or as new
+    /// and naming another owner: a node that woke up with a stale view must not take a session
+    /// from its rightful holder.
+    pub async fn release(&self, id: &str, asker: &str, epoch: u64) -> bool {
+        let ring = self.ring();
+        let agreed = match epoch.cmp(&ring.epoch()) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => ring.owner(id.as_bytes()).is_some_and(|m| m.id.0 == asker),
+            std::cmp::Ordering::Less => false,
+        };
+        if !agreed {
+            tracing::debug!(session = %id, %asker, epoch, ours = ring.epoch(), "refused to hand a session to a stale owner");
+            return false;
+        }
+        if let (Some(session), Some(durable)) = (self.sessions.get(id), &self.durable) {
+            tracing::debug!(session = %id, %asker, "handing a session over");
+            self.let_go(session, durable).await;
+        }
+        true
+    }
+
+    /// Lets go of a session another node now owns: no new request is taken for it, the calls
+    /// in flight get [`LET_GO_GRACE`] to finish, everything written so far reaches the store,
+    /// and then it leaves memory (the store keeps it for the new owner).
+    async fn let_go(&self, session: Arc<Session>, durable: &Durable) {
+        session.leave();
+        let deadline = tokio::time::Instant::now() + LET_GO_GRACE;
+        while session.requests_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(LET_GO_POLL).await;
+        }
+        durable.flushed().await;
+        let still_here = self
+            .sessions
+            .get(&session.id)
+            .is_some_and(|s| Arc::ptr_eq(&s, &session));
+        if still_here {
+            self.end_session(&session.id);
+        }
     }
 
     /// Whether the store can be written, when there is one.

@@ -8,15 +8,21 @@
 //! taken effect. Upstreams continue from the stored state: a stdio upstream is started again
 //! with the stored `initialize` params, an HTTP upstream's session is reused by its id.
 
+use crate::durable::Durable;
 use crate::session::Session;
+use crate::state::LET_GO_GRACE;
 use crate::state::NodeState;
 use axum::response::Response;
+use http::Method;
 use http::{HeaderValue, StatusCode};
 use serde_json::Value;
+use shardgate_protocol::internal;
 use shardgate_protocol::mcp::{self, RequestId, RpcError};
 use shardgate_protocol::reply;
+use shardgate_raft::{MemberState, NodeId, Ring};
 use shardgate_store::{Fence, InFlightRecord, SessionStore, StoreError};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The JSON-RPC error code of a store that cannot be reached (as budgets' refusals, a
 /// server-defined code the client may retry on).
@@ -104,24 +110,91 @@ pub fn store_unavailable(id: Option<&RequestId>, why: &str) -> Response {
     resp
 }
 
+/// How long a takeover waits for the session's holder to hand it over: the holder's grace for
+/// the calls in flight, and a little more.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(LET_GO_GRACE.as_secs() + 2);
+
+/// The session, if this node holds it: served here, or, while it is being handed to another
+/// node, sent there.
+fn held(node: &NodeState, id: &str) -> Option<Result<Arc<Session>, Missing>> {
+    let s = node.sessions.get(id)?;
+    if s.is_leaving() {
+        let here = Fence::new(node.id.to_string(), node.ring().epoch());
+        return Some(Err(Missing::Moved(here)));
+    }
+    s.touch();
+    Some(Ok(s))
+}
+
+/// A planned move (a drain, a join): the node that holds the session is alive. It is asked to
+/// hand the session over first, so that the calls it is serving finish and are stored before
+/// this node's claim fences it off. A holder that is `Down`, gone, or does not answer in time
+/// is not waited for: the claim fences it.
+async fn ask_holder_to_release(node: &NodeState, durable: &Durable, id: &str, ring: &Ring) {
+    let Some(peers) = &node.peers else {
+        return;
+    };
+    let Ok(Some((_, holder))) = durable.store.load(id).await else {
+        return;
+    };
+    if holder.owner == node.id.0 {
+        return;
+    }
+    let Some(member) = ring
+        .membership()
+        .member(&NodeId(holder.owner.clone()))
+        .filter(|m| m.state != MemberState::Down)
+    else {
+        return;
+    };
+    let release = internal::Release {
+        session: id.to_owned(),
+        owner: node.id.to_string(),
+        epoch: ring.epoch(),
+    };
+    let Ok(body) = serde_json::to_vec(&release) else {
+        return;
+    };
+    let asked = peers
+        .call(
+            Method::POST,
+            &member.addr,
+            internal::RELEASE_PATH,
+            body,
+            RELEASE_WAIT,
+        )
+        .await;
+    if let Err(e) = asked {
+        tracing::debug!(holder = %holder.owner, error = %e, "the holder did not hand the session over; claiming it");
+    }
+}
+
 /// The session `id` names: held here, or taken over from the store.
 pub async fn find(node: &NodeState, id: &str) -> Result<Arc<Session>, Missing> {
-    if let Some(s) = node.sessions.get(id) {
-        s.touch();
-        return Ok(s);
+    if let Some(s) = held(node, id) {
+        return s;
     }
     let Some(durable) = &node.durable else {
         return Err(Missing::Unknown);
     };
     let _one_at_a_time = durable.takeover_lock(id).await;
-    if let Some(s) = node.sessions.get(id) {
-        s.touch();
-        return Ok(s);
+    if let Some(s) = held(node, id) {
+        return s;
     }
     // What this node wrote while it held the session before is in the store first, so the
     // streams continue after it.
     durable.flushed().await;
-    let fence = Fence::new(node.id.to_string(), node.ring().epoch());
+    // Ownership was checked when the request came in; the view may have moved on since. The
+    // claim is made under the view in which this node owns the session, or not at all.
+    let ring = node.ring();
+    if !ring.owns(&node.id, id.as_bytes()) {
+        return Err(Missing::Moved(Fence::new(
+            node.id.to_string(),
+            ring.epoch(),
+        )));
+    }
+    ask_holder_to_release(node, durable, id, &ring).await;
+    let fence = Fence::new(node.id.to_string(), ring.epoch());
     let claimed = durable.store.claim(id, &fence).await?;
     let Some(record) = claimed.record else {
         // Never saved: nothing to continue. The claim just made goes again.

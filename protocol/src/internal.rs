@@ -36,6 +36,20 @@ pub const STATUS_PATH: &str = "/internal/status";
 /// Asks the node to drain: mark itself `Draining` (its keys move), let its calls in flight
 /// finish within a grace period, leave, stop.
 pub const DRAIN_PATH: &str = "/internal/drain";
+/// Asks the node holding a session to hand it over: `POST` with a [`Release`]. The node takes
+/// no new request for it, lets the calls in flight finish (within a grace period), has
+/// everything written to the store, and lets go of it; the answer (200) comes once it has. The
+/// session's new owner asks before it claims the session, so that a planned move interrupts
+/// no call. 409 when the holder's view does not give the session to the asker.
+pub const RELEASE_PATH: &str = "/internal/release";
+
+/// The body of a [`RELEASE_PATH`] request: the session, and who asks at which epoch.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Release {
+    pub session: String,
+    pub owner: String,
+    pub epoch: u64,
+}
 
 /// Where a stateless-era call must run for its answer to be right. A node says it on every
 /// answer ([`Placement::as_str`] in `x-shardgate-placement`); gateways remember it per method

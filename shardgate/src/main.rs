@@ -33,6 +33,8 @@ enum Command {
     Drain(commands::drain::Args),
     /// Change the number of nodes of the local cluster `shardgate up` runs.
     Scale(commands::scale::Args),
+    /// Run a seeded chaos scenario against a local cluster under load, and check what held.
+    Chaos(commands::chaos::Args),
     /// Apply the PostgreSQL session store's migrations (idempotent).
     Migrate(commands::migrate::Args),
 }
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Command::Status(args) => commands::status::run(args).await,
             Command::Drain(args) => commands::drain::run(args).await,
             Command::Scale(args) => commands::scale::run(args).await,
+            Command::Chaos(args) => commands::chaos::run(args).await,
             Command::Migrate(args) => commands::migrate::run(args).await,
         }
     })

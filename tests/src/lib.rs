@@ -9,7 +9,6 @@
 //! - [`raft`]: nodes started one by one with Raft membership, for killing and scaling them.
 //! - [`takeover`]: who owns which session, and calls and checks across a change of owner.
 
-pub mod mcp;
 pub mod peers;
 pub mod raft;
 pub mod services;
@@ -26,15 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// A reqwest builder with the process-wide TLS provider (ring) installed: reqwest is built
-/// without a provider of its own, so that only one crypto library is compiled in.
-pub fn http() -> reqwest::ClientBuilder {
-    static PROVIDER: std::sync::Once = std::sync::Once::new();
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    reqwest::Client::builder()
-}
+use shardgate_chaos::up::{Summary, node_pids, parent_in};
+pub use shardgate_chaos::{http, mcp};
 
 /// The `shardgate` binary under test: `SHARDGATE_BIN`, or the one cargo builds beside this
 /// test. Under cargo it is (re)built once per test process, so a test never runs a stale binary.
@@ -168,13 +160,7 @@ pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// A node's listeners, as its ready file reports them.
-#[derive(Clone, Copy, Debug)]
-pub struct NodeAddrs {
-    pub session: SocketAddr,
-    pub internal: SocketAddr,
-    pub admin: SocketAddr,
-}
+pub use shardgate_chaos::up::NodeAddrs;
 
 /// A gateway's listeners, as its ready file reports them.
 #[derive(Clone, Copy, Debug)]
@@ -377,46 +363,18 @@ impl Cluster {
     /// The process id of node `id` (`node-K`) as `up` runs it now: a node that `up` restarted
     /// has a new one.
     pub fn node_pid(&self, id: &str) -> anyhow::Result<u32> {
-        for pid in self.node_pids()? {
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args
-                .windows(2)
-                .any(|w| w[0] == b"--id" && w[1] == id.as_bytes())
-            {
-                return Ok(pid);
-            }
-        }
-        bail!("no running node {id} under up")
+        let up = self.pid().context("up has exited")?;
+        node_pids(up)?
+            .into_iter()
+            .find(|(_, node)| node == id)
+            .map(|(pid, _)| pid)
+            .with_context(|| format!("no running node {id} under up"))
     }
 
     /// The process ids of the cluster's nodes (children of `up` running `shardgate node`).
     pub fn node_pids(&self) -> anyhow::Result<Vec<u32>> {
         let up = self.pid().context("up has exited")?;
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc")? {
-            let Some(pid) = entry?
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let (Ok(stat), Ok(cmdline)) = (
-                std::fs::read_to_string(format!("/proc/{pid}/stat")),
-                std::fs::read(format!("/proc/{pid}/cmdline")),
-            ) else {
-                continue;
-            };
-            let parent = parent_in(&stat);
-            let is_node = cmdline.split(|b| *b == 0).nth(1) == Some(b"node".as_slice());
-            if parent == Some(up) && is_node {
-                pids.push(pid);
-            }
-        }
-        Ok(pids)
+        Ok(node_pids(up)?.into_iter().map(|(pid, _)| pid).collect())
     }
 
     /// The sum of a gauge (`name{labels}` as written, or unlabelled) on one node's `/metrics`.
@@ -587,52 +545,22 @@ impl ClusterBuilder {
         let mut process = Process::spawn_with(&args, &self.envs)?;
         let stdout = process.child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut endpoints, mut admin, mut nodes, mut credentials, mut store) =
-            (Vec::new(), None, Vec::new(), None, None);
-        let read = async {
-            while let Some(line) = lines.next_line().await? {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                match words.as_slice() {
-                    ["endpoint", url] => endpoints.push(url.to_string()),
-                    ["admin", url] if admin.is_none() => {
-                        admin = Some(url.trim_end_matches("/metrics").to_string())
-                    }
-                    ["node", id, session, internal, admin] => {
-                        let field = |w: &str, key: &str| -> anyhow::Result<SocketAddr> {
-                            w.strip_prefix(key)
-                                .with_context(|| format!("node line: {line}"))?
-                                .parse()
-                                .with_context(|| format!("node line: {line}"))
-                        };
-                        nodes.push((
-                            id.to_string(),
-                            NodeAddrs {
-                                session: field(session, "session=")?,
-                                internal: field(internal, "internal=")?,
-                                admin: field(admin, "admin=")?,
-                            },
-                        ));
-                    }
-                    ["credentials", dir] => credentials = Some(PathBuf::from(dir)),
-                    ["store", url] => store = Some(url.to_string()),
-                    ["ready", ..] => return Ok(()),
-                    _ => {}
-                }
-            }
-            bail!("shardgate up exited before it was ready")
-        };
-        tokio::time::timeout(Duration::from_secs(60), read)
+        let summary = tokio::time::timeout(Duration::from_secs(60), Summary::read(&mut lines))
             .await
             .context("shardgate up was not ready within 60 s")??;
         // Keep draining stdout so the cluster never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Cluster {
-            endpoint: endpoints.first().cloned().context("no endpoint line")?,
-            endpoints,
-            admin: admin.context("no admin line")?,
-            nodes,
-            credentials: credentials.context("no credentials line")?,
-            store,
+            endpoint: summary
+                .endpoints
+                .first()
+                .cloned()
+                .context("no endpoint line")?,
+            endpoints: summary.endpoints,
+            admin: summary.admin.context("no admin line")?,
+            nodes: summary.nodes,
+            credentials: summary.credentials.context("no credentials line")?,
+            store: summary.store,
             process,
         })
     }
@@ -641,14 +569,6 @@ impl ClusterBuilder {
 /// The parent of process `pid`, while it runs.
 pub fn parent_pid(pid: u32) -> Option<u32> {
     parent_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// The parent's pid in a `/proc/<pid>/stat`: the second field after the command, which is in
-/// parentheses.
-fn parent_in(stat: &str) -> Option<u32> {
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-        .and_then(|p| p.parse::<u32>().ok())
 }
 
 /// The resident memory of a process, in bytes (`VmRSS`).

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod chaos;
 pub mod cluster;
 pub mod drain;
 pub mod gateway;

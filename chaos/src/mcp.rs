@@ -1,5 +1,5 @@
-//! A minimal MCP client over reqwest for the end-to-end tests: enough to initialize, call,
-//! and read SSE streams event by event (including ids, to test resumption).
+//! A minimal MCP client over reqwest, for the chaos harness and the end-to-end tests: enough to
+//! initialize, call, and read SSE streams event by event (including ids, to test resumption).
 
 use anyhow::{Context, bail};
 use bytes::BytesMut;

@@ -1,0 +1,59 @@
+//! The invariants a run must keep, one file each, checked on the recorded [`History`].
+//!
+//! - [`one_answer`]: every call got exactly one answer, a result or an explicit error; none
+//!   hung, none was answered twice, none lost its connection without a word.
+//! - [`counter`]: per session, `counter` never gives a value twice, and skips a value only where
+//!   a call got the explicit "interrupted" error (its effect may or may not have happened).
+//! - [`planned`]: no call failed while a planned change (scale up, scale down) was under way.
+//! - [`usable`]: once the faults are over, every session answers again.
+
+pub mod counter;
+pub mod one_answer;
+pub mod planned;
+pub mod usable;
+
+use crate::history::History;
+use serde::Serialize;
+
+/// What one invariant made of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    pub invariant: &'static str,
+    /// What it looked at (calls, sessions).
+    pub checked: usize,
+    pub violations: usize,
+    /// The first counter-example, when there is one.
+    pub first: Option<String>,
+}
+
+impl Verdict {
+    fn new(invariant: &'static str) -> Verdict {
+        Verdict {
+            invariant,
+            checked: 0,
+            violations: 0,
+            first: None,
+        }
+    }
+
+    fn violated(&mut self, example: impl FnOnce() -> String) {
+        self.violations += 1;
+        if self.first.is_none() {
+            self.first = Some(example());
+        }
+    }
+
+    pub fn held(&self) -> bool {
+        self.violations == 0
+    }
+}
+
+/// Every invariant, in the order above.
+pub fn all(history: &History) -> Vec<Verdict> {
+    vec![
+        one_answer::check(history),
+        counter::check(history),
+        planned::check(history),
+        usable::check(history),
+    ]
+}

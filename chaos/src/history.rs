@@ -1,0 +1,87 @@
+//! What happened during a run: every call and its outcome, every fault and change, with times
+//! in milliseconds from the start of the run.
+
+use serde::Serialize;
+
+/// How one call ended, as the client saw it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// `counter` answered with its new value.
+    Value { value: i64 },
+    /// The explicit failover error: the call was in flight on a node that went away.
+    Interrupted { message: String },
+    /// Any other explicit error: an HTTP status with a JSON-RPC error, or a JSON-RPC error.
+    Error { what: String, message: String },
+    /// The connection failed with no answer at all.
+    NoAnswer { message: String },
+    /// No answer within the call timeout.
+    Hung,
+    /// More than one response to the request.
+    Answered { times: usize },
+}
+
+impl Outcome {
+    pub fn value(&self) -> Option<i64> {
+        match self {
+            Outcome::Value { value } => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// A label for counting outcomes by kind.
+    pub fn label(&self) -> String {
+        match self {
+            Outcome::Value { .. } => "value".into(),
+            Outcome::Interrupted { .. } => "interrupted".into(),
+            Outcome::Error { what, .. } => what.clone(),
+            Outcome::NoAnswer { .. } => "no answer".into(),
+            Outcome::Hung => "hung".into(),
+            Outcome::Answered { .. } => "answered more than once".into(),
+        }
+    }
+}
+
+/// One `tools/call counter` of one session.
+#[derive(Clone, Debug, Serialize)]
+pub struct Call {
+    /// The session's index in [`History::sessions`].
+    pub session: usize,
+    pub id: i64,
+    pub sent_ms: u64,
+    pub done_ms: u64,
+    pub outcome: Outcome,
+    /// Made after the faults ended, to see that the session is usable again.
+    pub healing: bool,
+}
+
+/// What the harness did to the cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fault {
+    /// `kill -9`, `freeze`, `scale up`, `scale down`.
+    pub kind: String,
+    /// The node it hit, or the change made.
+    pub target: String,
+    pub at_ms: u64,
+    /// When it was over: the node resumed, or the change completed.
+    pub until_ms: u64,
+    /// A planned change (drain, scale), during which no call may fail.
+    pub planned: bool,
+    /// For a change of membership: sessions whose owner changed, and the share the ring
+    /// should move ideally (1/(N+1) for a join, the leaver's share for a leave).
+    pub moved: Option<Moved>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Moved {
+    pub sessions: usize,
+    pub of: usize,
+    pub ideal: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct History {
+    pub sessions: Vec<String>,
+    pub calls: Vec<Call>,
+    pub faults: Vec<Fault>,
+}

@@ -1,0 +1,340 @@
+//! The chaos harness behind `shardgate chaos`: a seeded scenario of faults ([`scenario`])
+//! against a local cluster under `shardgate up` ([`up`]), while long-lived sessions call
+//! `counter` without pause ([`workload`]). Every call and fault is recorded ([`history`]);
+//! afterwards every session must answer again, and the invariants ([`check`]) are checked on
+//! the history. The [`report`] (JSON and Markdown) says what was injected, what the clients
+//! saw, how long sessions took to recover, how many sessions each change moved against the
+//! ideal, and which invariants held, with the first counter-example of any that did not.
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod history;
+pub mod mcp;
+pub mod report;
+pub mod rng;
+pub mod scenario;
+pub mod up;
+pub mod workload;
+
+use anyhow::{Context, bail};
+use history::{Fault, History, Moved};
+use mcp::Client;
+use nix::sys::signal::Signal;
+use report::Report;
+use rng::Rng;
+use scenario::{Planned, Step};
+use shardgate_raft::{MemberState, Membership, Ring};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use up::Up;
+use workload::{Tally, ms};
+
+/// How long a membership change may take before the run fails.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long each session gets to answer again once the faults are over.
+const HEAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often progress is shown.
+const PROGRESS: Duration = Duration::from_secs(5);
+
+/// A reqwest builder with the process-wide TLS provider (ring) installed: reqwest is built
+/// without a provider of its own, so that only one crypto library is compiled in.
+pub fn http() -> reqwest::ClientBuilder {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
+/// What a run is made of.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub scenario: String,
+    pub seed: u64,
+    pub duration: Duration,
+    /// Nodes at the start (and the end: scale steps come back).
+    pub nodes: usize,
+    pub sessions: usize,
+    /// Callers per session, each one call after another: with more than one, a session has
+    /// calls side by side, so a frozen owner's late writes meet its successor's.
+    pub callers: usize,
+    /// `up --timings`.
+    pub timings: String,
+    /// Where the report, the history and the cluster's data go.
+    pub out: PathBuf,
+    /// The `shardgate` binary that runs the cluster.
+    pub bin: PathBuf,
+    /// The command line that started the run, for the report.
+    pub command: String,
+}
+
+/// Runs the scenario; the report says whether every invariant held.
+pub async fn run(opts: &Options) -> anyhow::Result<Report> {
+    let steps = scenario::plan(&opts.scenario, opts.seed, opts.duration)?;
+    if opts.nodes < 2 {
+        bail!("a chaos run needs at least 2 nodes");
+    }
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let data_dir = opts.out.join("cluster");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let args = [
+        "--nodes".to_owned(),
+        opts.nodes.to_string(),
+        "--timings".to_owned(),
+        opts.timings.clone(),
+    ];
+    let up = Up::start(&opts.bin, &args, &data_dir).await?;
+    let outcome = drive(opts, &steps, &up).await;
+    let stopped = up.stop().await;
+    let report = outcome?;
+    stopped.context("stopping the cluster")?;
+    Ok(report)
+}
+
+async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Report> {
+    let client = Client::new(up.endpoint()?);
+    let admin = up
+        .summary
+        .admin
+        .clone()
+        .context("up printed no admin URL")?;
+    let mut sessions = Vec::with_capacity(opts.sessions);
+    for _ in 0..opts.sessions {
+        let sid = client.initialize().await?;
+        let first = client.count(&sid, 1).await?;
+        if first != 1 {
+            bail!("a new session's counter started at {first}");
+        }
+        sessions.push(sid);
+    }
+    println!(
+        "chaos: scenario {} seed {} for {:?}: {} nodes, {} sessions × {} callers, {} steps",
+        opts.scenario,
+        opts.seed,
+        opts.duration,
+        opts.nodes,
+        sessions.len(),
+        opts.callers.max(1),
+        steps.len()
+    );
+
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let load: Vec<_> = sessions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, sid)| (0..opts.callers.max(1)).map(move |k| (i, sid, k)))
+        .map(|(i, sid, k)| {
+            tokio::spawn(workload::run_session(
+                client.clone(),
+                i,
+                sid.clone(),
+                t0,
+                stop.clone(),
+                tally.clone(),
+                1000 + 1_000_000 * k as i64,
+            ))
+        })
+        .collect();
+    let progress = {
+        let (tally, stop) = (tally.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(PROGRESS).await;
+                println!(
+                    "chaos: {:>5} s  {} calls, {} without a value",
+                    t0.elapsed().as_secs(),
+                    tally.calls.load(Ordering::Relaxed),
+                    tally.failed.load(Ordering::Relaxed)
+                );
+            }
+        })
+    };
+
+    let mut faults = Vec::new();
+    let mut victims = Rng::new(opts.seed ^ 0x5eed_5eed);
+    let mut failed = None;
+    for planned in steps {
+        tokio::time::sleep_until((t0 + planned.at).into()).await;
+        match apply(up, &admin, &sessions, planned.step, &mut victims, t0).await {
+            Ok(fault) => {
+                println!(
+                    "chaos: {:>5} s  {} {}",
+                    fault.at_ms / 1000,
+                    fault.kind,
+                    fault.target
+                );
+                faults.push(fault);
+            }
+            Err(e) => {
+                failed = Some(e.context(format!("{:?} at {:?}", planned.step, planned.at)));
+                break;
+            }
+        }
+    }
+    if failed.is_none() {
+        tokio::time::sleep_until((t0 + opts.duration).into()).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    progress.abort();
+    let mut calls = Vec::new();
+    for task in load {
+        calls.extend(task.await?);
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    // Healing: each session calls until it answers, one call after another.
+    for (i, sid) in sessions.iter().enumerate() {
+        let until = Instant::now() + HEAL_TIMEOUT;
+        let mut id = 900_000;
+        loop {
+            let made = workload::call(&client, i, sid, id, t0, true).await;
+            let answered = made.outcome.value().is_some();
+            calls.push(made);
+            if answered || Instant::now() > until {
+                break;
+            }
+            id += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let history = History {
+        sessions,
+        calls,
+        faults,
+    };
+    let verdicts = check::all(&history);
+    let report = Report::new(opts, &history, verdicts);
+    std::fs::write(opts.out.join("history.json"), serde_json::to_vec(&history)?)?;
+    std::fs::write(
+        opts.out.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    std::fs::write(opts.out.join("REPORT.md"), report.markdown())?;
+    Ok(report)
+}
+
+/// Does one step; returns it as recorded.
+async fn apply(
+    up: &Up,
+    admin: &str,
+    sessions: &[String],
+    step: Step,
+    victims: &mut Rng,
+    t0: Instant,
+) -> anyhow::Result<Fault> {
+    let at_ms = ms(t0);
+    let pick = |victims: &mut Rng| -> anyhow::Result<String> {
+        let ids = up.node_ids()?;
+        ids.get(victims.below(ids.len() as u64) as usize)
+            .cloned()
+            .context("no node is running")
+    };
+    let fault = |kind: &str, target: String, planned: bool| Fault {
+        kind: kind.into(),
+        target,
+        at_ms,
+        until_ms: ms(t0),
+        planned,
+        moved: None,
+    };
+    match step {
+        Step::Kill => {
+            let id = pick(victims)?;
+            up.signal(&id, Signal::SIGKILL)?;
+            Ok(fault("kill -9", id, false))
+        }
+        Step::Freeze(how_long) => {
+            let id = pick(victims)?;
+            up.signal(&id, Signal::SIGSTOP)?;
+            tokio::time::sleep(how_long).await;
+            up.signal(&id, Signal::SIGCONT)?;
+            Ok(fault("freeze", format!("{id} for {how_long:?}"), false))
+        }
+        Step::ScaleUp | Step::ScaleDown => {
+            let before = membership(admin).await?;
+            let n = up.node_ids()?.len();
+            let (wanted, changed) = match step {
+                Step::ScaleUp => (n + 1, format!("node-{n}")),
+                _ => (n - 1, format!("node-{}", n - 1)),
+            };
+            if wanted == 0 {
+                bail!("cannot scale below one node");
+            }
+            up.scale(wanted)?;
+            let deadline = Instant::now() + CHANGE_TIMEOUT;
+            let after = loop {
+                let view = membership(admin).await.ok();
+                let running = up.node_ids()?.len();
+                if let Some(view) = view {
+                    let state = view
+                        .members
+                        .iter()
+                        .find(|m| m.id.0 == changed)
+                        .map(|m| m.state);
+                    let done = match step {
+                        Step::ScaleUp => state == Some(MemberState::Active),
+                        _ => state.is_none(),
+                    };
+                    if done && running == wanted {
+                        break view;
+                    }
+                }
+                if Instant::now() > deadline {
+                    bail!("scaling to {wanted} nodes took over {CHANGE_TIMEOUT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let moved = Some(moved(&before, &after, sessions, step, n));
+            let kind = match step {
+                Step::ScaleUp => "scale up",
+                _ => "scale down",
+            };
+            let mut f = fault(kind, format!("{n} → {wanted} ({changed})"), true);
+            f.moved = moved;
+            Ok(f)
+        }
+    }
+}
+
+/// The gateway's view of the membership.
+async fn membership(admin: &str) -> anyhow::Result<Membership> {
+    let resp = http()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .get(format!("{admin}/membership"))
+        .send()
+        .await?;
+    Ok(resp.json().await?)
+}
+
+/// Sessions whose owner changed between two views, and the share a perfect ring would move.
+fn moved(
+    before: &Membership,
+    after: &Membership,
+    sessions: &[String],
+    step: Step,
+    n: usize,
+) -> Moved {
+    let (a, b) = (Ring::new(before.clone()), Ring::new(after.clone()));
+    let owner = |ring: &Ring, sid: &String| ring.owner(sid.as_bytes()).map(|m| m.id.0.clone());
+    let moved = sessions
+        .iter()
+        .filter(|sid| owner(&a, sid) != owner(&b, sid))
+        .count();
+    let ideal = match step {
+        Step::ScaleUp => 1.0 / (n + 1) as f64,
+        _ => 1.0 / n as f64,
+    };
+    Moved {
+        sessions: moved,
+        of: sessions.len(),
+        ideal,
+    }
+}

@@ -1,0 +1,235 @@
+//! The report of a run, as JSON and as Markdown: what was injected, what the clients saw, how
+//! long sessions took to answer again after each unplanned fault, what each change moved, and
+//! which invariants held.
+
+use crate::Options;
+use crate::check::Verdict;
+use crate::history::{Call, Fault, History};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub scenario: String,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub nodes: usize,
+    pub sessions: usize,
+    pub calls: usize,
+    /// Calls by outcome (`value`, `interrupted`, `HTTP 503`, …).
+    pub outcomes: BTreeMap<String, usize>,
+    /// Latency of the calls that got their value, in ms.
+    pub latency: Spread,
+    pub faults: Vec<Fault>,
+    /// Per unplanned fault: from the fault to each affected session's next value.
+    pub recovery: Vec<Recovery>,
+    pub verdicts: Vec<Verdict>,
+    pub violations: usize,
+}
+
+/// Median, p99 and max of a set of times, in ms.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Spread {
+    pub count: usize,
+    pub median: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Spread {
+    fn of(mut ms: Vec<u64>) -> Spread {
+        ms.sort_unstable();
+        let at = |q: f64| {
+            let i = ((ms.len() as f64 * q).ceil() as usize).saturating_sub(1);
+            ms.get(i.min(ms.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        Spread {
+            count: ms.len(),
+            median: at(0.5),
+            p99: at(0.99),
+            max: ms.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Recovery {
+    pub fault: String,
+    pub at_ms: u64,
+    /// Sessions with a call after the fault (before the next one) that got no value or took
+    /// over a second, and that got a value again before the next fault.
+    pub affected: usize,
+    /// From the fault to each affected session's next value.
+    pub to_value: Spread,
+}
+
+impl Report {
+    pub fn new(opts: &Options, history: &History, verdicts: Vec<Verdict>) -> Report {
+        let mut outcomes = BTreeMap::new();
+        for call in &history.calls {
+            *outcomes.entry(call.outcome.label()).or_insert(0) += 1;
+        }
+        let latency = Spread::of(
+            history
+                .calls
+                .iter()
+                .filter(|c| c.outcome.value().is_some() && !c.healing)
+                .map(|c| c.done_ms.saturating_sub(c.sent_ms))
+                .collect(),
+        );
+        let violations = verdicts.iter().map(|v| v.violations).sum();
+        Report {
+            command: opts.command.clone(),
+            scenario: opts.scenario.clone(),
+            seed: opts.seed,
+            duration_s: opts.duration.as_secs_f64(),
+            nodes: opts.nodes,
+            sessions: history.sessions.len(),
+            calls: history.calls.len(),
+            outcomes,
+            latency,
+            faults: history.faults.clone(),
+            recovery: recovery(history),
+            verdicts,
+            violations,
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# Chaos run: {} (seed {})\n", self.scenario, self.seed);
+        let _ = writeln!(md, "Command: `{}`\n", self.command);
+        let _ = writeln!(
+            md,
+            "{:.0} s, {} nodes at the start, {} sessions calling `counter` one call after \
+             another, {} calls.\n",
+            self.duration_s, self.nodes, self.sessions, self.calls
+        );
+        let _ = writeln!(md, "## Invariants\n");
+        let _ = writeln!(
+            md,
+            "| invariant | checked | violations | first counter-example |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|");
+        for v in &self.verdicts {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                v.invariant,
+                v.checked,
+                v.violations,
+                v.first.as_deref().unwrap_or("–").replace('|', "\\|")
+            );
+        }
+        let _ = writeln!(md, "\n## Faults and changes\n");
+        let _ = writeln!(
+            md,
+            "| at | until | kind | target | planned | sessions moved (ideal) |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for f in &self.faults {
+            let moved = f.moved.map_or("–".to_owned(), |m| {
+                format!(
+                    "{} of {} ({:.0}%; ideal {:.0}%)",
+                    m.sessions,
+                    m.of,
+                    100.0 * m.sessions as f64 / m.of.max(1) as f64,
+                    100.0 * m.ideal
+                )
+            });
+            let _ = writeln!(
+                md,
+                "| {:.1} s | {:.1} s | {} | {} | {} | {} |",
+                f.at_ms as f64 / 1000.0,
+                f.until_ms as f64 / 1000.0,
+                f.kind,
+                f.target,
+                if f.planned { "yes" } else { "no" },
+                moved
+            );
+        }
+        let _ = writeln!(md, "\n## What the clients saw\n");
+        let _ = writeln!(md, "| outcome | calls |");
+        let _ = writeln!(md, "|---|---|");
+        for (label, n) in &self.outcomes {
+            let _ = writeln!(md, "| {label} | {n} |");
+        }
+        let _ = writeln!(
+            md,
+            "\nLatency of answered calls: median {} ms, p99 {} ms, max {} ms ({} calls).\n",
+            self.latency.median, self.latency.p99, self.latency.max, self.latency.count
+        );
+        let _ = writeln!(md, "## Recovery after unplanned faults\n");
+        let _ = writeln!(
+            md,
+            "From the fault to each affected session's next value: sessions with a call after \
+             the fault (before the next one) that got no value or took over a second.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| fault | at | affected sessions | median | p99 | max |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for r in &self.recovery {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} s | {} | {} ms | {} ms | {} ms |",
+                r.fault,
+                r.at_ms as f64 / 1000.0,
+                r.affected,
+                r.to_value.median,
+                r.to_value.p99,
+                r.to_value.max
+            );
+        }
+        let _ = writeln!(md, "\n{} violations", self.violations);
+        md
+    }
+}
+
+/// A call slower than this was held up by a fault, not by the load.
+const STALL_MS: u64 = 1000;
+
+/// For each unplanned fault: the sessions with a call after it (until the next fault) that
+/// failed or stalled, and how long after the fault each got its next value.
+fn recovery(history: &History) -> Vec<Recovery> {
+    let mut out = Vec::new();
+    for (k, fault) in history.faults.iter().enumerate() {
+        if fault.planned {
+            continue;
+        }
+        let end = history
+            .faults
+            .get(k + 1)
+            .map_or(u64::MAX, |next| next.at_ms);
+        let mut times = Vec::new();
+        for session in 0..history.sessions.len() {
+            let mut calls: Vec<_> = history
+                .calls
+                .iter()
+                .filter(|c| c.session == session && c.sent_ms >= fault.at_ms && c.sent_ms < end)
+                .collect();
+            calls.sort_by_key(|c| c.sent_ms);
+            let hit = |c: &&Call| {
+                c.outcome.value().is_none() || c.done_ms.saturating_sub(c.sent_ms) > STALL_MS
+            };
+            let Some(first) = calls.iter().position(hit) else {
+                continue;
+            };
+            if let Some(next) = calls[first..].iter().find(|c| c.outcome.value().is_some()) {
+                times.push(next.done_ms.saturating_sub(fault.at_ms));
+            }
+        }
+        out.push(Recovery {
+            fault: format!("{} {}", fault.kind, fault.target),
+            at_ms: fault.at_ms,
+            affected: times.len(),
+            to_value: Spread::of(times),
+        });
+    }
+    out
+}

@@ -1,0 +1,239 @@
+//! The load: long-lived session-era sessions, each with callers that call the builtin `counter`
+//! one call after another, every answer recorded as the client saw it. A call is never sent
+//! twice: whatever it got is its outcome, and the caller's next call follows. A call whose
+//! stream ends or breaks before its answer is resumed with `Last-Event-ID`, as the protocol
+//! lets a client do.
+
+use crate::history::{Call, Outcome};
+use crate::mcp::{Client, SseReader};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a call may take before it counts as hung.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a call's stream is resumed after it ends or breaks before its answer.
+const RESUME_FOR: Duration = Duration::from_secs(20);
+/// The pause before each resume.
+const RESUME_PAUSE: Duration = Duration::from_millis(200);
+/// The pause between one session's calls.
+const PAUSE: Duration = Duration::from_millis(20);
+/// The JSON-RPC error a new owner sends for a call that was in flight on the node it replaced.
+const INTERRUPTED: &str = "interrupted by failover";
+
+/// Milliseconds since `t0`.
+pub fn ms(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Calls and failed calls so far, for the progress lines.
+#[derive(Default)]
+pub struct Tally {
+    pub calls: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Calls `counter` in session `sid` until `stop`; returns every call.
+pub async fn run_session(
+    c: Client,
+    session: usize,
+    sid: String,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    first_id: i64,
+) -> Vec<Call> {
+    let mut calls = Vec::new();
+    let mut id = first_id;
+    while !stop.load(Ordering::Relaxed) {
+        let made = call(&c, session, &sid, id, t0, false).await;
+        tally.calls.fetch_add(1, Ordering::Relaxed);
+        if made.outcome.value().is_none() {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        calls.push(made);
+        id += 1;
+        tokio::time::sleep(PAUSE).await;
+    }
+    calls
+}
+
+/// One `tools/call counter`, recorded.
+pub async fn call(
+    c: &Client,
+    session: usize,
+    sid: &str,
+    id: i64,
+    t0: Instant,
+    healing: bool,
+) -> Call {
+    let sent_ms = ms(t0);
+    let outcome = match tokio::time::timeout(CALL_TIMEOUT, counter(c, sid, id)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Hung,
+    };
+    Call {
+        session,
+        id,
+        sent_ms,
+        done_ms: ms(t0),
+        outcome,
+        healing,
+    }
+}
+
+async fn counter(c: &Client, sid: &str, id: i64) -> Outcome {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": "counter", "arguments": {}}});
+    let resp = match c.session_post(sid, &body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::NoAnswer {
+                message: e.to_string(),
+            };
+        }
+    };
+    let status = resp.status();
+    let is_sse = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    if !status.is_success() || !is_sse {
+        let text = resp.text().await.unwrap_or_default();
+        return match serde_json::from_str::<Value>(&text) {
+            Ok(answer) if status.is_success() => judge(&[answer]),
+            _ => Outcome::Error {
+                what: format!("HTTP {}", status.as_u16()),
+                message: excerpt(&text),
+            },
+        };
+    }
+    // Read the stream to its end: every response to this id counts. A stream that ends or
+    // breaks before the answer is resumed from its last event, as the protocol lets a client.
+    let mut answers = Vec::new();
+    let mut last_id = None;
+    let mut broke = read_answers(SseReader::new(resp), id, &mut answers, &mut last_id).await;
+    let until = Instant::now() + RESUME_FOR;
+    while answers.is_empty()
+        && let Some(from) = last_id.clone()
+    {
+        if Instant::now() > until {
+            break;
+        }
+        match c.resume(sid, &from).send().await {
+            Ok(r) if r.status().is_success() => {
+                broke = read_answers(SseReader::new(r), id, &mut answers, &mut last_id).await;
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                return Outcome::Error {
+                    what: format!("resume: HTTP {status}"),
+                    message: excerpt(&text),
+                };
+            }
+            Ok(r) => broke = Some(format!("resume: HTTP {}", r.status().as_u16())),
+            Err(e) => broke = Some(format!("resume: {e}")),
+        }
+        if answers.is_empty() {
+            tokio::time::sleep(RESUME_PAUSE).await;
+        }
+    }
+    if answers.is_empty()
+        && let Some(why) = broke
+    {
+        return Outcome::NoAnswer {
+            message: format!("the stream broke: {why}"),
+        };
+    }
+    judge(&answers)
+}
+
+/// Reads a stream to its end, collecting the responses to `id` and the last event id; why it
+/// broke, if it did.
+async fn read_answers(
+    mut reader: SseReader,
+    id: i64,
+    answers: &mut Vec<Value>,
+    last_id: &mut Option<String>,
+) -> Option<String> {
+    loop {
+        match reader.next().await {
+            Ok(Some(event)) => {
+                if let Some(eid) = event.id.clone().filter(|e| !e.is_empty()) {
+                    *last_id = Some(eid);
+                }
+                if let Some(msg) = event.json()
+                    && msg.get("id") == Some(&json!(id))
+                    && (msg.get("result").is_some() || msg.get("error").is_some())
+                {
+                    answers.push(msg);
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => return Some(format!("{e:#}")),
+        }
+    }
+}
+
+/// The outcome of the responses a call got.
+fn judge(answers: &[Value]) -> Outcome {
+    match answers {
+        [] => Outcome::NoAnswer {
+            message: "the stream ended without a response".into(),
+        },
+        [answer] => {
+            if let Some(error) = answer.get("error") {
+                let message = error["message"].as_str().unwrap_or_default().to_owned();
+                if message.contains(INTERRUPTED) {
+                    return Outcome::Interrupted { message };
+                }
+                return Outcome::Error {
+                    what: format!("JSON-RPC {}", error["code"]),
+                    message: excerpt(&message),
+                };
+            }
+            match answer["result"]["content"][0]["text"]
+                .as_str()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                Some(value) => Outcome::Value { value },
+                None => Outcome::Error {
+                    what: "not a count".into(),
+                    message: excerpt(&answer.to_string()),
+                },
+            }
+        }
+        more => Outcome::Answered { times: more.len() },
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_judged_by_what_they_say_and_how_many_there_are() {
+        let value = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "7"}]}});
+        assert_eq!(
+            judge(std::slice::from_ref(&value)),
+            Outcome::Value { value: 7 }
+        );
+        let interrupted = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32001,
+            "message": "interrupted by failover; not known to have completed"}});
+        assert!(matches!(judge(&[interrupted]), Outcome::Interrupted { .. }));
+        let other = json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32603, "message": "x"}});
+        assert_eq!(judge(&[other]).label(), "JSON-RPC -32603");
+        assert_eq!(
+            judge(&[value.clone(), value]),
+            Outcome::Answered { times: 2 }
+        );
+        assert!(matches!(judge(&[]), Outcome::NoAnswer { .. }));
+    }
+}

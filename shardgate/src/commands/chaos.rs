@@ -1,0 +1,108 @@
+//! `shardgate chaos --scenario NAME --seed S --duration D`: runs a seeded scenario of faults
+//! against a local cluster of this binary under load, checks the invariants on what the
+//! clients saw, and writes the report. Fails when any invariant was violated.
+
+use anyhow::{Context, bail};
+use shardgate_chaos::{Options, scenario};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, help = format!("The scenario to run: {}", scenario::NAMES))]
+    pub scenario: String,
+    /// The seed that picks the faults' times and victims: the same seed, the same scenario.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How long the run lasts: `30s`, `10m`, `1h`, or seconds.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Nodes at the start.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Sessions calling `counter` throughout.
+    #[arg(long, default_value_t = 16)]
+    pub sessions: usize,
+    /// Callers per session, each one call after another (calls side by side in a session).
+    #[arg(long, default_value_t = 2)]
+    pub callers: usize,
+    /// Consensus timings of the cluster (`production` or `relaxed`).
+    #[arg(long, default_value = "production")]
+    pub timings: String,
+    /// Where the report (`REPORT.md`, `report.json`), the history and the cluster's data go.
+    /// Default: `chaos-out/<scenario>-<seed>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("chaos-out").join(format!("{}-{}", args.scenario, args.seed))
+    });
+    let command = std::iter::once("shardgate".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let opts = Options {
+        scenario: args.scenario,
+        seed: args.seed,
+        duration: args.duration,
+        nodes: args.nodes,
+        sessions: args.sessions,
+        callers: args.callers,
+        timings: args.timings,
+        out: out.clone(),
+        bin: std::env::current_exe().context("cannot find the shardgate binary")?,
+        command,
+    };
+    let report = shardgate_chaos::run(&opts).await?;
+    for v in &report.verdicts {
+        let mark = if v.held() { "held" } else { "VIOLATED" };
+        println!("{mark:>8}  {} ({} checked)", v.invariant, v.checked);
+        if let Some(example) = &v.first {
+            println!("          first: {example}");
+        }
+    }
+    println!("report: {}", out.join("REPORT.md").display());
+    println!("{} violations", report.violations);
+    if report.violations > 0 {
+        bail!("{} invariant violations", report.violations);
+    }
+    Ok(())
+}
+
+/// `30s`, `10m`, `1h`, `500ms`, or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 30s, 10m or 1h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("'{text}': the unit is ms, s, m or h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -17,6 +17,8 @@ pub enum Outcome {
     NoAnswer { message: String },
     /// No answer within the call timeout.
     Hung,
+    /// An impatient caller gave it up; it may still take effect.
+    Abandoned,
     /// More than one response to the request.
     Answered { times: usize },
 }
@@ -37,6 +39,7 @@ impl Outcome {
             Outcome::Error { what, .. } => what.clone(),
             Outcome::NoAnswer { .. } => "no answer".into(),
             Outcome::Hung => "hung".into(),
+            Outcome::Abandoned => "given up by the client".into(),
             Outcome::Answered { .. } => "answered more than once".into(),
         }
     }

@@ -59,7 +59,8 @@ pub struct Options {
     pub nodes: usize,
     pub sessions: usize,
     /// Callers per session, each one call after another: with more than one, a session has
-    /// calls side by side, so a frozen owner's late writes meet its successor's.
+    /// calls side by side, and every other caller gives a call up after a while and moves on,
+    /// so a frozen owner's late writes meet its successor's.
     pub callers: usize,
     /// `up --timings`.
     pub timings: String,
@@ -67,6 +68,9 @@ pub struct Options {
     pub out: PathBuf,
     /// The `shardgate` binary that runs the cluster.
     pub bin: PathBuf,
+    /// The session store every node writes through to (`up --store`); by default `up`'s
+    /// SQLite file, which every node of this machine shares (one writer at a time).
+    pub store: Option<String>,
     /// The command line that started the run, for the report.
     pub command: String,
 }
@@ -81,12 +85,15 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
     let data_dir = opts.out.join("cluster");
     let _ = std::fs::remove_dir_all(&data_dir);
-    let args = [
+    let mut args = vec![
         "--nodes".to_owned(),
         opts.nodes.to_string(),
         "--timings".to_owned(),
         opts.timings.clone(),
     ];
+    if let Some(store) = &opts.store {
+        args.extend(["--store".to_owned(), store.clone()]);
+    }
     let up = Up::start(&opts.bin, &args, &data_dir).await?;
     let outcome = drive(opts, &steps, &up).await;
     let stopped = up.stop().await;
@@ -130,14 +137,18 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Rep
         .enumerate()
         .flat_map(|(i, sid)| (0..opts.callers.max(1)).map(move |k| (i, sid, k)))
         .map(|(i, sid, k)| {
+            let caller = workload::Caller {
+                client: client.clone(),
+                session: i,
+                sid: sid.clone(),
+                first_id: 1000 + 1_000_000 * k as i64,
+                impatient: k % 2 == 1,
+            };
             tokio::spawn(workload::run_session(
-                client.clone(),
-                i,
-                sid.clone(),
+                caller,
                 t0,
                 stop.clone(),
                 tally.clone(),
-                1000 + 1_000_000 * k as i64,
             ))
         })
         .collect();
@@ -247,8 +258,13 @@ async fn apply(
     match step {
         Step::Kill => {
             let id = pick(victims)?;
+            let leader = up.leader().await;
             up.signal(&id, Signal::SIGKILL)?;
-            Ok(fault("kill -9", id, false))
+            let target = match leader == Some(id.clone()) {
+                true => format!("{id} (leader)"),
+                false => id,
+            };
+            Ok(fault("kill -9", target, false))
         }
         Step::Freeze(how_long) => {
             let id = pick(victims)?;

@@ -125,7 +125,22 @@ impl Report {
                 v.first.as_deref().unwrap_or("–").replace('|', "\\|")
             );
         }
+        let count = |kind: &str| self.faults.iter().filter(|f| f.kind == kind).count();
+        let leaders = self
+            .faults
+            .iter()
+            .filter(|f| f.kind == "kill -9" && f.target.ends_with("(leader)"))
+            .count();
         let _ = writeln!(md, "\n## Faults and changes\n");
+        let _ = writeln!(
+            md,
+            "{} kill -9 ({} of the Raft leader), {} freezes, {} scale-ups, {} scale-downs.\n",
+            count("kill -9"),
+            leaders,
+            count("freeze"),
+            count("scale up"),
+            count("scale down")
+        );
         let _ = writeln!(
             md,
             "| at | until | kind | target | planned | sessions moved (ideal) |"

@@ -43,7 +43,7 @@ pub fn plan(name: &str, seed: u64, duration: Duration) -> anyhow::Result<Vec<Pla
         bail!("a run needs more than {quiet:?}");
     };
     let at = |fraction: f64| busy.mul_f64(fraction);
-    let freeze = |rng: &mut Rng| Step::Freeze(Duration::from_millis(rng.between(2000, 4000)));
+    let freeze = |rng: &mut Rng| Step::Freeze(Duration::from_millis(rng.between(5000, 7000)));
     match name {
         "smoke" => {
             let mut steps = vec![

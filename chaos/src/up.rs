@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shardgate_protocol::cluster_client::ClusterClient;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -131,6 +132,27 @@ impl Up {
         let mut ids: Vec<String> = node_pids(up)?.into_iter().map(|(_, id)| id).collect();
         ids.sort();
         Ok(ids)
+    }
+
+    /// The Raft leader, as the first node that answers sees it.
+    pub async fn leader(&self) -> Option<String> {
+        let dir = self.summary.credentials.as_ref()?;
+        let files = shardgate_trust::tls::TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        let mtls = shardgate_trust::tls::Mtls::load(&files).ok()?;
+        let credentials = shardgate_trust::Credentials::Mtls(std::sync::Arc::new(mtls));
+        let client = ClusterClient::new(&credentials, Duration::from_secs(2)).ok()?;
+        let seeds: Vec<String> = self
+            .summary
+            .nodes
+            .iter()
+            .map(|(_, a)| a.internal.to_string())
+            .collect();
+        let status = shardgate_statefulset::status(&client, &seeds).await.ok()?;
+        status.leader.map(|l| l.0)
     }
 
     /// Sends `signal` to node `id`.

@@ -1,6 +1,8 @@
 //! The load: long-lived session-era sessions, each with callers that call the builtin `counter`
 //! one call after another, every answer recorded as the client saw it. A call is never sent
-//! twice: whatever it got is its outcome, and the caller's next call follows. A call whose
+//! twice: whatever it got is its outcome, and the caller's next call follows. Every other caller
+//! is impatient: it gives a call up after [`PATIENCE`] and moves on, so a session keeps
+//! sending while a call hangs (on a frozen node, say), as real clients with timeouts do. A call whose
 //! stream ends or breaks before its answer is resumed with `Last-Event-ID`, as the protocol
 //! lets a client do.
 
@@ -13,6 +15,9 @@ use std::time::{Duration, Instant};
 
 /// How long a call may take before it counts as hung.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an impatient caller waits before it gives a call up and sends its next one, as
+/// clients with a request timeout do. The call it gave up may still take effect.
+pub const PATIENCE: Duration = Duration::from_secs(2);
 /// How long a call's stream is resumed after it ends or breaks before its answer.
 const RESUME_FOR: Duration = Duration::from_secs(20);
 /// The pause before each resume.
@@ -34,20 +39,39 @@ pub struct Tally {
     pub failed: AtomicU64,
 }
 
-/// Calls `counter` in session `sid` until `stop`; returns every call.
+/// One caller of one session.
+pub struct Caller {
+    pub client: Client,
+    /// The session's index in the history, and its id.
+    pub session: usize,
+    pub sid: String,
+    /// The JSON-RPC id of its first call; each next call takes the next.
+    pub first_id: i64,
+    /// Gives a call up after [`PATIENCE`].
+    pub impatient: bool,
+}
+
+/// Calls `counter` as `caller` until `stop`; returns every call.
 pub async fn run_session(
-    c: Client,
-    session: usize,
-    sid: String,
+    caller: Caller,
     t0: Instant,
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
-    first_id: i64,
 ) -> Vec<Call> {
+    let Caller {
+        client: c,
+        session,
+        sid,
+        first_id,
+        impatient,
+    } = caller;
     let mut calls = Vec::new();
     let mut id = first_id;
     while !stop.load(Ordering::Relaxed) {
-        let made = call(&c, session, &sid, id, t0, false).await;
+        let made = match impatient {
+            true => call_within(&c, session, &sid, id, t0, PATIENCE).await,
+            false => call(&c, session, &sid, id, t0, false).await,
+        };
         tally.calls.fetch_add(1, Ordering::Relaxed);
         if made.outcome.value().is_none() {
             tally.failed.fetch_add(1, Ordering::Relaxed);
@@ -57,6 +81,30 @@ pub async fn run_session(
         tokio::time::sleep(PAUSE).await;
     }
     calls
+}
+
+/// One `tools/call counter`, given up after `patience`.
+async fn call_within(
+    c: &Client,
+    session: usize,
+    sid: &str,
+    id: i64,
+    t0: Instant,
+    patience: Duration,
+) -> Call {
+    let sent_ms = ms(t0);
+    let outcome = match tokio::time::timeout(patience, counter(c, sid, id)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Abandoned,
+    };
+    Call {
+        session,
+        id,
+        sent_ms,
+        done_ms: ms(t0),
+        outcome,
+        healing: false,
+    }
 }
 
 /// One `tools/call counter`, recorded.

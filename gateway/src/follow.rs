@@ -4,7 +4,8 @@
 //!
 //! It asks two nodes at once, from the members it knows and then its seeds, and takes the first
 //! answer: a node that is alive but cut off (frozen, partitioned) holds its poll without news,
-//! and the other one answers. A node that fails is replaced by the next. Views only ever move
+//! and the other one answers. A node that fails is replaced by the next at once, so a frozen
+//! node's poll never stays the only one. Views only ever move
 //! forward: the highest epoch wins (`RingView::adopt`).
 
 use crate::Gateway;
@@ -44,13 +45,17 @@ pub async fn follow(gw: Arc<Gateway>, seeds: Vec<String>, shutdown: Cancellation
         let asked: Vec<String> = (0..FAN_OUT.min(addrs.len()))
             .map(|i| addrs[(next + i) % addrs.len()].clone())
             .collect();
-        let mut polls: FuturesUnordered<_> = asked
-            .iter()
-            .map(|addr| gw.forwarder.poll_membership(addr, ring.epoch(), POLL))
-            .collect();
+        let poll = |addr: String| {
+            let gw = gw.clone();
+            let epoch = ring.epoch();
+            async move { gw.forwarder.poll_membership(&addr, epoch, POLL).await }
+        };
+        let mut polls: FuturesUnordered<_> = asked.iter().cloned().map(poll).collect();
         // The first view of our cluster that comes back; `None` when every node asked failed.
         // A node that answers with another cluster's view has failed too: asking it again
-        // would never bring news.
+        // would never bring news. A poll that fails is replaced by one of the next node, so
+        // that the one still held (by a frozen node, say) is never the only one left.
+        let mut spare = (FAN_OUT..addrs.len()).map(|i| addrs[(next + i) % addrs.len()].clone());
         let first = async {
             while let Some(answer) = polls.next().await {
                 match answer {
@@ -60,6 +65,9 @@ pub async fn follow(gw: Arc<Gateway>, seeds: Vec<String>, shutdown: Cancellation
                         "a node answered with a view of another cluster"
                     ),
                     None => {}
+                }
+                if let Some(addr) = spare.next() {
+                    polls.push(poll(addr));
                 }
             }
             None

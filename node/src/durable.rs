@@ -387,6 +387,10 @@ async fn write_session(
         };
         writes += 1;
         outcome = retried(|| store.write(&session, &fence, changes)).await;
+        #[cfg(feature = "unfenced")]
+        if let Err(StoreError::Fenced { .. }) = outcome {
+            outcome = unfenced::overwrite(store, &session, &fence, changes).await;
+        }
         i += run;
     }
     if writes > 0 && outcome.is_ok() && ack == Ack::Replicated {
@@ -449,3 +453,24 @@ where
 mod queue;
 #[cfg(test)]
 mod tests;
+
+/// A deliberately broken build, for showing that the chaos harness catches what fencing
+/// prevents: a node serves whatever reaches it, cut off from the quorum or not and whatever its
+/// view (`server::misdirected`), and a write refused because another node
+/// claimed the session since is forced through by claiming the session back. Never built by default (`--features unfenced`).
+#[cfg(feature = "unfenced")]
+mod unfenced {
+    use super::*;
+
+    pub async fn overwrite(
+        store: &dyn SessionStore,
+        session: &str,
+        fence: &Fence,
+        changes: Changes<'_>,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(%session, "unfenced build: overwriting a session another node holds");
+        let stolen = Fence::new(fence.owner.clone(), u64::MAX);
+        store.claim(session, &stolen).await?;
+        store.write(session, &stolen, changes).await
+    }
+}

@@ -1,6 +1,6 @@
 //! Per session, `counter` never gives a value twice and skips values only where calls got the
-//! explicit "interrupted" error (whose effect may or may not have happened): at most one
-//! skipped value per such call. A value given twice is a lost update (two calls saw the same
+//! explicit "interrupted" error or were given up by the client (whose effect may or may not
+//! have happened): at most one skipped value per such call. A value given twice is a lost update (two calls saw the same
 //! state); a skip beyond the interrupted calls is an effect the client was never told of. Calls
 //! of one session may run side by side, so values are compared as a set, not in call order.
 
@@ -9,7 +9,8 @@ use crate::history::{History, Outcome};
 use std::collections::BTreeMap;
 
 pub fn check(history: &History) -> Verdict {
-    let mut v = Verdict::new("counters give each value once, skipping only interrupted calls");
+    let mut v =
+        Verdict::new("counters give each value once, skipping only calls interrupted or given up");
     let mut values: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); history.sessions.len()];
     let mut interrupted = vec![0i64; history.sessions.len()];
     for call in &history.calls {
@@ -27,7 +28,8 @@ pub fn check(history: &History) -> Verdict {
                     });
                 }
             }
-            Outcome::Interrupted { .. } => {
+            // A call the client gave up may have taken effect, like an interrupted one.
+            Outcome::Interrupted { .. } | Outcome::Abandoned => {
                 if let Some(n) = interrupted.get_mut(call.session) {
                     *n += 1;
                 }
@@ -45,7 +47,7 @@ pub fn check(history: &History) -> Verdict {
         if missing.len() as i64 > interrupted[session] || seen.keys().any(|&n| n < 2) {
             v.violated(|| {
                 format!(
-                    "session {}: values {:?} never answered, with {} interrupted calls",
+                    "session {}: values {:?} never answered, with {} interrupted or given-up calls",
                     history.sessions[session],
                     &missing[..missing.len().min(5)],
                     interrupted[session]

@@ -3,7 +3,8 @@
 //! - [`one_answer`]: every call got exactly one answer, a result or an explicit error; none
 //!   hung, none was answered twice, none lost its connection without a word.
 //! - [`counter`]: per session, `counter` never gives a value twice, and skips a value only where
-//!   a call got the explicit "interrupted" error (its effect may or may not have happened).
+//!   a call got the explicit "interrupted" error or was given up by its client (its effect may
+//!   or may not have happened).
 //! - [`planned`]: no call failed while a planned change (scale up, scale down) was under way.
 //! - [`usable`]: once the faults are over, every session answers again.
 

@@ -29,6 +29,10 @@ pub struct Args {
     /// Consensus timings of the cluster (`production` or `relaxed`).
     #[arg(long, default_value = "production")]
     pub timings: String,
+    /// The session store of the cluster (`up --store`): `redis://…` or `postgres://…`.
+    /// Default: `up`'s SQLite file, shared by the nodes of this machine.
+    #[arg(long)]
+    pub store: Option<String>,
     /// Where the report (`REPORT.md`, `report.json`), the history and the cluster's data go.
     /// Default: `chaos-out/<scenario>-<seed>`.
     #[arg(long)]
@@ -53,6 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         timings: args.timings,
         out: out.clone(),
         bin: std::env::current_exe().context("cannot find the shardgate binary")?,
+        store: args.store,
         command,
     };
     let report = shardgate_chaos::run(&opts).await?;

@@ -1,10 +1,10 @@
 //! What happened during a run: every call and its outcome, every fault and change, with times
 //! in milliseconds from the start of the run.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How one call ended, as the client saw it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// `counter` answered with its new value.
@@ -46,7 +46,7 @@ impl Outcome {
 }
 
 /// One `tools/call counter` of one session.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Call {
     /// The session's index in [`History::sessions`].
     pub session: usize,
@@ -59,7 +59,7 @@ pub struct Call {
 }
 
 /// What the harness did to the cluster.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Fault {
     /// `kill -9`, `freeze`, `scale up`, `scale down`.
     pub kind: String,
@@ -75,14 +75,14 @@ pub struct Fault {
     pub moved: Option<Moved>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Moved {
     pub sessions: usize,
     pub of: usize,
     pub ideal: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
     pub sessions: Vec<String>,
     pub calls: Vec<Call>,

@@ -169,10 +169,22 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Rep
 
     let mut faults = Vec::new();
     let mut victims = Rng::new(opts.seed ^ 0x5eed_5eed);
+    // The nodes asked for: a node being restarted is missing from the processes for a moment.
+    let mut nodes = opts.nodes;
     let mut failed = None;
     for planned in steps {
         tokio::time::sleep_until((t0 + planned.at).into()).await;
-        match apply(up, &admin, &sessions, planned.step, &mut victims, t0).await {
+        match apply(
+            up,
+            &admin,
+            &sessions,
+            planned.step,
+            &mut victims,
+            t0,
+            &mut nodes,
+        )
+        .await
+        {
             Ok(fault) => {
                 println!(
                     "chaos: {:>5} s  {} {}",
@@ -220,15 +232,29 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Rep
         calls,
         faults,
     };
-    let verdicts = check::all(&history);
-    let report = Report::new(opts, &history, verdicts);
     std::fs::write(opts.out.join("history.json"), serde_json::to_vec(&history)?)?;
+    write_report(opts, &history)
+}
+
+/// Checks the invariants on `history` and writes the report next to it.
+fn write_report(opts: &Options, history: &History) -> anyhow::Result<Report> {
+    let verdicts = check::all(history);
+    let report = Report::new(opts, history, verdicts);
     std::fs::write(
         opts.out.join("report.json"),
         serde_json::to_vec_pretty(&report)?,
     )?;
     std::fs::write(opts.out.join("REPORT.md"), report.markdown())?;
     Ok(report)
+}
+
+/// Checks and reports again on the history a run left in `opts.out`, without running anything:
+/// for a report of a long run made with an older harness.
+pub fn report_again(opts: &Options) -> anyhow::Result<Report> {
+    let path = opts.out.join("history.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let history: History = serde_json::from_slice(&bytes)?;
+    write_report(opts, &history)
 }
 
 /// Does one step; returns it as recorded.
@@ -239,6 +265,7 @@ async fn apply(
     step: Step,
     victims: &mut Rng,
     t0: Instant,
+    nodes: &mut usize,
 ) -> anyhow::Result<Fault> {
     let at_ms = ms(t0);
     let pick = |victims: &mut Rng| -> anyhow::Result<String> {
@@ -275,7 +302,7 @@ async fn apply(
         }
         Step::ScaleUp | Step::ScaleDown => {
             let before = membership(admin).await?;
-            let n = up.node_ids()?.len();
+            let n = *nodes;
             let (wanted, changed) = match step {
                 Step::ScaleUp => (n + 1, format!("node-{n}")),
                 _ => (n - 1, format!("node-{}", n - 1)),
@@ -284,6 +311,7 @@ async fn apply(
                 bail!("cannot scale below one node");
             }
             up.scale(wanted)?;
+            *nodes = wanted;
             let deadline = Instant::now() + CHANGE_TIMEOUT;
             let after = loop {
                 let view = membership(admin).await.ok();

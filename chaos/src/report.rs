@@ -25,6 +25,8 @@ pub struct Report {
     pub faults: Vec<Fault>,
     /// Per unplanned fault: from the fault to each affected session's next value.
     pub recovery: Vec<Recovery>,
+    /// The same, pooled over every fault of a kind (`kill -9`, `freeze`).
+    pub recovery_by_kind: BTreeMap<String, Spread>,
     pub verdicts: Vec<Verdict>,
     pub violations: usize,
 }
@@ -82,6 +84,11 @@ impl Report {
                 .collect(),
         );
         let violations = verdicts.iter().map(|v| v.violations).sum();
+        let (recovery, pooled) = recovery(history);
+        let recovery_by_kind = pooled
+            .into_iter()
+            .map(|(kind, times)| (kind, Spread::of(times)))
+            .collect();
         Report {
             command: opts.command.clone(),
             scenario: opts.scenario.clone(),
@@ -93,7 +100,8 @@ impl Report {
             outcomes,
             latency,
             faults: history.faults.clone(),
-            recovery: recovery(history),
+            recovery,
+            recovery_by_kind,
             verdicts,
             violations,
         }
@@ -186,6 +194,19 @@ impl Report {
         );
         let _ = writeln!(
             md,
+            "| kind of fault | affected sessions, all faults | median | p99 | max |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|");
+        for (kind, t) in &self.recovery_by_kind {
+            let _ = writeln!(
+                md,
+                "| {kind} | {} | {} ms | {} ms | {} ms |",
+                t.count, t.median, t.p99, t.max
+            );
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(
+            md,
             "| fault | at | affected sessions | median | p99 | max |"
         );
         let _ = writeln!(md, "|---|---|---|---|---|---|");
@@ -211,8 +232,19 @@ const STALL_MS: u64 = 1000;
 
 /// For each unplanned fault: the sessions with a call after it (until the next fault) that
 /// failed or stalled, and how long after the fault each got its next value.
-fn recovery(history: &History) -> Vec<Recovery> {
+fn recovery(history: &History) -> (Vec<Recovery>, BTreeMap<String, Vec<u64>>) {
+    // Each session's calls in the order they were sent, once, rather than per fault.
+    let mut by_session: Vec<Vec<&Call>> = vec![Vec::new(); history.sessions.len()];
+    for call in &history.calls {
+        if let Some(calls) = by_session.get_mut(call.session) {
+            calls.push(call);
+        }
+    }
+    for calls in &mut by_session {
+        calls.sort_by_key(|c| c.sent_ms);
+    }
     let mut out = Vec::new();
+    let mut pooled: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for (k, fault) in history.faults.iter().enumerate() {
         if fault.planned {
             continue;
@@ -222,23 +254,21 @@ fn recovery(history: &History) -> Vec<Recovery> {
             .get(k + 1)
             .map_or(u64::MAX, |next| next.at_ms);
         let mut times = Vec::new();
-        for session in 0..history.sessions.len() {
-            let mut calls: Vec<_> = history
-                .calls
-                .iter()
-                .filter(|c| c.session == session && c.sent_ms >= fault.at_ms && c.sent_ms < end)
-                .collect();
-            calls.sort_by_key(|c| c.sent_ms);
-            let hit = |c: &&Call| {
+        for calls in &by_session {
+            let from = calls.partition_point(|c| c.sent_ms < fault.at_ms);
+            let to = calls.partition_point(|c| c.sent_ms < end);
+            let window = &calls[from..to.max(from)];
+            let hit = |c: &&&Call| {
                 c.outcome.value().is_none() || c.done_ms.saturating_sub(c.sent_ms) > STALL_MS
             };
-            let Some(first) = calls.iter().position(hit) else {
+            let Some(first) = window.iter().position(|c| hit(&c)) else {
                 continue;
             };
-            if let Some(next) = calls[first..].iter().find(|c| c.outcome.value().is_some()) {
+            if let Some(next) = window[first..].iter().find(|c| c.outcome.value().is_some()) {
                 times.push(next.done_ms.saturating_sub(fault.at_ms));
             }
         }
+        pooled.entry(fault.kind.clone()).or_default().extend(&times);
         out.push(Recovery {
             fault: format!("{} {}", fault.kind, fault.target),
             at_ms: fault.at_ms,
@@ -246,5 +276,5 @@ fn recovery(history: &History) -> Vec<Recovery> {
             to_value: Spread::of(times),
         });
     }
-    out
+    (out, pooled)
 }

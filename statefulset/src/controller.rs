@@ -38,6 +38,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node removed by a scale-down gets to drain and leave before it is killed: its
 /// own grace for calls in flight, then leaving the cluster.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a process must run before its next death restarts the backoff from the shortest.
+const STABLE_RUN: Duration = Duration::from_secs(30);
 /// Shortest pause before restarting a process that died.
 const RESTART_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -100,6 +102,8 @@ struct Replica {
     bound: Bound,
     child: Child,
     restarts: u32,
+    /// When its current process started.
+    started: Instant,
 }
 
 impl Plan {
@@ -205,6 +209,7 @@ impl Plan {
             bound,
             child,
             restarts: 0,
+            started: Instant::now(),
         })
     }
 }
@@ -487,6 +492,11 @@ async fn restart_if_dead(
         })
         .collect();
     let r = &mut replicas[i];
+    // As Kubernetes forgets a crash loop once a container has run for a while, a process that
+    // ran for a while before it died starts its backoff afresh.
+    if r.started.elapsed() > STABLE_RUN {
+        r.restarts = 0;
+    }
     r.restarts += 1;
     tracing::warn!(replica = %r.name, %status, restarts = r.restarts, "process exited; restarting");
     tokio::time::sleep(RESTART_BACKOFF * r.restarts.min(10)).await;
@@ -526,6 +536,7 @@ async fn restart_if_dead(
                 Err(e) => tracing::error!(replica = %r.name, error = %e, "restart failed"),
             }
             r.child = child;
+            r.started = Instant::now();
             true
         }
         Err(e) => {

@@ -33,6 +33,10 @@ pub struct Args {
     /// Default: `up`'s SQLite file, shared by the nodes of this machine.
     #[arg(long)]
     pub store: Option<String>,
+    /// Only check and report again on the history an earlier run left in `--out` (with the
+    /// same `--scenario`, `--seed` and `--duration`); nothing is run.
+    #[arg(long)]
+    pub report_only: bool,
     /// Where the report (`REPORT.md`, `report.json`), the history and the cluster's data go.
     /// Default: `chaos-out/<scenario>-<seed>`.
     #[arg(long)]
@@ -60,7 +64,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         store: args.store,
         command,
     };
-    let report = shardgate_chaos::run(&opts).await?;
+    let report = match args.report_only {
+        true => shardgate_chaos::report_again(&opts)?,
+        false => shardgate_chaos::run(&opts).await?,
+    };
     for v in &report.verdicts {
         let mark = if v.held() { "held" } else { "VIOLATED" };
         println!("{mark:>8}  {} ({} checked)", v.invariant, v.checked);

@@ -217,7 +217,7 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Rep
         let until = Instant::now() + HEAL_TIMEOUT;
         let mut id = 900_000;
         loop {
-            let made = workload::call(&client, i, sid, id, t0, true).await;
+            let made = workload::call(&client, i, sid, id, t0, true, false).await;
             let answered = made.outcome.value().is_some();
             calls.push(made);
             if answered || Instant::now() > until {

@@ -68,10 +68,7 @@ pub async fn run_session(
     let mut calls = Vec::new();
     let mut id = first_id;
     while !stop.load(Ordering::Relaxed) {
-        let made = match impatient {
-            true => call_within(&c, session, &sid, id, t0, PATIENCE).await,
-            false => call(&c, session, &sid, id, t0, false).await,
-        };
+        let made = call(&c, session, &sid, id, t0, false, impatient).await;
         tally.calls.fetch_add(1, Ordering::Relaxed);
         if made.outcome.value().is_none() {
             tally.failed.fetch_add(1, Ordering::Relaxed);
@@ -83,31 +80,8 @@ pub async fn run_session(
     calls
 }
 
-/// One `tools/call counter`, given up after `patience`.
-async fn call_within(
-    c: &Client,
-    session: usize,
-    sid: &str,
-    id: i64,
-    t0: Instant,
-    patience: Duration,
-) -> Call {
-    let sent_ms = ms(t0);
-    let outcome = match tokio::time::timeout(patience, counter(c, sid, id)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Outcome::Abandoned,
-    };
-    Call {
-        session,
-        id,
-        sent_ms,
-        done_ms: ms(t0),
-        outcome,
-        healing: false,
-    }
-}
-
-/// One `tools/call counter`, recorded.
+/// One `tools/call counter`, recorded. A patient call that gets no answer within
+/// [`CALL_TIMEOUT`] hung; an impatient one is given up after [`PATIENCE`].
 pub async fn call(
     c: &Client,
     session: usize,
@@ -115,12 +89,16 @@ pub async fn call(
     id: i64,
     t0: Instant,
     healing: bool,
+    impatient: bool,
 ) -> Call {
-    let sent_ms = ms(t0);
-    let outcome = match tokio::time::timeout(CALL_TIMEOUT, counter(c, sid, id)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Outcome::Hung,
+    let (limit, late) = match impatient {
+        true => (PATIENCE, Outcome::Abandoned),
+        false => (CALL_TIMEOUT, Outcome::Hung),
     };
+    let sent_ms = ms(t0);
+    let outcome = tokio::time::timeout(limit, counter(c, sid, id))
+        .await
+        .unwrap_or(late);
     Call {
         session,
         id,

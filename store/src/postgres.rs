@@ -191,6 +191,30 @@ impl PgStore {
         ))
     }
 
+    /// The fence check of a write: stores the record (when there is one) and restarts the ttl
+    /// if `fence` holds the session; false if it does not.
+    async fn hold<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        id: &str,
+        fence: &Fence,
+        record: Option<Json<&SessionRecord>>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET record = coalesce($4, record), \
+             expires_at = now() + $5 * interval '1 millisecond' \
+             WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()",
+        )
+        .bind(id)
+        .bind(&fence.owner)
+        .bind(to_sql(fence.epoch, "epoch")?)
+        .bind(record)
+        .bind(self.ttl_ms)
+        .execute(executor)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn write_now(
         &self,
         id: &str,
@@ -200,19 +224,7 @@ impl PgStore {
         let record = changes.record.map(Json);
         if !changes.logs() {
             // The fence check and the record in one statement: no transaction needed.
-            let done = sqlx::query(
-                "UPDATE sessions SET record = coalesce($4, record), \
-                 expires_at = now() + $5 * interval '1 millisecond' \
-                 WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()",
-            )
-            .bind(id)
-            .bind(&fence.owner)
-            .bind(to_sql(fence.epoch, "epoch")?)
-            .bind(record)
-            .bind(self.ttl_ms)
-            .execute(&self.pool)
-            .await?;
-            if done.rows_affected() == 0 {
+            if !self.hold(&self.pool, id, fence, record).await? {
                 let mut conn = self.pool.acquire().await?;
                 return Err(refusal(&mut conn, id).await?);
             }
@@ -230,19 +242,7 @@ impl PgStore {
         }
         let mut tx = self.pool.begin().await?;
         // The fence check; the row stays locked, so no claim can slip in before the commit.
-        let held = sqlx::query(
-            "UPDATE sessions SET record = coalesce($4, record), \
-             expires_at = now() + $5 * interval '1 millisecond' \
-             WHERE id = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()",
-        )
-        .bind(id)
-        .bind(&fence.owner)
-        .bind(to_sql(fence.epoch, "epoch")?)
-        .bind(record)
-        .bind(self.ttl_ms)
-        .execute(&mut *tx)
-        .await?;
-        if held.rows_affected() == 0 {
+        if !self.hold(&mut *tx, id, fence, record).await? {
             return Err(refusal(&mut tx, id).await?);
         }
         if !events.is_empty() {

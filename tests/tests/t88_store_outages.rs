@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use shardgate_tests::Cluster;
 use shardgate_tests::mcp::{self, Client};
 use shardgate_tests::services::{Postgres, RedisCluster};
-use shardgate_tests::takeover::owners;
+use shardgate_tests::takeover::{owners, sessions_counted_to};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -928,21 +928,4 @@ async fn wait_for_counters(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// `n` new sessions, each of which called `counter` `calls` times.
-async fn sessions_counted_to(c: &Client, n: usize, calls: i64) -> anyhow::Result<Vec<String>> {
-    let made = join_all((0..n).map(|_| async {
-        let sid = c.initialize().await?;
-        for k in 1..=calls {
-            let got = c.count(&sid, k).await?;
-            anyhow::ensure!(
-                got == k,
-                "session {sid}: call {k} of counter answered {got}"
-            );
-        }
-        anyhow::Ok(sid)
-    }))
-    .await;
-    made.into_iter().collect()
 }

@@ -223,7 +223,8 @@ impl Client {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let resp = self.session_post(sid, &body).send().await?;
         if !resp.status().is_success() {
-            bail!("{method}: HTTP {}", resp.status());
+            let status = resp.status();
+            bail!("{method}: HTTP {status}: {}", resp.text().await?);
         }
         response_of(resp, &json!(id)).await
     }

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod affinity;
+mod broken;
 pub mod checks;
 pub mod config;
 pub mod error;

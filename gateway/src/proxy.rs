@@ -12,6 +12,7 @@
 
 use crate::Gateway;
 use crate::affinity;
+use crate::broken;
 use crate::checks;
 use crate::error::ProxyError;
 use crate::forward::{self, Route};
@@ -111,7 +112,8 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
                 principal: ANONYMOUS.into(),
                 scope: None,
             };
-            let (resp, _) = send(gw, &parts.method, headers, Bytes::new(), &route).await?;
+            let (resp, _) =
+                send(gw, &parts.method, headers, Bytes::new(), &route, Vec::new()).await?;
             return Ok((resp, Some(Era::Session)));
         }
         _ => return Err(refuse(ProxyError::MethodNotAllowed("GET, POST, DELETE"))),
@@ -136,7 +138,7 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
         }
     };
     // A failure past this point still answers the request it failed: with its id.
-    let (mut resp, placement) = send(gw, &parts.method, headers, bytes, &route)
+    let (mut resp, placement) = send(gw, &parts.method, headers, bytes, &route, requests(&parsed))
         .await
         .map_err(|(e, _)| (e, request_id(&parsed)))?;
     if let Some(call) = stateless {
@@ -247,6 +249,18 @@ fn task_id(headers: &HeaderMap, request: Option<&Value>) -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
+/// The ids of the requests a POST carries.
+fn requests(parsed: &mcp::Body) -> Vec<RequestId> {
+    parsed
+        .messages
+        .iter()
+        .filter_map(|(m, _)| match m {
+            Message::Request { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn request_id(parsed: &mcp::Body) -> Option<RequestId> {
     parsed.messages.iter().find_map(|(m, _)| match m {
         Message::Request { id, .. } => Some(id.clone()),
@@ -265,13 +279,15 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
 }
 
 /// Forwards the request; returns the answer and, for a stateless-era call, what the node
-/// said such calls need.
+/// said such calls need. An SSE answer that breaks before the client can resume it ends with
+/// an explicit error for each of `requests` not yet answered ([`broken`]).
 async fn send(
     gw: &Gateway,
     method: &Method,
     headers: &HeaderMap,
     body: Bytes,
     route: &Route,
+    requests: Vec<RequestId>,
 ) -> Result<(Response, Option<Placement>), Refused> {
     let on_misdirected = |retried: bool| {
         gw.metrics
@@ -297,13 +313,18 @@ async fn send(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    if is_sse {
-        parts
-            .headers
-            .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    }
     if parts.status == StatusCode::MISDIRECTED_REQUEST {
         parts.headers.remove(internal::EPOCH);
     }
-    Ok((Response::from_parts(parts, Body::new(body)), placement))
+    if !is_sse {
+        return Ok((Response::from_parts(parts, Body::new(body)), placement));
+    }
+    parts
+        .headers
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let body = match requests.is_empty() {
+        true => Body::new(body),
+        false => Body::from_stream(broken::guard(body.into_data_stream(), requests)),
+    };
+    Ok((Response::from_parts(parts, body), placement))
 }

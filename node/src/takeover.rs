@@ -27,8 +27,6 @@ use std::time::Duration;
 /// The JSON-RPC error code of a store that cannot be reached (as budgets' refusals, a
 /// server-defined code the client may retry on).
 const STORE_UNAVAILABLE: i64 = -32001;
-/// What a request the old owner had not answered is told.
-pub const INTERRUPTED: &str = "interrupted by failover; not known to have completed";
 
 /// Why a request has no session to be served in.
 #[derive(Debug)]
@@ -220,7 +218,7 @@ pub async fn find(node: &NodeState, id: &str) -> Result<Arc<Session>, Missing> {
         ) else {
             continue;
         };
-        let err = RpcError::new(mcp::code::INTERNAL_ERROR, INTERRUPTED)
+        let err = RpcError::new(mcp::code::INTERNAL_ERROR, mcp::INTERRUPTED)
             .with_data(serde_json::json!({ "reason": "failover" }));
         let answer = mcp::answer(Some(&RequestId::new(request_id)), Err(&err));
         stream.push(answer.into());

@@ -72,6 +72,10 @@ pub mod code {
     pub const UNAVAILABLE: i64 = -32001;
 }
 
+/// What a request is told when the node serving it was lost before it answered: it may or may
+/// not have taken effect.
+pub const INTERRUPTED: &str = "interrupted by failover; not known to have completed";
+
 /// Which era of the protocol a request belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Era {

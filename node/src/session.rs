@@ -46,6 +46,23 @@ struct Inner {
     last_active: Instant,
 }
 
+impl Inner {
+    /// The finished request streams, in the order they leave when too many are kept: first
+    /// those whose client had the whole stream, oldest first, then those it may still resume
+    /// (it lost its connection before the end, or the stream was continued from the store
+    /// after a takeover), oldest first.
+    fn evictable(&self) -> Vec<u64> {
+        let mut finished: Vec<(bool, u64)> = self
+            .streams
+            .iter()
+            .filter(|(id, s)| **id != STANDALONE_STREAM && s.is_finished())
+            .map(|(id, s)| (!s.is_delivered(), *id))
+            .collect();
+        finished.sort_unstable();
+        finished.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
 /// A client request being served.
 struct Serving {
     serial: u64,
@@ -283,12 +300,7 @@ impl Session {
         inner.next_stream += 1;
         let stream = EventStream::new(id, self.replay.clone(), self.link.clone());
         inner.streams.insert(id, stream.clone());
-        let finished: Vec<u64> = inner
-            .streams
-            .iter()
-            .filter(|(id, s)| **id != STANDALONE_STREAM && s.is_finished())
-            .map(|(id, _)| *id)
-            .collect();
+        let finished = inner.evictable();
         for old in finished
             .iter()
             .take(finished.len().saturating_sub(RETAINED_STREAMS))
@@ -311,11 +323,7 @@ impl Session {
         while self.replay.over() {
             let oldest = {
                 let mut inner = self.lock();
-                let id = inner
-                    .streams
-                    .iter()
-                    .find(|(id, s)| **id != STANDALONE_STREAM && s.is_finished())
-                    .map(|(id, _)| *id);
+                let id = inner.evictable().first().copied();
                 id.and_then(|id| inner.streams.remove(&id))
             };
             match oldest {

@@ -82,6 +82,9 @@ struct State {
     /// Events up to this seq were sent before a takeover: they are in the store, not here.
     stored_through: u64,
     finished: bool,
+    /// The stream finished with a listener that was handed every event: its client has had
+    /// its whole answer, so of the streams kept for replay this one is the first to go.
+    delivered: bool,
     /// The replay budget dropped the log: nothing before `next_seq` can be resumed.
     evicted: bool,
 }
@@ -126,6 +129,7 @@ impl EventStream {
                 released: stored_through,
                 stored_through,
                 finished: false,
+                delivered: false,
                 evicted: false,
             }),
             account,
@@ -196,9 +200,7 @@ impl EventStream {
     pub fn finish(&self) {
         let mut st = self.lock();
         st.finished = true;
-        if st.released + 1 == st.next_seq {
-            st.listener = None;
-        }
+        let_go_when_done(&mut st);
     }
 
     /// Ends the stream now (its session is gone here): the listener is let go at once.
@@ -223,6 +225,11 @@ impl EventStream {
 
     pub fn is_finished(&self) -> bool {
         self.lock().finished
+    }
+
+    /// Finished, and its last listener was handed every event.
+    pub fn is_delivered(&self) -> bool {
+        self.lock().delivered
     }
 
     /// Bytes of event data in the log.
@@ -309,8 +316,8 @@ impl EventStream {
             // Capacity was sized for the replay, so this cannot fail.
             let _ = tx.try_send(e);
         }
-        let done = st.finished && st.released + 1 == st.next_seq;
-        st.listener = if done { None } else { Some(tx) };
+        st.listener = Some(tx);
+        let_go_when_done(&mut st);
         Ok(rx)
     }
 }
@@ -355,8 +362,16 @@ fn release(st: &mut State, seq: u64) {
             st.listener = None;
         }
     }
+    let_go_when_done(st);
+}
+
+/// A finished stream lets its listener go once the listener has every event: that listener's
+/// client has had the whole stream.
+fn let_go_when_done(st: &mut State) {
     if st.finished && st.released + 1 == st.next_seq {
-        st.listener = None;
+        if let Some(tx) = st.listener.take() {
+            st.delivered |= !tx.is_closed();
+        }
     }
 }
 

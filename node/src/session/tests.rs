@@ -172,3 +172,31 @@ fn a_session_over_its_replay_budget_drops_its_oldest_finished_streams() {
         "an ended session gives its bytes back"
     );
 }
+
+#[test]
+fn a_stream_its_client_did_not_get_to_the_end_of_outlasts_streams_that_were_delivered() {
+    let s = session("s");
+    let answer = || bytes::Bytes::from_static(b"{}");
+    // The client lost this stream before its answer: it may come back for it.
+    let lost = s.open_stream();
+    let (_, listener) = lost.attach_now();
+    drop(listener);
+    lost.push(answer());
+    s.finish_stream(&lost);
+    assert!(!lost.is_delivered());
+    // Many more calls, each answered to a listening client.
+    for _ in 0..RETAINED_STREAMS * 2 {
+        let stream = s.open_stream();
+        let (_, mut listener) = stream.attach_now();
+        stream.push(answer());
+        s.finish_stream(&stream);
+        assert!(stream.is_delivered());
+        assert!(listener.try_recv().is_ok());
+    }
+    assert!(
+        s.stream(lost.id()).is_some(),
+        "the undelivered answer is still there to resume"
+    );
+    let kept = s.lock().streams.len();
+    assert!(kept <= RETAINED_STREAMS + 2, "still bounded: {kept}");
+}

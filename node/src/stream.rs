@@ -368,10 +368,11 @@ fn release(st: &mut State, seq: u64) {
 /// A finished stream lets its listener go once the listener has every event: that listener's
 /// client has had the whole stream.
 fn let_go_when_done(st: &mut State) {
-    if st.finished && st.released + 1 == st.next_seq {
-        if let Some(tx) = st.listener.take() {
-            st.delivered |= !tx.is_closed();
-        }
+    if st.finished
+        && st.released + 1 == st.next_seq
+        && let Some(tx) = st.listener.take()
+    {
+        st.delivered |= !tx.is_closed();
     }
 }
 

@@ -163,11 +163,54 @@ impl Transport for ClusterClient {
 }
 
 fn classify(e: reqwest::Error) -> TransportError {
-    if e.is_connect() {
+    if refused(&e) {
+        TransportError::Refused(e.to_string())
+    } else if e.is_connect() {
         TransportError::Unreachable(e.to_string())
     } else if e.is_timeout() {
         TransportError::Timeout
     } else {
         TransportError::Other(e.to_string())
+    }
+}
+
+/// Whether the connection was refused: somewhere in the error's causes, the connect failed
+/// with `ECONNREFUSED`.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardgate_trust::secret::Secret;
+
+    #[tokio::test]
+    async fn a_port_nobody_listens_on_is_refused_not_just_unreachable() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("bound").port()
+        };
+        let client = ClusterClient::new(
+            &Credentials::Hmac(Signer::new(&Secret::generate())),
+            Duration::from_secs(2),
+        )
+        .expect("a client");
+        let addr = format!("127.0.0.1:{port}");
+        let e = client
+            .call(Method::GET, &addr, "/", Vec::new(), Duration::from_secs(2))
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(e, TransportError::Refused(_)), "{e:?}");
     }
 }

@@ -1,6 +1,16 @@
 //! The leader's failure detector: probe every member, mark the silent ones `Down` and the
 //! recovered ones `Active` again.
 //!
+//! Silence is judged by [`Timing::down_after`](super::timing::Timing), long enough that a node
+//! cut off from the cluster has stopped serving before its keys move. A member whose address
+//! refuses the connection [`REFUSALS_FOR_DOWN`] probes in a row, with no reply between, is
+//! marked `Down` at once: nothing listens there, so its process has exited (a `kill -9`, a
+//! crash, a container restarting in place) and serves nobody; waiting out a lease it can no
+//! longer hold would only keep its sessions waiting. A cut network drops or delays packets; it
+//! does not refuse connections (the chaos harness's partitions drop, as Kubernetes network
+//! policies do). Should anything ever refuse for a live node, the store's fencing still keeps
+//! it from writing a session after the new owner's claim.
+//!
 //! Only the leader runs it, so there is one verdict per outage rather than one per observer, and
 //! every verdict is a committed command that bumps the epoch. [`Detector`] holds the decisions
 //! (pure, driven by the instants it is given); [`run`] does the probing and proposing.
@@ -9,6 +19,7 @@ use super::Shared;
 use super::changes::plan;
 use super::cluster::conflicts;
 use super::command::Command;
+use super::error::ConsensusError;
 use super::rpc::{self, ProbeReply, ProbeRequest};
 use super::types::node_id;
 use crate::{MemberState, Membership, NodeId};
@@ -26,7 +37,13 @@ pub(crate) struct Detector {
     unanswered: HashSet<NodeId>,
     /// Members with a verdict being proposed, so a slow commit is not proposed again.
     pending: HashSet<NodeId>,
+    /// Probes in a row whose connection each member's address refused, since it last replied.
+    refusals: HashMap<NodeId, u32>,
 }
+
+/// Refused probes in a row that mark a member `Down` without waiting for `down_after`: two, so
+/// that one refusal (a listener being rebound) is not enough, at a cost of one probe interval.
+pub(crate) const REFUSALS_FOR_DOWN: u32 = 2;
 
 impl Detector {
     /// Starts a term. A new leader has probed nobody yet, so every `Active` member gets a full
@@ -54,16 +71,25 @@ impl Detector {
             last_heard,
             unanswered: HashSet::new(),
             pending: HashSet::new(),
+            refusals: HashMap::new(),
         }
     }
 
     pub(crate) fn heard(&mut self, id: NodeId, at: Instant) {
         self.unanswered.remove(&id);
+        self.refusals.remove(&id);
         let last = self.last_heard.entry(id).or_insert(at);
         *last = (*last).max(at);
     }
 
     pub(crate) fn unanswered(&mut self, id: NodeId) {
+        self.unanswered.insert(id);
+    }
+
+    /// A probe's connection was refused: the member did not answer, and nothing listens at its
+    /// address.
+    pub(crate) fn refused(&mut self, id: NodeId) {
+        *self.refusals.entry(id.clone()).or_default() += 1;
         self.unanswered.insert(id);
     }
 
@@ -75,6 +101,7 @@ impl Detector {
         self.pending.remove(id);
         self.last_heard.remove(id);
         self.unanswered.remove(id);
+        self.refusals.remove(id);
     }
 
     /// The state changes to propose now. `Draining` members are left alone: they are on their
@@ -90,6 +117,7 @@ impl Detector {
         self.last_heard
             .retain(|id, _| membership.member(id).is_some());
         self.unanswered.retain(|id| membership.member(id).is_some());
+        self.refusals.retain(|id, _| membership.member(id).is_some());
         let mut verdicts = Vec::new();
         for m in &membership.members {
             if self.pending.contains(&m.id) {
@@ -107,7 +135,12 @@ impl Detector {
                     // A member that joined during this term starts with its grace period.
                     let heard = *self.last_heard.entry(m.id.clone()).or_insert(now);
                     let silent = now.saturating_duration_since(heard) >= down_after;
-                    (silent && self.unanswered.contains(&m.id)).then_some(MemberState::Down)
+                    let gone = self
+                        .refusals
+                        .get(&m.id)
+                        .is_some_and(|n| *n >= REFUSALS_FOR_DOWN);
+                    ((silent && self.unanswered.contains(&m.id)) || gone)
+                        .then_some(MemberState::Down)
                 }
                 MemberState::Down => self
                     .last_heard
@@ -129,6 +162,7 @@ impl Detector {
 enum Event {
     Heard(NodeId, Instant),
     Silent(NodeId),
+    Refused(NodeId),
     Settled(NodeId),
     Reconciled,
 }
@@ -199,6 +233,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     (Event::Reconciled, _) => reconciling = false,
                     (Event::Heard(id, at), Some((_, d))) => d.heard(id, at),
                     (Event::Silent(id), Some((_, d))) => d.unanswered(id),
+                    (Event::Refused(id), Some((_, d))) => d.refused(id),
                     (Event::Settled(id), Some((_, d))) => d.settled(&id),
                     _ => {}
                 }
@@ -222,6 +257,7 @@ async fn probe(shared: Arc<Shared>, id: NodeId, addr: String) -> Event {
         Ok(r) if r.id == id && !conflicts(ours, r.cluster.as_deref()) => {
             Event::Heard(id, Instant::now())
         }
+        Err(ConsensusError::Refused(_)) => Event::Refused(id),
         _ => Event::Silent(id),
     }
 }
@@ -263,6 +299,33 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_member_whose_address_refuses_twice_in_a_row_is_down_at_once() {
+        let t0 = Instant::now();
+        let m = membership(&[
+            ("node-0", MemberState::Active),
+            ("node-1", MemberState::Active),
+            ("node-2", MemberState::Active),
+        ]);
+        let me = NodeId::from("node-0");
+        let mut d = Detector::new(&m, t0, None);
+        d.refused("node-1".into());
+        assert!(d.verdicts(&m, &me, t0 + ms(100), DOWN_AFTER).is_empty(), "one refusal");
+        // A reply in between starts the count again: the listener was only being rebound.
+        d.heard("node-1".into(), t0 + ms(150));
+        d.refused("node-1".into());
+        assert!(d.verdicts(&m, &me, t0 + ms(200), DOWN_AFTER).is_empty());
+        d.refused("node-1".into());
+        // Timeouts are silence, not refusals: node-2 waits out `down_after`.
+        d.unanswered("node-2".into());
+        d.unanswered("node-2".into());
+        assert_eq!(
+            d.verdicts(&m, &me, t0 + ms(300), DOWN_AFTER),
+            [("node-1".into(), MemberState::Down)],
+            "well before down_after"
+        );
     }
 
     #[test]

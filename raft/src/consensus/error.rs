@@ -23,6 +23,9 @@ pub enum ConsensusError {
     /// progress.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The peer's address refused the connection: its process is gone.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("unknown member {0}")]
     UnknownMember(NodeId),
     #[error("unknown consensus rpc {0:?}")]
@@ -53,7 +56,7 @@ impl ConsensusError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ConsensusError::NoLeader | ConsensusError::Unavailable(_)
+            ConsensusError::NoLeader | ConsensusError::Unavailable(_) | ConsensusError::Refused(_)
         )
     }
 }
@@ -72,7 +75,9 @@ impl From<ConsensusError> for WireError {
     fn from(e: ConsensusError) -> Self {
         match e {
             ConsensusError::NoLeader => WireError::NoLeader,
-            ConsensusError::Unavailable(s) => WireError::Unavailable(s),
+            ConsensusError::Unavailable(s) | ConsensusError::Refused(s) => {
+                WireError::Unavailable(s)
+            }
             ConsensusError::UnknownMember(id) => WireError::UnknownMember(id),
             other => WireError::Failed(other.to_string()),
         }

@@ -84,7 +84,7 @@ impl Connection {
         let call = self.transport.call(&self.addr, name, body);
         let bytes = match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(e @ TransportError::Unreachable(_))) => {
+            Ok(Err(e @ (TransportError::Unreachable(_) | TransportError::Refused(_)))) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }
             Ok(Err(e)) => return Err(RPCError::Network(NetworkError::new(&e))),

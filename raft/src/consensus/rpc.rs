@@ -11,7 +11,7 @@
 
 use super::Shared;
 use super::error::{ConsensusError, WireError};
-use super::transport::Transport;
+use super::transport::{Transport, TransportError};
 use super::types::TypeConfig;
 use crate::{MemberState, Membership, NodeId};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
@@ -169,6 +169,9 @@ where
     let body = seal(cluster, req).map_err(|e| ConsensusError::Failed(e.to_string()))?;
     let bytes = match tokio::time::timeout(deadline, transport.call(addr, name, body)).await {
         Ok(Ok(bytes)) => bytes,
+        Ok(Err(e @ TransportError::Refused(_))) => {
+            return Err(ConsensusError::Refused(format!("{name} to {addr}: {e}")));
+        }
         Ok(Err(e)) => {
             return Err(ConsensusError::Unavailable(format!(
                 "{name} to {addr}: {e}"

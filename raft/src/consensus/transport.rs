@@ -29,6 +29,11 @@ pub enum TransportError {
     /// Nothing answered at the address; openraft backs off instead of retrying at once.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The address refused the connection: no process listens there. The process that did has
+    /// exited (or one is starting in its place); a network cut drops or delays, it does not
+    /// refuse.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("timed out")]
     Timeout,
     /// The peer answered with an HTTP error (unknown RPC, malformed body, shutting down).

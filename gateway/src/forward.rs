@@ -112,9 +112,13 @@ impl Forwarder {
                 .await;
             let resp = match sent {
                 Err(Unsent::Refused) => {
-                    return self
-                        .failover(ring, &target, method, headers, body, route)
-                        .await;
+                    // Held until the key has a node that takes it; that node may in turn say it
+                    // no longer owns the key (the ring moved on again), handled below.
+                    let (resp, node) = self
+                        .failover(ring, &target, method, headers, body.clone(), route)
+                        .await?;
+                    target = node;
+                    resp
                 }
                 Err(Unsent::Failed(e)) => return Err(e),
                 Ok(resp) => resp,
@@ -154,7 +158,8 @@ impl Forwarder {
 
     /// Holds a request whose owner refused the connection (or is not serving yet) until the
     /// ring moves its key (then sends it to the new owner) or the owner takes requests again
-    /// (restarted under the same identity), trying it every [`REFUSED_RETRY`].
+    /// (restarted under the same identity), trying it every [`REFUSED_RETRY`]. Returns the
+    /// answer and the node that gave it.
     async fn failover(
         &self,
         ring: &RingView,
@@ -163,7 +168,7 @@ impl Forwarder {
         headers: &HeaderMap,
         body: Bytes,
         route: &Route,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<(Response<Incoming>, Member), ProxyError> {
         let key = route.key.as_bytes();
         let deadline = tokio::time::Instant::now() + self.failover_hold;
         loop {
@@ -186,7 +191,8 @@ impl Forwarder {
                 .await
             {
                 Err(Unsent::Refused) if node.id == dead.id => continue,
-                sent => return sent.map_err(|e| e.into_error(&node)),
+                Err(unsent) => return Err(unsent.into_error(&node)),
+                Ok(resp) => return Ok((resp, node)),
             }
         }
     }

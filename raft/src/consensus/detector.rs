@@ -117,7 +117,8 @@ impl Detector {
         self.last_heard
             .retain(|id, _| membership.member(id).is_some());
         self.unanswered.retain(|id| membership.member(id).is_some());
-        self.refusals.retain(|id, _| membership.member(id).is_some());
+        self.refusals
+            .retain(|id, _| membership.member(id).is_some());
         let mut verdicts = Vec::new();
         for m in &membership.members {
             if self.pending.contains(&m.id) {
@@ -312,7 +313,10 @@ mod tests {
         let me = NodeId::from("node-0");
         let mut d = Detector::new(&m, t0, None);
         d.refused("node-1".into());
-        assert!(d.verdicts(&m, &me, t0 + ms(100), DOWN_AFTER).is_empty(), "one refusal");
+        assert!(
+            d.verdicts(&m, &me, t0 + ms(100), DOWN_AFTER).is_empty(),
+            "one refusal"
+        );
         // A reply in between starts the count again: the listener was only being rebound.
         d.heard("node-1".into(), t0 + ms(150));
         d.refused("node-1".into());

@@ -1,6 +1,7 @@
 //! What happened during a run: every call and its outcome, every fault and change, with times
 //! in milliseconds from the start of the run.
 
+use crate::writers::Writers;
 use serde::{Deserialize, Serialize};
 
 /// How one call ended, as the client saw it.
@@ -87,4 +88,7 @@ pub struct History {
     pub sessions: Vec<String>,
     pub calls: Vec<Call>,
     pub faults: Vec<Fault>,
+    /// Who the store saw write each session (PostgreSQL only); absent from older histories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writers: Option<Writers>,
 }

@@ -2,9 +2,11 @@
 //! against a local cluster under `shardgate up` ([`up`]), while long-lived sessions call
 //! `counter` without pause ([`workload`]). Every call and fault is recorded ([`history`]);
 //! afterwards every session must answer again, and the invariants ([`check`]) are checked on
-//! the history. The [`report`] (JSON and Markdown) says what was injected, what the clients
-//! saw, how long sessions took to recover, how many sessions each change moved against the
-//! ideal, and which invariants held, with the first counter-example of any that did not.
+//! the history. With a PostgreSQL store, the store records who wrote each session under which
+//! epoch ([`writers`]), and that record joins the history. The [`report`] (JSON and Markdown)
+//! says what was injected, what the clients saw, how long sessions took to recover, how many
+//! sessions each change moved against the ideal, and which invariants held, with the first
+//! counter-example of any that did not.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,7 @@ pub mod rng;
 pub mod scenario;
 pub mod up;
 pub mod workload;
+pub mod writers;
 
 use anyhow::{Context, bail};
 use history::{Fault, History, Moved};
@@ -94,15 +97,20 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     if let Some(store) = &opts.store {
         args.extend(["--store".to_owned(), store.clone()]);
     }
+    let recorder = writers::Recorder::install(opts.store.as_deref()).await?;
     let up = Up::start(&opts.bin, &args, &data_dir).await?;
     let outcome = drive(opts, &steps, &up).await;
     let stopped = up.stop().await;
-    let report = outcome?;
+    let mut history = outcome?;
+    // Read once the nodes are gone, so that the record holds every write.
+    history.writers = Some(recorder.read().await);
+    std::fs::write(opts.out.join("history.json"), serde_json::to_vec(&history)?)?;
+    let report = write_report(opts, &history)?;
     stopped.context("stopping the cluster")?;
     Ok(report)
 }
 
-async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Report> {
+async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<History> {
     let client = Client::new(up.endpoint()?);
     let admin = up
         .summary
@@ -227,13 +235,12 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Rep
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let history = History {
+    Ok(History {
         sessions,
         calls,
         faults,
-    };
-    std::fs::write(opts.out.join("history.json"), serde_json::to_vec(&history)?)?;
-    write_report(opts, &history)
+        writers: None,
+    })
 }
 
 /// Checks the invariants on `history` and writes the report next to it.

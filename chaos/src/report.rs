@@ -124,6 +124,11 @@ impl Report {
         );
         let _ = writeln!(md, "|---|---|---|---|");
         for v in &self.verdicts {
+            if let Some(why) = &v.not_checked {
+                let why = why.replace('|', "\\|");
+                let _ = writeln!(md, "| {} | **not checked**: {why} | – | – |", v.invariant);
+                continue;
+            }
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} |",

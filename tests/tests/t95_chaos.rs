@@ -1,9 +1,18 @@
 //! The chaos harness's `smoke` scenario, as a user runs it: `shardgate chaos --scenario smoke
 //! --seed 7 --duration 30s` against a local cluster (a node killed, a node frozen, one added
 //! and one drained away, under two callers per session), with every invariant checked on the
-//! recorded history. The run fails on any violation; its report must say what held.
+//! recorded history. The run fails on any violation; its report must say what held. And the
+//! store's record of its writers, which the one-writer invariant reads, on a real PostgreSQL.
 
+use shardgate_chaos::check::one_writer;
+use shardgate_chaos::history::History;
+use shardgate_chaos::writers::{Recorder, Writers};
+use shardgate_store::postgres::PgStore;
+use shardgate_store::{Changes, Fence, SessionStore, StoredEvent};
+use shardgate_tests::services::Postgres;
 use shardgate_tests::{scratch, shardgate_bin};
+use std::time::Duration;
+use tokio::process::Command;
 
 #[tokio::test]
 async fn t10_smoke_holds_every_invariant() -> anyhow::Result<()> {
@@ -39,5 +48,88 @@ async fn t10_smoke_holds_every_invariant() -> anyhow::Result<()> {
         );
     }
     let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+/// The store's record of its writers (`shardgate_chaos::writers`) on a real PostgreSQL, read
+/// by the one-writer check: fenced writes, the claim, the transactional write with events and
+/// the refused ones leave exactly the writers that fencing admits, and writes forced past the
+/// fence (two owners in one epoch, an epoch that goes back) are caught with their
+/// counter-examples.
+#[tokio::test]
+async fn t20_the_store_records_its_writers_and_the_check_catches_forced_ones() -> anyhow::Result<()>
+{
+    let pg = Postgres::start().await?;
+    // Installing twice (a second run on one database) is harmless.
+    Recorder::install(Some(&pg.url)).await?;
+    let recorder = Recorder::install(Some(&pg.url)).await?;
+    let store = PgStore::connect(&pg.url, Duration::from_secs(300)).await?;
+    let (old, new) = (Fence::new("node-0", 3), Fence::new("node-1", 5));
+    store.claim("s", &old).await?;
+    store.write("s", &old, Changes::default()).await?;
+    let events = [StoredEvent {
+        stream: 1,
+        seq: 1,
+        data: "{}".into(),
+    }];
+    store.append("s", &old, &events, 10, &[]).await?;
+    store.claim("s", &new).await?;
+    store.write("s", &new, Changes::default()).await?;
+    // The stale owner is refused, and so is the unfenced build's way back in: its epoch
+    // (u64::MAX) does not fit PostgreSQL's BIGINT, so the claim never reaches the database.
+    assert!(store.write("s", &old, Changes::default()).await.is_err());
+    let stolen = store.claim("s", &Fence::new("node-0", u64::MAX)).await;
+    assert!(
+        matches!(&stolen, Err(e) if e.to_string().contains("out of range")),
+        "{stolen:?}"
+    );
+
+    let mut history = History {
+        sessions: vec!["s".into()],
+        writers: Some(recorder.read().await),
+        ..History::default()
+    };
+    let Some(Writers::Recorded {
+        writers,
+        regressions,
+    }) = &history.writers
+    else {
+        anyhow::bail!("nothing recorded: {:?}", history.writers);
+    };
+    let seen: Vec<(&str, i64, &str, i64)> = writers
+        .iter()
+        .map(|w| (w.session.as_str(), w.epoch, w.owner.as_str(), w.writes))
+        .collect();
+    assert_eq!(seen, [("s", 3, "node-0", 3), ("s", 5, "node-1", 2)]);
+    assert!(regressions.is_empty(), "{regressions:?}");
+    let verdict = one_writer::check(&history);
+    assert!(verdict.held() && verdict.checked == 1, "{verdict:?}");
+
+    // What only a store without fencing would let through.
+    let psql = |sql: &'static str| {
+        Command::new(pg.psql())
+            .arg(&pg.url)
+            .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .status()
+    };
+    assert!(
+        psql("UPDATE sessions SET owner = 'node-2' WHERE id = 's'")
+            .await?
+            .success()
+    );
+    assert!(
+        psql("UPDATE sessions SET owner = 'node-0', epoch = 4 WHERE id = 's'")
+            .await?
+            .success()
+    );
+    history.writers = Some(recorder.read().await);
+    let verdict = one_writer::check(&history);
+    assert_eq!(verdict.violations, 2, "{verdict:?}");
+    let first = verdict.first.unwrap_or_default();
+    assert!(
+        first.starts_with("session s: epoch 5 written by 2 owners: node-1 (2 writes")
+            && first.contains("node-2 (1 writes"),
+        "{first}"
+    );
     Ok(())
 }

@@ -78,7 +78,7 @@ mod tests {
                     healing: false,
                 })
                 .collect(),
-            faults: Vec::new(),
+            ..History::default()
         }
     }
 

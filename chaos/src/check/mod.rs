@@ -7,9 +7,13 @@
 //!   or may not have happened).
 //! - [`planned`]: no call failed while a planned change (scale up, scale down) was under way.
 //! - [`usable`]: once the faults are over, every session answers again.
+//! - [`one_writer`]: at most one node wrote a session per epoch, and no session's epoch went
+//!   back, from the store's own record of its writers (PostgreSQL stores only; otherwise the
+//!   verdict says it was not checked).
 
 pub mod counter;
 pub mod one_answer;
+pub mod one_writer;
 pub mod planned;
 pub mod usable;
 
@@ -25,6 +29,9 @@ pub struct Verdict {
     pub violations: usize,
     /// The first counter-example, when there is one.
     pub first: Option<String>,
+    /// Why the invariant was not checked at all (nothing recorded what it needs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_checked: Option<String>,
 }
 
 impl Verdict {
@@ -34,6 +41,14 @@ impl Verdict {
             checked: 0,
             violations: 0,
             first: None,
+            not_checked: None,
+        }
+    }
+
+    fn not_checked(invariant: &'static str, why: impl Into<String>) -> Verdict {
+        Verdict {
+            not_checked: Some(why.into()),
+            ..Verdict::new(invariant)
         }
     }
 
@@ -56,5 +71,6 @@ pub fn all(history: &History) -> Vec<Verdict> {
         counter::check(history),
         planned::check(history),
         usable::check(history),
+        one_writer::check(history),
     ]
 }

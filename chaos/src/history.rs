@@ -91,4 +91,8 @@ pub struct History {
     /// Who the store saw write each session (PostgreSQL only); absent from older histories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writers: Option<Writers>,
+    /// The highest membership epoch the cluster reached (the gateway's view at the end): no
+    /// session can be rightly written under a later one. Absent from older histories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_reached: Option<u64>,
 }

@@ -235,11 +235,13 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<His
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    let epoch_reached = membership(&admin).await.ok().map(|m| m.epoch);
     Ok(History {
         sessions,
         calls,
         faults,
         writers: None,
+        epoch_reached,
     })
 }
 

@@ -457,9 +457,9 @@ mod tests;
 /// A deliberately broken build, for showing that the chaos harness catches what fencing
 /// prevents: a node serves whatever reaches it, cut off from the quorum or not and whatever its
 /// view (`server::misdirected`), and a write refused because another node
-/// claimed the session since is forced through by claiming the session back. Never built by default (`--features unfenced`).
-/// On PostgreSQL the claim back fails before it is sent (u64::MAX does not fit a BIGINT epoch),
-/// so there the stale write is refused after all.
+/// claimed the session since is forced through by claiming the session back under an epoch one
+/// above the holder's, one the membership never gave it. Never built by default
+/// (`--features unfenced`).
 #[cfg(feature = "unfenced")]
 mod unfenced {
     use super::*;
@@ -470,8 +470,12 @@ mod unfenced {
         fence: &Fence,
         changes: Changes<'_>,
     ) -> Result<(), StoreError> {
+        let held = match store.load(session).await? {
+            Some((_, held)) => held.epoch,
+            None => fence.epoch,
+        };
         tracing::warn!(%session, "unfenced build: overwriting a session another node holds");
-        let stolen = Fence::new(fence.owner.clone(), u64::MAX);
+        let stolen = Fence::new(fence.owner.clone(), held.saturating_add(1));
         store.claim(session, &stolen).await?;
         store.write(session, &stolen, changes).await
     }

@@ -6,6 +6,9 @@
 //! writing over its successor. Every session of the run must show at least one recorded write,
 //! else the record missed writes and proves nothing.
 //!
+//! A write under an epoch the membership never reached is a claim no ring made: a node made its
+//! epoch up. (The compare-and-set alone lets such a claim through: a later epoch always wins.)
+//!
 //! Only a PostgreSQL store keeps the record; with another store, or a history made before it
 //! was kept, the verdict says it was not checked.
 
@@ -54,6 +57,16 @@ pub fn check(history: &History) -> Verdict {
                     "session {session}: epoch {epoch} written by {} owners: {}",
                     owners.len(),
                     who.join(", ")
+                )
+            });
+        }
+    }
+    if let Some(reached) = history.epoch_reached {
+        for w in writers.iter().filter(|w| w.epoch > reached as i64) {
+            v.violated(|| {
+                format!(
+                    "session {}: written by {} at epoch {}, beyond any epoch the membership reached ({reached})",
+                    w.session, w.owner, w.epoch
                 )
             });
         }
@@ -112,6 +125,20 @@ mod tests {
         assert!(v.held(), "{v:?}");
         assert_eq!(v.checked, 2);
         assert_eq!(v.not_checked, None);
+    }
+
+    #[test]
+    fn an_epoch_no_membership_reached_is_a_claim_made_up() {
+        let mut h = history(
+            vec![writer("a", 3, "node-0"), writer("b", 9, "node-2")],
+            Vec::new(),
+        );
+        h.epoch_reached = Some(8);
+        let v = check(&h);
+        assert_eq!(v.violations, 1);
+        assert!(v.first.unwrap_or_default().contains("beyond"));
+        h.epoch_reached = Some(9);
+        assert!(check(&h).held());
     }
 
     #[test]

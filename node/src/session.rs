@@ -63,6 +63,15 @@ impl Inner {
     }
 }
 
+fn idle(inner: &Inner, timeout: Duration) -> bool {
+    inner.last_active.elapsed() >= timeout
+        && inner.in_flight.is_empty()
+        && !inner
+            .streams
+            .get(&STANDALONE_STREAM)
+            .is_some_and(|s| s.has_listener())
+}
+
 /// A client request being served.
 struct Serving {
     serial: u64,
@@ -276,21 +285,34 @@ impl Session {
             .unwrap_or(Value::Object(Default::default()))
     }
 
-    /// Records client activity: an idle session is ended after a while.
-    pub fn touch(&self) {
-        self.lock().last_active = Instant::now();
+    /// Records client activity: an idle session is ended after a while. False when the session
+    /// has just been ended here (passivated, say) and takes no more requests: the caller looks
+    /// it up again. One lock with [`Session::end_if_idle`], so a request either finds the
+    /// session live and keeps it so, or finds it ended.
+    pub fn touch(&self) -> bool {
+        let mut inner = self.lock();
+        if self.ended.is_cancelled() {
+            return false;
+        }
+        inner.last_active = Instant::now();
+        true
     }
 
     /// Idle: nothing from the client for `timeout`, no call in flight and no client listening
     /// on the standalone stream (a client waiting there for notifications is not idle).
     pub fn is_idle(&self, timeout: Duration) -> bool {
+        idle(&self.lock(), timeout)
+    }
+
+    /// Marks the session ended if it is idle, in the same lock that [`Session::touch`] takes;
+    /// true when it is. [`Session::end`] then lets go of its streams.
+    fn retire_if_idle(&self, timeout: Duration) -> bool {
         let inner = self.lock();
-        inner.last_active.elapsed() >= timeout
-            && inner.in_flight.is_empty()
-            && !inner
-                .streams
-                .get(&STANDALONE_STREAM)
-                .is_some_and(|s| s.has_listener())
+        if !idle(&inner, timeout) {
+            return false;
+        }
+        self.ended.cancel();
+        true
     }
 
     /// Opens the stream that carries one POST's responses and related messages.
@@ -626,7 +648,8 @@ impl Sessions {
         }
     }
 
-    /// Ends every idle session here (see [`Session::is_idle`]); returns them.
+    /// Ends every idle session here (see [`Session::is_idle`]); returns them. A session that a
+    /// request touches meanwhile stays.
     pub fn reap(&self, timeout: Duration) -> Vec<Arc<Session>> {
         let idle: Vec<Arc<Session>> = self
             .read()
@@ -635,7 +658,20 @@ impl Sessions {
             .filter(|s| s.is_idle(timeout))
             .cloned()
             .collect();
-        idle.into_iter().filter(|s| self.remove(&s.id)).collect()
+        let gone: Vec<Arc<Session>> = idle
+            .into_iter()
+            .filter(|s| {
+                // Under the table's lock, so that a request that finds the session ended then
+                // finds it gone from the table too, and loads it again.
+                let mut table = self.write();
+                let live = table.live.get(&s.id).is_some_and(|l| Arc::ptr_eq(l, s));
+                live && s.retire_if_idle(timeout) && table.live.remove(&s.id).is_some()
+            })
+            .collect();
+        for s in &gone {
+            s.end();
+        }
+        gone
     }
 
     pub fn len(&self) -> usize {

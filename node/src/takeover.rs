@@ -120,8 +120,8 @@ fn held(node: &NodeState, id: &str) -> Option<Result<Arc<Session>, Missing>> {
         let here = Fence::new(node.id.to_string(), node.ring().epoch());
         return Some(Err(Missing::Moved(here)));
     }
-    s.touch();
-    Some(Ok(s))
+    // Ended here just now (passivated): looked up again, from the store.
+    s.touch().then_some(Ok(s))
 }
 
 /// A planned move (a drain, a join): the node that holds the session is alive. It is asked to

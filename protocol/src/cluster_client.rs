@@ -189,28 +189,3 @@ fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shardgate_trust::secret::Secret;
-
-    #[tokio::test]
-    async fn a_port_nobody_listens_on_is_refused_not_just_unreachable() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            listener.local_addr().expect("bound").port()
-        };
-        let client = ClusterClient::new(
-            &Credentials::Hmac(Signer::new(&Secret::generate())),
-            Duration::from_secs(2),
-        )
-        .expect("a client");
-        let addr = format!("127.0.0.1:{port}");
-        let e = client
-            .call(Method::GET, &addr, "/", Vec::new(), Duration::from_secs(2))
-            .await
-            .expect_err("nothing listens");
-        assert!(matches!(e, TransportError::Refused(_)), "{e:?}");
-    }
-}

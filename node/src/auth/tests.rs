@@ -86,14 +86,14 @@ async fn an_unsigned_answer_is_not_believed() {
 }
 
 #[tokio::test]
-async fn an_unreachable_peer_is_reported_as_such() {
+async fn a_peer_nobody_listens_for_is_reported_as_refused() {
     let client = ClusterClient::new(&credentials(OURS), Duration::from_secs(5)).expect("client");
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = closed.local_addr().expect("addr").to_string();
     drop(closed);
     let reply = Transport::call(&client, &addr, "probe", b"{}".to_vec()).await;
     assert!(
-        matches!(reply, Err(TransportError::Unreachable(_))),
+        matches!(reply, Err(TransportError::Refused(_))),
         "{reply:?}"
     );
 }

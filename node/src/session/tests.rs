@@ -42,8 +42,10 @@ async fn idle_sessions_are_reaped_busy_ones_kept() {
     assert_eq!(reaped, vec!["idle".to_string()]);
     assert!(sessions.get("idle").is_none());
     assert!(sessions.get("busy").is_some() && sessions.get("listening").is_some());
-    busy.touch();
+    assert!(busy.touch());
     assert!(sessions.reap(Duration::from_secs(30)).is_empty());
+    // A request that got hold of a session as it was reaped finds it ended, and looks again.
+    assert!(!idle.touch(), "a reaped session takes no more requests");
 }
 
 #[test]

@@ -125,7 +125,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            // About 2 MiB at most: a few seconds of a busy node's calls.
+            // A few seconds of a busy node's calls; at most about 7 MiB, with every text of
+            // every row at its longest.
             capacity: 8192,
             batch: 512,
             linger: Duration::from_millis(100),

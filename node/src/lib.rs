@@ -13,10 +13,13 @@
 //! - [`durable`] and [`takeover`]: sessions written through to a store (`--store`), and taken
 //!   over from it by their next owner.
 //! - [`stateless_era`]: the 2026-07-28 handler.
+//! - [`audit`]: every `tools/call` of either era, one row of the store's audit when it ends
+//!   (stores with PostgreSQL only).
 //! - [`upstream`]: what a call is served by; [`upstream::builtin`] is our own MCP server,
 //!   [`upstream::connector`] reaches real ones over stdio or HTTP, [`upstream::federation`]
 //!   puts several behind one session; [`upstreams`] builds them from [`config`].
 
+pub mod audit;
 pub mod auth;
 pub mod budget;
 pub mod config;
@@ -45,6 +48,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a drain waits for the calls in flight before the node leaves anyway.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// How long a node that stops waits for its last audit rows to be written (PostgreSQL may be
+/// what is down).
+const AUDIT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Where a node's membership comes from.
 pub enum MembershipSource {
@@ -176,6 +182,16 @@ pub async fn run(
     if let Some(durable) = &state.durable {
         durable.flushed().await;
         durable.store.flush().await;
+    }
+    if let Some(auditor) = &state.auditor
+        && tokio::time::timeout(AUDIT_FLUSH, auditor.flush())
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            queued = auditor.queued(),
+            "stopping before the last audit rows were written"
+        );
     }
     if let Some(c) = consensus {
         c.shutdown().await;

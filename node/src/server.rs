@@ -331,6 +331,34 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
             let _ = registry.register(Box::new(g));
         }
     }
+    if let Some(auditor) = &node.auditor {
+        let totals = [
+            (
+                "shardgate_node_audit_written_total",
+                "tool calls written to the audit",
+                auditor.written(),
+            ),
+            (
+                "shardgate_node_audit_dropped_total",
+                "tool calls left out of the audit: its queue was full, or PostgreSQL did not \
+                 take them in time",
+                auditor.dropped(),
+            ),
+        ];
+        for (name, help, value) in totals {
+            if let Ok(c) = prometheus::IntCounter::new(name, help) {
+                c.inc_by(value);
+                let _ = registry.register(Box::new(c));
+            }
+        }
+        if let Ok(g) = IntGauge::new(
+            "shardgate_node_audit_queued",
+            "tool calls waiting to be written to the audit",
+        ) {
+            g.set(i64::try_from(auditor.queued()).unwrap_or(i64::MAX));
+            let _ = registry.register(Box::new(g));
+        }
+    }
     if let Ok(limits) = IntGaugeVec::new(
         Opts::new("shardgate_node_limit", "the node's [limits], by key"),
         &["key"],

@@ -481,6 +481,11 @@ impl Session {
         }
     }
 
+    /// Whether the session has ended here ([`Session::end`]).
+    pub fn has_ended(&self) -> bool {
+        self.ended.is_cancelled()
+    }
+
     /// Ends the session here: calls in flight are cancelled and every stream closes.
     pub fn end(&self) {
         self.ended.cancel();

@@ -14,6 +14,7 @@
 //! ([`crate::takeover`]); the requests of a POST are in the stored record before the POST is
 //! answered, so a new owner can tell their clients they were interrupted.
 
+use crate::audit::Audited;
 use crate::budget::Admitted;
 use crate::session::{self, InFlight, Opening, Session, StreamPeer, Unreserved};
 use crate::sse;
@@ -222,11 +223,15 @@ async fn serve_one(
         client_capabilities: session.client_capabilities(),
         param_headers: Vec::new(),
     };
+    let audited = Audited::begin(node.auditor.as_ref(), &call);
     let _counted = node.call_started();
     let outcome = tokio::select! {
         r = node.upstream.call(call) => Some(r),
         _ = cancel.cancelled() => None,
     };
+    if let Some(audited) = audited {
+        audited.end(outcome.as_ref(), &cancel, session.has_ended());
+    }
     // What the call changed is stored before its answer is (the writer keeps the order).
     if session.upstream_state.take_changed() {
         let _ = session.checkpoint();

@@ -1,6 +1,7 @@
 //! What every handler of a node shares: its identity, its ring (the newest membership view it
 //! knows), consensus, the session table, stateless affinity state, the upstream, the count
-//! of calls in flight, the budgets that bound them, and the store sessions are written to.
+//! of calls in flight, the budgets that bound them, the store sessions are written to, and the
+//! audit of tool calls.
 
 use crate::budget::Budgets;
 use crate::durable::{Durable, Lost};
@@ -10,6 +11,7 @@ use crate::upstream::{Scope, Upstream};
 use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_raft::consensus::Consensus;
 use shardgate_raft::{Membership, NodeId, Ring};
+use shardgate_store::Auditor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::watch;
@@ -38,6 +40,8 @@ pub struct NodeState {
     pub budgets: Arc<Budgets>,
     /// The store sessions are written through to; without one they live in memory only.
     pub durable: Option<Arc<Durable>>,
+    /// Where tool calls are audited ([`crate::audit`]): the store's auditor, if it keeps one.
+    pub auditor: Option<Auditor>,
     /// How this node asks the others to hand sessions over (`RELEASE_PATH`).
     pub peers: Option<ClusterClient>,
 }
@@ -60,6 +64,7 @@ impl NodeState {
         budgets: Arc<Budgets>,
         durable: Option<Arc<Durable>>,
     ) -> Self {
+        let auditor = durable.as_ref().and_then(|d| d.store.auditor());
         NodeState {
             id,
             ring: watch::Sender::new(Arc::new(Ring::new(membership))),
@@ -72,6 +77,7 @@ impl NodeState {
             letting_go: AtomicUsize::new(0),
             budgets,
             durable,
+            auditor,
             peers: None,
         }
     }

@@ -15,6 +15,7 @@
 
 pub mod kept;
 
+use crate::audit::Audited;
 use crate::session::NoPeer;
 use crate::session::encode;
 use crate::sse;
@@ -355,6 +356,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     };
     let serving = node.clone();
     let token = cancel.clone();
+    let audited = Audited::begin(node.auditor.as_ref(), &call);
     let mut task = tokio::spawn(async move {
         let _admitted = admitted;
         let outcome = {
@@ -372,10 +374,14 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
             None => None,
         };
         release(&serving, scope, scoped);
-        outcome.map(|o| match unkept {
+        let answer = outcome.map(|o| match unkept {
             Some(e) => Err(crate::takeover::unstored(&e)),
             None => o,
-        })
+        });
+        if let Some(audited) = audited {
+            audited.end(answer.as_ref(), &token, false);
+        }
+        answer
     });
     // Dropped with this handler (client gone before an answer) or with the SSE body.
     let on_close = cancel.drop_guard();

@@ -12,6 +12,8 @@
 //! - [`SessionStore`] (here): claim, write (save, append), events, load, delete.
 //! - [`sqlite`]: the embedded default; one file that the nodes of one machine share.
 //! - [`postgres`]: durable, for recovery and the audit of tool calls.
+//! - [`audit`]: the audit's rows and their one writer per store ([`Auditor`]), batched into
+//!   PostgreSQL off the request path.
 //! - [`redis`]: hot, on a Redis Cluster; one hash slot and one Lua script per write.
 //! - [`tiered`]: Redis Cluster hot and PostgreSQL durable, written behind; the production
 //!   composition.
@@ -24,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod error;
 mod open;
 pub mod postgres;
@@ -35,6 +38,7 @@ pub mod tiered;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 
+pub use audit::Auditor;
 pub use error::StoreError;
 pub use open::open;
 pub use record::{Claimed, Fence, InFlightRecord, Replay, SessionRecord, StoredEvent};
@@ -138,6 +142,13 @@ pub trait SessionStore: Send + Sync {
     /// wait for; a node calls it before it exits, so that the durable tier is not left behind.
     fn flush(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
+    }
+
+    /// The writer of the audit of tool calls this store keeps, if it keeps one: only a store
+    /// with PostgreSQL does. One writer per store, whichever handle is asked (it starts, on
+    /// the current tokio runtime, the first time one is).
+    fn auditor(&self) -> Option<Auditor> {
+        None
     }
 }
 

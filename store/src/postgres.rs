@@ -1,5 +1,6 @@
 //! The durable store: PostgreSQL through sqlx. Sessions, their stream events and the audit of
-//! tool calls; the source of truth when a hot store lost data.
+//! tool calls (its rows and writer are [`crate::audit`]); the source of truth when a hot store
+//! lost data.
 //!
 //! Fencing is in the statements themselves. A claim is one upsert whose `ON CONFLICT … DO
 //! UPDATE … WHERE` admits only a later epoch or the same owner; a write is an `UPDATE … WHERE
@@ -12,6 +13,7 @@
 //! The schema is `migrations/postgres/`, numbered and append-only, applied by [`migrate`]
 //! (`shardgate migrate`), never implicitly by [`PgStore::connect`].
 
+use crate::audit::{self, Auditor};
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
 use crate::{Changes, StoreError, from_sql, ordered, to_sql, ttl_millis};
 use sqlx::migrate::{Migrate, Migrator};
@@ -19,7 +21,10 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+pub use crate::audit::AuditEntry;
 
 /// Where sqlx records applied migrations (its default).
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
@@ -82,24 +87,13 @@ async fn migrate_locked(conn: &mut PgConnection) -> Result<Migrated, StoreError>
     })
 }
 
-/// One tool call, for the audit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditEntry {
-    pub principal: String,
-    /// The session the call belonged to; none in the stateless era.
-    pub session: Option<String>,
-    pub tool: String,
-    pub started_at: SystemTime,
-    pub duration: Duration,
-    /// How the call ended: `ok`, `error`, `cancelled`, …
-    pub outcome: String,
-}
-
 /// Sessions in one PostgreSQL database.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
     ttl_ms: i64,
+    /// The audit's writer, shared by every clone; started when first asked for.
+    auditor: Arc<OnceLock<Auditor>>,
 }
 
 impl PgStore {
@@ -113,6 +107,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             ttl_ms: to_sql(ttl_millis(ttl), "ttl")?,
+            auditor: Arc::default(),
         })
     }
 
@@ -124,25 +119,23 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    /// Records one tool call.
+    /// Records one tool call now, cut to size ([`AuditEntry::bounded`]). A node does not wait
+    /// for this: it records through [`PgStore::auditor`].
     pub async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let started = entry
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO audit (principal, session, tool, started_at, duration_ms, outcome) \
-             VALUES ($1, $2, $3, 'epoch'::timestamptz + $4 * interval '1 microsecond', $5, $6)",
-        )
-        .bind(&entry.principal)
-        .bind(&entry.session)
-        .bind(&entry.tool)
-        .bind(to_sql(started.as_micros() as u64, "started_at")?)
-        .bind(to_sql(entry.duration.as_millis() as u64, "duration")?)
-        .bind(&entry.outcome)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_audit(&self.pool, std::slice::from_ref(&entry.clone().bounded())).await
+    }
+
+    /// The writer that records tool calls into this database in batches, off the caller's
+    /// path: one per store, shared by its clones (see [`crate::audit`]).
+    pub fn auditor(&self) -> Auditor {
+        self.auditor
+            .get_or_init(|| Auditor::start(self.pool.clone(), audit::Limits::default()))
+            .clone()
+    }
+
+    /// A writer of its own, with `limits`, beside the shared one: for tests of the bounds.
+    pub fn new_auditor(&self, limits: audit::Limits) -> Auditor {
+        Auditor::start(self.pool.clone(), limits)
     }
 
     async fn claim_now(&self, id: &str, fence: &Fence) -> Result<Claimed, StoreError> {
@@ -387,6 +380,51 @@ impl PgStore {
     }
 }
 
+/// Writes audit rows as one statement: a batch of any size is one round trip and one
+/// transaction.
+pub(crate) async fn insert_audit(pool: &PgPool, rows: &[AuditEntry]) -> Result<(), StoreError> {
+    let n = rows.len();
+    let (mut principals, mut sessions, mut tools) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut started, mut durations, mut outcomes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for row in rows {
+        let since_epoch = row
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        principals.push(row.principal.as_str());
+        sessions.push(row.session.as_deref());
+        tools.push(row.tool.as_str());
+        started.push(i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX));
+        durations.push(i64::try_from(row.duration.as_millis()).unwrap_or(i64::MAX));
+        outcomes.push(row.outcome.as_str());
+    }
+    sqlx::query(
+        "INSERT INTO audit (principal, session, tool, started_at, duration_ms, outcome) \
+         SELECT a.principal, a.session, a.tool, \
+                'epoch'::timestamptz + a.started_us * interval '1 microsecond', \
+                a.duration_ms, a.outcome \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
+                     $6::text[]) AS a(principal, session, tool, started_us, duration_ms, outcome)",
+    )
+    .bind(&principals)
+    .bind(&sessions)
+    .bind(&tools)
+    .bind(&started)
+    .bind(&durations)
+    .bind(&outcomes)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Who holds a session that has not expired.
 async fn holder(conn: &mut PgConnection, id: &str) -> Result<Option<Fence>, StoreError> {
     let row = sqlx::query("SELECT owner, epoch FROM sessions WHERE id = $1 AND expires_at > now()")
@@ -433,4 +471,8 @@ async fn tails(conn: &mut PgConnection, id: &str) -> Result<BTreeMap<u64, u64>, 
     Ok(tails)
 }
 
-crate::session_store_by_inherent_methods!(PgStore);
+crate::session_store_by_inherent_methods!(PgStore {
+    fn auditor(&self) -> Option<Auditor> {
+        Some(PgStore::auditor(self))
+    }
+});

@@ -209,4 +209,9 @@ crate::session_store_by_inherent_methods!(Tiered {
     fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
         Box::pin(Tiered::flush(self))
     }
+
+    /// PostgreSQL's: the audit is written there directly, not behind Redis.
+    fn auditor(&self) -> Option<crate::Auditor> {
+        Some(self.durable.auditor())
+    }
 });

@@ -7,6 +7,7 @@
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shardgate_store::audit::Outcome;
 use shardgate_store::postgres::{self, AuditEntry, PgStore};
 use shardgate_store::redis::RedisStore;
 use shardgate_store::sqlite::SqliteStore;
@@ -56,6 +57,7 @@ async fn t10_sqlite_keeps_the_contract() -> anyhow::Result<()> {
     let opened = open(&format!("sqlite:{}", nested.display()), None, TTL).await?;
     contract::round_trip(&*opened).await;
     assert!(nested.is_file(), "{} is created", nested.display());
+    assert!(opened.auditor().is_none(), "SQLite keeps no audit");
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
@@ -80,7 +82,9 @@ async fn t20_postgres_keeps_the_contract() -> anyhow::Result<()> {
     contract::expiry(Arc::new(short.clone()), SHORT_TTL).await;
     println!("postgres contract in {:?}", started.elapsed());
     // Opened from its URL: migrating an up-to-date database again is harmless.
-    contract::round_trip(&*open(&pg.url, None, TTL).await?).await;
+    let opened = open(&pg.url, None, TTL).await?;
+    contract::round_trip(&*opened).await;
+    assert!(opened.auditor().is_some(), "PostgreSQL keeps the audit");
 
     // Expired rows stay until purged, invisible meanwhile; a purge removes them with their
     // events.
@@ -111,13 +115,13 @@ async fn t20_postgres_keeps_the_contract() -> anyhow::Result<()> {
         tool: "add".into(),
         started_at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_000_000_123_456),
         duration: Duration::from_millis(42),
-        outcome: "ok".into(),
+        outcome: Outcome::Ok,
     };
     store.audit(&entry).await?;
     store
         .audit(&AuditEntry {
             session: None,
-            outcome: "error".into(),
+            outcome: Outcome::Error,
             ..entry
         })
         .await?;
@@ -145,6 +149,7 @@ async fn t30_redis_cluster_keeps_the_contract() -> anyhow::Result<()> {
     let started = Instant::now();
     let store = RedisStore::connect(&cluster.urls(), TTL).await?;
     contract::run_all(Arc::new(store.clone())).await;
+    assert!(store.auditor().is_none(), "Redis alone keeps no audit");
     let short = RedisStore::connect(&cluster.urls(), SHORT_TTL).await?;
     contract::expiry(Arc::new(short), SHORT_TTL).await;
     println!("redis cluster contract in {:?}", started.elapsed());
@@ -287,6 +292,10 @@ async fn t50_tiered_keeps_the_contract() -> anyhow::Result<()> {
             .join(",")
     );
     let store = open(&url, Some(&pg.url), TTL).await?;
+    assert!(
+        store.auditor().is_some(),
+        "PostgreSQL behind Redis keeps the audit"
+    );
     contract::run_all(store.clone()).await;
     store.flush().await;
     println!("tiered contract in {:?}", started.elapsed());

@@ -1,12 +1,13 @@
 //! Sessions in the store: what writing sessions through to a store costs, how fast a dead
 //! node's sessions are taken over, and what a session costs in memory, active and passivated.
-//! Real processes (`shardgate up`), one store per cluster (SQLite in a scratch directory, or a
-//! throw-away Redis Cluster with `--redis`).
+//! Real processes (`shardgate up`), one store per cluster (SQLite in a scratch directory, a
+//! throw-away Redis Cluster with `--redis`, or a throw-away PostgreSQL with `--postgres`, which
+//! also audits every tool call).
 //!
 //! `cargo run --release -p shardgate-tests --bin store-bench -- [--only latency,takeover,memory]
 //! [--calls N] [--rounds R] [--concurrency C] [--secs T] [--tool counter|echo]
 //! [--takeover-sessions S] [--takeover-runs K] [--active N] [--passivate-secs P] [--big N]
-//! [--configs none,memory,store,replicated] [--redis]`
+//! [--configs none,memory,store,replicated] [--redis | --postgres]`
 //!
 //! The `shardgate` binary is `SHARDGATE_BIN`, else the one of this build's profile (which the
 //! harness builds with `cargo build --workspace --bins --release` first when run under cargo):
@@ -35,7 +36,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 use shardgate_raft::{Membership, Ring};
 use shardgate_tests::mcp::Client;
-use shardgate_tests::services::RedisCluster;
+use shardgate_tests::services::{Postgres, RedisCluster};
 use shardgate_tests::{Cluster, rss_bytes, scratch, shardgate_bin};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,7 @@ struct Options {
     /// Passivation delay of the active-then-passivated memory run.
     passivate_secs: u64,
     redis: bool,
+    postgres: bool,
     /// The latency configurations to run, by name (`none` for no store).
     configs: Vec<String>,
 }
@@ -83,6 +85,7 @@ impl Options {
             big: 100_000,
             passivate_secs: 120,
             redis: false,
+            postgres: false,
             configs: vec![
                 "none".into(),
                 "memory".into(),
@@ -94,6 +97,10 @@ impl Options {
         while let Some(flag) = args.next() {
             if flag == "--redis" {
                 o.redis = true;
+                continue;
+            }
+            if flag == "--postgres" {
+                o.postgres = true;
                 continue;
             }
             let value = args
@@ -119,6 +126,7 @@ impl Options {
             o.tool == "counter" || o.tool == "echo",
             "--tool is counter or echo"
         );
+        anyhow::ensure!(!(o.redis && o.postgres), "--redis or --postgres, not both");
         Ok(o)
     }
 
@@ -132,6 +140,8 @@ enum Backend {
     /// One SQLite file per cluster, in this directory.
     Sqlite(PathBuf),
     Redis(RedisCluster),
+    /// One database for every cluster (session ids never collide).
+    Postgres(Postgres),
 }
 
 impl Backend {
@@ -146,6 +156,7 @@ impl Backend {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
+            Backend::Postgres(pg) => pg.url.clone(),
         }
     }
 
@@ -153,6 +164,7 @@ impl Backend {
         match self {
             Backend::Sqlite(_) => "SQLite",
             Backend::Redis(_) => "Redis Cluster",
+            Backend::Postgres(_) => "PostgreSQL",
         }
     }
 }
@@ -170,6 +182,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = scratch("store-bench")?;
     let backend = if opts.redis {
         Backend::Redis(RedisCluster::start().await?)
+    } else if opts.postgres {
+        Backend::Postgres(Postgres::start().await?)
     } else {
         Backend::Sqlite(dir.clone())
     };
@@ -506,6 +520,24 @@ async fn latency(opts: &Options, backend: &Backend) -> anyhow::Result<()> {
                 rate,
                 busy.as_secs_f64(),
                 mib(rss_bytes(pid)? as f64)
+            );
+        }
+    }
+    // What a node with PostgreSQL audited of all that (nothing, with another store or a
+    // build before the audit).
+    let http = shardgate_tests::http().build()?;
+    for (config, (cluster, ..)) in configs.iter().zip(&clusters) {
+        let mut audit = Vec::new();
+        for metric in [
+            "shardgate_node_audit_written_total",
+            "shardgate_node_audit_dropped_total",
+        ] {
+            audit.push(cluster.metric_of(&http, 0, metric).await?);
+        }
+        if audit.iter().any(|&n| n > 0) {
+            println!(
+                "  {}: audit rows written {}, dropped {}",
+                config.name, audit[0], audit[1]
             );
         }
     }

@@ -160,6 +160,29 @@ async fn t10_a_stdio_upstream_is_started_again_with_the_stored_initialize_params
         "after kill -9 of {victim}, the sessions' next call did not succeed:\n{}",
         problems.join("\n")
     );
+    // The killed node's address refused connections, so it was marked Down and its sessions
+    // served elsewhere; `up` restarts it, and once it is Active again its sessions are handed
+    // back to it. Once every member is Active, each session is called where it now lives.
+    let settled = Instant::now();
+    let members = cluster.gateway_view().await?.members.len();
+    loop {
+        let view = cluster.gateway_view().await?;
+        if active(&view) == members {
+            break;
+        }
+        anyhow::ensure!(
+            settled.elapsed() < Duration::from_secs(30),
+            "the membership did not settle after the kill: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = call_everywhere(&c, &sids, "echo", |i| format!("s{i}-settled"), settled).await;
+    let problems = wrong_replies(&sids, &owner, &again, |i| format!("s{i}-settled"));
+    assert!(
+        problems.is_empty(),
+        "once {victim} was back, the sessions' next call did not succeed:\n{}",
+        problems.join("\n")
+    );
 
     let spawned = initializes_by_pid(&pid_dir)?;
     let now = processes_of(&spawned, &sent);

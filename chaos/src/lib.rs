@@ -104,11 +104,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
 
 async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Report> {
     let client = Client::new(up.endpoint()?);
-    let admin = up
-        .summary
-        .admin
-        .clone()
-        .context("up printed no admin URL")?;
+    let admins = &up.summary.admins;
+    if admins.is_empty() {
+        bail!("up printed no admin URL");
+    }
     let mut sessions = Vec::with_capacity(opts.sessions);
     for _ in 0..opts.sessions {
         let sid = client.initialize().await?;
@@ -176,7 +175,7 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Rep
         tokio::time::sleep_until((t0 + planned.at).into()).await;
         match apply(
             up,
-            &admin,
+            admins,
             &sessions,
             planned.step,
             &mut victims,
@@ -260,7 +259,7 @@ pub fn report_again(opts: &Options) -> anyhow::Result<Report> {
 /// Does one step; returns it as recorded.
 async fn apply(
     up: &Up,
-    admin: &str,
+    admins: &[String],
     sessions: &[String],
     step: Step,
     victims: &mut Rng,
@@ -301,7 +300,7 @@ async fn apply(
             Ok(fault("freeze", format!("{id} for {how_long:?}"), false))
         }
         Step::ScaleUp | Step::ScaleDown => {
-            let before = membership(admin).await?;
+            let before = membership(admins).await?;
             let n = *nodes;
             let (wanted, changed) = match step {
                 Step::ScaleUp => (n + 1, format!("node-{n}")),
@@ -314,7 +313,7 @@ async fn apply(
             *nodes = wanted;
             let deadline = Instant::now() + CHANGE_TIMEOUT;
             let after = loop {
-                let view = membership(admin).await.ok();
+                let view = membership(admins).await.ok();
                 let running = up.node_ids()?.len();
                 if let Some(view) = view {
                     let state = view
@@ -347,15 +346,21 @@ async fn apply(
     }
 }
 
-/// The gateway's view of the membership.
-async fn membership(admin: &str) -> anyhow::Result<Membership> {
-    let resp = http()
-        .timeout(Duration::from_secs(3))
-        .build()?
-        .get(format!("{admin}/membership"))
-        .send()
-        .await?;
-    Ok(resp.json().await?)
+/// The view of the membership of the first gateway that answers (one may have been killed).
+async fn membership(admins: &[String]) -> anyhow::Result<Membership> {
+    let http = http().timeout(Duration::from_secs(3)).build()?;
+    let mut last = None;
+    for admin in admins {
+        let answer = async {
+            let resp = http.get(format!("{admin}/membership")).send().await?;
+            anyhow::Ok(resp.error_for_status()?.json::<Membership>().await?)
+        };
+        match answer.await {
+            Ok(view) => return Ok(view),
+            Err(e) => last = Some(e.context(format!("gateway admin {admin}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no gateway admin URL")))
 }
 
 /// Sessions whose owner changed between two views, and the share a perfect ring would move.

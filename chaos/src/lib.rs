@@ -18,9 +18,10 @@ pub mod up;
 pub mod workload;
 
 use anyhow::{Context, bail};
-use history::{Fault, History, Moved};
+use history::{Fault, History, Moved, kind};
 use mcp::Client;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use report::Report;
 use rng::Rng;
 use scenario::{Planned, Step};
@@ -57,6 +58,9 @@ pub struct Options {
     pub duration: Duration,
     /// Nodes at the start (and the end: scale steps come back).
     pub nodes: usize,
+    /// Gateways (`up --gateways`); with two or more, clients go through `up`'s front and the
+    /// scenario kills gateways too.
+    pub gateways: usize,
     pub sessions: usize,
     /// Callers per session, each one call after another: with more than one, a session has
     /// calls side by side, and every other caller gives a call up after a while and moves on,
@@ -77,9 +81,12 @@ pub struct Options {
 
 /// Runs the scenario; the report says whether every invariant held.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
-    let steps = scenario::plan(&opts.scenario, opts.seed, opts.duration)?;
+    let steps = scenario::plan(&opts.scenario, opts.seed, opts.duration, opts.gateways)?;
     if opts.nodes < 2 {
         bail!("a chaos run needs at least 2 nodes");
+    }
+    if opts.gateways == 0 {
+        bail!("a chaos run needs at least 1 gateway");
     }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
@@ -88,6 +95,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let mut args = vec![
         "--nodes".to_owned(),
         opts.nodes.to_string(),
+        "--gateways".to_owned(),
+        opts.gateways.to_string(),
         "--timings".to_owned(),
         opts.timings.clone(),
     ];
@@ -118,11 +127,13 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<Rep
         sessions.push(sid);
     }
     println!(
-        "chaos: scenario {} seed {} for {:?}: {} nodes, {} sessions × {} callers, {} steps",
+        "chaos: scenario {} seed {} for {:?}: {} nodes, {} gateways, {} sessions × {} callers, \
+         {} steps",
         opts.scenario,
         opts.seed,
         opts.duration,
         opts.nodes,
+        opts.gateways,
         sessions.len(),
         opts.callers.max(1),
         steps.len()
@@ -290,14 +301,28 @@ async fn apply(
                 true => format!("{id} (leader)"),
                 false => id,
             };
-            Ok(fault("kill -9", target, false))
+            Ok(fault(kind::KILL, target, false))
+        }
+        Step::GatewayKill => {
+            let (pid, name) = gateway_victim(up, victims).await?;
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+                .with_context(|| format!("SIGKILL to {name}"))?;
+            // Over once its sockets are closed: from then on the front refuses to relay to it.
+            let deadline = Instant::now() + CHANGE_TIMEOUT;
+            while !up::exited(pid) {
+                if Instant::now() > deadline {
+                    bail!("{name} was still running {CHANGE_TIMEOUT:?} after SIGKILL");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(fault(kind::GATEWAY_KILL, name, false))
         }
         Step::Freeze(how_long) => {
             let id = pick(victims)?;
             up.signal(&id, Signal::SIGSTOP)?;
             tokio::time::sleep(how_long).await;
             up.signal(&id, Signal::SIGCONT)?;
-            Ok(fault("freeze", format!("{id} for {how_long:?}"), false))
+            Ok(fault(kind::FREEZE, format!("{id} for {how_long:?}"), false))
         }
         Step::ScaleUp | Step::ScaleDown => {
             let before = membership(admins).await?;
@@ -336,14 +361,35 @@ async fn apply(
             };
             let moved = Some(moved(&before, &after, sessions, step, n));
             let kind = match step {
-                Step::ScaleUp => "scale up",
-                _ => "scale down",
+                Step::ScaleUp => kind::SCALE_UP,
+                _ => kind::SCALE_DOWN,
             };
             let mut f = fault(kind, format!("{n} → {wanted} ({changed})"), true);
             f.moved = moved;
             Ok(f)
         }
     }
+}
+
+/// A gateway kill's victim, picked once every gateway runs (one restarted after the last kill
+/// may still be coming back), so that one is always left: (pid, name).
+async fn gateway_victim(up: &Up, victims: &mut Rng) -> anyhow::Result<(u32, String)> {
+    let wanted = up.summary.gateways.len();
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    let running = loop {
+        let running = up.gateways()?;
+        if running.len() >= wanted.max(2) {
+            break running;
+        }
+        if Instant::now() > deadline {
+            bail!("{wanted} gateways were not all running within {CHANGE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    running
+        .get(victims.below(running.len() as u64) as usize)
+        .cloned()
+        .context("no gateway is running")
 }
 
 /// The view of the membership of the first gateway that answers (one may have been killed).

@@ -4,6 +4,17 @@
 use crate::writers::Writers;
 use serde::{Deserialize, Serialize};
 
+/// The kinds of [`Fault`], as recorded and reported.
+pub mod kind {
+    /// SIGKILL of a node.
+    pub const KILL: &str = "kill -9";
+    /// SIGKILL of a gateway (behind the front).
+    pub const GATEWAY_KILL: &str = "gateway kill -9";
+    pub const FREEZE: &str = "freeze";
+    pub const SCALE_UP: &str = "scale up";
+    pub const SCALE_DOWN: &str = "scale down";
+}
+
 /// How one call ended, as the client saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -14,7 +25,12 @@ pub enum Outcome {
     Interrupted { message: String },
     /// Any other explicit error: an HTTP status with a JSON-RPC error, or a JSON-RPC error.
     Error { what: String, message: String },
-    /// The connection failed with no answer at all.
+    /// The connection to the endpoint could not be made or broke before the call had an
+    /// event id to resume from: the client knows it has no answer (as for a reset), and the
+    /// call may or may not have taken effect.
+    ConnectionLost { message: String },
+    /// No answer and no word why: the stream ended without one, or broke and could not be
+    /// resumed.
     NoAnswer { message: String },
     /// No answer within the call timeout.
     Hung,
@@ -38,6 +54,7 @@ impl Outcome {
             Outcome::Value { .. } => "value".into(),
             Outcome::Interrupted { .. } => "interrupted".into(),
             Outcome::Error { what, .. } => what.clone(),
+            Outcome::ConnectionLost { .. } => "connection lost".into(),
             Outcome::NoAnswer { .. } => "no answer".into(),
             Outcome::Hung => "hung".into(),
             Outcome::Abandoned => "given up by the client".into(),
@@ -62,12 +79,13 @@ pub struct Call {
 /// What the harness did to the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Fault {
-    /// `kill -9`, `freeze`, `scale up`, `scale down`.
+    /// One of [`kind`].
     pub kind: String,
-    /// The node it hit, or the change made.
+    /// The node or gateway it hit, or the change made.
     pub target: String,
     pub at_ms: u64,
-    /// When it was over: the node resumed, or the change completed.
+    /// When it was over: the node resumed, the killed gateway was gone, or the change
+    /// completed.
     pub until_ms: u64,
     /// A planned change (drain, scale), during which no call may fail.
     pub planned: bool,

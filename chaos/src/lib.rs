@@ -21,9 +21,10 @@ pub mod workload;
 pub mod writers;
 
 use anyhow::{Context, bail};
-use history::{Fault, History, Moved};
+use history::{Fault, History, Moved, kind};
 use mcp::Client;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use report::Report;
 use rng::Rng;
 use scenario::{Planned, Step};
@@ -60,6 +61,9 @@ pub struct Options {
     pub duration: Duration,
     /// Nodes at the start (and the end: scale steps come back).
     pub nodes: usize,
+    /// Gateways (`up --gateways`); with two or more, clients go through `up`'s front and the
+    /// scenario kills gateways too.
+    pub gateways: usize,
     pub sessions: usize,
     /// Callers per session, each one call after another: with more than one, a session has
     /// calls side by side, and every other caller gives a call up after a while and moves on,
@@ -80,9 +84,12 @@ pub struct Options {
 
 /// Runs the scenario; the report says whether every invariant held.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
-    let steps = scenario::plan(&opts.scenario, opts.seed, opts.duration)?;
+    let steps = scenario::plan(&opts.scenario, opts.seed, opts.duration, opts.gateways)?;
     if opts.nodes < 2 {
         bail!("a chaos run needs at least 2 nodes");
+    }
+    if opts.gateways == 0 {
+        bail!("a chaos run needs at least 1 gateway");
     }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create {}", opts.out.display()))?;
@@ -91,6 +98,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let mut args = vec![
         "--nodes".to_owned(),
         opts.nodes.to_string(),
+        "--gateways".to_owned(),
+        opts.gateways.to_string(),
         "--timings".to_owned(),
         opts.timings.clone(),
     ];
@@ -112,11 +121,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
 
 async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<History> {
     let client = Client::new(up.endpoint()?);
-    let admin = up
-        .summary
-        .admin
-        .clone()
-        .context("up printed no admin URL")?;
+    let admins = &up.summary.admins;
+    if admins.is_empty() {
+        bail!("up printed no admin URL");
+    }
     let mut sessions = Vec::with_capacity(opts.sessions);
     for _ in 0..opts.sessions {
         let sid = client.initialize().await?;
@@ -127,11 +135,13 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<His
         sessions.push(sid);
     }
     println!(
-        "chaos: scenario {} seed {} for {:?}: {} nodes, {} sessions × {} callers, {} steps",
+        "chaos: scenario {} seed {} for {:?}: {} nodes, {} gateways, {} sessions × {} callers, \
+         {} steps",
         opts.scenario,
         opts.seed,
         opts.duration,
         opts.nodes,
+        opts.gateways,
         sessions.len(),
         opts.callers.max(1),
         steps.len()
@@ -184,7 +194,7 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<His
         tokio::time::sleep_until((t0 + planned.at).into()).await;
         match apply(
             up,
-            &admin,
+            admins,
             &sessions,
             planned.step,
             &mut victims,
@@ -235,7 +245,7 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<His
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let epoch_reached = membership(&admin).await.ok().map(|m| m.epoch);
+    let epoch_reached = membership(admins).await.ok().map(|m| m.epoch);
     Ok(History {
         sessions,
         calls,
@@ -269,7 +279,7 @@ pub fn report_again(opts: &Options) -> anyhow::Result<Report> {
 /// Does one step; returns it as recorded.
 async fn apply(
     up: &Up,
-    admin: &str,
+    admins: &[String],
     sessions: &[String],
     step: Step,
     victims: &mut Rng,
@@ -300,17 +310,31 @@ async fn apply(
                 true => format!("{id} (leader)"),
                 false => id,
             };
-            Ok(fault("kill -9", target, false))
+            Ok(fault(kind::KILL, target, false))
+        }
+        Step::GatewayKill => {
+            let (pid, name) = gateway_victim(up, victims).await?;
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+                .with_context(|| format!("SIGKILL to {name}"))?;
+            // Over once its sockets are closed: from then on the front refuses to relay to it.
+            let deadline = Instant::now() + CHANGE_TIMEOUT;
+            while !up::exited(pid) {
+                if Instant::now() > deadline {
+                    bail!("{name} was still running {CHANGE_TIMEOUT:?} after SIGKILL");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(fault(kind::GATEWAY_KILL, name, false))
         }
         Step::Freeze(how_long) => {
             let id = pick(victims)?;
             up.signal(&id, Signal::SIGSTOP)?;
             tokio::time::sleep(how_long).await;
             up.signal(&id, Signal::SIGCONT)?;
-            Ok(fault("freeze", format!("{id} for {how_long:?}"), false))
+            Ok(fault(kind::FREEZE, format!("{id} for {how_long:?}"), false))
         }
         Step::ScaleUp | Step::ScaleDown => {
-            let before = membership(admin).await?;
+            let before = membership(admins).await?;
             let n = *nodes;
             let (wanted, changed) = match step {
                 Step::ScaleUp => (n + 1, format!("node-{n}")),
@@ -323,7 +347,7 @@ async fn apply(
             *nodes = wanted;
             let deadline = Instant::now() + CHANGE_TIMEOUT;
             let after = loop {
-                let view = membership(admin).await.ok();
+                let view = membership(admins).await.ok();
                 let running = up.node_ids()?.len();
                 if let Some(view) = view {
                     let state = view
@@ -346,8 +370,8 @@ async fn apply(
             };
             let moved = Some(moved(&before, &after, sessions, step, n));
             let kind = match step {
-                Step::ScaleUp => "scale up",
-                _ => "scale down",
+                Step::ScaleUp => kind::SCALE_UP,
+                _ => kind::SCALE_DOWN,
             };
             let mut f = fault(kind, format!("{n} → {wanted} ({changed})"), true);
             f.moved = moved;
@@ -356,15 +380,42 @@ async fn apply(
     }
 }
 
-/// The gateway's view of the membership.
-async fn membership(admin: &str) -> anyhow::Result<Membership> {
-    let resp = http()
-        .timeout(Duration::from_secs(3))
-        .build()?
-        .get(format!("{admin}/membership"))
-        .send()
-        .await?;
-    Ok(resp.json().await?)
+/// A gateway kill's victim, picked once every gateway runs (one restarted after the last kill
+/// may still be coming back), so that one is always left: (pid, name).
+async fn gateway_victim(up: &Up, victims: &mut Rng) -> anyhow::Result<(u32, String)> {
+    let wanted = up.summary.gateways.len();
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    let running = loop {
+        let running = up.gateways()?;
+        if running.len() >= wanted.max(2) {
+            break running;
+        }
+        if Instant::now() > deadline {
+            bail!("{wanted} gateways were not all running within {CHANGE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    running
+        .get(victims.below(running.len() as u64) as usize)
+        .cloned()
+        .context("no gateway is running")
+}
+
+/// The view of the membership of the first gateway that answers (one may have been killed).
+async fn membership(admins: &[String]) -> anyhow::Result<Membership> {
+    let http = http().timeout(Duration::from_secs(3)).build()?;
+    let mut last = None;
+    for admin in admins {
+        let answer = async {
+            let resp = http.get(format!("{admin}/membership")).send().await?;
+            anyhow::Ok(resp.error_for_status()?.json::<Membership>().await?)
+        };
+        match answer.await {
+            Ok(view) => return Ok(view),
+            Err(e) => last = Some(e.context(format!("gateway admin {admin}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no gateway admin URL")))
 }
 
 /// Sessions whose owner changed between two views, and the share a perfect ring would move.

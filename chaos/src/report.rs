@@ -4,7 +4,7 @@
 
 use crate::Options;
 use crate::check::Verdict;
-use crate::history::{Call, Fault, History};
+use crate::history::{Call, Fault, History, kind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,6 +16,7 @@ pub struct Report {
     pub seed: u64,
     pub duration_s: f64,
     pub nodes: usize,
+    pub gateways: usize,
     pub sessions: usize,
     pub calls: usize,
     /// Calls by outcome (`value`, `interrupted`, `HTTP 503`, …).
@@ -25,7 +26,7 @@ pub struct Report {
     pub faults: Vec<Fault>,
     /// Per unplanned fault: from the fault to each affected session's next value.
     pub recovery: Vec<Recovery>,
-    /// The same, pooled over every fault of a kind (`kill -9`, `freeze`).
+    /// The same, pooled over every fault of a kind (`kill -9`, `gateway kill -9`, `freeze`).
     pub recovery_by_kind: BTreeMap<String, Spread>,
     pub verdicts: Vec<Verdict>,
     pub violations: usize,
@@ -95,6 +96,7 @@ impl Report {
             seed: opts.seed,
             duration_s: opts.duration.as_secs_f64(),
             nodes: opts.nodes,
+            gateways: opts.gateways,
             sessions: history.sessions.len(),
             calls: history.calls.len(),
             outcomes,
@@ -113,9 +115,18 @@ impl Report {
         let _ = writeln!(md, "Command: `{}`\n", self.command);
         let _ = writeln!(
             md,
-            "{:.0} s, {} nodes at the start, {} sessions calling `counter` one call after \
-             another, {} calls.\n",
-            self.duration_s, self.nodes, self.sessions, self.calls
+            "{:.0} s, {} nodes at the start and {} gateways{}, {} sessions calling `counter` \
+             one call after another, {} calls.\n",
+            self.duration_s,
+            self.nodes,
+            self.gateways,
+            if self.gateways > 1 {
+                " behind `up`'s front"
+            } else {
+                ""
+            },
+            self.sessions,
+            self.calls
         );
         let _ = writeln!(md, "## Invariants\n");
         let _ = writeln!(
@@ -142,17 +153,19 @@ impl Report {
         let leaders = self
             .faults
             .iter()
-            .filter(|f| f.kind == "kill -9" && f.target.ends_with("(leader)"))
+            .filter(|f| f.kind == kind::KILL && f.target.ends_with("(leader)"))
             .count();
         let _ = writeln!(md, "\n## Faults and changes\n");
         let _ = writeln!(
             md,
-            "{} kill -9 ({} of the Raft leader), {} freezes, {} scale-ups, {} scale-downs.\n",
-            count("kill -9"),
+            "{} kill -9 of nodes ({} of the Raft leader), {} kill -9 of gateways, {} freezes, \
+             {} scale-ups, {} scale-downs.\n",
+            count(kind::KILL),
             leaders,
-            count("freeze"),
-            count("scale up"),
-            count("scale down")
+            count(kind::GATEWAY_KILL),
+            count(kind::FREEZE),
+            count(kind::SCALE_UP),
+            count(kind::SCALE_DOWN)
         );
         let _ = writeln!(
             md,

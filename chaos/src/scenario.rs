@@ -2,9 +2,14 @@
 //!
 //! - `smoke`: one of each kind of fault, spread over the run: a node killed with SIGKILL (up
 //!   restarts it), a node frozen with SIGSTOP for a few seconds, one node added and one
-//!   removed. Short enough for every test run.
+//!   removed, and with two or more gateways one gateway killed with SIGKILL last. Short enough
+//!   for every test run.
 //! - `mixed`: the same kinds in random order and at random gaps for the whole run, two kills
-//!   for every freeze and every scale step; for long runs.
+//!   for every freeze and every scale step; with two or more gateways, every eighth step is a
+//!   gateway kill. For long runs.
+//!
+//! A gateway kill comes at least [`SETTLE`] after the fault before it is over, so that what the
+//! next calls get is the front's doing, not a node fault's aftermath.
 //!
 //! The last part of every run (a sixth, at least 5 s) is quiet, so that the cluster settles
 //! before the checks look at whether every session is usable again.
@@ -18,6 +23,8 @@ use std::time::Duration;
 pub enum Step {
     /// SIGKILL of a node picked at random among those running.
     Kill,
+    /// SIGKILL of a gateway picked at random, once every gateway runs (so one is left).
+    GatewayKill,
     /// SIGSTOP of a node picked at random, SIGCONT after this long.
     Freeze(Duration),
     /// One more node (the next ordinal), as `shardgate scale` does.
@@ -35,8 +42,17 @@ pub struct Planned {
 
 pub const NAMES: &str = "smoke, mixed";
 
-/// The steps of scenario `name` for a run of `duration`, from `seed`.
-pub fn plan(name: &str, seed: u64, duration: Duration) -> anyhow::Result<Vec<Planned>> {
+/// How long after the fault before it is over a gateway kill may come.
+pub const SETTLE: Duration = Duration::from_secs(4);
+
+/// The steps of scenario `name` for a run of `duration` against `gateways` gateways, from
+/// `seed`.
+pub fn plan(
+    name: &str,
+    seed: u64,
+    duration: Duration,
+    gateways: usize,
+) -> anyhow::Result<Vec<Planned>> {
     let mut rng = Rng::new(seed);
     let quiet = (duration / 6).max(Duration::from_secs(5));
     let Some(busy) = duration.checked_sub(quiet) else {
@@ -64,6 +80,13 @@ pub fn plan(name: &str, seed: u64, duration: Duration) -> anyhow::Result<Vec<Pla
                     step: Step::ScaleDown,
                 },
             ];
+            // Last, when the drain is over and the cluster is calm.
+            if gateways > 1 {
+                steps.push(Planned {
+                    at: at(0.95),
+                    step: Step::GatewayKill,
+                });
+            }
             // The seed moves each step a little, never past the next.
             for p in &mut steps {
                 p.at += Duration::from_millis(rng.below(500));
@@ -74,16 +97,32 @@ pub fn plan(name: &str, seed: u64, duration: Duration) -> anyhow::Result<Vec<Pla
             let mut steps = Vec::new();
             let mut t = Duration::from_secs(3);
             let mut grown = false;
+            // When the last step's fault is over.
+            let mut over = Duration::ZERO;
             while t < busy {
-                let step = match rng.below(6) {
-                    0..=2 => Step::Kill,
-                    3 => freeze(&mut rng),
-                    _ if grown => Step::ScaleDown,
-                    _ => Step::ScaleUp,
+                // Every eighth step, rather than a draw, so that a short run has its share too.
+                let step = match gateways > 1 && steps.len() % 8 == 7 {
+                    true => Step::GatewayKill,
+                    false => match rng.below(6) {
+                        0..=2 => Step::Kill,
+                        3 => freeze(&mut rng),
+                        _ if grown => Step::ScaleDown,
+                        _ => Step::ScaleUp,
+                    },
                 };
+                if step == Step::GatewayKill {
+                    t = t.max(over + SETTLE);
+                    if t >= busy {
+                        break;
+                    }
+                }
                 if matches!(step, Step::ScaleUp | Step::ScaleDown) {
                     grown = !grown;
                 }
+                over = match step {
+                    Step::Freeze(how_long) => t + how_long,
+                    _ => t,
+                };
                 steps.push(Planned { at: t, step });
                 t += Duration::from_millis(rng.between(4000, 10_000));
             }
@@ -103,31 +142,72 @@ pub fn plan(name: &str, seed: u64, duration: Duration) -> anyhow::Result<Vec<Pla
 mod tests {
     use super::*;
 
+    fn kinds(steps: &[Planned]) -> Vec<std::mem::Discriminant<Step>> {
+        steps
+            .iter()
+            .map(|p| std::mem::discriminant(&p.step))
+            .collect()
+    }
+
     #[test]
     fn smoke_has_one_of_each_in_order_and_leaves_the_end_quiet() {
         let d = Duration::from_secs(30);
-        let steps = plan("smoke", 7, d).expect("a plan");
-        let kinds: Vec<_> = steps
-            .iter()
-            .map(|p| std::mem::discriminant(&p.step))
-            .collect();
-        assert_eq!(kinds.len(), 4);
-        assert!(steps.windows(2).all(|w| w[0].at < w[1].at));
-        assert!(steps.iter().all(|p| p.at < d - Duration::from_secs(5)));
-        assert_eq!(
-            plan("smoke", 7, d).expect("again"),
-            steps,
-            "the seed decides"
-        );
+        for gateways in [1, 2] {
+            let steps = plan("smoke", 7, d, gateways).expect("a plan");
+            let unique: std::collections::HashSet<_> = kinds(&steps).into_iter().collect();
+            assert_eq!(unique.len(), steps.len(), "one of each");
+            assert!(steps.windows(2).all(|w| w[0].at < w[1].at));
+            assert!(steps.iter().all(|p| p.at < d - Duration::from_secs(5)));
+            assert_eq!(
+                plan("smoke", 7, d, gateways).expect("again"),
+                steps,
+                "the seed decides"
+            );
+            let gateway_kills = steps.iter().filter(|p| p.step == Step::GatewayKill);
+            assert_eq!(gateway_kills.count(), gateways - 1);
+        }
+        let two = plan("smoke", 7, d, 2).expect("a plan");
+        assert_eq!(two.last().map(|p| p.step), Some(Step::GatewayKill));
+        assert_eq!(&plan("smoke", 7, d, 1).expect("a plan")[..], &two[..4]);
     }
 
     #[test]
     fn mixed_scales_back_to_where_it_started() {
-        let steps = plan("mixed", 3, Duration::from_secs(600)).expect("a plan");
+        let steps = plan("mixed", 3, Duration::from_secs(600), 1).expect("a plan");
         let ups = steps.iter().filter(|p| p.step == Step::ScaleUp).count();
         let downs = steps.iter().filter(|p| p.step == Step::ScaleDown).count();
         assert_eq!(ups, downs);
         assert!(steps.iter().filter(|p| p.step == Step::Kill).count() > 20);
-        assert!(plan("nope", 1, Duration::from_secs(60)).is_err());
+        assert!(!steps.iter().any(|p| p.step == Step::GatewayKill));
+        assert!(plan("nope", 1, Duration::from_secs(60), 1).is_err());
+    }
+
+    #[test]
+    fn mixed_kills_a_gateway_every_eighth_step_once_the_cluster_has_settled() {
+        let d = Duration::from_secs(3600);
+        let steps = plan("mixed", 3, d, 2).expect("a plan");
+        let gateway_kills = steps.iter().filter(|p| p.step == Step::GatewayKill).count();
+        assert_eq!(
+            gateway_kills,
+            steps.len() / 8,
+            "{gateway_kills} of {}",
+            steps.len()
+        );
+        let short = plan("mixed", 5, Duration::from_secs(180), 2).expect("a plan");
+        assert!(short.iter().any(|p| p.step == Step::GatewayKill));
+        for w in steps.windows(2) {
+            assert!(w[0].at < w[1].at);
+            if w[1].step == Step::GatewayKill {
+                let over = match w[0].step {
+                    Step::Freeze(how_long) => w[0].at + how_long,
+                    _ => w[0].at,
+                };
+                assert!(w[1].at >= over + SETTLE, "{w:?}");
+            }
+        }
+        let ups = steps.iter().filter(|p| p.step == Step::ScaleUp).count();
+        let downs = steps.iter().filter(|p| p.step == Step::ScaleDown).count();
+        assert_eq!(ups, downs);
+        assert!(steps.iter().all(|p| p.at <= d - d / 6));
     }
 }

@@ -1,5 +1,5 @@
 //! A local cluster under `shardgate up`: its summary (what `up` prints once it is ready), its
-//! node processes, and the faults and changes the harness puts it through.
+//! node and gateway processes, and the faults and changes the harness puts it through.
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -23,10 +23,12 @@ pub struct NodeAddrs {
 /// What `up` prints before `ready`.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
-    /// Every gateway's `/mcp` URL.
-    pub endpoints: Vec<String>,
-    /// The first gateway's admin base URL (without `/metrics`).
-    pub admin: Option<String>,
+    /// The `/mcp` URL clients use: the front's before several gateways, else the gateway's.
+    pub endpoint: Option<String>,
+    /// Each gateway's own `/mcp` URL, by ordinal, as it was when `up` became ready.
+    pub gateways: Vec<String>,
+    /// Each gateway's admin base URL (without `/metrics`), by ordinal.
+    pub admins: Vec<String>,
     /// Every node's id and listeners.
     pub nodes: Vec<(String, NodeAddrs)>,
     /// Where `up` keeps the cluster's credentials.
@@ -42,10 +44,9 @@ impl Summary {
         while let Some(line) = lines.next_line().await? {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
-                ["endpoint", url] => s.endpoints.push(url.to_string()),
-                ["admin", url] if s.admin.is_none() => {
-                    s.admin = Some(url.trim_end_matches("/metrics").to_string())
-                }
+                ["endpoint", url] if s.endpoint.is_none() => s.endpoint = Some(url.to_string()),
+                ["gateway", _, url] => s.gateways.push(url.to_string()),
+                ["admin", url] => s.admins.push(url.trim_end_matches("/metrics").to_string()),
                 ["node", id, session, internal, admin] => {
                     let field = |w: &str, key: &str| -> anyhow::Result<SocketAddr> {
                         w.strip_prefix(key)
@@ -110,9 +111,8 @@ impl Up {
 
     pub fn endpoint(&self) -> anyhow::Result<&str> {
         self.summary
-            .endpoints
-            .first()
-            .map(String::as_str)
+            .endpoint
+            .as_deref()
             .context("up printed no endpoint")
     }
 
@@ -124,6 +124,14 @@ impl Up {
             .find(|(_, node)| node == id)
             .map(|(pid, _)| pid)
             .with_context(|| format!("no running {id} under up"))
+    }
+
+    /// The gateways `up` runs now: (pid, name), by name.
+    pub fn gateways(&self) -> anyhow::Result<Vec<(u32, String)>> {
+        let up = self.child.id().context("up has exited")?;
+        let mut gateways = gateway_pids(up)?;
+        gateways.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(gateways)
     }
 
     /// The ids of the nodes `up` runs now.
@@ -179,6 +187,29 @@ impl Up {
 
 /// The `shardgate node` children of process `up`: (pid, node id).
 pub fn node_pids(up: u32) -> anyhow::Result<Vec<(u32, String)>> {
+    children(up, "node", |args| {
+        let id = args.windows(2).find(|w| w[0] == b"--id")?[1];
+        Some(String::from_utf8_lossy(id).into_owned())
+    })
+}
+
+/// The `shardgate gateway` children of process `up`: (pid, name). A gateway has no id of its
+/// own; `up` names its ready file after it (`<data dir>/gateway-N.ready`).
+pub fn gateway_pids(up: u32) -> anyhow::Result<Vec<(u32, String)>> {
+    children(up, "gateway", |args| {
+        let file = args.windows(2).find(|w| w[0] == b"--ready-file")?[1];
+        let file = Path::new(std::str::from_utf8(file).ok()?);
+        Some(file.file_stem()?.to_str()?.to_owned())
+    })
+}
+
+/// The children of process `up` running `shardgate ROLE`, each with the name `name` finds in
+/// its arguments.
+fn children(
+    up: u32,
+    role: &str,
+    name: impl Fn(&[&[u8]]) -> Option<String>,
+) -> anyhow::Result<Vec<(u32, String)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Some(pid) = entry?
@@ -198,14 +229,24 @@ pub fn node_pids(up: u32) -> anyhow::Result<Vec<(u32, String)>> {
             continue;
         }
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.get(1) != Some(&b"node".as_slice()) {
+        if args.get(1) != Some(&role.as_bytes()) {
             continue;
         }
-        if let Some(id) = args.windows(2).find(|w| w[0] == b"--id").map(|w| w[1]) {
-            out.push((pid, String::from_utf8_lossy(id).into_owned()));
+        if let Some(name) = name(&args) {
+            out.push((pid, name));
         }
     }
     Ok(out)
+}
+
+/// Whether process `pid` has exited: gone, or a zombie its parent has not reaped yet (its
+/// sockets are closed either way).
+pub fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X")
+    })
 }
 
 /// The parent's pid in a `/proc/<pid>/stat`: the second field after the command, which is in

@@ -4,7 +4,8 @@
 //! is impatient: it gives a call up after [`PATIENCE`] and moves on, so a session keeps
 //! sending while a call hangs (on a frozen node, say), as real clients with timeouts do. A call whose
 //! stream ends or breaks before its answer is resumed with `Last-Event-ID`, as the protocol
-//! lets a client do.
+//! lets a client do. A call whose connection fails before it has an event id has nothing to
+//! resume from: it is recorded as [`Outcome::ConnectionLost`].
 
 use crate::history::{Call, Outcome};
 use crate::mcp::{Client, SseReader};
@@ -115,8 +116,8 @@ async fn counter(c: &Client, sid: &str, id: i64) -> Outcome {
     let resp = match c.session_post(sid, &body).send().await {
         Ok(r) => r,
         Err(e) => {
-            return Outcome::NoAnswer {
-                message: e.to_string(),
+            return Outcome::ConnectionLost {
+                message: causes(&e),
             };
         }
     };
@@ -141,6 +142,14 @@ async fn counter(c: &Client, sid: &str, id: i64) -> Outcome {
     let mut answers = Vec::new();
     let mut last_id = None;
     let mut broke = read_answers(SseReader::new(resp), id, &mut answers, &mut last_id).await;
+    if answers.is_empty()
+        && last_id.is_none()
+        && let Some(why) = broke
+    {
+        return Outcome::ConnectionLost {
+            message: format!("the stream broke before any event id: {why}"),
+        };
+    }
     let until = Instant::now() + RESUME_FOR;
     while answers.is_empty()
         && let Some(from) = last_id.clone()
@@ -234,6 +243,18 @@ fn judge(answers: &[Value]) -> Outcome {
         }
         more => Outcome::Answered { times: more.len() },
     }
+}
+
+/// An error with its causes, which is where reqwest says what happened to the connection.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn excerpt(text: &str) -> String {

@@ -1,7 +1,9 @@
 //! The controller behind `shardgate up`: a local StatefulSet on one machine — nodes `node-0..node-N-1` and M gateways
 //! as child processes of this one, started in order (node-0 first, which starts the Raft
 //! cluster; the others join it; then the gateways), restarted with the same identity, data
-//! directory and ports when one dies, and stopped together on Ctrl-C.
+//! directory and ports when one dies, and stopped together on Ctrl-C. With more than one
+//! gateway, clients reach them through a [`Front`] on the published port, which serves each
+//! gateway once it is ready and skips it while it is dead or restarting.
 //!
 //! Every process binds its own ports (port 0 unless told otherwise) and reports them in a ready
 //! file, so no port is picked here and bound there. The cluster runs with throw-away
@@ -13,6 +15,7 @@
 //! that dies or leaves has its sessions taken over by their new owners. `shardgate scale`
 //! changes the number of nodes while it runs ([`scale_step`]).
 
+use crate::front::{self, Front};
 use crate::store::StoreOptions;
 use crate::{EXIT_WITH_PARENT, LOG_LEVEL, Timings, local, ready};
 use anyhow::{Context, bail};
@@ -49,13 +52,15 @@ pub struct Options {
     /// Number of nodes (`node-0` … `node-N-1`).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
-    /// Number of gateways; gateway i listens on `--port` + i.
+    /// Number of gateways. With more than one, a round-robin TCP front listens on `--port`
+    /// and relays each connection to a live gateway, and the gateways take free ports.
     #[arg(long, default_value_t = 1)]
     pub gateways: usize,
     /// Address every process binds to.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// Port of the first gateway's /mcp endpoint; 0 picks free ports.
+    /// Port of the /mcp endpoint clients use (the gateway's, or the front's before several);
+    /// 0 picks a free one.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
     /// Node configuration file (upstreams, limits) for every node; default: builtin upstream.
@@ -98,6 +103,8 @@ enum Bound {
 /// One process of the local StatefulSet, with what it takes to start it again.
 struct Replica {
     name: String,
+    /// Its place among the replicas of its kind: the N of `node-N`, `gateway-N`.
+    ordinal: usize,
     ready_file: PathBuf,
     bound: Bound,
     child: Child,
@@ -196,6 +203,7 @@ impl Plan {
     async fn start(
         &self,
         name: String,
+        ordinal: usize,
         args: Vec<String>,
         parse: Parse,
     ) -> anyhow::Result<Replica> {
@@ -205,6 +213,7 @@ impl Plan {
         let bound = wait_until_bound(&ready_file, &mut child, &name, parse).await?;
         Ok(Replica {
             name,
+            ordinal,
             ready_file,
             bound,
             child,
@@ -244,6 +253,28 @@ async fn wait_until_bound(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the gateway `replica` knows a ring ([`front::ready`]), so that the cluster is
+/// announced ready only once a client's first request can be routed.
+async fn wait_until_ready(replica: &mut Replica) -> anyhow::Result<()> {
+    let Bound::Gateway(at) = replica.bound else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !front::ready(at.admin).await {
+        if let Some(status) = replica.child.try_wait()? {
+            bail!("{} exited while starting: {status}", replica.name);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not know a ring within {START_TIMEOUT:?}",
+                replica.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// The development CA and certificates (new each run), and the cluster secret (kept with a
@@ -321,12 +352,20 @@ async fn run_cluster(
     let mut replicas: Vec<Replica> = Vec::new();
     // `--nodes` is the number wanted until `shardgate scale` asks for another.
     let _ = std::fs::remove_file(local::scale_file(&plan.data_dir));
+    // One gateway is the endpoint itself: a front before it would add a hop and have nowhere
+    // else to send a connection when it dies. Bound first, so a port in use fails the start
+    // before any process runs.
+    let published = SocketAddr::new(args.bind, args.port);
+    let front = match args.gateways {
+        1 => None,
+        n => Some(Front::start(published, n, shutdown.clone()).await?),
+    };
     // Ordered start, as a StatefulSet does: node-0 first, each one up before the next, each
     // joining through the ones before it. node-0 has no seeds, so it founds the cluster at once.
     for i in 0..args.nodes {
         let seeds = internal_addrs(&replicas);
         let args = plan.node_args(i, None, &seeds);
-        replicas.push(plan.start(format!("node-{i}"), args, parse_node).await?);
+        replicas.push(plan.start(format!("node-{i}"), i, args, parse_node).await?);
     }
     let seeds = internal_addrs(&replicas);
     entry.seeds = seeds.clone();
@@ -334,22 +373,25 @@ async fn run_cluster(
     let client = ClusterClient::new(&entry.mtls()?, START_TIMEOUT).map_err(anyhow::Error::msg)?;
     let cluster_id = wait_for_members(&client, &seeds, args.nodes).await?;
     for i in 0..args.gateways {
-        let port = if args.port == 0 {
-            0
-        } else {
-            args.port
-                .checked_add(i as u16)
-                .context("gateway port out of range")?
-        };
+        // Behind a front, clients never dial a gateway, so any free port will do.
         let at = ready::Gateway {
-            mcp: SocketAddr::new(args.bind, port),
+            mcp: match front {
+                Some(_) => SocketAddr::new(args.bind, 0),
+                None => published,
+            },
             admin: SocketAddr::new(args.bind, 0),
         };
         let name = format!("gateway-{i}");
         let gw_args = plan.gateway_args(&name, at, &seeds, cluster_id.as_deref());
-        replicas.push(plan.start(name, gw_args, parse_gateway).await?);
+        let mut gateway = plan.start(name, i, gw_args, parse_gateway).await?;
+        wait_until_ready(&mut gateway).await?;
+        if let (Some(front), Bound::Gateway(g)) = (&front, gateway.bound) {
+            front.serve(i, g.mcp);
+        }
+        replicas.push(gateway);
     }
-    print_summary(&replicas, &plan.data_dir, &args.store).await?;
+    let endpoint = front.as_ref().map(|f| f.addr);
+    print_summary(&replicas, endpoint, &plan.data_dir, &args.store).await?;
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     while !shutdown.is_cancelled() {
@@ -359,7 +401,17 @@ async fn run_cluster(
         }
         let mut changed = false;
         for i in 0..replicas.len() {
-            changed |= restart_if_dead(plan, &mut replicas, i, cluster_id.as_deref()).await;
+            changed |= restart_if_dead(
+                plan,
+                &mut replicas,
+                i,
+                cluster_id.as_deref(),
+                front.as_ref(),
+            )
+            .await;
+        }
+        if let Some(front) = &front {
+            serve_ready(front, &replicas).await;
         }
         match scale_step(plan, &mut replicas, &client).await {
             Ok(stepped) => changed |= stepped,
@@ -405,7 +457,7 @@ async fn scale_step(
     if wanted.nodes > n {
         let name = format!("node-{n}");
         let node = plan
-            .start(name.clone(), plan.node_args(n, None, &seeds), parse_node)
+            .start(name.clone(), n, plan.node_args(n, None, &seeds), parse_node)
             .await?;
         // Nodes come before the gateways, in ordinal order.
         replicas.insert(n, node);
@@ -471,17 +523,37 @@ async fn wait_for_members(
     }
 }
 
+/// Puts each gateway that is ready and not yet served behind the front, as a Service adds a
+/// pod once its readiness probe passes.
+async fn serve_ready(front: &Front, replicas: &[Replica]) {
+    for r in replicas {
+        if let Bound::Gateway(at) = r.bound
+            && front.serving(r.ordinal) != Some(at.mcp)
+            && front::ready(at.admin).await
+        {
+            front.serve(r.ordinal, at.mcp);
+            tracing::info!(replica = %r.name, at = %at.mcp, "served by the front again");
+        }
+    }
+}
+
 /// Restarts replica `i` if it exited, under the same identity and, if they are still free, the
-/// same ports (else new ones: the node rejoins with its new address). True if it restarted.
+/// same ports (else new ones: the node rejoins with its new address, the front learns the
+/// gateway's). A dead gateway leaves the front at once, and comes back to it only once it is
+/// ready ([`serve_ready`]). True if it restarted.
 async fn restart_if_dead(
     plan: &Plan,
     replicas: &mut [Replica],
     i: usize,
     cluster_id: Option<&str>,
+    front: Option<&Front>,
 ) -> bool {
     let Ok(Some(status)) = replicas[i].child.try_wait() else {
         return false;
     };
+    if let (Some(front), Bound::Gateway(_)) = (front, replicas[i].bound) {
+        front.withdraw(replicas[i].ordinal);
+    }
     let others: Vec<String> = replicas
         .iter()
         .enumerate()
@@ -505,22 +577,22 @@ async fn restart_if_dead(
     let same_ports = r.restarts % 2 == 1;
     let (args, parse): (Vec<String>, Parse) = match r.bound {
         Bound::Node(at) => {
-            let ordinal = r
-                .name
-                .strip_prefix("node-")
-                .and_then(|o| o.parse().ok())
-                .unwrap_or(0);
             let at = same_ports.then_some(at);
-            (plan.node_args(ordinal, at, &others), parse_node)
+            (plan.node_args(r.ordinal, at, &others), parse_node)
         }
         Bound::Gateway(at) => {
-            let at = if same_ports {
-                at
-            } else {
-                ready::Gateway {
+            let any = SocketAddr::new(plan.ip, 0);
+            let at = match (same_ports, front) {
+                (true, _) => at,
+                // Clients dial this gateway itself: it must come back where it was.
+                (false, None) => ready::Gateway {
                     mcp: at.mcp,
-                    admin: SocketAddr::new(plan.ip, 0),
-                }
+                    admin: any,
+                },
+                (false, Some(_)) => ready::Gateway {
+                    mcp: any,
+                    admin: any,
+                },
             };
             (
                 plan.gateway_args(&r.name, at, &others, cluster_id),
@@ -567,9 +639,11 @@ async fn stop_all(mut replicas: Vec<Replica>) {
     println!("shardgate: stopped");
 }
 
-/// What the user (and the test harness, which reads these lines) needs: the endpoint first.
+/// What the user (and the test harness, which reads these lines) needs: the one endpoint
+/// first (the front's, else the only gateway's), then each gateway's own and its admin URL.
 async fn print_summary(
     replicas: &[Replica],
+    front: Option<SocketAddr>,
     data_dir: &Path,
     store: &StoreOptions,
 ) -> anyhow::Result<()> {
@@ -581,9 +655,16 @@ async fn print_summary(
         nodes.len(),
         gateways.len()
     );
+    let first = gateways.iter().find_map(|r| match r.bound {
+        Bound::Gateway(g) => Some(g.mcp),
+        Bound::Node(_) => None,
+    });
+    if let Some(endpoint) = front.or(first) {
+        out.push_str(&format!("endpoint http://{endpoint}/mcp\n"));
+    }
     for r in &gateways {
         if let Bound::Gateway(g) = r.bound {
-            out.push_str(&format!("endpoint http://{}/mcp\n", g.mcp));
+            out.push_str(&format!("gateway {} http://{}/mcp\n", r.name, g.mcp));
             out.push_str(&format!("admin http://{}/metrics\n", g.admin));
         }
     }

@@ -1,15 +1,18 @@
 //! The local StatefulSet: what `shardgate up` runs on one machine, shaped like the Kubernetes
 //! controller — nodes `node-0..node-N-1` with stable identities and data dirs, started in order,
-//! restarted with their identity when they die — plus gateways in front of them.
+//! restarted with their identity when they die — plus gateways in front of them, and a TCP front
+//! before the gateways when there are several.
 //!
 //! Layout:
 //! - [`controller`]: starts, watches, restarts and stops the processes.
+//! - [`front`]: the round-robin TCP front before two or more gateways.
 //! - [`ready`]: the ready files through which a process started on port 0 reports its ports.
 //! - [`local`]: where a running `up` records its nodes and credentials, so that `shardgate
 //!   status` and `shardgate drain` next to it need no flags.
 //! - [`store`]: the session store every node writes through to, and how its URLs are shown.
 
 pub mod controller;
+pub mod front;
 pub mod local;
 pub mod ready;
 pub mod store;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use shardgate_chaos::up::{Summary, node_pids, parent_in};
+use shardgate_chaos::up::{Summary, gateway_pids, node_pids, parent_in};
 pub use shardgate_chaos::{http, mcp};
 
 /// The `shardgate` binary under test: `SHARDGATE_BIN`, or the one cargo builds beside this
@@ -313,11 +313,14 @@ impl Drop for Process {
 
 /// A running local cluster started with `shardgate up`.
 pub struct Cluster {
-    /// The first gateway's `/mcp` URL.
+    /// The `/mcp` URL clients use: `up`'s front before several gateways, else the gateway's.
     pub endpoint: String,
-    /// Every gateway's `/mcp` URL.
-    pub endpoints: Vec<String>,
+    /// Each gateway's own `/mcp` URL, by ordinal.
+    pub gateways: Vec<String>,
+    /// The first gateway's admin base URL.
     pub admin: String,
+    /// Each gateway's admin base URL, by ordinal.
+    pub admins: Vec<String>,
     /// Every node's id and listeners.
     pub nodes: Vec<(String, NodeAddrs)>,
     /// Where `up` keeps the cluster's credentials (CA, certificates, secret).
@@ -369,6 +372,16 @@ impl Cluster {
             .find(|(_, node)| node == id)
             .map(|(pid, _)| pid)
             .with_context(|| format!("no running node {id} under up"))
+    }
+
+    /// The process id of gateway `name` (`gateway-K`) as `up` runs it now.
+    pub fn gateway_pid(&self, name: &str) -> anyhow::Result<u32> {
+        let up = self.pid().context("up has exited")?;
+        gateway_pids(up)?
+            .into_iter()
+            .find(|(_, gateway)| gateway == name)
+            .map(|(pid, _)| pid)
+            .with_context(|| format!("no running {name} under up"))
     }
 
     /// The process ids of the cluster's nodes (children of `up` running `shardgate node`).
@@ -551,13 +564,10 @@ impl ClusterBuilder {
         // Keep draining stdout so the cluster never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Cluster {
-            endpoint: summary
-                .endpoints
-                .first()
-                .cloned()
-                .context("no endpoint line")?,
-            endpoints: summary.endpoints,
-            admin: summary.admin.context("no admin line")?,
+            endpoint: summary.endpoint.context("no endpoint line")?,
+            gateways: summary.gateways,
+            admin: summary.admins.first().cloned().context("no admin line")?,
+            admins: summary.admins,
             nodes: summary.nodes,
             credentials: summary.credentials.context("no credentials line")?,
             store: summary.store,

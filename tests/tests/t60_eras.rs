@@ -229,10 +229,10 @@ async fn t30_a_dropped_stream_cancels_only_in_the_stateless_era() -> anyhow::Res
 #[tokio::test]
 async fn t40_a_client_answer_reaches_the_asking_node_through_any_gateway() -> anyhow::Result<()> {
     let cluster = Cluster::builder().nodes(3).gateways(2).start().await?;
-    assert_eq!(cluster.endpoints.len(), 2);
+    assert_eq!(cluster.gateways.len(), 2);
     let (a, b) = (
-        Client::new(&cluster.endpoints[0]),
-        Client::new(&cluster.endpoints[1]),
+        Client::new(&cluster.gateways[0]),
+        Client::new(&cluster.gateways[1]),
     );
     let (sid, _) = session_at(&a, "2025-11-25").await?;
     let call = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",

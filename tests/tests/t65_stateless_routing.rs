@@ -177,8 +177,8 @@ async fn t20_two_anonymous_clients_never_see_each_others_counter() -> anyhow::Re
 async fn t30_a_client_keeps_its_key_and_its_counter_through_any_gateway() -> anyhow::Result<()> {
     let cluster = Cluster::builder().nodes(3).gateways(2).start().await?;
     let gateways = [
-        Client::new(&cluster.endpoints[0]),
-        Client::new(&cluster.endpoints[1]),
+        Client::new(&cluster.gateways[0]),
+        Client::new(&cluster.gateways[1]),
     ];
     let counter = |g: usize, id: i64| tool(&gateways[g % 2], id, "counter", json!({}));
     let mut clients = Vec::new();

@@ -1,8 +1,9 @@
 //! The chaos harness's `smoke` scenario, as a user runs it: `shardgate chaos --scenario smoke
 //! --seed 7 --duration 30s` against a local cluster (a node killed, a node frozen, one added
-//! and one drained away, under two callers per session), with every invariant checked on the
-//! recorded history. The run fails on any violation; its report must say what held. And the
-//! store's record of its writers, which the one-writer invariant reads, on a real PostgreSQL.
+//! and one drained away, one of the two gateways behind `up`'s front killed, under two callers
+//! per session), with every invariant checked on the recorded history. The run fails on any
+//! violation; its report must say what held. And the store's record of its writers, which the
+//! one-writer invariant reads, on a real PostgreSQL.
 
 use shardgate_chaos::check::one_writer;
 use shardgate_chaos::history::History;
@@ -41,7 +42,13 @@ async fn t10_smoke_holds_every_invariant() -> anyhow::Result<()> {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.trim_end().ends_with("0 violations"), "{stdout}");
-    for kind in ["kill -9", "freeze", "scale up", "scale down"] {
+    for kind in [
+        "kill -9",
+        "freeze",
+        "scale up",
+        "scale down",
+        "gateway kill -9 | gateway-",
+    ] {
         assert!(
             report.contains(kind),
             "the report lists the {kind}:\n{report}"

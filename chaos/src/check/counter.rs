@@ -1,6 +1,6 @@
 //! Per session, `counter` never gives a value twice and skips values only where calls got the
-//! explicit "interrupted" error or were given up by the client (whose effect may or may not
-//! have happened): at most one skipped value per such call. A value given twice is a lost update (two calls saw the same
+//! explicit "interrupted" error, lost their connection, or were given up by the client (whose
+//! effect may or may not have happened): at most one skipped value per such call. A value given twice is a lost update (two calls saw the same
 //! state); a skip beyond the interrupted calls is an effect the client was never told of. Calls
 //! of one session may run side by side, so values are compared as a set, not in call order.
 
@@ -9,8 +9,9 @@ use crate::history::{History, Outcome};
 use std::collections::BTreeMap;
 
 pub fn check(history: &History) -> Verdict {
-    let mut v =
-        Verdict::new("counters give each value once, skipping only calls interrupted or given up");
+    let mut v = Verdict::new(
+        "counters give each value once, skipping only calls interrupted, cut off or given up",
+    );
     let mut values: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); history.sessions.len()];
     let mut interrupted = vec![0i64; history.sessions.len()];
     for call in &history.calls {
@@ -28,8 +29,9 @@ pub fn check(history: &History) -> Verdict {
                     });
                 }
             }
-            // A call the client gave up may have taken effect, like an interrupted one.
-            Outcome::Interrupted { .. } | Outcome::Abandoned => {
+            // A call the client gave up, or whose connection was lost after the gateway took
+            // it, may have taken effect, like an interrupted one.
+            Outcome::Interrupted { .. } | Outcome::Abandoned | Outcome::ConnectionLost { .. } => {
                 if let Some(n) = interrupted.get_mut(call.session) {
                     *n += 1;
                 }
@@ -47,7 +49,8 @@ pub fn check(history: &History) -> Verdict {
         if missing.len() as i64 > interrupted[session] || seen.keys().any(|&n| n < 2) {
             v.violated(|| {
                 format!(
-                    "session {}: values {:?} never answered, with {} interrupted or given-up calls",
+                    "session {}: values {:?} never answered, with {} interrupted, cut-off or \
+                     given-up calls",
                     history.sessions[session],
                     &missing[..missing.len().min(5)],
                     interrupted[session]

@@ -1,24 +1,45 @@
 //! The invariants a run must keep, one file each, checked on the recorded [`History`].
 //!
 //! - [`one_answer`]: every call got exactly one answer, a result or an explicit error; none
-//!   hung, none was answered twice, none lost its connection without a word.
+//!   hung, none was answered twice, none lost its connection without a word. A lost connection
+//!   is an answer only when a gateway kill explains it ([`lost_to_gateway_kill`]).
 //! - [`counter`]: per session, `counter` never gives a value twice, and skips a value only where
-//!   a call got the explicit "interrupted" error or was given up by its client (its effect may
-//!   or may not have happened).
+//!   a call got the explicit "interrupted" error, lost its connection, or was given up by its
+//!   client (its effect may or may not have happened).
 //! - [`planned`]: no call failed while a planned change (scale up, scale down) was under way.
+//! - [`front`]: after a gateway kill, each session's next call through the front gets its
+//!   value.
 //! - [`usable`]: once the faults are over, every session answers again.
 //! - [`one_writer`]: at most one node wrote a session per epoch, and no session's epoch went
 //!   back, from the store's own record of its writers (PostgreSQL stores only; otherwise the
 //!   verdict says it was not checked).
 
 pub mod counter;
+pub mod front;
 pub mod one_answer;
 pub mod one_writer;
 pub mod planned;
 pub mod usable;
 
-use crate::history::History;
+use crate::history::{Call, Fault, History, kind};
 use serde::Serialize;
+
+/// How long after a killed gateway is gone a client may still send on a connection to it that
+/// it has not yet seen close (the front closes each one as its gateway's end goes).
+pub const NOTICE_MS: u64 = 1000;
+
+/// The one rule by which a lost connection (one that failed before the call had an event id
+/// to resume from) is not a violation: a gateway was killed while the call was under way —
+/// sent no later than [`NOTICE_MS`] after the gateway was gone, and ended after the kill. The
+/// client sees its connection reset and knows it has no answer, as it would know from a 502.
+/// Nothing else excuses it: when a node fails, the gateway stays to give an explicit error.
+pub fn lost_to_gateway_kill(call: &Call, faults: &[Fault]) -> bool {
+    faults.iter().any(|f| {
+        f.kind == kind::GATEWAY_KILL
+            && call.sent_ms <= f.until_ms + NOTICE_MS
+            && call.done_ms >= f.at_ms
+    })
+}
 
 /// What one invariant made of a run.
 #[derive(Clone, Debug, Serialize)]
@@ -70,6 +91,7 @@ pub fn all(history: &History) -> Vec<Verdict> {
         one_answer::check(history),
         counter::check(history),
         planned::check(history),
+        front::check(history),
         usable::check(history),
         one_writer::check(history),
     ]

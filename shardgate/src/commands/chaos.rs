@@ -20,6 +20,10 @@ pub struct Args {
     /// Nodes at the start.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Gateways, behind `up`'s front when more than one; the scenario then kills gateways too.
+    /// Default: 2 (the scenarios kill one of them).
+    #[arg(long, default_value_t = 2)]
+    pub gateways: usize,
     /// Sessions calling `counter` throughout.
     #[arg(long, default_value_t = 16)]
     pub sessions: usize,
@@ -56,6 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         duration: args.duration,
         nodes: args.nodes,
+        gateways: args.gateways,
         sessions: args.sessions,
         callers: args.callers,
         timings: args.timings,

@@ -10,6 +10,7 @@
 use crate::history::{Call, Outcome};
 use crate::mcp::{Client, SseReader};
 use serde_json::{Value, json};
+use shardgate_protocol::causes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -243,18 +244,6 @@ fn judge(answers: &[Value]) -> Outcome {
         }
         more => Outcome::Answered { times: more.len() },
     }
-}
-
-/// An error with its causes, which is where reqwest says what happened to the connection.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn excerpt(text: &str) -> String {

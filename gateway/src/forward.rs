@@ -25,6 +25,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use shardgate_protocol::causes;
 use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_protocol::internal;
 use shardgate_raft::{Member, Membership};
@@ -381,18 +382,6 @@ fn never_sent(e: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
-}
-
-/// An error and its causes, `outer: inner: innermost`.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        source = err.source();
-    }
-    text
 }
 
 fn unreachable_node(node: &Member, e: impl std::fmt::Display) -> ProxyError {

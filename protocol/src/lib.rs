@@ -19,3 +19,16 @@ pub mod mcp;
 pub mod reply;
 pub mod session_id;
 pub mod stateless_checks;
+
+/// An error and its causes, `outer: inner: innermost`: where hyper and reqwest say what
+/// happened to a connection.
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}

@@ -16,12 +16,16 @@
 //! point. The id's sequence part is always 1 so that seq 0 (a priming event) is a valid id. The
 //! tails hash lists the session's streams for the scripts that touch them all.
 //!
-//! Each write (claim, write) sets every key's expiry to the ttl, so a session's keys
-//! expire together, at the same instant. A claim that finds no owner starts from nothing: it
-//! removes whatever a partial loss left. Scripts reach stream keys they build from the tag
+//! Each write (claim, write) sets the owner's and the record's expiry to the ttl. The tails hash
+//! and the stream keys live longer, one and a half ttl, and are all touched again when half a
+//! ttl has passed since they last were (the tails hash's remaining life says when): so they
+//! always outlive the record, and a write costs the same however many streams the session
+//! keeps. A session is there while its owner key is; a read of a stream checks it, so the
+//! events that outlive an expired session are never served, and a claim that finds no owner
+//! starts from nothing: it removes whatever a partial loss or an expiry left. Scripts reach stream keys they build from the tag
 //! rather than receive as `KEYS`; they are in the same slot, which is what a cluster requires.
 //! Numbers cross the scripts as decimal strings and are compared as such, never as Lua's
-//! floating-point numbers (only an argument count is converted).
+//! floating-point numbers (only an argument count and the ttl are converted).
 
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
 use crate::{Changes, StoreError, ordered, ttl_millis};
@@ -45,13 +49,21 @@ const PRELUDE: &str = r"
 local function less(a, b)
   return #a < #b or (#a == #b and a < b)
 end
-local function touch()
+local function touch(appended)
   local ttl, prefix = ARGV[3], ARGV[4]
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  for _, stream in ipairs(redis.call('HKEYS', KEYS[3])) do
-    redis.call('PEXPIRE', prefix .. stream, ttl)
+  local left = redis.call('PTTL', KEYS[3])
+  if left < tonumber(ttl) then
+    local long = math.floor(tonumber(ttl) * 3 / 2)
+    redis.call('PEXPIRE', KEYS[3], long)
+    for _, stream in ipairs(redis.call('HKEYS', KEYS[3])) do
+      redis.call('PEXPIRE', prefix .. stream, long)
+    end
+  else
+    for stream in pairs(appended) do
+      redis.call('PEXPIRE', prefix .. stream, left)
+    end
   end
 end
 local function wipe()
@@ -80,7 +92,8 @@ else
   wipe()
 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', ARGV[2])
-touch()
+redis.call('PERSIST', KEYS[3])
+touch({})
 local out = {'ok', redis.call('GET', KEYS[2]) or ''}
 for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do out[#out + 1] = v end
 return out
@@ -111,7 +124,7 @@ for i = 8, 7 + forget do
   redis.call('DEL', ARGV[4] .. ARGV[i])
   redis.call('HDEL', KEYS[3], ARGV[i])
 end
-touch()
+touch(touched)
 return {'ok'}
 ";
 
@@ -122,9 +135,11 @@ wipe()
 return {'ok'}
 ";
 
-/// `KEYS[1]` = the stream; `ARGV[1]` = the resume point. Returns the oldest entry id, then
-/// id, data pairs after the resume point; nothing when the stream holds nothing.
+/// `KEYS[1]` = the stream, `KEYS[2]` = the session's owner; `ARGV[1]` = the resume point.
+/// Returns the oldest entry id, then id, data pairs after the resume point; nothing when the
+/// stream holds nothing or the session is gone.
 const EVENTS: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then return {} end
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if #first == 0 then return {} end
 local out = {first[1][1]}
@@ -305,11 +320,13 @@ impl RedisStore {
     }
 
     async fn events_now(&self, id: &str, stream: u64, after: u64) -> Result<Replay, StoreError> {
-        let key = format!("{}{stream}", Keys::of(id).streams);
+        let keys = Keys::of(id);
+        let key = format!("{}{stream}", keys.streams);
         let mut conn = self.conn.clone();
         let reply: Vec<String> = SCRIPTS
             .events
             .key(&key)
+            .key(&keys.owner)
             .arg(after.to_string())
             .invoke_async(&mut conn)
             .await?;

@@ -7,9 +7,9 @@
 //! another process's (`busy_timeout` makes a second writer wait rather than fail). Within one
 //! process, writers queue on a lock of their own first: SQLite's busy handler waits by sleeping,
 //! which made concurrent writers of one node take turns at a few hundred commits a second.
-//! Session writes that queue meanwhile go into one transaction, written by whoever holds that
-//! lock next (a group commit): each is checked against its own fence, and the batch commits
-//! once, so a commit's cost is shared by every session written in it. Expiry is a
+//! Session writes go through one writer task, which puts every write that queued while its
+//! last transaction ran into its next one (a group commit): each is checked against its own
+//! fence, and the batch commits once, in one trip to the database's thread. Expiry is a
 //! unix-millisecond `expires_at` per session, set from this process's clock at each write and
 //! compared at each read; [`SqliteStore::purge_expired`] deletes what has expired.
 
@@ -24,7 +24,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use writer::{Queued, write_queued};
+
+mod writer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -37,8 +40,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Held by this process's writer for the length of a write transaction.
     writing: Arc<tokio::sync::Mutex<()>>,
-    /// Writes waiting for the next transaction.
-    queued: Arc<std::sync::Mutex<Vec<Queued>>>,
+    /// To the task that writes sessions, a batch per transaction.
+    writes: mpsc::UnboundedSender<Queued>,
     ttl_ms: i64,
 }
 
@@ -70,17 +73,23 @@ impl SqliteStore {
             let options = options
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal);
+            // A connection of this pool is only ever handed back idle, so it needs no test.
             SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?
         };
         migrate(&pool).await?;
+        let ttl_ms = to_sql(ttl_millis(ttl), "ttl")?;
+        let writing = Arc::new(tokio::sync::Mutex::new(()));
+        let (writes, queued) = mpsc::unbounded_channel();
+        tokio::spawn(write_queued(pool.clone(), writing.clone(), ttl_ms, queued));
         Ok(SqliteStore {
             pool,
-            writing: Default::default(),
-            queued: Default::default(),
-            ttl_ms: to_sql(ttl_millis(ttl), "ttl")?,
+            writing,
+            writes,
+            ttl_ms,
         })
     }
 
@@ -136,9 +145,7 @@ impl SqliteStore {
         Ok(claimed)
     }
 
-    /// Queues the write for the next transaction and waits for its outcome. Whoever holds the
-    /// write lock next writes every queued write in that one transaction: a commit per batch
-    /// rather than per session, the way a database's group commit works.
+    /// Hands the write to the store's writer and waits for its outcome.
     async fn write_now(
         &self,
         id: &str,
@@ -165,54 +172,12 @@ impl SqliteStore {
                 .collect::<Result<_, StoreError>>()?,
             done,
         };
-        self.queued
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(queued);
-        {
-            let _writing = self.writing.lock().await;
-            let batch = std::mem::take(
-                &mut *self
-                    .queued
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            // Empty when the holder before took this write along.
-            if !batch.is_empty() {
-                self.write_batch(batch).await;
-            }
+        if self.writes.send(queued).is_err() {
+            return Err(StoreError::Unavailable("the session writer stopped".into()));
         }
         outcome
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("the write was abandoned".into())))
-    }
-
-    /// Writes a batch in one transaction and tells each write its outcome: refused alone when
-    /// its fence does not hold, failed with the others when the transaction does.
-    async fn write_batch(&self, batch: Vec<Queued>) {
-        let outcomes = match self.write_all(&batch).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => vec![Err(e); batch.len()],
-        };
-        for (queued, outcome) in batch.into_iter().zip(outcomes) {
-            let _ = queued.done.send(outcome);
-        }
-    }
-
-    async fn write_all(&self, batch: &[Queued]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let now = now_ms();
-        let expires = now.saturating_add(self.ttl_ms);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for queued in batch {
-            outcomes.push(match write_one(&mut tx, queued, now, expires).await {
-                Ok(()) => Ok(()),
-                Err(e @ (StoreError::Gone | StoreError::Fenced { .. })) => Err(e),
-                Err(e) => return Err(e),
-            });
-        }
-        tx.commit().await?;
-        Ok(outcomes)
     }
 
     async fn events_now(&self, id: &str, stream: u64, after: u64) -> Result<Replay, StoreError> {
@@ -335,142 +300,6 @@ async fn check(
         Some(held) if held == *fence => Ok(()),
         Some(held) => Err(fenced(&held)),
     }
-}
-
-/// A session's write waiting for the next transaction, its numbers already in SQL's terms.
-#[derive(Debug)]
-struct Queued {
-    id: String,
-    fence: Fence,
-    /// The record as JSON, when it is replaced.
-    record: Option<String>,
-    /// Stream, seq, data, in order.
-    events: Vec<(i64, i64, String)>,
-    /// Events kept per stream.
-    keep: i64,
-    forget: Vec<i64>,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// One session's write as SQL of several statements, and its parameters in the order of their
-/// `?` in the text (sqlx binds a query's anonymous parameters one after the other across its
-/// statements).
-#[derive(Default)]
-struct Script<'a> {
-    sql: String,
-    args: Vec<Arg<'a>>,
-}
-
-enum Arg<'a> {
-    Text(&'a str),
-    MaybeText(Option<&'a str>),
-    Int(i64),
-}
-
-impl<'a> Script<'a> {
-    fn push(&mut self, sql: &str, args: impl IntoIterator<Item = Arg<'a>>) {
-        self.sql.push_str(sql);
-        self.args.extend(args);
-    }
-
-    /// A condition: the session is held under `queued`'s fence.
-    fn held(&mut self, queued: &'a Queued, epoch: i64, now: i64) {
-        self.push(
-            "EXISTS (SELECT 1 FROM sessions \
-             WHERE id = ? AND owner = ? AND epoch = ? AND expires_at > ?)",
-            [
-                Arg::Text(&queued.id),
-                Arg::Text(&queued.fence.owner),
-                Arg::Int(epoch),
-                Arg::Int(now),
-            ],
-        );
-    }
-}
-
-/// Writes one session inside the batch's transaction, as one query of several statements (one
-/// trip to the database's thread rather than one per statement). Each statement applies only
-/// while the fence holds, and the record's update then always changes its row, so the query
-/// changed nothing exactly when the fence does not hold: only then is the holder read, to say
-/// why.
-async fn write_one(
-    conn: &mut SqliteConnection,
-    queued: &Queued,
-    now: i64,
-    expires: i64,
-) -> Result<(), StoreError> {
-    let epoch = to_sql(queued.fence.epoch, "epoch")?;
-    let id = || Arg::Text(&queued.id);
-    let mut script = Script::default();
-    let mut trimmed = Vec::new();
-    for (stream, seq, data) in &queued.events {
-        // Not above the stream's stored tail: already stored, or older than what is.
-        script.push(
-            "INSERT INTO events (session_id, stream, seq, data) SELECT ?, ?, ?, ? WHERE ",
-            [id(), Arg::Int(*stream), Arg::Int(*seq), Arg::Text(data)],
-        );
-        script.held(queued, epoch, now);
-        script.push(
-            " AND NOT EXISTS (SELECT 1 FROM events \
-             WHERE session_id = ? AND stream = ? AND seq >= ?);",
-            [id(), Arg::Int(*stream), Arg::Int(*seq)],
-        );
-        // Seqs start at 0 and never repeat: below `keep`, the stream cannot hold more.
-        if *seq >= queued.keep && !trimmed.contains(stream) {
-            trimmed.push(*stream);
-        }
-    }
-    for &stream in &trimmed {
-        script.push("DELETE FROM events WHERE ", []);
-        script.held(queued, epoch, now);
-        script.push(
-            " AND session_id = ? AND stream = ? AND seq <= (SELECT seq FROM events \
-             WHERE session_id = ? AND stream = ? ORDER BY seq DESC LIMIT 1 OFFSET ?);",
-            [
-                id(),
-                Arg::Int(stream),
-                id(),
-                Arg::Int(stream),
-                Arg::Int(queued.keep),
-            ],
-        );
-    }
-    for &stream in &queued.forget {
-        script.push("DELETE FROM events WHERE ", []);
-        script.held(queued, epoch, now);
-        script.push(
-            " AND session_id = ? AND stream = ?;",
-            [id(), Arg::Int(stream)],
-        );
-    }
-    script.push(
-        "UPDATE sessions SET record = coalesce(?, record), expires_at = ? \
-         WHERE id = ? AND owner = ? AND epoch = ? AND expires_at > ?",
-        [
-            Arg::MaybeText(queued.record.as_deref()),
-            Arg::Int(expires),
-            id(),
-            Arg::Text(&queued.fence.owner),
-            Arg::Int(epoch),
-            Arg::Int(now),
-        ],
-    );
-    // Built from this function's constants only: every value is a parameter.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(script.sql));
-    for arg in script.args {
-        query = match arg {
-            Arg::Text(v) => query.bind(v),
-            Arg::MaybeText(v) => query.bind(v),
-            Arg::Int(v) => query.bind(v),
-        };
-    }
-    if query.execute(&mut *conn).await?.rows_affected() > 0 {
-        return Ok(());
-    }
-    check(conn, &queued.id, &queued.fence, now).await?;
-    Err(StoreError::corrupt(
-        "a session write changed nothing, yet its fence holds",
-    ))
 }
 
 fn fenced(held: &Fence) -> StoreError {

@@ -5,8 +5,9 @@
 //!   removed, and with two or more gateways one gateway killed with SIGKILL last. Short enough
 //!   for every test run.
 //! - `mixed`: the same kinds in random order and at random gaps for the whole run, two kills
-//!   for every freeze and every scale step; with two or more gateways, every eighth step is a
-//!   gateway kill. For long runs.
+//!   for every freeze and every scale step; scale steps go up two nodes, down two, and so on
+//!   (3→5→3 from three), and the run ends at the size it started with; with two or more
+//!   gateways, every eighth step is a gateway kill. For long runs.
 //!
 //! A gateway kill comes at least [`SETTLE`] after the fault before it is over, so that what the
 //! next calls get is the front's doing, not a node fault's aftermath.
@@ -41,6 +42,13 @@ pub struct Planned {
 }
 
 pub const NAMES: &str = "smoke, mixed";
+
+/// Nodes `mixed` adds at most above the starting size.
+const MAX_EXTRA: usize = 2;
+
+/// Room `mixed` keeps at the end of its busy part to scale back to the starting size: a second
+/// after the last fault is over (a freeze lasts up to 7 s), then one step every 5 s.
+const FINAL_SCALE_DOWNS: Duration = Duration::from_secs(15);
 
 /// How long after the fault before it is over a gateway kill may come.
 pub const SETTLE: Duration = Duration::from_secs(4);
@@ -96,28 +104,39 @@ pub fn plan(
         "mixed" => {
             let mut steps = Vec::new();
             let mut t = Duration::from_secs(3);
-            let mut grown = false;
+            // Nodes above the starting size, and whether scale steps add nodes or remove them:
+            // up to MAX_EXTRA, down to none, and so on (3→5→3 from three nodes).
+            let mut extra = 0;
+            let mut rising = true;
             // When the last step's fault is over.
             let mut over = Duration::ZERO;
-            while t < busy {
+            while t + FINAL_SCALE_DOWNS < busy {
                 // Every eighth step, rather than a draw, so that a short run has its share too.
                 let step = match gateways > 1 && steps.len() % 8 == 7 {
                     true => Step::GatewayKill,
                     false => match rng.below(6) {
                         0..=2 => Step::Kill,
                         3 => freeze(&mut rng),
-                        _ if grown => Step::ScaleDown,
-                        _ => Step::ScaleUp,
+                        _ => {
+                            rising = (rising && extra < MAX_EXTRA) || extra == 0;
+                            if rising {
+                                Step::ScaleUp
+                            } else {
+                                Step::ScaleDown
+                            }
+                        }
                     },
                 };
                 if step == Step::GatewayKill {
                     t = t.max(over + SETTLE);
-                    if t >= busy {
+                    if t + FINAL_SCALE_DOWNS >= busy {
                         break;
                     }
                 }
-                if matches!(step, Step::ScaleUp | Step::ScaleDown) {
-                    grown = !grown;
+                match step {
+                    Step::ScaleUp => extra += 1,
+                    Step::ScaleDown => extra -= 1,
+                    _ => {}
                 }
                 over = match step {
                     Step::Freeze(how_long) => t + how_long,
@@ -126,11 +145,14 @@ pub fn plan(
                 steps.push(Planned { at: t, step });
                 t += Duration::from_millis(rng.between(4000, 10_000));
             }
-            if grown {
+            // Back to the starting size before the quiet end.
+            let mut at = over + Duration::from_secs(1);
+            for _ in 0..extra {
                 steps.push(Planned {
-                    at: t.min(busy),
+                    at,
                     step: Step::ScaleDown,
                 });
+                at += Duration::from_secs(5);
             }
             Ok(steps)
         }
@@ -172,11 +194,22 @@ mod tests {
     }
 
     #[test]
-    fn mixed_scales_back_to_where_it_started() {
+    fn mixed_scales_up_two_and_back_and_ends_where_it_started() {
         let steps = plan("mixed", 3, Duration::from_secs(600), 1).expect("a plan");
-        let ups = steps.iter().filter(|p| p.step == Step::ScaleUp).count();
-        let downs = steps.iter().filter(|p| p.step == Step::ScaleDown).count();
-        assert_eq!(ups, downs);
+        let mut extra = 0i32;
+        let mut sizes = Vec::new();
+        for p in &steps {
+            match p.step {
+                Step::ScaleUp => extra += 1,
+                Step::ScaleDown => extra -= 1,
+                _ => continue,
+            }
+            sizes.push(extra);
+        }
+        assert!(sizes.iter().all(|e| (0..=2).contains(e)), "{sizes:?}");
+        assert!(sizes.contains(&2), "reaches two above the start: {sizes:?}");
+        assert_eq!(extra, 0, "ends where it started");
+        assert!(steps.windows(2).all(|w| w[0].at < w[1].at));
         assert!(steps.iter().filter(|p| p.step == Step::Kill).count() > 20);
         assert!(!steps.iter().any(|p| p.step == Step::GatewayKill));
         assert!(plan("nope", 1, Duration::from_secs(60), 1).is_err());

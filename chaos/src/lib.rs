@@ -1,6 +1,7 @@
 //! The chaos harness behind `shardgate chaos`: a seeded scenario of faults ([`scenario`])
-//! against a local cluster under `shardgate up` ([`up`]), while long-lived sessions call
-//! `counter` without pause ([`workload`]). Every call and fault is recorded ([`history`]);
+//! against a local cluster under `shardgate up` ([`up`]), while long-lived sessions of both
+//! eras (session-era sessions, stateless-era clients with their keys) call `counter` without
+//! pause ([`workload`]). Every call and fault is recorded ([`history`]);
 //! afterwards every session must answer again, and the invariants ([`check`]) are checked on
 //! the history. With a PostgreSQL store, the store records who wrote each session under which
 //! epoch ([`writers`]), and that record joins the history. The [`report`] (JSON and Markdown)
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use up::Up;
-use workload::{Tally, ms};
+use workload::{Tally, Target, ms};
 
 /// How long a membership change may take before the run fails.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -65,6 +66,8 @@ pub struct Options {
     /// scenario kills gateways too.
     pub gateways: usize,
     pub sessions: usize,
+    /// Stateless-era clients calling `counter` throughout, each with its key.
+    pub stateless: usize,
     /// Callers per session, each one call after another: with more than one, a session has
     /// calls side by side, and every other caller gives a call up after a while and moves on,
     /// so a frozen owner's late writes meet its successor's.
@@ -125,24 +128,34 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<His
     if admins.is_empty() {
         bail!("up printed no admin URL");
     }
-    let mut sessions = Vec::with_capacity(opts.sessions);
+    let mut targets = Vec::with_capacity(opts.sessions + opts.stateless);
     for _ in 0..opts.sessions {
         let sid = client.initialize().await?;
         let first = client.count(&sid, 1).await?;
         if first != 1 {
             bail!("a new session's counter started at {first}");
         }
-        sessions.push(sid);
+        targets.push(Target::Session(sid));
     }
+    for _ in 0..opts.stateless {
+        let (first, key) = client.stateless_count(1, None).await?;
+        let key = key.context("a new stateless-era client was issued no key")?;
+        if first != 1 {
+            bail!("a new stateless-era client's counter started at {first}");
+        }
+        targets.push(Target::Stateless(key));
+    }
+    let sessions: Vec<String> = targets.iter().map(Target::name).collect();
     println!(
-        "chaos: scenario {} seed {} for {:?}: {} nodes, {} gateways, {} sessions × {} callers, \
-         {} steps",
+        "chaos: scenario {} seed {} for {:?}: {} nodes, {} gateways, {} sessions and {} \
+         stateless-era clients × {} callers, {} steps",
         opts.scenario,
         opts.seed,
         opts.duration,
         opts.nodes,
         opts.gateways,
-        sessions.len(),
+        opts.sessions,
+        opts.stateless,
         opts.callers.max(1),
         steps.len()
     );
@@ -150,15 +163,15 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<His
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let load: Vec<_> = sessions
+    let load: Vec<_> = targets
         .iter()
         .enumerate()
-        .flat_map(|(i, sid)| (0..opts.callers.max(1)).map(move |k| (i, sid, k)))
-        .map(|(i, sid, k)| {
+        .flat_map(|(i, target)| (0..opts.callers.max(1)).map(move |k| (i, target, k)))
+        .map(|(i, target, k)| {
             let caller = workload::Caller {
                 client: client.clone(),
                 session: i,
-                sid: sid.clone(),
+                target: target.clone(),
                 first_id: 1000 + 1_000_000 * k as i64,
                 impatient: k % 2 == 1,
             };
@@ -231,11 +244,11 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<His
         return Err(e);
     }
     // Healing: each session calls until it answers, one call after another.
-    for (i, sid) in sessions.iter().enumerate() {
+    for (i, target) in targets.iter().enumerate() {
         let until = Instant::now() + HEAL_TIMEOUT;
         let mut id = 900_000;
         loop {
-            let made = workload::call(&client, i, sid, id, t0, true, false).await;
+            let made = workload::call(&client, i, target, id, t0, true, false).await;
             let answered = made.outcome.value().is_some();
             calls.push(made);
             if answered || Instant::now() > until {

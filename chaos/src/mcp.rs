@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 
 pub const SESSION_VERSION: &str = "2025-11-25";
 pub const STATELESS_VERSION: &str = "2026-07-28";
+/// The header of a stateless-era client's key: the gateway issues one with the first answer
+/// that keeps state for the client, and routes the client's later calls by it.
+pub const CLIENT_KEY_HEADER: &str = "shardgate-client-key";
 
 #[derive(Clone)]
 pub struct Client {
@@ -243,6 +246,37 @@ impl Client {
             .as_str()
             .with_context(|| format!("counter answer without text: {answer}"))?;
         Ok(text.trim().parse()?)
+    }
+}
+
+impl Client {
+    /// `tools/call` of the builtin `counter` as a stateless-era client with `key` (none: a new
+    /// client); returns the counter's new value and the key the answer issued, if any.
+    pub async fn stateless_count(
+        &self,
+        id: i64,
+        key: Option<&str>,
+    ) -> anyhow::Result<(i64, Option<String>)> {
+        let params = json!({"name": "counter", "arguments": {}});
+        let mut req = self.stateless(id, "tools/call", params, Some("counter"), json!({}));
+        if let Some(key) = key {
+            req = req.header(CLIENT_KEY_HEADER, key);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let issued = resp
+            .headers()
+            .get(CLIENT_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if !status.is_success() {
+            bail!("counter: HTTP {status}: {}", resp.text().await?);
+        }
+        let answer = response_of(resp, &json!(id)).await?;
+        let text = answer["result"]["content"][0]["text"]
+            .as_str()
+            .with_context(|| format!("counter answer without text: {answer}"))?;
+        Ok((text.trim().parse()?, issued))
     }
 }
 

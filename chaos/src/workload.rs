@@ -1,14 +1,17 @@
-//! The load: long-lived session-era sessions, each with callers that call the builtin `counter`
-//! one call after another, every answer recorded as the client saw it. A call is never sent
+//! The load: long-lived session-era sessions and stateless-era clients (each with the key the
+//! gateway issued it, which carries its state as a session id does), each with callers that
+//! call the builtin `counter` one call after another, every answer recorded as the client saw
+//! it. A call is never sent
 //! twice: whatever it got is its outcome, and the caller's next call follows. Every other caller
 //! is impatient: it gives a call up after [`PATIENCE`] and moves on, so a session keeps
 //! sending while a call hangs (on a frozen node, say), as real clients with timeouts do. A call whose
 //! stream ends or breaks before its answer is resumed with `Last-Event-ID`, as the protocol
 //! lets a client do. A call whose connection fails before it has an event id has nothing to
-//! resume from: it is recorded as [`Outcome::ConnectionLost`].
+//! resume from: it is recorded as [`Outcome::ConnectionLost`]. A stateless-era answer has no
+//! event ids: a node lost under it is the gateway's to answer, with an explicit error.
 
 use crate::history::{Call, Outcome};
-use crate::mcp::{Client, SseReader};
+use crate::mcp::{CLIENT_KEY_HEADER, Client, SseReader};
 use serde_json::{Value, json};
 use shardgate_protocol::causes;
 use std::sync::Arc;
@@ -41,12 +44,31 @@ pub struct Tally {
     pub failed: AtomicU64,
 }
 
-/// One caller of one session.
+/// What a caller calls in: a session, or a stateless-era client's state.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A session-era session, by its id.
+    Session(String),
+    /// A stateless-era client, by the key it was issued.
+    Stateless(String),
+}
+
+impl Target {
+    /// How the history names it: the session id, or the key's routing scope.
+    pub fn name(&self) -> String {
+        match self {
+            Target::Session(sid) => sid.clone(),
+            Target::Stateless(key) => format!("client/{key}"),
+        }
+    }
+}
+
+/// One caller of one session (or stateless client).
 pub struct Caller {
     pub client: Client,
-    /// The session's index in the history, and its id.
+    /// The session's index in the history, and what it calls in.
     pub session: usize,
-    pub sid: String,
+    pub target: Target,
     /// The JSON-RPC id of its first call; each next call takes the next.
     pub first_id: i64,
     /// Gives a call up after [`PATIENCE`].
@@ -63,14 +85,14 @@ pub async fn run_session(
     let Caller {
         client: c,
         session,
-        sid,
+        target,
         first_id,
         impatient,
     } = caller;
     let mut calls = Vec::new();
     let mut id = first_id;
     while !stop.load(Ordering::Relaxed) {
-        let made = call(&c, session, &sid, id, t0, false, impatient).await;
+        let made = call(&c, session, &target, id, t0, false, impatient).await;
         tally.calls.fetch_add(1, Ordering::Relaxed);
         if made.outcome.value().is_none() {
             tally.failed.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +109,7 @@ pub async fn run_session(
 pub async fn call(
     c: &Client,
     session: usize,
-    sid: &str,
+    target: &Target,
     id: i64,
     t0: Instant,
     healing: bool,
@@ -98,7 +120,7 @@ pub async fn call(
         false => (CALL_TIMEOUT, Outcome::Hung),
     };
     let sent_ms = ms(t0);
-    let outcome = tokio::time::timeout(limit, counter(c, sid, id))
+    let outcome = tokio::time::timeout(limit, counter(c, target, id))
         .await
         .unwrap_or(late);
     Call {
@@ -111,10 +133,22 @@ pub async fn call(
     }
 }
 
-async fn counter(c: &Client, sid: &str, id: i64) -> Outcome {
-    let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-        "params": {"name": "counter", "arguments": {}}});
-    let resp = match c.session_post(sid, &body).send().await {
+async fn counter(c: &Client, target: &Target, id: i64) -> Outcome {
+    let sent = match target {
+        Target::Session(sid) => {
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "counter", "arguments": {}}});
+            c.session_post(sid, &body).send().await
+        }
+        Target::Stateless(key) => {
+            let params = json!({"name": "counter", "arguments": {}});
+            c.stateless(id, "tools/call", params, Some("counter"), json!({}))
+                .header(CLIENT_KEY_HEADER, key)
+                .send()
+                .await
+        }
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => {
             return Outcome::ConnectionLost {
@@ -152,8 +186,14 @@ async fn counter(c: &Client, sid: &str, id: i64) -> Outcome {
         };
     }
     let until = Instant::now() + RESUME_FOR;
+    // Only a session's streams can be resumed.
+    let sid = match target {
+        Target::Session(sid) => Some(sid),
+        Target::Stateless(_) => None,
+    };
     while answers.is_empty()
         && let Some(from) = last_id.clone()
+        && let Some(sid) = sid
     {
         if Instant::now() > until {
             break;

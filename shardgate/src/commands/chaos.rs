@@ -27,6 +27,9 @@ pub struct Args {
     /// Sessions calling `counter` throughout.
     #[arg(long, default_value_t = 16)]
     pub sessions: usize,
+    /// Stateless-era clients calling `counter` throughout, each with the key it was issued.
+    #[arg(long, default_value_t = 4)]
+    pub stateless: usize,
     /// Callers per session, each one call after another (calls side by side in a session).
     #[arg(long, default_value_t = 2)]
     pub callers: usize,
@@ -62,6 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         nodes: args.nodes,
         gateways: args.gateways,
         sessions: args.sessions,
+        stateless: args.stateless,
         callers: args.callers,
         timings: args.timings,
         out: out.clone(),

@@ -13,6 +13,7 @@ pub mod kind {
     pub const FREEZE: &str = "freeze";
     pub const SCALE_UP: &str = "scale up";
     pub const SCALE_DOWN: &str = "scale down";
+    pub const STORE_RESTART: &str = "store restart";
 }
 
 /// How one call ended, as the client saw it.

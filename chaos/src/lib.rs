@@ -17,6 +17,7 @@ pub mod mcp;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod services;
 pub mod up;
 pub mod workload;
 pub mod writers;
@@ -81,13 +82,25 @@ pub struct Options {
     /// The session store every node writes through to (`up --store`); by default `up`'s
     /// SQLite file, which every node of this machine shares (one writer at a time).
     pub store: Option<String>,
+    /// Runs a throw-away PostgreSQL as the store (instead of `store`), which the scenario
+    /// restarts too.
+    pub postgres: bool,
     /// The command line that started the run, for the report.
     pub command: String,
 }
 
 /// Runs the scenario; the report says whether every invariant held.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
-    let steps = scenario::plan(&opts.scenario, opts.seed, opts.duration, opts.gateways)?;
+    let steps = scenario::plan(
+        &opts.scenario,
+        opts.seed,
+        opts.duration,
+        opts.gateways,
+        opts.postgres,
+    )?;
+    if opts.postgres && opts.store.is_some() {
+        bail!("--postgres runs the store itself: no --store with it");
+    }
     if opts.nodes < 2 {
         bail!("a chaos run needs at least 2 nodes");
     }
@@ -106,12 +119,21 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         "--timings".to_owned(),
         opts.timings.clone(),
     ];
-    if let Some(store) = &opts.store {
+    let mut postgres = match opts.postgres {
+        true => Some(services::Postgres::start().await?),
+        false => None,
+    };
+    let store = match &postgres {
+        Some(pg) => Some(pg.url.clone()),
+        None => opts.store.clone(),
+    };
+    if let Some(store) = &store {
+        println!("chaos: session store {store}");
         args.extend(["--store".to_owned(), store.clone()]);
     }
-    let recorder = writers::Recorder::install(opts.store.as_deref()).await?;
+    let recorder = writers::Recorder::install(store.as_deref()).await?;
     let up = Up::start(&opts.bin, &args, &data_dir).await?;
-    let outcome = drive(opts, &steps, &up).await;
+    let outcome = drive(opts, &steps, &up, postgres.as_mut()).await;
     let stopped = up.stop().await;
     let mut history = outcome?;
     // Read once the nodes are gone, so that the record holds every write.
@@ -122,7 +144,12 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<History> {
+async fn drive(
+    opts: &Options,
+    steps: &[Planned],
+    up: &Up,
+    mut postgres: Option<&mut services::Postgres>,
+) -> anyhow::Result<History> {
     let client = Client::new(up.endpoint()?);
     let admins = &up.summary.admins;
     if admins.is_empty() {
@@ -207,12 +234,12 @@ async fn drive(opts: &Options, steps: &[Planned], up: &Up) -> anyhow::Result<His
         tokio::time::sleep_until((t0 + planned.at).into()).await;
         match apply(
             up,
-            admins,
             &sessions,
             planned.step,
             &mut victims,
             t0,
             &mut nodes,
+            postgres.as_deref_mut(),
         )
         .await
         {
@@ -292,14 +319,15 @@ pub fn report_again(opts: &Options) -> anyhow::Result<Report> {
 /// Does one step; returns it as recorded.
 async fn apply(
     up: &Up,
-    admins: &[String],
     sessions: &[String],
     step: Step,
     victims: &mut Rng,
     t0: Instant,
     nodes: &mut usize,
+    postgres: Option<&mut services::Postgres>,
 ) -> anyhow::Result<Fault> {
     let at_ms = ms(t0);
+    let admins = &up.summary.admins;
     let pick = |victims: &mut Rng| -> anyhow::Result<String> {
         let ids = up.node_ids()?;
         ids.get(victims.below(ids.len() as u64) as usize)
@@ -345,6 +373,15 @@ async fn apply(
             tokio::time::sleep(how_long).await;
             up.signal(&id, Signal::SIGCONT)?;
             Ok(fault(kind::FREEZE, format!("{id} for {how_long:?}"), false))
+        }
+        Step::StoreRestart(down) => {
+            let pg = postgres.context("a store restart needs the store the harness runs")?;
+            pg.restart(down).await?;
+            Ok(fault(
+                kind::STORE_RESTART,
+                format!("postgresql down for {down:?}"),
+                false,
+            ))
         }
         Step::ScaleUp | Step::ScaleDown => {
             let before = membership(admins).await?;

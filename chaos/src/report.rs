@@ -159,13 +159,14 @@ impl Report {
         let _ = writeln!(
             md,
             "{} kill -9 of nodes ({} of the Raft leader), {} kill -9 of gateways, {} freezes, \
-             {} scale-ups, {} scale-downs.\n",
+             {} scale-ups, {} scale-downs, {} store restarts.\n",
             count(kind::KILL),
             leaders,
             count(kind::GATEWAY_KILL),
             count(kind::FREEZE),
             count(kind::SCALE_UP),
-            count(kind::SCALE_DOWN)
+            count(kind::SCALE_DOWN),
+            count(kind::STORE_RESTART)
         );
         let _ = writeln!(
             md,

@@ -9,6 +9,9 @@
 //!   (3→5→3 from three), and the run ends at the size it started with; with two or more
 //!   gateways, every eighth step is a gateway kill. For long runs.
 //!
+//! With `--postgres` (the harness runs the store), both also restart PostgreSQL: smoke once,
+//! mixed every tenth step.
+//!
 //! A gateway kill comes at least [`SETTLE`] after the fault before it is over, so that what the
 //! next calls get is the front's doing, not a node fault's aftermath.
 //!
@@ -32,6 +35,9 @@ pub enum Step {
     ScaleUp,
     /// One node fewer (the highest ordinal drains and leaves).
     ScaleDown,
+    /// The store's PostgreSQL stopped (open connections cut) and started again after this
+    /// long; only when the harness runs the store itself (`--postgres`).
+    StoreRestart(Duration),
 }
 
 /// A step and when it starts, from the start of the run.
@@ -60,6 +66,7 @@ pub fn plan(
     seed: u64,
     duration: Duration,
     gateways: usize,
+    store_restarts: bool,
 ) -> anyhow::Result<Vec<Planned>> {
     let mut rng = Rng::new(seed);
     let quiet = (duration / 6).max(Duration::from_secs(5));
@@ -68,6 +75,8 @@ pub fn plan(
     };
     let at = |fraction: f64| busy.mul_f64(fraction);
     let freeze = |rng: &mut Rng| Step::Freeze(Duration::from_millis(rng.between(5000, 7000)));
+    let restart =
+        |rng: &mut Rng| Step::StoreRestart(Duration::from_millis(rng.between(1000, 4000)));
     match name {
         "smoke" => {
             let mut steps = vec![
@@ -88,6 +97,13 @@ pub fn plan(
                     step: Step::ScaleDown,
                 },
             ];
+            if store_restarts {
+                steps.push(Planned {
+                    at: at(0.75),
+                    step: restart(&mut rng),
+                });
+                steps.sort_by_key(|p| p.at);
+            }
             // Last, when the drain is over and the cluster is calm.
             if gateways > 1 {
                 steps.push(Planned {
@@ -111,10 +127,14 @@ pub fn plan(
             // When the last step's fault is over.
             let mut over = Duration::ZERO;
             while t + FINAL_SCALE_DOWNS < busy {
-                // Every eighth step, rather than a draw, so that a short run has its share too.
-                let step = match gateways > 1 && steps.len() % 8 == 7 {
-                    true => Step::GatewayKill,
-                    false => match rng.below(6) {
+                // Every eighth step a gateway kill and every tenth a store restart, rather than
+                // a draw, so that a short run has its share too.
+                let step = if gateways > 1 && steps.len() % 8 == 7 {
+                    Step::GatewayKill
+                } else if store_restarts && steps.len() % 10 == 4 {
+                    restart(&mut rng)
+                } else {
+                    match rng.below(6) {
                         0..=2 => Step::Kill,
                         3 => freeze(&mut rng),
                         _ => {
@@ -125,7 +145,7 @@ pub fn plan(
                                 Step::ScaleDown
                             }
                         }
-                    },
+                    }
                 };
                 if step == Step::GatewayKill {
                     t = t.max(over + SETTLE);
@@ -139,7 +159,7 @@ pub fn plan(
                     _ => {}
                 }
                 over = match step {
-                    Step::Freeze(how_long) => t + how_long,
+                    Step::Freeze(how_long) | Step::StoreRestart(how_long) => t + how_long,
                     _ => t,
                 };
                 steps.push(Planned { at: t, step });
@@ -175,27 +195,30 @@ mod tests {
     fn smoke_has_one_of_each_in_order_and_leaves_the_end_quiet() {
         let d = Duration::from_secs(30);
         for gateways in [1, 2] {
-            let steps = plan("smoke", 7, d, gateways).expect("a plan");
+            let steps = plan("smoke", 7, d, gateways, false).expect("a plan");
             let unique: std::collections::HashSet<_> = kinds(&steps).into_iter().collect();
             assert_eq!(unique.len(), steps.len(), "one of each");
             assert!(steps.windows(2).all(|w| w[0].at < w[1].at));
             assert!(steps.iter().all(|p| p.at < d - Duration::from_secs(5)));
             assert_eq!(
-                plan("smoke", 7, d, gateways).expect("again"),
+                plan("smoke", 7, d, gateways, false).expect("again"),
                 steps,
                 "the seed decides"
             );
             let gateway_kills = steps.iter().filter(|p| p.step == Step::GatewayKill);
             assert_eq!(gateway_kills.count(), gateways - 1);
         }
-        let two = plan("smoke", 7, d, 2).expect("a plan");
+        let two = plan("smoke", 7, d, 2, false).expect("a plan");
         assert_eq!(two.last().map(|p| p.step), Some(Step::GatewayKill));
-        assert_eq!(&plan("smoke", 7, d, 1).expect("a plan")[..], &two[..4]);
+        assert_eq!(
+            &plan("smoke", 7, d, 1, false).expect("a plan")[..],
+            &two[..4]
+        );
     }
 
     #[test]
     fn mixed_scales_up_two_and_back_and_ends_where_it_started() {
-        let steps = plan("mixed", 3, Duration::from_secs(600), 1).expect("a plan");
+        let steps = plan("mixed", 3, Duration::from_secs(600), 1, false).expect("a plan");
         let mut extra = 0i32;
         let mut sizes = Vec::new();
         for p in &steps {
@@ -212,13 +235,31 @@ mod tests {
         assert!(steps.windows(2).all(|w| w[0].at < w[1].at));
         assert!(steps.iter().filter(|p| p.step == Step::Kill).count() > 20);
         assert!(!steps.iter().any(|p| p.step == Step::GatewayKill));
-        assert!(plan("nope", 1, Duration::from_secs(60), 1).is_err());
+        assert!(plan("nope", 1, Duration::from_secs(60), 1, false).is_err());
+    }
+
+    #[test]
+    fn a_store_the_harness_runs_is_restarted_too() {
+        let d = Duration::from_secs(600);
+        let restarts = |steps: &[Planned]| {
+            steps
+                .iter()
+                .filter(|p| matches!(p.step, Step::StoreRestart(_)))
+                .count()
+        };
+        let mixed = plan("mixed", 3, d, 2, true).expect("a plan");
+        assert!(restarts(&mixed) >= mixed.len() / 10, "{mixed:?}");
+        assert!(mixed.windows(2).all(|w| w[0].at < w[1].at));
+        assert_eq!(restarts(&plan("mixed", 3, d, 2, false).expect("a plan")), 0);
+        let smoke = plan("smoke", 7, Duration::from_secs(30), 2, true).expect("a plan");
+        assert_eq!(restarts(&smoke), 1);
+        assert!(smoke.windows(2).all(|w| w[0].at < w[1].at));
     }
 
     #[test]
     fn mixed_kills_a_gateway_every_eighth_step_once_the_cluster_has_settled() {
         let d = Duration::from_secs(3600);
-        let steps = plan("mixed", 3, d, 2).expect("a plan");
+        let steps = plan("mixed", 3, d, 2, false).expect("a plan");
         let gateway_kills = steps.iter().filter(|p| p.step == Step::GatewayKill).count();
         assert_eq!(
             gateway_kills,
@@ -226,7 +267,7 @@ mod tests {
             "{gateway_kills} of {}",
             steps.len()
         );
-        let short = plan("mixed", 5, Duration::from_secs(180), 2).expect("a plan");
+        let short = plan("mixed", 5, Duration::from_secs(180), 2, false).expect("a plan");
         assert!(short.iter().any(|p| p.step == Step::GatewayKill));
         for w in steps.windows(2) {
             assert!(w[0].at < w[1].at);

@@ -6,7 +6,7 @@
 //! does when it opens the store; applying it again is a no-op) and installs, in that database
 //! only, a trigger on `sessions` that counts every row it sees per (session, epoch, owner) and
 //! notes each write whose epoch is below the session's previous write. The run's store is a
-//! throw-away database (`chaos-pg`): never point a chaos run at one that matters.
+//! throw-away database (`--postgres`): never point a chaos run at one that matters.
 //!
 //! Every write the store accepts passes through the session's row (store/src/postgres.rs): a
 //! claim inserts it or updates it (`ON CONFLICT … DO UPDATE`), and every write, the record

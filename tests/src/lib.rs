@@ -11,7 +11,8 @@
 
 pub mod peers;
 pub mod raft;
-pub mod services;
+/// The throw-away Redis Cluster and PostgreSQL of the tests, which the chaos harness starts too.
+pub use shardgate_chaos::services;
 pub mod takeover;
 pub mod upstreams;
 

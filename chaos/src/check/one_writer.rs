@@ -40,9 +40,10 @@ pub fn check(history: &History) -> Verdict {
         by_epoch.entry((&w.session, w.epoch)).or_default().push(w);
     }
     let recorded: BTreeSet<&str> = writers.iter().map(|w| w.session.as_str()).collect();
-    let missing: Vec<&String> = history
+    let missing: Vec<String> = history
         .sessions
         .iter()
+        .map(|name| stored_as(name))
         .filter(|sid| !recorded.contains(sid.as_str()))
         .collect();
     v.checked = recorded.len() + missing.len();
@@ -83,6 +84,16 @@ pub fn check(history: &History) -> Verdict {
         v.violated(|| format!("session {sid}: the store recorded no write of it"));
     }
     v
+}
+
+/// The id the store keeps a history's session under: a session's own id, or for a
+/// stateless-era client (named by its routing scope `client/<key>`) the record of its scope,
+/// `affinity/client/<key>` (node/src/stateless_era/kept.rs).
+fn stored_as(name: &str) -> String {
+    match name.starts_with("client/") {
+        true => format!("affinity/{name}"),
+        false => name.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +208,20 @@ mod tests {
             v.first.as_deref(),
             Some("session b: the store recorded no write of it")
         );
+    }
+
+    #[test]
+    fn a_stateless_client_is_found_under_its_scopes_record() {
+        let mut h = history(
+            vec![
+                writer("a", 3, "node-0"),
+                writer("b", 3, "node-0"),
+                writer("affinity/client/k", 3, "node-1"),
+            ],
+            Vec::new(),
+        );
+        h.sessions.push("client/k".into());
+        assert_eq!(check(&h).violations, 0);
     }
 
     #[test]

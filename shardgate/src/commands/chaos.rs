@@ -38,8 +38,12 @@ pub struct Args {
     pub timings: String,
     /// The session store of the cluster (`up --store`): `redis://…` or `postgres://…`.
     /// Default: `up`'s SQLite file, shared by the nodes of this machine.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "postgres")]
     pub store: Option<String>,
+    /// Run a throw-away PostgreSQL (from the installed binaries) as the session store, and
+    /// restart it during the scenario too.
+    #[arg(long)]
+    pub postgres: bool,
     /// Only check and report again on the history an earlier run left in `--out` (with the
     /// same `--scenario`, `--seed` and `--duration`); nothing is run.
     #[arg(long)]
@@ -71,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         out: out.clone(),
         bin: std::env::current_exe().context("cannot find the shardgate binary")?,
         store: args.store,
+        postgres: args.postgres,
         command,
     };
     let report = match args.report_only {

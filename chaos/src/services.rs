@@ -1,4 +1,4 @@
-//! Throw-away backing services for tests: a Redis Cluster of six `redis-server` processes and a
+//! Throw-away backing services for tests and chaos runs: a Redis Cluster of six `redis-server` processes and a
 //! PostgreSQL instance, each on free ports in a directory of its own, from the installed
 //! binaries (`scripts/install-test-peers` installs the Debian packages when missing). Dropping
 //! one stops exactly the processes it started, by pid, and removes its directory: no test

@@ -13,6 +13,11 @@ pub const STATELESS_VERSION: &str = "2026-07-28";
 /// that keeps state for the client, and routes the client's later calls by it.
 pub const CLIENT_KEY_HEADER: &str = "shardgate-client-key";
 
+/// How long an idle connection stays in the client's pool: well below the gateway's idle
+/// timeout (60 s), so that the client never sends a request on a connection the gateway is
+/// closing as idle at that moment (HTTP/1.1 has no way to tell the request was not read).
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
@@ -121,7 +126,10 @@ impl Client {
         Client {
             // Building a client with default settings only fails without a TLS provider,
             // which `http()` installs.
-            http: crate::http().build().unwrap_or_default(),
+            http: crate::http()
+                .pool_idle_timeout(POOL_IDLE)
+                .build()
+                .unwrap_or_default(),
             endpoint: endpoint.to_string(),
         }
     }

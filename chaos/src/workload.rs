@@ -166,6 +166,8 @@ async fn counter(c: &Client, target: &Target, id: i64) -> Outcome {
         let text = resp.text().await.unwrap_or_default();
         return match serde_json::from_str::<Value>(&text) {
             Ok(answer) if status.is_success() => judge(&[answer]),
+            // A gateway that lost the node with the request under way says so (HTTP 502).
+            Ok(answer) if interrupted(&answer) => judge(&[answer]),
             _ => Outcome::Error {
                 what: format!("HTTP {}", status.as_u16()),
                 message: excerpt(&text),
@@ -254,6 +256,13 @@ async fn read_answers(
     }
 }
 
+/// Whether a JSON-RPC error answer says its request was interrupted by failover.
+fn interrupted(answer: &Value) -> bool {
+    answer["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(INTERRUPTED))
+}
+
 /// The outcome of the responses a call got.
 fn judge(answers: &[Value]) -> Outcome {
     match answers {
@@ -263,7 +272,7 @@ fn judge(answers: &[Value]) -> Outcome {
         [answer] => {
             if let Some(error) = answer.get("error") {
                 let message = error["message"].as_str().unwrap_or_default().to_owned();
-                if message.contains(INTERRUPTED) {
+                if interrupted(answer) {
                     return Outcome::Interrupted { message };
                 }
                 return Outcome::Error {

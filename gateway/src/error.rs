@@ -2,7 +2,7 @@
 //! safe, and the one HTTP status, JSON-RPC error and metric label each maps to.
 
 use http::StatusCode;
-use shardgate_protocol::mcp::{RpcError, code};
+use shardgate_protocol::mcp::{self, RpcError, code};
 use shardgate_protocol::stateless_checks::Refusal;
 
 /// Who caused a failure; a metric label and a hint for operators.
@@ -41,7 +41,9 @@ pub enum ProxyError {
     Stateless(Refusal),
     #[error("no active node can serve this request")]
     NoNodes,
-    #[error("node {node} is unreachable: {error}")]
+    /// The request may have reached the node before its connection failed: what it did is not
+    /// known, which the message says in the words the node's own failover error uses.
+    #[error("node {node} was lost with the request under way ({error}): {interrupted}", interrupted = mcp::INTERRUPTED)]
     NodeUnreachable { node: String, error: String },
     /// Nothing reached the node (the connection was refused), and the ring did not move its key
     /// to another node while the request was held.

@@ -135,6 +135,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         ));
         sse::response(first, rx, ())
     } else {
+        let single = (requests.len() == 1).then(|| requests[0].0.0.clone());
         // A client that goes away drops these calls with this handler; their guards end them.
         let answers: Vec<Option<String>> = stream::iter(requests)
             .map(|(r, serving)| {
@@ -145,7 +146,14 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
             .collect()
             .await;
         drop(admitted);
-        let _ = session.checkpoint();
+        // As on a stream, the answers reach the client only once what the calls did is
+        // stored. Calls whose effect could not be stored did run: not known to have completed.
+        if let Err(e) = session.persist().await {
+            let _ = unwritten(node, &session, e);
+            let err = RpcError::new(mcp::code::INTERNAL_ERROR, mcp::INTERRUPTED)
+                .with_data(serde_json::json!({ "reason": "unstored" }));
+            return reply::rpc_error(StatusCode::SERVICE_UNAVAILABLE, single.as_ref(), &err);
+        }
         let answers: Vec<String> = answers.into_iter().flatten().collect();
         match (body.batch, answers.as_slice()) {
             (_, []) => reply::accepted(),

@@ -258,6 +258,17 @@ impl Client {
 }
 
 impl Client {
+    /// A stateless-era `tools/call` of the builtin `counter` by the client with `key` (none: a
+    /// new client).
+    pub fn stateless_counter(&self, id: i64, key: Option<&str>) -> reqwest::RequestBuilder {
+        let params = json!({"name": "counter", "arguments": {}});
+        let req = self.stateless(id, "tools/call", params, Some("counter"), json!({}));
+        match key {
+            Some(key) => req.header(CLIENT_KEY_HEADER, key),
+            None => req,
+        }
+    }
+
     /// `tools/call` of the builtin `counter` as a stateless-era client with `key` (none: a new
     /// client); returns the counter's new value and the key the answer issued, if any.
     pub async fn stateless_count(
@@ -265,12 +276,7 @@ impl Client {
         id: i64,
         key: Option<&str>,
     ) -> anyhow::Result<(i64, Option<String>)> {
-        let params = json!({"name": "counter", "arguments": {}});
-        let mut req = self.stateless(id, "tools/call", params, Some("counter"), json!({}));
-        if let Some(key) = key {
-            req = req.header(CLIENT_KEY_HEADER, key);
-        }
-        let resp = req.send().await?;
+        let resp = self.stateless_counter(id, key).send().await?;
         let status = resp.status();
         let issued = resp
             .headers()

@@ -11,7 +11,7 @@
 //! event ids: a node lost under it is the gateway's to answer, with an explicit error.
 
 use crate::history::{Call, Outcome};
-use crate::mcp::{CLIENT_KEY_HEADER, Client, SseReader};
+use crate::mcp::{Client, SseReader};
 use serde_json::{Value, json};
 use shardgate_protocol::causes;
 use std::sync::Arc;
@@ -140,13 +140,7 @@ async fn counter(c: &Client, target: &Target, id: i64) -> Outcome {
                 "params": {"name": "counter", "arguments": {}}});
             c.session_post(sid, &body).send().await
         }
-        Target::Stateless(key) => {
-            let params = json!({"name": "counter", "arguments": {}});
-            c.stateless(id, "tools/call", params, Some("counter"), json!({}))
-                .header(CLIENT_KEY_HEADER, key)
-                .send()
-                .await
-        }
+        Target::Stateless(key) => c.stateless_counter(id, Some(key)).send().await,
     };
     let resp = match sent {
         Ok(r) => r,

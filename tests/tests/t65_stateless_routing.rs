@@ -6,10 +6,9 @@
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use shardgate_tests::Cluster;
-use shardgate_tests::mcp::{self, Client};
+use shardgate_tests::mcp::{self, CLIENT_KEY_HEADER as KEY_HEADER, Client};
 
 const SERVED: &str = "shardgate_node_stateless_calls";
-const KEY_HEADER: &str = "shardgate-client-key";
 
 /// A 2026-07-28 request of a client that declares no capabilities.
 fn stateless(

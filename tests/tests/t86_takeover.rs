@@ -600,49 +600,19 @@ async fn check_hosts(
     Ok(())
 }
 
-/// What a stateless-era client sends back to keep its per-client state.
-const KEY_HEADER: &str = "shardgate-client-key";
-
-/// One stateless-era `counter` call, with the client's key if it has one: the count, and the
-/// key the answer issued, if any.
-async fn stateless_count(
-    c: &Client,
-    id: i64,
-    key: Option<&str>,
-) -> anyhow::Result<(i64, Option<String>)> {
-    let params = json!({"name": "counter", "arguments": {}});
-    let mut req = c.stateless(id, "tools/call", params, Some("counter"), json!({}));
-    if let Some(key) = key {
-        req = req.header(KEY_HEADER, key);
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let issued = resp
-        .headers()
-        .get(KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    anyhow::ensure!(status.is_success(), "HTTP {status}: {}", resp.text().await?);
-    let answer = shardgate_tests::mcp::response_of(resp, &json!(id)).await?;
-    let text = answer["result"]["content"][0]["text"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("counter answer without text: {answer}"))?;
-    Ok((text.trim().parse()?, issued))
-}
-
 #[tokio::test]
 async fn t70_a_stateless_clients_state_is_taken_over_with_its_key() -> anyhow::Result<()> {
     const CLIENTS: usize = 12;
     let (mut cluster, c) = raft_cluster("t86-stateless", 3).await?;
     let mut keys = Vec::new();
     for i in 0..CLIENTS {
-        let (n, key) = stateless_count(&c, 1, None).await?;
+        let (n, key) = c.stateless_count(1, None).await?;
         assert_eq!(n, 1, "client {i}'s first count");
         keys.push(key.ok_or_else(|| anyhow::anyhow!("client {i} was issued no key"))?);
     }
     for key in &keys {
         for expected in 2..=3 {
-            assert_eq!(stateless_count(&c, expected, Some(key)).await?.0, expected);
+            assert_eq!(c.stateless_count(expected, Some(key)).await?.0, expected);
         }
     }
     let routes: Vec<String> = keys.iter().map(|k| format!("client/{k}")).collect();
@@ -653,7 +623,7 @@ async fn t70_a_stateless_clients_state_is_taken_over_with_its_key() -> anyhow::R
     let mut problems = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let answer = loop {
-            match stateless_count(&c, 4, Some(key)).await {
+            match c.stateless_count(4, Some(key)).await {
                 Ok((n, _)) => break Ok(n),
                 // Held or refused while the ring moves the key: nothing reached a node.
                 Err(_) if killed.elapsed() < RECOVER => {

@@ -59,32 +59,41 @@ impl SqliteStore {
             .create_if_missing(true)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = if memory {
-            // Each connection to `:memory:` is a database of its own: one connection, kept for
-            // the pool's life, is the whole store.
+        // A connection kept for the pool's life: for `:memory:` (each connection to it is a
+        // database of its own) the whole store; for a file, the writer's, whose page cache
+        // then stays valid from one transaction to the next (a connection that another one
+        // wrote past reads its pages again).
+        let kept = || {
             SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connect_with(options)
-                .await?
+        };
+        let (pool, writer) = if memory {
+            let pool = kept().connect_with(options).await?;
+            (pool.clone(), pool)
         } else {
             let options = options
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal);
             // A connection of this pool is only ever handed back idle, so it needs no test.
-            SqlitePoolOptions::new()
+            let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .test_before_acquire(false)
+                .connect_with(options.clone())
+                .await?;
+            let writer = kept()
+                .test_before_acquire(false)
                 .connect_with(options)
-                .await?
+                .await?;
+            (pool, writer)
         };
         migrate(&pool).await?;
         let ttl_ms = to_sql(ttl_millis(ttl), "ttl")?;
         let writing = Arc::new(tokio::sync::Mutex::new(()));
         let (writes, queued) = mpsc::unbounded_channel();
-        tokio::spawn(write_queued(pool.clone(), writing.clone(), ttl_ms, queued));
+        tokio::spawn(write_queued(writer, writing.clone(), ttl_ms, queued));
         Ok(SqliteStore {
             pool,
             writing,

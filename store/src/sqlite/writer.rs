@@ -1,27 +1,51 @@
 //! The SQLite store's writer: session writes batched into one transaction, each session's
 //! statements fenced by its own ownership.
+//!
+//! A batch is one query of fixed text, so SQLite compiles its statements once for the life of
+//! the connection: the batch's writes travel as JSON parameters that the statements read with
+//! `json_each` (a query whose text changed with the batch spent about as long being compiled
+//! as being run).
 
 use super::{check, now_ms};
-use crate::{Fence, StoreError, from_sql, to_sql};
+use crate::{Fence, StoreError, to_sql};
+use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Row, SqliteConnection};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// Session writes taken into one transaction at most.
 const BATCH: usize = 256;
 
 /// The store's writer: every session write that queued while the last transaction ran goes
-/// into the next one (a group commit), so a commit's cost is shared by all of them. Ends when
-/// every handle of the store is dropped.
+/// into the next one (a group commit), so a commit's cost is shared by all of them. A session
+/// has one write per transaction at most; a second one waits for the next. Ends when every
+/// handle of the store is dropped.
 pub(super) async fn write_queued(
     pool: SqlitePool,
     writing: Arc<tokio::sync::Mutex<()>>,
     ttl_ms: i64,
     mut queued: mpsc::UnboundedReceiver<Queued>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while queued.recv_many(&mut batch, BATCH).await > 0 {
+    let mut next = Vec::new();
+    loop {
+        let mut batch: Vec<Queued> = std::mem::take(&mut next);
+        if batch.is_empty() {
+            if queued.recv_many(&mut batch, BATCH).await == 0 {
+                return;
+            }
+        } else {
+            while batch.len() < BATCH {
+                match queued.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut ids = HashSet::with_capacity(batch.len());
+        if let Some(again) = batch.iter().position(|q| !ids.insert(q.id.as_str())) {
+            next = batch.split_off(again);
+        }
         let _writing = writing.lock().await;
         let outcomes = match write_all(&pool, ttl_ms, &batch).await {
             Ok(outcomes) => outcomes,
@@ -33,10 +57,82 @@ pub(super) async fn write_queued(
     }
 }
 
-/// Writes a batch as one script on one connection: `BEGIN IMMEDIATE`, every session's
-/// statements, `COMMIT`, in one trip to the database's thread (more only for a batch too
-/// large for one statement's parameters). A write whose fence does not hold is refused alone;
-/// when the transaction fails, every write of the batch does.
+/// Stores events not at or below their stream's stored tail.
+const INSERT_EVENTS: &str = "INSERT INTO events (session_id, stream, seq, data)
+    SELECT e.value ->> 0, e.value ->> 3, e.value ->> 4, e.value ->> 5 FROM json_each(?) e
+    WHERE EXISTS (SELECT 1 FROM sessions s WHERE s.id = e.value ->> 0
+        AND s.owner = e.value ->> 1 AND s.epoch = e.value ->> 2 AND s.expires_at > ?)
+    AND NOT EXISTS (SELECT 1 FROM events x WHERE x.session_id = e.value ->> 0
+        AND x.stream = e.value ->> 3 AND x.seq >= e.value ->> 4);
+";
+/// Drops what a stream keeps beyond its bound, oldest first.
+const TRIM_STREAMS: &str = "DELETE FROM events WHERE (session_id, stream, seq) IN (
+    SELECT session_id, stream, seq FROM (
+        SELECT x.session_id, x.stream, x.seq, t.value ->> 4 AS keep,
+            row_number() OVER (PARTITION BY x.session_id, x.stream ORDER BY x.seq DESC) AS newer
+        FROM json_each(?) t
+        JOIN sessions s ON s.id = t.value ->> 0 AND s.owner = t.value ->> 1
+            AND s.epoch = t.value ->> 2 AND s.expires_at > ?
+        JOIN events x ON x.session_id = s.id AND x.stream = t.value ->> 3)
+    WHERE newer > keep);
+";
+/// Drops the streams the session let go.
+const FORGET_STREAMS: &str = "DELETE FROM events WHERE (session_id, stream) IN (
+    SELECT s.id, f.value ->> 3 FROM json_each(?) f
+    JOIN sessions s ON s.id = f.value ->> 0 AND s.owner = f.value ->> 1
+        AND s.epoch = f.value ->> 2 AND s.expires_at > ?);
+";
+/// Replaces the record where one is given and moves the expiry; returns the ids written.
+const UPDATE_SESSIONS: &str =
+    "UPDATE sessions SET record = coalesce(w.value ->> 3, sessions.record), expires_at = ?
+    FROM json_each(?) w
+    WHERE sessions.id = w.value ->> 0 AND sessions.owner = w.value ->> 1
+        AND sessions.epoch = w.value ->> 2 AND sessions.expires_at > ?
+    RETURNING sessions.id;
+";
+
+/// The statements of a batch: every statement applies to a session only while it is held under its write's
+/// fence (owner, epoch, not expired), and the record's update, last, changes the row of every
+/// write that held and returns its id. Events at or below their stream's stored tail are
+/// already stored (or older than what is) and are skipped; a stream past its bound loses its
+/// oldest events; a forgotten stream loses all of them. A batch with no
+/// stream to trim or to forget leaves out that statement (each statement costs SQLite
+/// temporary tables, even with nothing to do).
+///
+/// Their parameters, anonymous and bound in the order of their `?` across the statements (as sqlx
+/// does; a numbered one would not do: sqlx binds a statement's gaps below its highest number
+/// from the next arguments and stops at the last): events `[id, owner, epoch, stream, seq,
+/// data]`, now; streams to trim `[id, owner, epoch, stream, keep]`, now; streams to forget
+/// `[id, owner, epoch, stream]`, now; the new expiry, writes `[id, owner, epoch, record or
+/// null]`, now.
+///
+/// The query is chosen by which of the statements that may be left out it has: events to
+/// insert, streams to trim, streams to forget.
+fn batch_sql(events: bool, trims: bool, forgets: bool) -> &'static str {
+    static SCRIPTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        (0..8)
+            .map(|parts: usize| {
+                let mut sql = String::from("BEGIN IMMEDIATE;\n");
+                for (bit, statement) in [INSERT_EVENTS, TRIM_STREAMS, FORGET_STREAMS]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if parts & (1 << bit) != 0 {
+                        sql.push_str(statement);
+                    }
+                }
+                sql.push_str(UPDATE_SESSIONS);
+                sql.push_str("COMMIT;");
+                sql
+            })
+            .collect()
+    });
+    let parts = usize::from(events) | usize::from(trims) << 1 | usize::from(forgets) << 2;
+    SCRIPTS.get(parts).map_or("", String::as_str)
+}
+
+/// Writes a batch in one trip to the database's thread. A write whose fence does not hold is
+/// refused alone; when the transaction fails, every write of the batch does.
 async fn write_all(
     pool: &SqlitePool,
     ttl_ms: i64,
@@ -44,39 +140,48 @@ async fn write_all(
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let now = now_ms();
     let expires = now.saturating_add(ttl_ms);
+    let params = Params::of(batch)?;
     let mut conn = pool.acquire().await?;
-    let mut written = vec![false; batch.len()];
-    let mut script = Script::default();
-    script.push("BEGIN IMMEDIATE;", []);
-    for (i, queued) in batch.iter().enumerate() {
-        script.session(i, queued, now, expires)?;
-        let last = i + 1 == batch.len();
-        if last {
-            script.push("COMMIT;", []);
-        }
-        if last || script.args.len() >= SCRIPT_ARGS {
-            match std::mem::take(&mut script).run(&mut conn).await {
-                Ok(held) => {
-                    for i in held {
-                        if let Some(w) = written.get_mut(i) {
-                            *w = true;
-                        }
-                    }
-                }
-                Err(e) => {
-                    // Nothing of the batch stays; a connection that cannot roll back is not
-                    // handed to anyone else.
-                    if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                        conn.close_on_drop();
-                    }
-                    return Err(e);
-                }
-            }
-        }
+    let sql = batch_sql(
+        params.events.is_some(),
+        params.trims.is_some(),
+        params.forgets.is_some(),
+    );
+    // Built from this module's constants only: every value is a parameter.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some(events) = params.events {
+        query = query.bind(events).bind(now);
     }
+    if let Some(trims) = params.trims {
+        query = query.bind(trims).bind(now);
+    }
+    if let Some(forgets) = params.forgets {
+        query = query.bind(forgets).bind(now);
+    }
+    let done = query
+        .bind(expires)
+        .bind(params.writes)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await;
+    let rows = match done {
+        Ok(rows) => rows,
+        Err(e) => {
+            // Nothing of the batch stays; a connection that cannot roll back is not handed to
+            // anyone else.
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            return Err(e.into());
+        }
+    };
+    let held = rows
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<HashSet<String>, _>>()?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for (queued, written) in batch.iter().zip(written) {
-        outcomes.push(if written {
+    for queued in batch {
+        outcomes.push(if held.contains(&queued.id) {
             Ok(())
         } else {
             // Its fence did not hold: the holder says why.
@@ -106,131 +211,47 @@ pub(super) struct Queued {
     pub(super) done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// Parameters past which a batch's script is run and the next one begun (SQLite allows 32,766
-/// in one statement; a script of a few statements per session stays well below).
-const SCRIPT_ARGS: usize = 4096;
-
-/// Sessions' writes as one query of several statements, run in one trip to the database's
-/// thread, and its parameters in the order of their `?` in the text (sqlx binds a query's
-/// anonymous parameters one after the other across its statements).
-#[derive(Default)]
-struct Script<'a> {
-    sql: String,
-    args: Vec<Arg<'a>>,
+/// A batch as the JSON parameters of [`batch_sql`]; none for a statement left out.
+struct Params {
+    events: Option<String>,
+    trims: Option<String>,
+    forgets: Option<String>,
+    writes: String,
 }
 
-enum Arg<'a> {
-    Text(&'a str),
-    MaybeText(Option<&'a str>),
-    Int(i64),
-}
-
-impl<'a> Script<'a> {
-    fn push(&mut self, sql: &str, args: impl IntoIterator<Item = Arg<'a>>) {
-        self.sql.push_str(sql);
-        self.args.extend(args);
-    }
-
-    /// A condition: the session is held under `queued`'s fence.
-    fn held(&mut self, queued: &'a Queued, epoch: i64, now: i64) {
-        self.push(
-            "EXISTS (SELECT 1 FROM sessions \
-             WHERE id = ? AND owner = ? AND epoch = ? AND expires_at > ?)",
-            [
-                Arg::Text(&queued.id),
-                Arg::Text(&queued.fence.owner),
-                Arg::Int(epoch),
-                Arg::Int(now),
-            ],
-        );
-    }
-
-    /// Adds the `index`th write of the batch. Each of its statements applies only while the
-    /// session is held under its fence, and the record's update, last, then always changes
-    /// its row and returns `index`: the writes whose index comes back are those that held.
-    fn session(
-        &mut self,
-        index: usize,
-        queued: &'a Queued,
-        now: i64,
-        expires: i64,
-    ) -> Result<(), StoreError> {
-        let epoch = to_sql(queued.fence.epoch, "epoch")?;
-        let id = || Arg::Text(&queued.id);
-        let mut trimmed = Vec::new();
-        for (stream, seq, data) in &queued.events {
-            // Not above the stream's stored tail: already stored, or older than what is.
-            self.push(
-                "INSERT INTO events (session_id, stream, seq, data) SELECT ?, ?, ?, ? WHERE ",
-                [id(), Arg::Int(*stream), Arg::Int(*seq), Arg::Text(data)],
-            );
-            self.held(queued, epoch, now);
-            self.push(
-                " AND NOT EXISTS (SELECT 1 FROM events \
-                 WHERE session_id = ? AND stream = ? AND seq >= ?);",
-                [id(), Arg::Int(*stream), Arg::Int(*seq)],
-            );
-            // Seqs start at 0 and never repeat: below `keep`, the stream cannot hold more.
-            if *seq >= queued.keep && !trimmed.contains(stream) {
-                trimmed.push(*stream);
+impl Params {
+    fn of(batch: &[Queued]) -> Result<Params, StoreError> {
+        let (mut events, mut trims, mut forgets, mut writes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for queued in batch {
+            let id = queued.id.as_str();
+            let owner = queued.fence.owner.as_str();
+            let epoch = to_sql(queued.fence.epoch, "epoch")?;
+            let mut trimmed = Vec::new();
+            for (stream, seq, data) in &queued.events {
+                events.push((id, owner, epoch, *stream, *seq, data.as_str()));
+                // Seqs start at 0 and never repeat: below `keep`, the stream cannot hold more.
+                if *seq >= queued.keep && !trimmed.contains(stream) {
+                    trimmed.push(*stream);
+                    trims.push((id, owner, epoch, *stream, queued.keep));
+                }
             }
+            for &stream in &queued.forget {
+                forgets.push((id, owner, epoch, stream));
+            }
+            writes.push((id, owner, epoch, queued.record.as_deref()));
         }
-        for &stream in &trimmed {
-            self.push("DELETE FROM events WHERE ", []);
-            self.held(queued, epoch, now);
-            self.push(
-                " AND session_id = ? AND stream = ? AND seq <= (SELECT seq FROM events \
-                 WHERE session_id = ? AND stream = ? ORDER BY seq DESC LIMIT 1 OFFSET ?);",
-                [
-                    id(),
-                    Arg::Int(stream),
-                    id(),
-                    Arg::Int(stream),
-                    Arg::Int(queued.keep),
-                ],
-            );
-        }
-        for &stream in &queued.forget {
-            self.push("DELETE FROM events WHERE ", []);
-            self.held(queued, epoch, now);
-            self.push(
-                " AND session_id = ? AND stream = ?;",
-                [id(), Arg::Int(stream)],
-            );
-        }
-        self.push(
-            "UPDATE sessions SET record = coalesce(?, record), expires_at = ? \
-             WHERE id = ? AND owner = ? AND epoch = ? AND expires_at > ? RETURNING ?;",
-            [
-                Arg::MaybeText(queued.record.as_deref()),
-                Arg::Int(expires),
-                id(),
-                Arg::Text(&queued.fence.owner),
-                Arg::Int(epoch),
-                Arg::Int(now),
-                Arg::Int(to_sql(index as u64, "index")?),
-            ],
-        );
-        Ok(())
-    }
-
-    /// Runs the script; returns the indexes of the writes whose fence held.
-    async fn run(self, conn: &mut SqliteConnection) -> Result<Vec<usize>, StoreError> {
-        if self.sql.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Built from this module's constants only: every value is a parameter.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql));
-        for arg in self.args {
-            query = match arg {
-                Arg::Text(v) => query.bind(v),
-                Arg::MaybeText(v) => query.bind(v),
-                Arg::Int(v) => query.bind(v),
-            };
-        }
-        let rows = query.fetch_all(&mut *conn).await?;
-        rows.iter()
-            .map(|row| Ok(from_sql(row.try_get(0)?, "index")? as usize))
-            .collect()
+        Ok(Params {
+            events: (!events.is_empty())
+                .then(|| serde_json::to_string(&events))
+                .transpose()?,
+            trims: (!trims.is_empty())
+                .then(|| serde_json::to_string(&trims))
+                .transpose()?,
+            forgets: (!forgets.is_empty())
+                .then(|| serde_json::to_string(&forgets))
+                .transpose()?,
+            writes: serde_json::to_string(&writes)?,
+        })
     }
 }

@@ -102,11 +102,51 @@ pub struct Moved {
     pub ideal: f64,
 }
 
+/// A progress notification a GET holder heard on its session's standalone stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Heard {
+    pub session: usize,
+    /// Its event id, `<stream>-<seq>`.
+    pub event: String,
+    /// The progress token of the call it belongs to.
+    pub token: String,
+    pub progress: i64,
+    pub at_ms: u64,
+}
+
+/// A call whose notifications go on the standalone stream (`test_tool_with_progress`, with
+/// a JSON answer), made by a GET holder's session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProgressCall {
+    pub session: usize,
+    pub token: String,
+    pub sent_ms: u64,
+    pub done_ms: u64,
+    /// The call's answer came, with its token: every notification it sent was stored first.
+    pub answered: bool,
+}
+
+/// What the GET holders saw; absent from older histories.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Listened {
+    /// The sessions that had a holder.
+    pub sessions: Vec<usize>,
+    pub heard: Vec<Heard>,
+    pub calls: Vec<ProgressCall>,
+    /// Times a holder's stream could not be opened again, and why.
+    pub refused: Vec<String>,
+    /// Times a holder's stream was opened again with `Last-Event-ID`.
+    #[serde(default)]
+    pub resumed: usize,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct History {
     pub sessions: Vec<String>,
     pub calls: Vec<Call>,
     pub faults: Vec<Fault>,
+    #[serde(default)]
+    pub listened: Listened,
     /// Who the store saw write each session (PostgreSQL only); absent from older histories.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writers: Option<Writers>,

@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod history;
+pub mod listen;
 pub mod mcp;
 pub mod report;
 pub mod rng;
@@ -69,6 +70,10 @@ pub struct Options {
     pub sessions: usize,
     /// Stateless-era clients calling `counter` throughout, each with its key.
     pub stateless: usize,
+    /// Sessions (of the session era, the first ones) that also hold their standalone GET
+    /// stream, coming back with `Last-Event-ID` whenever it ends, and make calls whose
+    /// notifications travel on it.
+    pub holders: usize,
     /// Callers per session, each one call after another: with more than one, a session has
     /// calls side by side, and every other caller gives a call up after a while and moves on,
     /// so a frozen owner's late writes meet its successor's.
@@ -210,6 +215,30 @@ async fn drive(
             ))
         })
         .collect();
+    let holders: Vec<(usize, String)> = targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, target)| match target {
+            Target::Session(sid) => Some((i, sid.clone())),
+            Target::Stateless(_) => None,
+        })
+        .take(opts.holders)
+        .collect();
+    let finish = Arc::new(AtomicBool::new(false));
+    let holding: Vec<_> = holders
+        .iter()
+        .map(|(i, sid)| {
+            let hold = listen::hold(client.clone(), *i, sid.clone(), t0, finish.clone());
+            tokio::spawn(hold)
+        })
+        .collect();
+    let notifying: Vec<_> = holders
+        .iter()
+        .map(|(i, sid)| {
+            let calls = listen::call_progress(client.clone(), *i, sid.clone(), t0, stop.clone());
+            tokio::spawn(calls)
+        })
+        .collect();
     let progress = {
         let (tally, stop) = (tally.clone(), stop.clone());
         tokio::spawn(async move {
@@ -267,7 +296,17 @@ async fn drive(
     for task in load {
         calls.extend(task.await?);
     }
+    let mut listened = history::Listened {
+        sessions: holders.iter().map(|(i, _)| *i).collect(),
+        ..history::Listened::default()
+    };
+    for task in notifying {
+        listened.calls.extend(task.await?);
+    }
     if let Some(e) = failed {
+        for task in holding {
+            task.abort();
+        }
         return Err(e);
     }
     // Healing: each session calls until it answers, one call after another.
@@ -285,11 +324,20 @@ async fn drive(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // The holders catch up with what their sessions stored, then stop.
+    finish.store(true, Ordering::Relaxed);
+    for task in holding {
+        let (heard, refused, resumed) = task.await?;
+        listened.heard.extend(heard);
+        listened.refused.extend(refused);
+        listened.resumed += resumed;
+    }
     let epoch_reached = membership(admins).await.ok().map(|m| m.epoch);
     Ok(History {
         sessions,
         calls,
         faults,
+        listened,
         writers: None,
         epoch_reached,
     })

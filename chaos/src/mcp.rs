@@ -178,12 +178,21 @@ impl Client {
 
     /// A GET that resumes a stream of a session after the event `last_event_id`.
     pub fn resume(&self, sid: &str, last_event_id: &str) -> reqwest::RequestBuilder {
-        self.http
+        self.listen(sid, Some(last_event_id))
+    }
+
+    /// A GET of a session's standalone stream, or of the stream of `last_event_id` after it.
+    pub fn listen(&self, sid: &str, last_event_id: Option<&str>) -> reqwest::RequestBuilder {
+        let req = self
+            .http
             .get(&self.endpoint)
             .header("accept", "text/event-stream")
             .header("mcp-session-id", sid)
-            .header("mcp-protocol-version", SESSION_VERSION)
-            .header("last-event-id", last_event_id)
+            .header("mcp-protocol-version", SESSION_VERSION);
+        match last_event_id {
+            Some(id) => req.header("last-event-id", id),
+            None => req,
+        }
     }
 
     /// A POST within a session.
@@ -191,6 +200,18 @@ impl Client {
         self.post(body)
             .header("mcp-session-id", sid)
             .header("mcp-protocol-version", SESSION_VERSION)
+    }
+
+    /// A POST within a session that takes its answer only as JSON: what the request causes
+    /// besides goes on the session's standalone stream.
+    pub fn session_post_json(&self, sid: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(&self.endpoint)
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .header("mcp-session-id", sid)
+            .header("mcp-protocol-version", SESSION_VERSION)
+            .body(body.to_string())
     }
 
     /// Runs the session-era handshake; returns the session id.

@@ -23,6 +23,7 @@ pub struct Report {
     pub outcomes: BTreeMap<String, usize>,
     /// Latency of the calls that got their value, in ms.
     pub latency: Spread,
+    pub holders: Holders,
     pub faults: Vec<Fault>,
     /// Per unplanned fault: from the fault to each affected session's next value.
     pub recovery: Vec<Recovery>,
@@ -30,6 +31,22 @@ pub struct Report {
     pub recovery_by_kind: BTreeMap<String, Spread>,
     pub verdicts: Vec<Verdict>,
     pub violations: usize,
+}
+
+/// What the GET holders saw.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Holders {
+    pub sessions: usize,
+    /// Progress notifications heard on the standalone streams.
+    pub events: usize,
+    /// Calls whose notifications went on those streams, and how many were answered.
+    pub calls: usize,
+    pub answered: usize,
+    /// Times a stream was opened again with `Last-Event-ID`.
+    pub resumed: usize,
+    /// Times a stream could not be opened again, and why (the first few).
+    pub refused: usize,
+    pub refused_first: Vec<String>,
 }
 
 /// Median, p99 and max of a set of times, in ms.
@@ -90,6 +107,16 @@ impl Report {
             .into_iter()
             .map(|(kind, times)| (kind, Spread::of(times)))
             .collect();
+        let listened = &history.listened;
+        let holders = Holders {
+            sessions: listened.sessions.len(),
+            events: listened.heard.len(),
+            calls: listened.calls.len(),
+            answered: listened.calls.iter().filter(|c| c.answered).count(),
+            resumed: listened.resumed,
+            refused: listened.refused.len(),
+            refused_first: listened.refused.iter().take(5).cloned().collect(),
+        };
         Report {
             command: opts.command.clone(),
             scenario: opts.scenario.clone(),
@@ -101,6 +128,7 @@ impl Report {
             calls: history.calls.len(),
             outcomes,
             latency,
+            holders,
             faults: history.faults.clone(),
             recovery,
             recovery_by_kind,
@@ -205,6 +233,23 @@ impl Report {
             "\nLatency of answered calls: median {} ms, p99 {} ms, max {} ms ({} calls).\n",
             self.latency.median, self.latency.p99, self.latency.max, self.latency.count
         );
+        let h = &self.holders;
+        if h.sessions > 0 {
+            let _ = writeln!(
+                md,
+                "GET holders: {} sessions kept their standalone stream open, resuming with \
+                 `Last-Event-ID`; {} progress notifications heard, from {} calls of which {} \
+                 were answered; the streams were opened again with `Last-Event-ID` {} times, \
+                 and could not be {} times.\n",
+                h.sessions, h.events, h.calls, h.answered, h.resumed, h.refused
+            );
+            for why in &h.refused_first {
+                let _ = writeln!(md, "- {why}");
+            }
+            if !h.refused_first.is_empty() {
+                let _ = writeln!(md);
+            }
+        }
         let _ = writeln!(md, "## Recovery after unplanned faults\n");
         let _ = writeln!(
             md,

@@ -13,8 +13,11 @@
 //! - [`one_writer`]: at most one node wrote a session per epoch, and no session's epoch went
 //!   back, from the store's own record of its writers (PostgreSQL stores only; otherwise the
 //!   verdict says it was not checked).
+//! - [`delivery`]: on each GET holder's resumed stream, every event came once and in order,
+//!   and every answered call's notifications came.
 
 pub mod counter;
+pub mod delivery;
 pub mod front;
 pub mod one_answer;
 pub mod one_writer;
@@ -94,5 +97,6 @@ pub fn all(history: &History) -> Vec<Verdict> {
         front::check(history),
         usable::check(history),
         one_writer::check(history),
+        delivery::check(history),
     ]
 }

@@ -30,6 +30,10 @@ pub struct Args {
     /// Stateless-era clients calling `counter` throughout, each with the key it was issued.
     #[arg(long, default_value_t = 4)]
     pub stateless: usize,
+    /// Sessions that also hold their standalone GET stream (resumed with `Last-Event-ID`) and
+    /// make calls whose progress notifications travel on it.
+    #[arg(long, default_value_t = 4)]
+    pub holders: usize,
     /// Callers per session, each one call after another (calls side by side in a session).
     #[arg(long, default_value_t = 2)]
     pub callers: usize,
@@ -71,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         sessions: args.sessions,
         stateless: args.stateless,
         callers: args.callers,
+        holders: args.holders,
         timings: args.timings,
         out: out.clone(),
         bin: std::env::current_exe().context("cannot find the shardgate binary")?,

@@ -14,6 +14,8 @@ pub mod kind {
     pub const SCALE_UP: &str = "scale up";
     pub const SCALE_DOWN: &str = "scale down";
     pub const STORE_RESTART: &str = "store restart";
+    /// SIGKILL of a Redis primary; its replica takes over, and it comes back as a replica.
+    pub const REDIS_PRIMARY_KILL: &str = "redis primary kill -9";
 }
 
 /// How one call ended, as the client saw it.

@@ -90,6 +90,9 @@ pub struct Options {
     /// Runs a throw-away PostgreSQL as the store (instead of `store`), which the scenario
     /// restarts too.
     pub postgres: bool,
+    /// Runs a throw-away Redis Cluster (three primaries with a replica each) as the store,
+    /// at the `replicated` acknowledgement level, and kills its primaries too.
+    pub redis: bool,
     /// The command line that started the run, for the report.
     pub command: String,
 }
@@ -101,10 +104,13 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         opts.seed,
         opts.duration,
         opts.gateways,
-        opts.postgres,
+        opts.postgres || opts.redis,
     )?;
-    if opts.postgres && opts.store.is_some() {
-        bail!("--postgres runs the store itself: no --store with it");
+    if (opts.postgres || opts.redis) && opts.store.is_some() {
+        bail!("--postgres and --redis run the store themselves: no --store with them");
+    }
+    if opts.postgres && opts.redis {
+        bail!("one store the harness runs at a time: --postgres or --redis");
     }
     if opts.nodes < 2 {
         bail!("a chaos run needs at least 2 nodes");
@@ -124,12 +130,25 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         "--timings".to_owned(),
         opts.timings.clone(),
     ];
-    let mut postgres = match opts.postgres {
-        true => Some(services::Postgres::start().await?),
-        false => None,
+    let mut own = if opts.postgres {
+        Some(OwnStore::Postgres(services::Postgres::start().await?))
+    } else if opts.redis {
+        let redis = services::RedisCluster::start().await?;
+        // A primary whose replica has not synced yet cannot be replaced.
+        redis.replicas_online(Duration::from_secs(30)).await?;
+        Some(OwnStore::Redis(redis))
+    } else {
+        None
     };
-    let store = match &postgres {
-        Some(pg) => Some(pg.url.clone()),
+    let store = match &own {
+        Some(OwnStore::Postgres(pg)) => Some(pg.url.clone()),
+        Some(OwnStore::Redis(redis)) => {
+            let seeds: Vec<String> = redis.nodes.iter().map(|a| a.to_string()).collect();
+            // Replication is asynchronous: at the `store` level, a write its primary took just
+            // before dying may be lost with it. `replicated` waits for the replica.
+            args.extend(["--ack".to_owned(), "replicated".to_owned()]);
+            Some(format!("redis://{}", seeds.join(",")))
+        }
         None => opts.store.clone(),
     };
     if let Some(store) = &store {
@@ -138,7 +157,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     }
     let recorder = writers::Recorder::install(store.as_deref()).await?;
     let up = Up::start(&opts.bin, &args, &data_dir).await?;
-    let outcome = drive(opts, &steps, &up, postgres.as_mut()).await;
+    let outcome = drive(opts, &steps, &up, own.as_mut()).await;
     let stopped = up.stop().await;
     let mut history = outcome?;
     // Read once the nodes are gone, so that the record holds every write.
@@ -153,7 +172,7 @@ async fn drive(
     opts: &Options,
     steps: &[Planned],
     up: &Up,
-    mut postgres: Option<&mut services::Postgres>,
+    mut own: Option<&mut OwnStore>,
 ) -> anyhow::Result<History> {
     let client = Client::new(up.endpoint()?);
     let admins = &up.summary.admins;
@@ -268,7 +287,7 @@ async fn drive(
             &mut victims,
             t0,
             &mut nodes,
-            postgres.as_deref_mut(),
+            own.as_deref_mut(),
         )
         .await
         {
@@ -343,6 +362,57 @@ async fn drive(
     })
 }
 
+/// The session store the harness runs itself, which the scenario makes fail too.
+pub enum OwnStore {
+    Postgres(services::Postgres),
+    Redis(services::RedisCluster),
+}
+
+/// SIGKILL of a Redis primary picked at random; once its replica has taken over (and no
+/// sooner than `down`), the killed server starts again, empty, and joins as a replica. Over
+/// when every primary has a replica in sync again. Returns what happened, for the report.
+async fn kill_primary(
+    redis: &mut services::RedisCluster,
+    victims: &mut Rng,
+    down: Duration,
+) -> anyhow::Result<String> {
+    let mut primaries = Vec::new();
+    for i in 0..redis.nodes.len() {
+        if redis.role(i).await? == "master" {
+            primaries.push(i);
+        }
+    }
+    let victim = *primaries
+        .get(victims.below(primaries.len() as u64) as usize)
+        .context("no Redis primary")?;
+    let replica = redis.replica_of(victim).await?;
+    redis.kill(victim)?;
+    let killed = Instant::now();
+    loop {
+        if redis.role(replica).await.is_ok_and(|r| r == "master") {
+            break;
+        }
+        if killed.elapsed() > CHANGE_TIMEOUT {
+            bail!(
+                "the replica of a killed Redis primary was not promoted within {CHANGE_TIMEOUT:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let promoted = killed.elapsed();
+    tokio::time::sleep_until((killed + down).into()).await;
+    redis.start_again(victim).await?;
+    redis.replicas_online(CHANGE_TIMEOUT).await?;
+    let port = |i: usize| redis.nodes.get(i).map_or(0, |a| a.port());
+    Ok(format!(
+        "primary :{} (its replica :{} promoted after {} ms; back as a replica after {} ms)",
+        port(victim),
+        port(replica),
+        promoted.as_millis(),
+        killed.elapsed().as_millis()
+    ))
+}
+
 /// Checks the invariants on `history` and writes the report next to it.
 fn write_report(opts: &Options, history: &History) -> anyhow::Result<Report> {
     let verdicts = check::all(history);
@@ -372,7 +442,7 @@ async fn apply(
     victims: &mut Rng,
     t0: Instant,
     nodes: &mut usize,
-    postgres: Option<&mut services::Postgres>,
+    own: Option<&mut OwnStore>,
 ) -> anyhow::Result<Fault> {
     let at_ms = ms(t0);
     let admins = &up.summary.admins;
@@ -422,15 +492,21 @@ async fn apply(
             up.signal(&id, Signal::SIGCONT)?;
             Ok(fault(kind::FREEZE, format!("{id} for {how_long:?}"), false))
         }
-        Step::StoreRestart(down) => {
-            let pg = postgres.context("a store restart needs the store the harness runs")?;
-            pg.restart(down).await?;
-            Ok(fault(
-                kind::STORE_RESTART,
-                format!("postgresql down for {down:?}"),
-                false,
-            ))
-        }
+        Step::StoreRestart(down) => match own {
+            Some(OwnStore::Postgres(pg)) => {
+                pg.restart(down).await?;
+                Ok(fault(
+                    kind::STORE_RESTART,
+                    format!("postgresql down for {down:?}"),
+                    false,
+                ))
+            }
+            Some(OwnStore::Redis(redis)) => {
+                let target = kill_primary(redis, victims, down).await?;
+                Ok(fault(kind::REDIS_PRIMARY_KILL, target, false))
+            }
+            None => bail!("a store restart needs the store the harness runs"),
+        },
         Step::ScaleUp | Step::ScaleDown => {
             let before = membership(admins).await?;
             let n = *nodes;

@@ -9,8 +9,8 @@
 //!   (3→5→3 from three), and the run ends at the size it started with; with two or more
 //!   gateways, every eighth step is a gateway kill. For long runs.
 //!
-//! With `--postgres` (the harness runs the store), both also restart PostgreSQL: smoke once,
-//! mixed every tenth step.
+//! With `--postgres` or `--redis` (the harness runs the store), both also make the store fail:
+//! smoke once, mixed every tenth step (PostgreSQL restarted; a Redis primary killed).
 //!
 //! A gateway kill comes at least [`SETTLE`] after the fault before it is over, so that what the
 //! next calls get is the front's doing, not a node fault's aftermath.
@@ -35,8 +35,10 @@ pub enum Step {
     ScaleUp,
     /// One node fewer (the highest ordinal drains and leaves).
     ScaleDown,
-    /// The store's PostgreSQL stopped (open connections cut) and started again after this
-    /// long; only when the harness runs the store itself (`--postgres`).
+    /// A server of the store fails and comes back, no sooner than after this long; only when
+    /// the harness runs the store itself. PostgreSQL is stopped (open connections cut) and
+    /// started again; a Redis Cluster primary is killed and starts again as a replica once
+    /// its own replica has taken over.
     StoreRestart(Duration),
 }
 

@@ -154,6 +154,78 @@ impl RedisCluster {
         Ok(())
     }
 
+    /// What the node at `index` says it is now: `master` or `slave` (`ROLE`).
+    pub async fn role(&self, index: usize) -> anyhow::Result<String> {
+        let addr = self.nodes.get(index).context("no such Redis node")?;
+        let cli = need("redis-cli", "redis-tools")?;
+        let out = run(
+            Command::new(&cli).args(["-p", &addr.port().to_string(), "role"]),
+            "redis-cli role",
+        )
+        .await?;
+        Ok(out.lines().next().unwrap_or_default().trim().to_owned())
+    }
+
+    /// The index of the node that replicates the primary at `index`, as the primary says.
+    pub async fn replica_of(&self, index: usize) -> anyhow::Result<usize> {
+        let addr = self.nodes.get(index).context("no such Redis node")?;
+        let cli = need("redis-cli", "redis-tools")?;
+        let info = run(
+            Command::new(&cli).args(["-p", &addr.port().to_string(), "info", "replication"]),
+            "redis-cli info replication",
+        )
+        .await?;
+        let port: u16 = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("slave0:"))
+            .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("port=")))
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("the primary at {addr} names no replica"))?;
+        self.nodes
+            .iter()
+            .position(|a| a.port() == port)
+            .with_context(|| format!("the replica on port {port} is not of this cluster"))
+    }
+
+    /// SIGKILL of the node at `index` (reaped before this returns).
+    pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+        let server = self.servers.get_mut(index).context("no such Redis node")?;
+        server.kill().context("SIGKILL to redis-server")?;
+        server.wait()?;
+        Ok(())
+    }
+
+    /// Starts the node at `index` again on its port, with its cluster configuration (and no
+    /// data: these servers keep nothing on disk), and waits until it answers.
+    pub async fn start_again(&mut self, index: usize) -> anyhow::Result<()> {
+        let server = need("redis-server", "redis-server")?;
+        let cli = need("redis-cli", "redis-tools")?;
+        let addr = *self.nodes.get(index).context("no such Redis node")?;
+        let conf = self.dir.join(addr.port().to_string()).join("redis.conf");
+        let child = std::process::Command::new(server)
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server again")?;
+        let ours = format!("process_id:{}", child.id());
+        if let Some(slot) = self.servers.get_mut(index) {
+            *slot = child;
+        }
+        let port = addr.port().to_string();
+        wait_for(Duration::from_secs(10), || async {
+            run(
+                Command::new(&cli).args(["-p", &port, "info", "server"]),
+                "redis-cli info",
+            )
+            .await
+            .is_ok_and(|out| out.contains(&ours))
+        })
+        .await
+        .with_context(|| format!("redis-server at {addr} did not answer after its restart"))
+    }
+
     /// The pids of the six `redis-server` processes, in the order of [`RedisCluster::nodes`].
     pub fn pids(&self) -> Vec<u32> {
         self.servers.iter().map(Child::id).collect()

@@ -48,6 +48,11 @@ pub struct Args {
     /// restart it during the scenario too.
     #[arg(long)]
     pub postgres: bool,
+    /// Run a throw-away Redis Cluster (three primaries with a replica each, from the
+    /// installed binaries) as the session store at the `replicated` acknowledgement level,
+    /// and kill its primaries during the scenario too.
+    #[arg(long, conflicts_with_all = ["store", "postgres"])]
+    pub redis: bool,
     /// Only check and report again on the history an earlier run left in `--out` (with the
     /// same `--scenario`, `--seed` and `--duration`); nothing is run.
     #[arg(long)]
@@ -81,6 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bin: std::env::current_exe().context("cannot find the shardgate binary")?,
         store: args.store,
         postgres: args.postgres,
+        redis: args.redis,
         command,
     };
     let report = match args.report_only {

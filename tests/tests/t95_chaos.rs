@@ -54,6 +54,15 @@ async fn t10_smoke_holds_every_invariant() -> anyhow::Result<()> {
             "the report lists the {kind}:\n{report}"
         );
     }
+    // The GET holders heard their calls' notifications, and the delivery check looked.
+    assert!(
+        report.contains("GET holders: 4 sessions"),
+        "the report counts what the GET holders heard:\n{report}"
+    );
+    assert!(
+        stdout.contains("held  GET streams resumed with Last-Event-ID"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod services;
+pub mod timeline;
 pub mod up;
 pub mod workload;
 pub mod writers;
@@ -413,10 +414,25 @@ async fn kill_primary(
     ))
 }
 
-/// Checks the invariants on `history` and writes the report next to it.
+/// The timeline's file, next to the report.
+const TIMELINE: &str = "timeline.png";
+
+/// Checks the invariants on `history` and writes the report (and its timeline) next to it.
 fn write_report(opts: &Options, history: &History) -> anyhow::Result<Report> {
     let verdicts = check::all(history);
-    let report = Report::new(opts, history, verdicts);
+    let mut report = Report::new(opts, history, verdicts);
+    let drawn = timeline::draw(
+        history,
+        opts.duration.as_secs_f64(),
+        &opts.out.join(TIMELINE),
+    );
+    report.timeline = match drawn {
+        Ok(()) => Some(TIMELINE.to_owned()),
+        Err(e) => {
+            println!("chaos: no timeline: {e:#}");
+            None
+        }
+    };
     std::fs::write(
         opts.out.join("report.json"),
         serde_json::to_vec_pretty(&report)?,

@@ -31,6 +31,8 @@ pub struct Report {
     pub recovery_by_kind: BTreeMap<String, Spread>,
     pub verdicts: Vec<Verdict>,
     pub violations: usize,
+    /// The timeline's file, next to the report, when it could be drawn.
+    pub timeline: Option<String>,
 }
 
 /// What the GET holders saw.
@@ -134,6 +136,7 @@ impl Report {
             recovery_by_kind,
             verdicts,
             violations,
+            timeline: None,
         }
     }
 
@@ -156,6 +159,12 @@ impl Report {
             self.sessions,
             self.calls
         );
+        if let Some(png) = &self.timeline {
+            let _ = writeln!(
+                md,
+                "![Latency and calls without a value over the run, faults as bands]({png})\n"
+            );
+        }
         let _ = writeln!(md, "## Invariants\n");
         let _ = writeln!(
             md,

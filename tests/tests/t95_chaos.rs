@@ -63,6 +63,10 @@ async fn t10_smoke_holds_every_invariant() -> anyhow::Result<()> {
         stdout.contains("held  GET streams resumed with Last-Event-ID"),
         "{stdout}"
     );
+    // The timeline is drawn, and the report shows it.
+    let png = std::fs::read(out.join("timeline.png"))?;
+    assert!(png.starts_with(b"\x89PNG"), "timeline.png is a PNG");
+    assert!(report.contains("](timeline.png)"), "{report}");
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
 }

@@ -245,17 +245,28 @@ async fn drive(
         .take(opts.holders)
         .collect();
     let finish = Arc::new(AtomicBool::new(false));
+    let opened: Vec<Arc<tokio::sync::Notify>> = holders.iter().map(|_| Arc::default()).collect();
     let holding: Vec<_> = holders
         .iter()
-        .map(|(i, sid)| {
-            let hold = listen::hold(client.clone(), *i, sid.clone(), t0, finish.clone());
-            tokio::spawn(hold)
+        .zip(&opened)
+        .map(|((i, sid), opened)| {
+            let (opened, finish) = (opened.clone(), finish.clone());
+            tokio::spawn(listen::hold(
+                client.clone(),
+                *i,
+                sid.clone(),
+                t0,
+                opened,
+                finish,
+            ))
         })
         .collect();
     let notifying: Vec<_> = holders
         .iter()
-        .map(|(i, sid)| {
-            let calls = listen::call_progress(client.clone(), *i, sid.clone(), t0, stop.clone());
+        .zip(opened)
+        .map(|((i, sid), opened)| {
+            let calls =
+                listen::call_progress(client.clone(), *i, sid.clone(), t0, opened, stop.clone());
             tokio::spawn(calls)
         })
         .collect();

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// The progress a `test_tool_with_progress` call reports, in order.
 pub const STEPS: [i64; 3] = [0, 50, 100];
@@ -26,7 +27,8 @@ const FINISH_FOR: Duration = Duration::from_secs(15);
 /// JSON-RPC ids of progress calls start here, apart from the counter callers'.
 const FIRST_ID: i64 = 2_000_000_000;
 
-/// Holds `sid`'s standalone stream until `finish` is set, then until it has caught up (a
+/// Holds `sid`'s standalone stream (and says so on `opened` the first time it is open) until
+/// `finish` is set, then until it has caught up (a
 /// second of silence on an open stream); returns every progress notification it heard, why
 /// the stream could not be opened again each time it could not, and how many times it was
 /// opened again with `Last-Event-ID`.
@@ -35,6 +37,7 @@ pub async fn hold(
     session: usize,
     sid: String,
     t0: Instant,
+    opened: Arc<Notify>,
     finish: Arc<AtomicBool>,
 ) -> (Vec<Heard>, Vec<String>, usize) {
     let (mut heard, mut refused, mut resumed) = (Vec::new(), Vec::new(), 0);
@@ -51,7 +54,10 @@ pub async fn hold(
         let sent = tokio::time::timeout(CALL_TIMEOUT, c.listen(&sid, last.as_deref()).send()).await;
         match sent {
             Ok(Ok(resp)) if resp.status().is_success() => {
-                resumed += usize::from(last.is_some());
+                match last {
+                    Some(_) => resumed += 1,
+                    None => opened.notify_one(),
+                }
                 let mut reader = SseReader::new(resp);
                 loop {
                     match tokio::time::timeout(QUIET, reader.next()).await {
@@ -104,14 +110,18 @@ fn progress_of(msg: &Value, session: usize, event: &str, at_ms: u64) -> Option<H
     })
 }
 
-/// Makes progress calls in `sid`, one after another, until `stop`.
+/// Makes progress calls in `sid`, one after another, until `stop`: from when its holder's
+/// stream is open (a stream opened without `Last-Event-ID` carries what comes after it, not
+/// what came before), or [`CALL_TIMEOUT`] at the latest.
 pub async fn call_progress(
     c: Client,
     session: usize,
     sid: String,
     t0: Instant,
+    opened: Arc<Notify>,
     stop: Arc<AtomicBool>,
 ) -> Vec<ProgressCall> {
+    let _ = tokio::time::timeout(CALL_TIMEOUT, opened.notified()).await;
     let mut calls = Vec::new();
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {

@@ -389,21 +389,21 @@ async fn kill_primary(
     down: Duration,
 ) -> anyhow::Result<String> {
     let mut primaries = Vec::new();
-    for i in 0..redis.nodes.len() {
-        if redis.role(i).await? == "master" {
-            primaries.push(i);
+    for (i, addr) in redis.nodes.iter().enumerate() {
+        if services::redis_role(addr.port()).await? == "master" {
+            primaries.push((i, addr.port()));
         }
     }
-    let victim = *primaries
+    let (victim, port) = *primaries
         .get(victims.below(primaries.len() as u64) as usize)
         .context("no Redis primary")?;
-    let replica = redis.replica_of(victim).await?;
+    let replica = services::replica_port(port).await?;
     redis.kill(victim)?;
     let killed = Instant::now();
-    loop {
-        if redis.role(replica).await.is_ok_and(|r| r == "master") {
-            break;
-        }
+    while !services::redis_role(replica)
+        .await
+        .is_ok_and(|r| r == "master")
+    {
         if killed.elapsed() > CHANGE_TIMEOUT {
             bail!(
                 "the replica of a killed Redis primary was not promoted within {CHANGE_TIMEOUT:?}"
@@ -415,11 +415,8 @@ async fn kill_primary(
     tokio::time::sleep_until((killed + down).into()).await;
     redis.start_again(victim).await?;
     redis.replicas_online(CHANGE_TIMEOUT).await?;
-    let port = |i: usize| redis.nodes.get(i).map_or(0, |a| a.port());
     Ok(format!(
-        "primary :{} (its replica :{} promoted after {} ms; back as a replica after {} ms)",
-        port(victim),
-        port(replica),
+        "primary :{port} (its replica :{replica} promoted after {} ms; back as a replica after {} ms)",
         promoted.as_millis(),
         killed.elapsed().as_millis()
     ))

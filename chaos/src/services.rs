@@ -78,31 +78,19 @@ impl RedisCluster {
             std::fs::create_dir_all(&dir)?;
             let conf = dir.join("redis.conf");
             std::fs::write(&conf, redis_config(port, &dir))?;
-            let child = std::process::Command::new(server)
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot start redis-server")?;
+            let child = spawn_redis(server, &conf)?;
             // The node answering is ours only if it reports our pid: another test's server
             // may hold the port while ours is still failing to bind it.
-            let ours = format!("process_id:{}", child.id());
+            let pid = child.id();
             // Held by the cluster from now on, so that any early return stops it on drop.
             self.servers.push(child);
-            let port_arg = port.to_string();
             let deadline = Instant::now() + Duration::from_secs(10);
             let exited = loop {
                 let child = self.servers.last_mut().context("the node just started")?;
                 if let Some(status) = child.try_wait()? {
                     break Some(status);
                 }
-                let info = run(
-                    Command::new(cli).args(["-p", &port_arg, "info", "server"]),
-                    "redis-cli info",
-                )
-                .await;
-                if info.is_ok_and(|out| out.contains(&ours)) {
+                if answers_as(cli, port, pid).await {
                     break None;
                 }
                 if Instant::now() > deadline {
@@ -154,39 +142,6 @@ impl RedisCluster {
         Ok(())
     }
 
-    /// What the node at `index` says it is now: `master` or `slave` (`ROLE`).
-    pub async fn role(&self, index: usize) -> anyhow::Result<String> {
-        let addr = self.nodes.get(index).context("no such Redis node")?;
-        let cli = need("redis-cli", "redis-tools")?;
-        let out = run(
-            Command::new(&cli).args(["-p", &addr.port().to_string(), "role"]),
-            "redis-cli role",
-        )
-        .await?;
-        Ok(out.lines().next().unwrap_or_default().trim().to_owned())
-    }
-
-    /// The index of the node that replicates the primary at `index`, as the primary says.
-    pub async fn replica_of(&self, index: usize) -> anyhow::Result<usize> {
-        let addr = self.nodes.get(index).context("no such Redis node")?;
-        let cli = need("redis-cli", "redis-tools")?;
-        let info = run(
-            Command::new(&cli).args(["-p", &addr.port().to_string(), "info", "replication"]),
-            "redis-cli info replication",
-        )
-        .await?;
-        let port: u16 = info
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("slave0:"))
-            .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("port=")))
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("the primary at {addr} names no replica"))?;
-        self.nodes
-            .iter()
-            .position(|a| a.port() == port)
-            .with_context(|| format!("the replica on port {port} is not of this cluster"))
-    }
-
     /// SIGKILL of the node at `index` (reaped before this returns).
     pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
         let server = self.servers.get_mut(index).context("no such Redis node")?;
@@ -202,25 +157,13 @@ impl RedisCluster {
         let cli = need("redis-cli", "redis-tools")?;
         let addr = *self.nodes.get(index).context("no such Redis node")?;
         let conf = self.dir.join(addr.port().to_string()).join("redis.conf");
-        let child = std::process::Command::new(server)
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start redis-server again")?;
-        let ours = format!("process_id:{}", child.id());
+        let child = spawn_redis(&server, &conf)?;
+        let pid = child.id();
         if let Some(slot) = self.servers.get_mut(index) {
             *slot = child;
         }
-        let port = addr.port().to_string();
-        wait_for(Duration::from_secs(10), || async {
-            run(
-                Command::new(&cli).args(["-p", &port, "info", "server"]),
-                "redis-cli info",
-            )
-            .await
-            .is_ok_and(|out| out.contains(&ours))
+        wait_for(Duration::from_secs(10), || {
+            answers_as(&cli, addr.port(), pid)
         })
         .await
         .with_context(|| format!("redis-server at {addr} did not answer after its restart"))
@@ -241,6 +184,51 @@ impl Drop for RedisCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `redis-server` with the configuration file `conf`, its output discarded (it logs to a file).
+fn spawn_redis(server: &Path, conf: &Path) -> anyhow::Result<Child> {
+    std::process::Command::new(server)
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start redis-server")
+}
+
+/// Whether the server on `port` answers, as the process `pid`.
+async fn answers_as(cli: &Path, port: u16, pid: u32) -> bool {
+    redis_cli(cli, port, &["info", "server"])
+        .await
+        .is_ok_and(|out| out.contains(&format!("process_id:{pid}")))
+}
+
+async fn redis_cli(cli: &Path, port: u16, args: &[&str]) -> anyhow::Result<String> {
+    run(
+        Command::new(cli).arg("-p").arg(port.to_string()).args(args),
+        "redis-cli",
+    )
+    .await
+}
+
+/// What the Redis server on `port` says it is now: `master` or `slave` (`ROLE`).
+pub async fn redis_role(port: u16) -> anyhow::Result<String> {
+    let cli = need("redis-cli", "redis-tools")?;
+    let answer = redis_cli(&cli, port, &["role"]).await?;
+    Ok(answer.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+/// The port of the replica of the Redis primary on `port`, as the primary says.
+pub async fn replica_port(port: u16) -> anyhow::Result<u16> {
+    let cli = need("redis-cli", "redis-tools")?;
+    let info = redis_cli(&cli, port, &["info", "replication"]).await?;
+    info.lines()
+        .filter(|l| l.starts_with("slave0:"))
+        .flat_map(|l| l.split(','))
+        .find_map(|kv| kv.strip_prefix("port="))
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no replica of the primary on port {port}: {info}"))
 }
 
 fn redis_config(port: u16, dir: &Path) -> String {

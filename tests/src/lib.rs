@@ -147,6 +147,39 @@ pub fn signed_post(
         .body(body))
 }
 
+/// Runs `shardgate chaos --scenario smoke --seed 7 --duration 30s` with `extra` arguments, as
+/// a user does, into a scratch folder named `name`; asserts it passed with 0 violations and
+/// returns its output folder, its stdout and its REPORT.md.
+pub async fn chaos_smoke(name: &str, extra: &[&str]) -> anyhow::Result<(PathBuf, String, String)> {
+    let out = scratch(name)?;
+    let run = tokio::process::Command::new(shardgate_bin()?)
+        .args([
+            "chaos",
+            "--scenario",
+            "smoke",
+            "--seed",
+            "7",
+            "--duration",
+            "30s",
+        ])
+        .args(extra)
+        // CI machines are slower than production clusters.
+        .args(["--timings", "relaxed", "--out"])
+        .arg(&out)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap_or_default();
+    println!("{stdout}\n{report}");
+    assert!(
+        run.status.success(),
+        "the smoke scenario failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.trim_end().ends_with("0 violations"), "{stdout}");
+    Ok((out, stdout, report))
+}
+
 /// A fresh scratch directory for one test, under the system's temporary directory.
 pub fn scratch(name: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("shardgate-{name}-{}", std::process::id()));

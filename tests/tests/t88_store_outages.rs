@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 use shardgate_tests::Cluster;
 use shardgate_tests::mcp::{self, Client};
-use shardgate_tests::services::{Postgres, RedisCluster};
+use shardgate_tests::services::{Postgres, RedisCluster, redis_role, replica_port};
 use shardgate_tests::takeover::{owners, sessions_counted_to};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -242,14 +242,14 @@ async fn t20_a_redis_primary_killed_is_survived_once_its_replica_is_promoted() -
     let mut held: Vec<(usize, u16, BTreeSet<String>)> = Vec::new();
     for (i, addr) in redis.nodes.iter().enumerate() {
         let port = addr.port();
-        if role(port).await? == "master" {
+        if redis_role(port).await? == "master" {
             held.push((i, port, sessions_in(port).await?));
         }
     }
     anyhow::ensure!(held.len() == 3, "three primaries: {held:?}");
     held.sort_by_key(|(_, _, s)| std::cmp::Reverse(s.len()));
     let (victim, victim_port, on_victim) = held.swap_remove(0);
-    let replica_port = replica_of(victim_port).await?;
+    let replica_port = replica_port(victim_port).await?;
     let spread: Vec<usize> = held.iter().map(|(_, _, s)| s.len()).collect();
     println!(
         "primary kill: the primary on port {victim_port} holds {} of {SESSIONS} sessions (the \
@@ -269,7 +269,7 @@ async fn t20_a_redis_primary_killed_is_survived_once_its_replica_is_promoted() -
     let mut promoted = None;
     let deadline = killed + Duration::from_secs(40);
     loop {
-        if promoted.is_none() && role(replica_port).await.is_ok_and(|r| r == "master") {
+        if promoted.is_none() && redis_role(replica_port).await.is_ok_and(|r| r == "master") {
             promoted = Some(killed.elapsed());
         }
         let settled = traffic.every_session(|calls| {
@@ -852,12 +852,6 @@ async fn redis_cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
     .await
 }
 
-/// `master` or `slave`.
-async fn role(port: u16) -> anyhow::Result<String> {
-    let answer = redis_cli(port, &["role"]).await?;
-    Ok(answer.lines().next().unwrap_or_default().to_owned())
-}
-
 /// The sessions whose keys the node on `port` holds.
 async fn sessions_in(port: u16) -> anyhow::Result<BTreeSet<String>> {
     let keys = redis_cli(port, &["--scan", "--pattern", "sg:*:owner"]).await?;
@@ -866,17 +860,6 @@ async fn sessions_in(port: u16) -> anyhow::Result<BTreeSet<String>> {
         .filter_map(|k| k.strip_prefix("sg:{")?.strip_suffix("}:owner"))
         .map(str::to_owned)
         .collect())
-}
-
-/// The port of the replica of the primary on `port`.
-async fn replica_of(port: u16) -> anyhow::Result<u16> {
-    let info = redis_cli(port, &["info", "replication"]).await?;
-    info.lines()
-        .filter(|l| l.starts_with("slave0:"))
-        .flat_map(|l| l.split(','))
-        .find_map(|kv| kv.strip_prefix("port="))
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no replica of the primary on port {port}: {info}"))
 }
 
 async fn psql(pg: &Postgres, sql: &str) -> anyhow::Result<String> {

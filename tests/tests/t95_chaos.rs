@@ -10,38 +10,14 @@ use shardgate_chaos::history::History;
 use shardgate_chaos::writers::{Recorder, Writers};
 use shardgate_store::postgres::PgStore;
 use shardgate_store::{Changes, Fence, SessionStore, StoredEvent};
+use shardgate_tests::chaos_smoke;
 use shardgate_tests::services::Postgres;
-use shardgate_tests::{scratch, shardgate_bin};
 use std::time::Duration;
 use tokio::process::Command;
 
 #[tokio::test]
 async fn t10_smoke_holds_every_invariant() -> anyhow::Result<()> {
-    let out = scratch("chaos-smoke")?;
-    let run = tokio::process::Command::new(shardgate_bin()?)
-        .args([
-            "chaos",
-            "--scenario",
-            "smoke",
-            "--seed",
-            "7",
-            "--duration",
-            "30s",
-        ])
-        // CI machines are slower than production clusters.
-        .args(["--timings", "relaxed", "--out"])
-        .arg(&out)
-        .output()
-        .await?;
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap_or_default();
-    println!("{stdout}\n{report}");
-    assert!(
-        run.status.success(),
-        "the smoke scenario failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(stdout.trim_end().ends_with("0 violations"), "{stdout}");
+    let (out, stdout, report) = chaos_smoke("chaos-smoke", &[]).await?;
     for kind in [
         "kill -9",
         "freeze",

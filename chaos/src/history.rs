@@ -16,6 +16,10 @@ pub mod kind {
     pub const STORE_RESTART: &str = "store restart";
     /// SIGKILL of a Redis primary; its replica takes over, and it comes back as a replica.
     pub const REDIS_PRIMARY_KILL: &str = "redis primary kill -9";
+    /// A node cut off from its peers, the gateways or the store (packets dropped).
+    pub const PARTITION: &str = "partition";
+    /// A node's links to one side losing a share of their packets.
+    pub const SLOW_LINK: &str = "slow link";
 }
 
 /// How one call ended, as the client saw it.

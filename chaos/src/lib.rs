@@ -15,6 +15,7 @@ pub mod check;
 pub mod history;
 pub mod listen;
 pub mod mcp;
+pub mod net;
 pub mod report;
 pub mod rng;
 pub mod scenario;
@@ -27,11 +28,12 @@ pub mod writers;
 use anyhow::{Context, bail};
 use history::{Fault, History, Moved, kind};
 use mcp::Client;
+use net::{Block, Net, Side};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use report::Report;
 use rng::Rng;
-use scenario::{Planned, Step};
+use scenario::{Kinds, Planned, Step};
 use shardgate_raft::{MemberState, Membership, Ring};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,13 +102,20 @@ pub struct Options {
 
 /// Runs the scenario; the report says whether every invariant held.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
-    let steps = scenario::plan(
-        &opts.scenario,
-        opts.seed,
-        opts.duration,
-        opts.gateways,
-        opts.postgres || opts.redis,
-    )?;
+    // Dropped last: its rules and cgroups go once the cluster has stopped.
+    let mut net = match Net::create() {
+        Ok(net) => Some(net),
+        Err(e) => {
+            println!("chaos: no network faults (partitions, slow links): {e:#}");
+            None
+        }
+    };
+    let kinds = Kinds {
+        gateways: opts.gateways,
+        own_store: opts.postgres || opts.redis,
+        network: net.is_some(),
+    };
+    let steps = scenario::plan(&opts.scenario, opts.seed, opts.duration, kinds)?;
     if (opts.postgres || opts.redis) && opts.store.is_some() {
         bail!("--postgres and --redis run the store themselves: no --store with them");
     }
@@ -131,6 +140,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         "--timings".to_owned(),
         opts.timings.clone(),
     ];
+    if let Some(net) = &net {
+        args.extend(["--cgroup".to_owned(), net.dir.display().to_string()]);
+    }
     let mut own = if opts.postgres {
         Some(OwnStore::Postgres(services::Postgres::start().await?))
     } else if opts.redis {
@@ -158,7 +170,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     }
     let recorder = writers::Recorder::install(store.as_deref()).await?;
     let up = Up::start(&opts.bin, &args, &data_dir).await?;
-    let outcome = drive(opts, &steps, &up, own.as_mut()).await;
+    let levers = Levers {
+        own: own.as_mut(),
+        net: net.as_mut(),
+    };
+    let outcome = drive(opts, &steps, &up, levers).await;
     let stopped = up.stop().await;
     let mut history = outcome?;
     // Read once the nodes are gone, so that the record holds every write.
@@ -173,7 +189,7 @@ async fn drive(
     opts: &Options,
     steps: &[Planned],
     up: &Up,
-    mut own: Option<&mut OwnStore>,
+    mut levers: Levers<'_>,
 ) -> anyhow::Result<History> {
     let client = Client::new(up.endpoint()?);
     let admins = &up.summary.admins;
@@ -299,7 +315,10 @@ async fn drive(
             &mut victims,
             t0,
             &mut nodes,
-            own.as_deref_mut(),
+            Levers {
+                own: levers.own.as_deref_mut(),
+                net: levers.net.as_deref_mut(),
+            },
         )
         .await
         {
@@ -372,6 +391,13 @@ async fn drive(
         writers: None,
         epoch_reached,
     })
+}
+
+/// What the harness makes faults with besides signals and `up`: the store it runs, and the
+/// packet filter that cuts links.
+struct Levers<'a> {
+    own: Option<&'a mut OwnStore>,
+    net: Option<&'a mut Net>,
 }
 
 /// The session store the harness runs itself, which the scenario makes fail too.
@@ -466,8 +492,9 @@ async fn apply(
     victims: &mut Rng,
     t0: Instant,
     nodes: &mut usize,
-    own: Option<&mut OwnStore>,
+    levers: Levers<'_>,
 ) -> anyhow::Result<Fault> {
+    let Levers { own, net } = levers;
     let at_ms = ms(t0);
     let admins = &up.summary.admins;
     let pick = |victims: &mut Rng| -> anyhow::Result<String> {
@@ -487,13 +514,31 @@ async fn apply(
     match step {
         Step::Kill => {
             let id = pick(victims)?;
-            let leader = up.leader().await;
+            let target = leader_named(up, &id).await;
             up.signal(&id, Signal::SIGKILL)?;
-            let target = match leader == Some(id.clone()) {
-                true => format!("{id} (leader)"),
-                false => id,
-            };
             Ok(fault(kind::KILL, target, false))
+        }
+        Step::Partition { side, lasting } | Step::SlowLink { side, lasting } => {
+            let net = net.context("links cannot be cut here")?;
+            let id = pick(victims)?;
+            let target = leader_named(up, &id).await;
+            let (kind, loss) = match step {
+                Step::Partition { .. } => (kind::PARTITION, None),
+                _ => (kind::SLOW_LINK, Some(scenario::LOSS)),
+            };
+            let blocks = cut_off(up, &id, side, own.as_deref(), loss)?;
+            let cut = net.cut(&blocks)?;
+            tokio::time::sleep(lasting).await;
+            let dropped = cut.heal()?;
+            let what = match loss {
+                None => format!("{target} cut off from {side} for {lasting:?}"),
+                Some(p) => format!("{target}'s links to {side} losing {p}% for {lasting:?}"),
+            };
+            Ok(fault(
+                kind,
+                format!("{what}: {dropped} packets dropped"),
+                false,
+            ))
         }
         Step::GatewayKill => {
             let (pid, name) = gateway_victim(up, victims).await?;
@@ -576,6 +621,62 @@ async fn apply(
             Ok(f)
         }
     }
+}
+
+/// A node's id, with " (leader)" when it leads the Raft group.
+async fn leader_named(up: &Up, id: &str) -> String {
+    match up.leader().await.as_deref() == Some(id) {
+        true => format!("{id} (leader)"),
+        false => id.to_owned(),
+    }
+}
+
+/// What to drop to cut node `id` off from `side` (`loss` percent of it, or all): its session
+/// and internal listeners are what the others reach it on.
+fn cut_off(
+    up: &Up,
+    id: &str,
+    side: Side,
+    own: Option<&OwnStore>,
+    loss: Option<u8>,
+) -> anyhow::Result<Vec<Block>> {
+    let ports = |node: &str| -> anyhow::Result<Vec<u16>> {
+        let file = up.data_dir.join(format!("{node}.ready"));
+        let at: shardgate_statefulset::ready::Node = shardgate_statefulset::ready::read(&file)
+            .with_context(|| format!("no ready file for {node}"))?;
+        Ok(vec![at.session.port(), at.internal.port()])
+    };
+    let block = |from: &str, ports: Vec<u16>| Block {
+        from: from.to_owned(),
+        ports,
+        loss,
+    };
+    let mine = ports(id)?;
+    Ok(match side {
+        Side::Peers => {
+            let peers: Vec<String> = up.node_ids()?.into_iter().filter(|n| n != id).collect();
+            let mut theirs = Vec::new();
+            let mut blocks = Vec::new();
+            for peer in &peers {
+                theirs.extend(ports(peer)?);
+                blocks.push(block(peer, mine.clone()));
+            }
+            blocks.push(block(id, theirs));
+            blocks
+        }
+        Side::Gateways => up
+            .gateways()?
+            .iter()
+            .map(|(_, name)| block(name, mine.clone()))
+            .collect(),
+        Side::Store => {
+            let store = match own.context("the store is not the harness's: no ports to cut")? {
+                OwnStore::Postgres(pg) => vec![pg.port],
+                OwnStore::Redis(redis) => redis.nodes.iter().map(|a| a.port()).collect(),
+            };
+            vec![block(id, store)]
+        }
+    })
 }
 
 /// A gateway kill's victim, picked once every gateway runs (one restarted after the last kill

@@ -196,14 +196,18 @@ impl Report {
         let _ = writeln!(
             md,
             "{} kill -9 of nodes ({} of the Raft leader), {} kill -9 of gateways, {} freezes, \
-             {} scale-ups, {} scale-downs, {} store restarts.\n",
+             {} scale-ups, {} scale-downs, {} store restarts, {} Redis primary kills, {} \
+             partitions, {} slow links.\n",
             count(kind::KILL),
             leaders,
             count(kind::GATEWAY_KILL),
             count(kind::FREEZE),
             count(kind::SCALE_UP),
             count(kind::SCALE_DOWN),
-            count(kind::STORE_RESTART)
+            count(kind::STORE_RESTART),
+            count(kind::REDIS_PRIMARY_KILL),
+            count(kind::PARTITION),
+            count(kind::SLOW_LINK)
         );
         let _ = writeln!(
             md,

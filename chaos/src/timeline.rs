@@ -44,6 +44,8 @@ fn colour(kind_of: &str) -> RGBColor {
         kind::GATEWAY_KILL => RGBColor(148, 103, 189),
         kind::FREEZE => RGBColor(31, 119, 180),
         kind::SCALE_UP | kind::SCALE_DOWN => RGBColor(44, 160, 44),
+        kind::PARTITION => RGBColor(140, 86, 75),
+        kind::SLOW_LINK => RGBColor(227, 119, 194),
         _ => RGBColor(255, 127, 14),
     }
 }
@@ -156,6 +158,8 @@ pub fn draw(history: &History, duration_s: f64, path: &Path) -> anyhow::Result<(
         ("gateway kill -9", &[kind::GATEWAY_KILL][..]),
         ("freeze", &[kind::FREEZE][..]),
         ("scale up / down", &[kind::SCALE_UP, kind::SCALE_DOWN][..]),
+        ("partition", &[kind::PARTITION][..]),
+        ("slow link", &[kind::SLOW_LINK][..]),
         (
             "store fault",
             &[kind::STORE_RESTART, kind::REDIS_PRIMARY_KILL][..],

@@ -79,6 +79,12 @@ pub struct Options {
     pub timings: Timings,
     #[command(flatten)]
     pub store: StoreOptions,
+    /// A cgroup v2 directory: every process runs in its own cgroup under it (`DIR/node-N`,
+    /// `DIR/gateway-N`) from its first instruction, as each pod has its own network identity,
+    /// so that packet filter rules can tell their traffic apart (the chaos harness cuts links
+    /// this way).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// What every process of the cluster is started with.
@@ -92,6 +98,8 @@ struct Plan {
     ip: IpAddr,
     /// The store configuration, in the environment of every node (never in its argv).
     node_env: Vec<(&'static str, String)>,
+    /// `--cgroup`.
+    cgroup: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy)]
@@ -183,8 +191,24 @@ impl Plan {
         }
     }
 
-    fn spawn(&self, args: &[String]) -> anyhow::Result<Child> {
-        let mut cmd = Command::new(&self.exe);
+    /// Starts the process `name` with `args`; under `--cgroup`, in its own cgroup, which a
+    /// shell joins before it becomes the process (same pid), so that every socket the
+    /// process ever opens belongs to that cgroup.
+    fn spawn(&self, name: &str, args: &[String]) -> anyhow::Result<Child> {
+        let mut cmd = match &self.cgroup {
+            Some(root) => {
+                let dir = root.join(name);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create cgroup {}", dir.display()))?;
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+                    .arg(&dir)
+                    .arg(&self.exe);
+                cmd
+            }
+            None => Command::new(&self.exe),
+        };
         cmd.args(args)
             .envs(self.env_for(args).iter().map(|(k, v)| (k, v)))
             .env(EXIT_WITH_PARENT, "1")
@@ -209,7 +233,7 @@ impl Plan {
     ) -> anyhow::Result<Replica> {
         let ready_file = self.ready_file(&name);
         let _ = std::fs::remove_file(&ready_file);
-        let mut child = self.spawn(&args)?;
+        let mut child = self.spawn(&name, &args)?;
         let bound = wait_until_bound(&ready_file, &mut child, &name, parse).await?;
         Ok(Replica {
             name,
@@ -334,6 +358,7 @@ pub async fn run(args: Options, shutdown: CancellationToken) -> anyhow::Result<(
         config: args.config.clone(),
         ip: args.bind,
         node_env: args.store.node_env(&data_dir),
+        cgroup: args.cgroup.clone(),
     };
     let result = run_cluster(&args, &plan, &mut entry, shutdown).await;
     entry.remove();
@@ -601,7 +626,7 @@ async fn restart_if_dead(
         }
     };
     let _ = std::fs::remove_file(&r.ready_file);
-    match plan.spawn(&args) {
+    match plan.spawn(&r.name, &args) {
         Ok(mut child) => {
             match wait_until_bound(&r.ready_file, &mut child, &r.name, parse).await {
                 Ok(bound) => r.bound = bound,

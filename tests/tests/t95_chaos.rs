@@ -1,6 +1,6 @@
 //! The chaos harness's `smoke` scenario, as a user runs it: `shardgate chaos --scenario smoke
-//! --seed 7 --duration 30s` against a local cluster (a node killed, a node frozen, one added
-//! and one drained away, one of the two gateways behind `up`'s front killed, under two callers
+//! --seed 7 --duration 30s` against a local cluster (a node killed, a node frozen, a node cut
+//! off from its peers, one added and one drained away, one of the two gateways behind `up`'s front killed, under two callers
 //! per session), with every invariant checked on the recorded history. The run fails on any
 //! violation; its report must say what held. And the store's record of its writers, which the
 //! one-writer invariant reads, on a real PostgreSQL.
@@ -24,12 +24,24 @@ async fn t10_smoke_holds_every_invariant() -> anyhow::Result<()> {
         "scale up",
         "scale down",
         "gateway kill -9 | gateway-",
+        // The test machine runs as root with nftables (scripts/install-test-peers), so links
+        // can be cut.
+        "partition | node-",
     ] {
         assert!(
             report.contains(kind),
             "the report lists the {kind}:\n{report}"
         );
     }
+    // The cut bit: its rules dropped packets.
+    let cut = report
+        .lines()
+        .find(|l| l.contains("| partition |") && l.contains("cut off from its peers"))
+        .expect("a partition line");
+    assert!(
+        cut.contains(" packets dropped") && !cut.contains(": 0 packets dropped"),
+        "{cut}"
+    );
     // The GET holders heard their calls' notifications, and the delivery check looked.
     assert!(
         report.contains("GET holders: 4 sessions"),

@@ -10,9 +10,10 @@
 //! - at most `max_connections` open at once. At the limit, the connection idle longest is
 //!   closed to make room for the newcomer; when none is idle, the newcomer is closed at once.
 //!   Either way the accept queue keeps moving, long before the descriptor table is full;
-//! - a TLS handshake, a connection's first request head (HTTP/1.1: every request head, and so
-//!   also the wait for the next request on a kept-alive connection) and each stall of a request
-//!   body are timed. A stalled body is answered 408, and an HTTP/1.1 connection closed;
+//! - a TLS handshake, the wait for a connection's first request, every HTTP/1.1 request head
+//!   from its first byte ([`head`]; the wait between requests on a kept-alive connection is the
+//!   idle timeout's) and each stall of a request body are timed. A stalled body is answered
+//!   408, and an HTTP/1.1 connection closed;
 //! - a connection with no request in flight is closed after `idle_timeout`. A request is in
 //!   flight until its response has been sent in full, so SSE answers and GET streams that last
 //!   hours are never cut: only reading the request is timed, never writing the response;
@@ -24,9 +25,11 @@
 //! presets).
 
 mod body;
+mod head;
 mod limits;
 
 use body::Service;
+use head::HeadTimed;
 
 pub use limits::{LimitsError, ListenerLimits, fit_to_descriptors};
 
@@ -152,10 +155,11 @@ impl Shared {
         shutdown: CancellationToken,
     ) -> Shared {
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Heads are timed by `HeadTimed`: hyper's timer would also cut idle connections.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
+            .header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -219,6 +223,7 @@ impl Slot {
     fn open(shared: &Arc<Shared>, id: u64, permit: OwnedSemaphorePermit) -> Slot {
         let conn = Arc::new(Conn {
             in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
             used: AtomicBool::new(false),
             idle_since: AtomicU64::new(millis_since(shared.epoch)),
             evicted: AtomicBool::new(false),
@@ -257,6 +262,8 @@ fn millis_since(epoch: Instant) -> u64 {
 struct Conn {
     /// Requests whose response has not been sent in full.
     in_flight: AtomicUsize,
+    /// Requests begun on the connection: each one's head has been read.
+    requests: AtomicU64,
     /// Whether a request has arrived: until one has, the header timeout applies, not the idle.
     used: AtomicBool,
     /// When the connection last had nothing in flight, in milliseconds since `epoch`.
@@ -332,6 +339,7 @@ where
         conn: conn.clone(),
         body_timeout: shared.limits.body_timeout,
     };
+    let io = HeadTimed::new(io, conn.clone(), shared.limits.header_timeout);
     let http = shared
         .builder
         .serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -75,6 +75,7 @@ fn connection_limits_fit_the_descriptor_table() {
 fn conn(epoch: Instant) -> Conn {
     Conn {
         in_flight: AtomicUsize::new(0),
+        requests: AtomicU64::new(0),
         used: AtomicBool::new(false),
         idle_since: AtomicU64::new(0),
         evicted: AtomicBool::new(false),
@@ -245,5 +246,56 @@ async fn a_stalled_body_gets_408_and_the_connection_closes() {
     let answer = read_all(&mut tcp).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"));
+    shutdown.cancel();
+}
+
+/// A listener whose idle timeout is far longer than its head timeout.
+fn heads_short_idle_long() -> ListenerLimits {
+    ListenerLimits {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(30),
+        ..short()
+    }
+}
+
+/// What one request on a kept-alive connection gets: the status line and body of a small
+/// answer, read without waiting for the connection to close.
+async fn ask(tcp: &mut TcpStream, path: &str) -> String {
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_the_idle_timeout_not_the_head_timeout() {
+    let (addr, shutdown) = listen(heads_short_idle_long()).await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    assert!(ask(&mut tcp, "/ok").await.starts_with("HTTP/1.1 200"));
+    // Idle for three head timeouts: a client's pool may keep it that long and more.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let again = ask(&mut tcp, "/ok").await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_head_that_trickles_in_is_cut_after_the_head_timeout() {
+    let (addr, shutdown) = listen(heads_short_idle_long()).await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    assert!(ask(&mut tcp, "/ok").await.starts_with("HTTP/1.1 200"));
+    // The next head starts and never ends: the connection closes without an answer.
+    let started = Instant::now();
+    tcp.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    assert_eq!(read_all(&mut tcp).await, "");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(started.elapsed() < Duration::from_secs(5));
     shutdown.cancel();
 }

@@ -249,6 +249,14 @@ fn task_id(headers: &HeaderMap, request: Option<&Value>) -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
+/// The id of a POST's only request, which an error about it answers.
+fn single(requests: &[RequestId]) -> Option<RequestId> {
+    match requests {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
 /// The ids of the requests a POST carries.
 fn requests(parsed: &mcp::Body) -> Vec<RequestId> {
     parsed
@@ -317,7 +325,21 @@ async fn send(
         parts.headers.remove(internal::EPOCH);
     }
     if !is_sse {
-        return Ok((Response::from_parts(parts, Body::new(body)), placement));
+        // A JSON answer is small: read whole before it goes out, so that a node lost halfway
+        // through it leaves the client an explicit error, not a connection closed mid-answer.
+        let body = body.collect().await.map_err(|e| {
+            let ring = gw.ring.current();
+            let node = ring
+                .owner(route.key.as_bytes())
+                .map_or_else(|| "the owner".to_owned(), |m| m.id.to_string());
+            let error = ProxyError::NodeUnreachable {
+                node,
+                error: format!("its answer broke off: {e}"),
+            };
+            (error, single(&requests))
+        })?;
+        let body = Body::from(body.to_bytes());
+        return Ok((Response::from_parts(parts, body), placement));
     }
     parts
         .headers

@@ -358,7 +358,11 @@ where
             }
             _ = shared.shutdown.cancelled(), if closing.is_none() => true,
             _ = conn.wake.notified() => closing.is_none() && conn.evicted.load(Ordering::Relaxed),
-            _ = tokio::time::sleep_until(look_at) => close_at.is_some_and(|at| at <= Instant::now()),
+            // Looked at again now: a request may have begun since (its start wakes nobody), and
+            // a connection is never closed under a request in flight.
+            _ = tokio::time::sleep_until(look_at) => conn
+                .close_at(&shared.limits, closing)
+                .is_some_and(|at| at <= Instant::now()),
         };
         if close {
             if closing.is_some() {

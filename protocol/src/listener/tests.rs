@@ -171,10 +171,18 @@ fn short() -> ListenerLimits {
     }
 }
 
-/// A listener on a free port with `limits`, serving `/ok`, a slow `/stream` and `/echo`.
+/// A listener on a free port with `limits`, serving `/ok`, `/slow` (answered after 600 ms), a
+/// slow `/stream` and `/echo`.
 async fn listen(limits: ListenerLimits) -> (SocketAddr, CancellationToken) {
     let router = Router::new()
         .route("/ok", get(|| async { "ok" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                "slow"
+            }),
+        )
         .route(
             "/stream",
             get(|| async {
@@ -297,5 +305,22 @@ async fn a_head_that_trickles_in_is_cut_after_the_head_timeout() {
     assert_eq!(read_all(&mut tcp).await, "");
     assert!(started.elapsed() >= Duration::from_millis(250));
     assert!(started.elapsed() < Duration::from_secs(5));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_first_request_that_outlasts_the_head_timeout_leaves_the_connection_open() {
+    let (addr, shutdown) = listen(heads_short_idle_long()).await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    // In flight for twice the head timeout, from the connection's first moments.
+    let first = ask(&mut tcp, "/slow").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = ask(&mut tcp, "/ok").await;
+    assert!(again.starts_with("HTTP/1.1 200"), "kept alive: {again:?}");
     shutdown.cancel();
 }

@@ -20,13 +20,15 @@ pub mod kind {
     pub const PARTITION: &str = "partition";
     /// A node's links to one side losing a share of their packets.
     pub const SLOW_LINK: &str = "slow link";
+    /// SIGKILL of a stdio upstream process.
+    pub const UPSTREAM_KILL: &str = "stdio upstream kill -9";
 }
 
 /// How one call ended, as the client saw it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
-    /// `counter` answered with its new value.
+    /// `counter` answered with its new value (`echo`: the number it was given).
     Value { value: i64 },
     /// The explicit failover error: the call was in flight on a node that went away.
     Interrupted { message: String },
@@ -70,7 +72,8 @@ impl Outcome {
     }
 }
 
-/// One `tools/call counter` of one session.
+/// One `tools/call counter` of one session (or, in [`History::upstream_calls`], one call of
+/// the stdio upstream's `echo` with the call's id as its text).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Call {
     /// The session's index in [`History::sessions`].
@@ -150,6 +153,10 @@ pub struct Listened {
 pub struct History {
     pub sessions: Vec<String>,
     pub calls: Vec<Call>,
+    /// The calls through a stdio upstream (the `upstreams` scenario); absent from older
+    /// histories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_calls: Vec<Call>,
     pub faults: Vec<Fault>,
     #[serde(default)]
     pub listened: Listened,

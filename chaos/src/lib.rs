@@ -20,13 +20,14 @@ pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod services;
+pub mod stdio;
 pub mod timeline;
 pub mod up;
 pub mod workload;
 pub mod writers;
 
 use anyhow::{Context, bail};
-use history::{Fault, History, Moved, kind};
+use history::{Call, Fault, History, Moved, kind};
 use mcp::Client;
 use net::{Block, Net, Side};
 use nix::sys::signal::{Signal, kill};
@@ -40,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use up::Up;
-use workload::{Tally, Target, ms};
+use workload::{Pace, Tally, Target, Tool, ms};
 
 /// How long a membership change may take before the run fails.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -143,6 +144,14 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     if let Some(net) = &net {
         args.extend(["--cgroup".to_owned(), net.dir.display().to_string()]);
     }
+    let stdio = match scenario::with_stdio(&opts.scenario) {
+        true => {
+            let (stdio, config) = stdio::Stdio::prepare(&opts.out)?;
+            args.extend(["--config".to_owned(), config.display().to_string()]);
+            Some(stdio)
+        }
+        false => None,
+    };
     let mut own = if opts.postgres {
         Some(OwnStore::Postgres(services::Postgres::start().await?))
     } else if opts.redis {
@@ -173,6 +182,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let levers = Levers {
         own: own.as_mut(),
         net: net.as_mut(),
+        stdio: stdio.as_ref(),
     };
     let outcome = drive(opts, &steps, &up, levers).await;
     let stopped = up.stop().await;
@@ -191,7 +201,10 @@ async fn drive(
     up: &Up,
     mut levers: Levers<'_>,
 ) -> anyhow::Result<History> {
-    let client = Client::new(up.endpoint()?);
+    let client = match levers.stdio {
+        Some(_) => Client::new(up.endpoint()?).federated(stdio::BUILTIN),
+        None => Client::new(up.endpoint()?),
+    };
     let admins = &up.summary.admins;
     if admins.is_empty() {
         bail!("up printed no admin URL");
@@ -231,25 +244,47 @@ async fn drive(
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
+    let callers = opts.callers.max(1);
+    let spawn = |session: usize, target: &Target, k: usize, pace: Pace, tool: Tool| {
+        let caller = workload::Caller {
+            client: client.clone(),
+            session,
+            target: target.clone(),
+            first_id: 1000 + 1_000_000 * k as i64,
+            pace,
+            tool,
+        };
+        tokio::spawn(workload::run_session(
+            caller,
+            t0,
+            stop.clone(),
+            tally.clone(),
+        ))
+    };
     let load: Vec<_> = targets
         .iter()
         .enumerate()
-        .flat_map(|(i, target)| (0..opts.callers.max(1)).map(move |k| (i, target, k)))
+        .flat_map(|(i, target)| (0..callers).map(move |k| (i, target, k)))
         .map(|(i, target, k)| {
-            let caller = workload::Caller {
-                client: client.clone(),
-                session: i,
-                target: target.clone(),
-                first_id: 1000 + 1_000_000 * k as i64,
-                impatient: k % 2 == 1,
+            let pace = match k % 2 {
+                1 => Pace::Impatient,
+                _ => Pace::Patient,
             };
-            tokio::spawn(workload::run_session(
-                caller,
-                t0,
-                stop.clone(),
-                tally.clone(),
-            ))
+            spawn(i, target, k, pace, Tool::Counter)
         })
+        .collect();
+    // With a stdio upstream, each session also calls it, patiently.
+    let echo_targets: Vec<(usize, &Target)> = match levers.stdio {
+        Some(_) => targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(t, Target::Session(_)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let echoing: Vec<_> = echo_targets
+        .iter()
+        .map(|&(i, target)| spawn(i, target, callers, Pace::Patient, Tool::Echo))
         .collect();
     let holders: Vec<(usize, String)> = targets
         .iter()
@@ -318,6 +353,7 @@ async fn drive(
             Levers {
                 own: levers.own.as_deref_mut(),
                 net: levers.net.as_deref_mut(),
+                stdio: levers.stdio,
             },
         )
         .await
@@ -346,6 +382,10 @@ async fn drive(
     for task in load {
         calls.extend(task.await?);
     }
+    let mut upstream_calls = Vec::new();
+    for task in echoing {
+        upstream_calls.extend(task.await?);
+    }
     let mut listened = history::Listened {
         sessions: holders.iter().map(|(i, _)| *i).collect(),
         ..history::Listened::default()
@@ -361,18 +401,10 @@ async fn drive(
     }
     // Healing: each session calls until it answers, one call after another.
     for (i, target) in targets.iter().enumerate() {
-        let until = Instant::now() + HEAL_TIMEOUT;
-        let mut id = 900_000;
-        loop {
-            let made = workload::call(&client, i, target, id, t0, true, false).await;
-            let answered = made.outcome.value().is_some();
-            calls.push(made);
-            if answered || Instant::now() > until {
-                break;
-            }
-            id += 1;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        calls.extend(heal(&client, i, target, Tool::Counter, t0).await);
+    }
+    for &(i, target) in &echo_targets {
+        upstream_calls.extend(heal(&client, i, target, Tool::Echo, t0).await);
     }
     // The holders catch up with what their sessions stored, then stop.
     finish.store(true, Ordering::Relaxed);
@@ -386,6 +418,7 @@ async fn drive(
     Ok(History {
         sessions,
         calls,
+        upstream_calls,
         faults,
         listened,
         writers: None,
@@ -393,11 +426,30 @@ async fn drive(
     })
 }
 
-/// What the harness makes faults with besides signals and `up`: the store it runs, and the
-/// packet filter that cuts links.
+/// Calls `tool` in the session until it answers, one call after another, for at most
+/// [`HEAL_TIMEOUT`]; returns the calls.
+async fn heal(c: &Client, session: usize, target: &Target, tool: Tool, t0: Instant) -> Vec<Call> {
+    let until = Instant::now() + HEAL_TIMEOUT;
+    let mut calls = Vec::new();
+    let mut id = 900_000;
+    loop {
+        let made = workload::call(c, session, target, tool, id, t0, Pace::Healing).await;
+        let answered = made.outcome.value().is_some();
+        calls.push(made);
+        if answered || Instant::now() > until {
+            return calls;
+        }
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the harness makes faults with besides signals and `up`: the store it runs, the
+/// packet filter that cuts links, and the stdio upstream whose processes it kills.
 struct Levers<'a> {
     own: Option<&'a mut OwnStore>,
     net: Option<&'a mut Net>,
+    stdio: Option<&'a stdio::Stdio>,
 }
 
 /// The session store the harness runs itself, which the scenario makes fail too.
@@ -494,7 +546,7 @@ async fn apply(
     nodes: &mut usize,
     levers: Levers<'_>,
 ) -> anyhow::Result<Fault> {
-    let Levers { own, net } = levers;
+    let Levers { own, net, stdio } = levers;
     let at_ms = ms(t0);
     let admins = &up.summary.admins;
     let pick = |victims: &mut Rng| -> anyhow::Result<String> {
@@ -539,6 +591,11 @@ async fn apply(
                 format!("{what}: {dropped} packets dropped"),
                 false,
             ))
+        }
+        Step::UpstreamKill => {
+            let stdio = stdio.context("this cluster has no stdio upstream")?;
+            let target = stdio.kill_one(victims)?;
+            Ok(fault(kind::UPSTREAM_KILL, target, false))
         }
         Step::GatewayKill => {
             let (pid, name) = gateway_victim(up, victims).await?;

@@ -128,7 +128,7 @@ pub async fn call_progress(
         n += 1;
         let token = format!("{session}/{n}");
         let body = json!({"jsonrpc": "2.0", "id": FIRST_ID + n, "method": "tools/call",
-            "params": {"name": "test_tool_with_progress", "arguments": {},
+            "params": {"name": c.tool("test_tool_with_progress"), "arguments": {},
                 "_meta": {"progressToken": token}}});
         let sent_ms = ms(t0);
         let answered = tokio::time::timeout(CALL_TIMEOUT, async {

@@ -12,6 +12,8 @@ pub const STATELESS_VERSION: &str = "2026-07-28";
 /// The header of a stateless-era client's key: the gateway issues one with the first answer
 /// that keeps state for the client, and routes the client's later calls by it.
 pub const CLIENT_KEY_HEADER: &str = "shardgate-client-key";
+/// Between a federated upstream's prefix and the name it gave a tool.
+pub const FEDERATION_SEPARATOR: &str = "__";
 
 /// How long an idle connection stays in the client's pool: well below the gateway's idle
 /// timeout (60 s), so that the client never sends a request on a connection the gateway is
@@ -22,6 +24,8 @@ const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 pub struct Client {
     pub http: reqwest::Client,
     pub endpoint: String,
+    /// The builtin's federation prefix when the cluster federates it with other upstreams.
+    pub prefix: Option<String>,
 }
 
 /// One SSE event as the client saw it.
@@ -123,14 +127,37 @@ fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 impl Client {
     pub fn new(endpoint: &str) -> Self {
+        // Building a client with default settings only fails without a TLS provider, which
+        // `http()` installs.
+        let http = crate::http()
+            .pool_idle_timeout(POOL_IDLE)
+            .build()
+            .unwrap_or_default();
+        Client::with_http(http, endpoint)
+    }
+
+    /// A client of `endpoint` over an HTTP client of the caller's making.
+    pub fn with_http(http: reqwest::Client, endpoint: &str) -> Self {
         Client {
-            // Building a client with default settings only fails without a TLS provider,
-            // which `http()` installs.
-            http: crate::http()
-                .pool_idle_timeout(POOL_IDLE)
-                .build()
-                .unwrap_or_default(),
+            http,
             endpoint: endpoint.to_string(),
+            prefix: None,
+        }
+    }
+
+    /// The same client for a cluster that federates the builtin under `prefix`.
+    pub fn federated(self, prefix: &str) -> Self {
+        Client {
+            prefix: Some(prefix.to_owned()),
+            ..self
+        }
+    }
+
+    /// The name a builtin tool goes by on this cluster.
+    pub fn tool(&self, name: &str) -> String {
+        match &self.prefix {
+            Some(prefix) => format!("{prefix}{FEDERATION_SEPARATOR}{name}"),
+            None => name.to_owned(),
         }
     }
 
@@ -268,7 +295,7 @@ impl Client {
                 sid,
                 id,
                 "tools/call",
-                json!({"name": "counter", "arguments": {}}),
+                json!({"name": self.tool("counter"), "arguments": {}}),
             )
             .await?;
         let text = answer["result"]["content"][0]["text"]
@@ -282,8 +309,9 @@ impl Client {
     /// A stateless-era `tools/call` of the builtin `counter` by the client with `key` (none: a
     /// new client).
     pub fn stateless_counter(&self, id: i64, key: Option<&str>) -> reqwest::RequestBuilder {
-        let params = json!({"name": "counter", "arguments": {}});
-        let req = self.stateless(id, "tools/call", params, Some("counter"), json!({}));
+        let counter = self.tool("counter");
+        let params = json!({"name": counter, "arguments": {}});
+        let req = self.stateless(id, "tools/call", params, Some(&counter), json!({}));
         match key {
             Some(key) => req.header(CLIENT_KEY_HEADER, key),
             None => req,

@@ -21,6 +21,9 @@ pub struct Report {
     pub calls: usize,
     /// Calls by outcome (`value`, `interrupted`, `HTTP 503`, …).
     pub outcomes: BTreeMap<String, usize>,
+    /// The same for the calls through a stdio upstream; empty without one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstream_outcomes: BTreeMap<String, usize>,
     /// Latency of the calls that got their value, in ms.
     pub latency: Spread,
     pub holders: Holders,
@@ -91,10 +94,13 @@ pub struct Recovery {
 
 impl Report {
     pub fn new(opts: &Options, history: &History, verdicts: Vec<Verdict>) -> Report {
-        let mut outcomes = BTreeMap::new();
-        for call in &history.calls {
-            *outcomes.entry(call.outcome.label()).or_insert(0) += 1;
-        }
+        let by_outcome = |calls: &[Call]| {
+            let mut outcomes = BTreeMap::new();
+            for call in calls {
+                *outcomes.entry(call.outcome.label()).or_insert(0) += 1;
+            }
+            outcomes
+        };
         let latency = Spread::of(
             history
                 .calls
@@ -128,7 +134,8 @@ impl Report {
             gateways: opts.gateways,
             sessions: history.sessions.len(),
             calls: history.calls.len(),
-            outcomes,
+            outcomes: by_outcome(&history.calls),
+            upstream_outcomes: by_outcome(&history.upstream_calls),
             latency,
             holders,
             faults: history.faults.clone(),
@@ -197,7 +204,7 @@ impl Report {
             md,
             "{} kill -9 of nodes ({} of the Raft leader), {} kill -9 of gateways, {} freezes, \
              {} scale-ups, {} scale-downs, {} store restarts, {} Redis primary kills, {} \
-             partitions, {} slow links.\n",
+             partitions, {} slow links, {} kill -9 of stdio upstream processes.\n",
             count(kind::KILL),
             leaders,
             count(kind::GATEWAY_KILL),
@@ -207,7 +214,8 @@ impl Report {
             count(kind::STORE_RESTART),
             count(kind::REDIS_PRIMARY_KILL),
             count(kind::PARTITION),
-            count(kind::SLOW_LINK)
+            count(kind::SLOW_LINK),
+            count(kind::UPSTREAM_KILL)
         );
         let _ = writeln!(
             md,
@@ -240,6 +248,14 @@ impl Report {
         let _ = writeln!(md, "|---|---|");
         for (label, n) in &self.outcomes {
             let _ = writeln!(md, "| {label} | {n} |");
+        }
+        if !self.upstream_outcomes.is_empty() {
+            let _ = writeln!(md, "\nCalls of the stdio upstream's `echo`:\n");
+            let _ = writeln!(md, "| outcome | calls |");
+            let _ = writeln!(md, "|---|---|");
+            for (label, n) in &self.upstream_outcomes {
+                let _ = writeln!(md, "| {label} | {n} |");
+            }
         }
         let _ = writeln!(
             md,

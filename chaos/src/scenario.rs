@@ -12,6 +12,10 @@
 //! - `network`: network faults alone, each side and kind in turn (a node cut off from its peers,
 //!   from the gateways, from the store when the harness runs it; then the same links lossy),
 //!   every 4 to 10 s after the last one healed, to see what each does.
+//! - `upstreams`: the nodes federate the builtin with a stdio upstream ([`crate::stdio`]), one
+//!   process per session, which the sessions call too; every 2 to 5 s one of those processes
+//!   is killed with SIGKILL, and every fourth step a node instead (its sessions' processes
+//!   start again on the new owner).
 //!
 //! With `--postgres` or `--redis` (the harness runs the store), both also make the store fail:
 //! smoke once, mixed every tenth step (PostgreSQL restarted; a Redis primary killed).
@@ -53,6 +57,8 @@ pub enum Step {
     Partition { side: Side, lasting: Duration },
     /// A node's links to one side drop [`LOSS`] percent of their packets for this long.
     SlowLink { side: Side, lasting: Duration },
+    /// SIGKILL of a stdio upstream process picked at random.
+    UpstreamKill,
 }
 
 /// The share of packets a slow link drops, in percent: enough that TCP's retransmissions (200
@@ -76,7 +82,11 @@ impl Step {
         match *self {
             Step::Freeze(d) | Step::StoreRestart(d) => d,
             Step::Partition { lasting, .. } | Step::SlowLink { lasting, .. } => lasting,
-            Step::Kill | Step::GatewayKill | Step::ScaleUp | Step::ScaleDown => Duration::ZERO,
+            Step::Kill
+            | Step::GatewayKill
+            | Step::ScaleUp
+            | Step::ScaleDown
+            | Step::UpstreamKill => Duration::ZERO,
         }
     }
 }
@@ -88,7 +98,12 @@ pub struct Planned {
     pub step: Step,
 }
 
-pub const NAMES: &str = "smoke, mixed, network";
+pub const NAMES: &str = "smoke, mixed, network, upstreams";
+
+/// Whether the scenario's cluster runs a stdio upstream beside the builtin.
+pub fn with_stdio(name: &str) -> bool {
+    name == "upstreams"
+}
 
 /// Nodes `mixed` adds at most above the starting size.
 const MAX_EXTRA: usize = 2;
@@ -261,6 +276,19 @@ pub fn plan(
                 }
                 steps.push(Planned { at: t, step });
                 t += lasting + Duration::from_millis(rng.between(4000, 10_000));
+            }
+            Ok(steps)
+        }
+        "upstreams" => {
+            let mut steps = Vec::new();
+            let mut t = Duration::from_secs(3);
+            while t < busy {
+                let step = match steps.len() % 4 {
+                    3 => Step::Kill,
+                    _ => Step::UpstreamKill,
+                };
+                steps.push(Planned { at: t, step });
+                t += Duration::from_millis(rng.between(2000, 5000));
             }
             Ok(steps)
         }
@@ -444,5 +472,22 @@ mod tests {
                 .all(|w| w[0].at + w[0].step.lasting() < w[1].at)
         );
         assert!(plan("network", 1, Duration::from_secs(120), k(2, true)).is_err());
+    }
+
+    #[test]
+    fn upstreams_kills_stdio_processes_and_every_fourth_step_a_node() {
+        let d = Duration::from_secs(60);
+        let steps = plan("upstreams", 3, d, k(1, false)).expect("a plan");
+        assert!(steps.len() >= 8, "{steps:?}");
+        for (i, p) in steps.iter().enumerate() {
+            let expected = match i % 4 {
+                3 => Step::Kill,
+                _ => Step::UpstreamKill,
+            };
+            assert_eq!(p.step, expected, "{steps:?}");
+        }
+        assert!(steps.windows(2).all(|w| w[0].at < w[1].at));
+        assert!(steps.iter().all(|p| p.at < d - d / 6));
+        assert!(with_stdio("upstreams") && !with_stdio("mixed"));
     }
 }

@@ -46,6 +46,7 @@ fn colour(kind_of: &str) -> RGBColor {
         kind::SCALE_UP | kind::SCALE_DOWN => RGBColor(44, 160, 44),
         kind::PARTITION => RGBColor(140, 86, 75),
         kind::SLOW_LINK => RGBColor(227, 119, 194),
+        kind::UPSTREAM_KILL => RGBColor(188, 189, 34),
         _ => RGBColor(255, 127, 14),
     }
 }
@@ -160,6 +161,7 @@ pub fn draw(history: &History, duration_s: f64, path: &Path) -> anyhow::Result<(
         ("scale up / down", &[kind::SCALE_UP, kind::SCALE_DOWN][..]),
         ("partition", &[kind::PARTITION][..]),
         ("slow link", &[kind::SLOW_LINK][..]),
+        ("stdio upstream kill -9", &[kind::UPSTREAM_KILL][..]),
         (
             "store fault",
             &[kind::STORE_RESTART, kind::REDIS_PRIMARY_KILL][..],

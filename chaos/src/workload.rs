@@ -1,7 +1,8 @@
 //! The load: long-lived session-era sessions and stateless-era clients (each with the key the
 //! gateway issued it, which carries its state as a session id does), each with callers that
 //! call the builtin `counter` one call after another, every answer recorded as the client saw
-//! it. A call is never sent
+//! it; where the cluster has a stdio upstream, each session also has a caller of its `echo`.
+//! A call is never sent
 //! twice: whatever it got is its outcome, and the caller's next call follows. Every other caller
 //! is impatient: it gives a call up after [`PATIENCE`] and moves on, so a session keeps
 //! sending while a call hangs (on a frozen node, say), as real clients with timeouts do. A call whose
@@ -63,6 +64,27 @@ impl Target {
     }
 }
 
+/// What a caller calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// The builtin's `counter`: its answer is the session's next count.
+    Counter,
+    /// The stdio upstream's `echo` ([`crate::stdio`]), with the call's id as its text: its
+    /// answer is that id. Session-era sessions only.
+    Echo,
+}
+
+/// How a call is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Waits up to [`CALL_TIMEOUT`] for its answer.
+    Patient,
+    /// Gives the call up after [`PATIENCE`].
+    Impatient,
+    /// Patient, and made after the faults ended, to see that the session is usable again.
+    Healing,
+}
+
 /// One caller of one session (or stateless client).
 pub struct Caller {
     pub client: Client,
@@ -71,11 +93,12 @@ pub struct Caller {
     pub target: Target,
     /// The JSON-RPC id of its first call; each next call takes the next.
     pub first_id: i64,
-    /// Gives a call up after [`PATIENCE`].
-    pub impatient: bool,
+    /// [`Pace::Patient`] or [`Pace::Impatient`].
+    pub pace: Pace,
+    pub tool: Tool,
 }
 
-/// Calls `counter` as `caller` until `stop`; returns every call.
+/// Calls its tool as `caller` until `stop`; returns every call.
 pub async fn run_session(
     caller: Caller,
     t0: Instant,
@@ -87,12 +110,13 @@ pub async fn run_session(
         session,
         target,
         first_id,
-        impatient,
+        pace,
+        tool,
     } = caller;
     let mut calls = Vec::new();
     let mut id = first_id;
     while !stop.load(Ordering::Relaxed) {
-        let made = call(&c, session, &target, id, t0, false, impatient).await;
+        let made = call(&c, session, &target, tool, id, t0, pace).await;
         tally.calls.fetch_add(1, Ordering::Relaxed);
         if made.outcome.value().is_none() {
             tally.failed.fetch_add(1, Ordering::Relaxed);
@@ -104,23 +128,23 @@ pub async fn run_session(
     calls
 }
 
-/// One `tools/call counter`, recorded. A patient call that gets no answer within
+/// One `tools/call` of `tool`, recorded. A patient call that gets no answer within
 /// [`CALL_TIMEOUT`] hung; an impatient one is given up after [`PATIENCE`].
 pub async fn call(
     c: &Client,
     session: usize,
     target: &Target,
+    tool: Tool,
     id: i64,
     t0: Instant,
-    healing: bool,
-    impatient: bool,
+    pace: Pace,
 ) -> Call {
-    let (limit, late) = match impatient {
-        true => (PATIENCE, Outcome::Abandoned),
-        false => (CALL_TIMEOUT, Outcome::Hung),
+    let (limit, late) = match pace {
+        Pace::Impatient => (PATIENCE, Outcome::Abandoned),
+        Pace::Patient | Pace::Healing => (CALL_TIMEOUT, Outcome::Hung),
     };
     let sent_ms = ms(t0);
-    let outcome = tokio::time::timeout(limit, counter(c, target, id))
+    let outcome = tokio::time::timeout(limit, tool_call(c, target, tool, id))
         .await
         .unwrap_or(late);
     Call {
@@ -129,15 +153,22 @@ pub async fn call(
         sent_ms,
         done_ms: ms(t0),
         outcome,
-        healing,
+        healing: pace == Pace::Healing,
     }
 }
 
-async fn counter(c: &Client, target: &Target, id: i64) -> Outcome {
+async fn tool_call(c: &Client, target: &Target, tool: Tool, id: i64) -> Outcome {
+    let params = match tool {
+        Tool::Counter => json!({"name": c.tool("counter"), "arguments": {}}),
+        Tool::Echo => json!({
+            "name": format!("{}{}echo", crate::stdio::STDIO, crate::mcp::FEDERATION_SEPARATOR),
+            "arguments": {"text": id.to_string()},
+        }),
+    };
     let sent = match target {
         Target::Session(sid) => {
             let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                "params": {"name": "counter", "arguments": {}}});
+                "params": params});
             c.session_post(sid, &body).send().await
         }
         Target::Stateless(key) => c.stateless_counter(id, Some(key)).send().await,

@@ -350,3 +350,6 @@ async fn send(
     };
     Ok((Response::from_parts(parts, body), placement))
 }
+
+#[cfg(test)]
+mod tests;

@@ -151,16 +151,27 @@ pub fn signed_post(
 /// a user does, into a scratch folder named `name`; asserts it passed with 0 violations and
 /// returns its output folder, its stdout and its REPORT.md.
 pub async fn chaos_smoke(name: &str, extra: &[&str]) -> anyhow::Result<(PathBuf, String, String)> {
+    chaos_scenario(name, "smoke", "30s", extra).await
+}
+
+/// Runs `shardgate chaos --scenario SCENARIO --seed 7 --duration DURATION` as
+/// [`chaos_smoke`] does.
+pub async fn chaos_scenario(
+    name: &str,
+    scenario: &str,
+    duration: &str,
+    extra: &[&str],
+) -> anyhow::Result<(PathBuf, String, String)> {
     let out = scratch(name)?;
     let run = tokio::process::Command::new(shardgate_bin()?)
         .args([
             "chaos",
             "--scenario",
-            "smoke",
+            scenario,
             "--seed",
             "7",
             "--duration",
-            "30s",
+            duration,
         ])
         .args(extra)
         // CI machines are slower than production clusters.
@@ -173,7 +184,7 @@ pub async fn chaos_smoke(name: &str, extra: &[&str]) -> anyhow::Result<(PathBuf,
     println!("{stdout}\n{report}");
     assert!(
         run.status.success(),
-        "the smoke scenario failed:\n{stdout}\n{}",
+        "the {scenario} scenario failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.trim_end().ends_with("0 violations"), "{stdout}");

@@ -175,10 +175,10 @@ async fn t30_bad_input_gets_its_status_and_changes_nothing() -> anyhow::Result<(
         "name": "counter", "arguments": {"pad": "x".repeat(5 * 1024 * 1024)}}});
     // Over HTTP/2 a refusal before the body is read still reaches the client (HTTP/1.1 closes
     // the connection mid-upload, which many clients report as a send error instead).
-    let h2 = Client {
-        http: shardgate_tests::http().http2_prior_knowledge().build()?,
-        endpoint: c.endpoint.clone(),
-    };
+    let h2 = Client::with_http(
+        shardgate_tests::http().http2_prior_knowledge().build()?,
+        &c.endpoint,
+    );
     assert_eq!(status_and_body(h2.session_post(&sid, &huge)).await?.0, 413);
     let malformed = c
         .http

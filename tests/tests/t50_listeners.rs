@@ -22,10 +22,7 @@ async fn t10_h2c_and_http1_on_one_port() -> anyhow::Result<()> {
             reqwest::Version::HTTP_2,
         ),
     ] {
-        let client = Client {
-            http,
-            endpoint: cluster.endpoint.clone(),
-        };
+        let client = Client::with_http(http, &cluster.endpoint);
         let resp = client.post(&init()).send().await?;
         assert_eq!(resp.version(), version);
         assert_eq!(resp.status(), 200);
@@ -78,10 +75,7 @@ async fn t20_tls_with_alpn_h2() -> anyhow::Result<()> {
         .tls_backend_preconfigured(tls)
         .resolve("localhost", listen)
         .build()?;
-    let client = Client {
-        http,
-        endpoint: format!("https://localhost:{}/mcp", listen.port()),
-    };
+    let client = Client::with_http(http, &format!("https://localhost:{}/mcp", listen.port()));
     let resp = client.post(&init()).send().await?;
     assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN chose h2");
     assert_eq!(resp.status(), 200);

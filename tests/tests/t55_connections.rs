@@ -165,10 +165,7 @@ async fn t30_a_response_stream_outlives_the_idle_and_body_timeouts() -> anyhow::
         if http2 {
             http = http.http2_prior_knowledge();
         }
-        let client = Client {
-            http: http.build()?,
-            endpoint: endpoint(&s.gw),
-        };
+        let client = Client::with_http(http.build()?, &endpoint(&s.gw));
         let sid = client.initialize().await?;
         // Two silent gaps of 2.5 s each: longer than every timeout, twice over in all.
         let slow = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {

@@ -64,19 +64,17 @@ async fn t50_a_client_token_never_reaches_an_upstream() -> anyhow::Result<()> {
     let recording = Peer::recording(&log).await?;
     let config = write_config(&dir, &http_config("rec", &recording.url, "session"))?;
     let cluster = Cluster::builder().nodes(2).config(&config).start().await?;
-    let c = Client {
-        http: shardgate_tests::http()
-            .default_headers(
-                [(
-                    reqwest::header::AUTHORIZATION,
-                    reqwest::header::HeaderValue::from_static("Bearer client-secret-token"),
-                )]
-                .into_iter()
-                .collect(),
-            )
-            .build()?,
-        endpoint: cluster.endpoint.clone(),
-    };
+    let http = shardgate_tests::http()
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                reqwest::header::HeaderValue::from_static("Bearer client-secret-token"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()?;
+    let c = Client::with_http(http, &cluster.endpoint);
     let sid = c.initialize().await?;
     let answer = c
         .request(

@@ -10,8 +10,8 @@ use shardgate_chaos::history::History;
 use shardgate_chaos::writers::{Recorder, Writers};
 use shardgate_store::postgres::PgStore;
 use shardgate_store::{Changes, Fence, SessionStore, StoredEvent};
-use shardgate_tests::chaos_smoke;
 use shardgate_tests::services::Postgres;
+use shardgate_tests::{chaos_scenario, chaos_smoke};
 use std::time::Duration;
 use tokio::process::Command;
 
@@ -55,6 +55,26 @@ async fn t10_smoke_holds_every_invariant() -> anyhow::Result<()> {
     let png = std::fs::read(out.join("timeline.png"))?;
     assert!(png.starts_with(b"\x89PNG"), "timeline.png is a PNG");
     assert!(report.contains("](timeline.png)"), "{report}");
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
+/// The `upstreams` scenario: the sessions also call a stdio upstream, whose processes are
+/// killed with SIGKILL every few seconds (and every fourth step a node): every call got one
+/// answer, each its own, and every session's upstream answers again afterwards.
+#[tokio::test]
+async fn t15_stdio_upstream_processes_killed_under_load() -> anyhow::Result<()> {
+    let (out, stdout, report) =
+        chaos_scenario("chaos-upstreams", "upstreams", "20s", &["--gateways", "1"]).await?;
+    let killed = report
+        .lines()
+        .filter(|l| l.contains("| stdio upstream kill -9 | process "))
+        .count();
+    assert!(killed >= 3, "stdio processes were killed:\n{report}");
+    assert!(
+        stdout.contains("held  calls through the stdio upstream get their own answer"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
 }

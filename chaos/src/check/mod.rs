@@ -15,9 +15,12 @@
 //!   verdict says it was not checked).
 //! - [`delivery`]: on each GET holder's resumed stream, every event came once and in order,
 //!   and every answered call's notifications came.
+//! - [`echo`]: through a stdio upstream whose processes are killed, every answer is the
+//!   call's own, and each session's upstream answers again after the faults.
 
 pub mod counter;
 pub mod delivery;
+pub mod echo;
 pub mod front;
 pub mod one_answer;
 pub mod one_writer;
@@ -98,5 +101,6 @@ pub fn all(history: &History) -> Vec<Verdict> {
         usable::check(history),
         one_writer::check(history),
         delivery::check(history),
+        echo::check(history),
     ]
 }

@@ -1,6 +1,6 @@
-//! Every call got exactly one answer: a result, or an explicit error (an HTTP status with a
-//! body, a JSON-RPC error). A call that hung, was answered twice, or got no answer and no word
-//! why breaks it. A lost connection is an explicit failure only when a gateway kill explains it
+//! Every call (of `counter`, and of a stdio upstream's `echo`) got exactly one answer: a
+//! result, or an explicit error (an HTTP status with a body, a JSON-RPC error). A call that
+//! hung, was answered twice, or got no answer and no word why breaks it. A lost connection is an explicit failure only when a gateway kill explains it
 //! ([`super::lost_to_gateway_kill`]).
 
 use super::Verdict;
@@ -8,7 +8,7 @@ use crate::history::{History, Outcome};
 
 pub fn check(history: &History) -> Verdict {
     let mut v = Verdict::new("every call got exactly one answer");
-    for call in &history.calls {
+    for call in history.calls.iter().chain(&history.upstream_calls) {
         v.checked += 1;
         let unanswered = match call.outcome {
             Outcome::Hung | Outcome::Answered { .. } | Outcome::NoAnswer { .. } => true,

@@ -1,0 +1,142 @@
+//! The proxy against a node that misbehaves on the wire: a stand-in node on a real socket, a
+//! real gateway in front of it, and a client speaking HTTP/1.1 to the gateway.
+
+use crate::config::GatewayConfig;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use shardgate_protocol::listener::ListenerLimits;
+use shardgate_protocol::mcp;
+use shardgate_raft::{Member, MemberState, Membership, NodeId};
+use shardgate_trust::{Credentials, Secret, Signer};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A node that starts every answer as JSON and dies halfway through it.
+async fn node_that_breaks_off() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("node address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let answer = hyper::service::service_fn(|_req| async {
+                    // The answer's head goes out at once; its body a moment later, then the
+                    // node is gone.
+                    let frames = futures_util::stream::iter([
+                        Ok(Frame::data(Bytes::from_static(
+                            br#"{"jsonrpc":"2.0","id":1,"#,
+                        ))),
+                        Err(std::io::Error::other("the node died")),
+                    ])
+                    .then(|frame| async {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        frame
+                    });
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(StreamBody::new(frames))
+                });
+                let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), answer)
+                    .await;
+                drop(served);
+            });
+        }
+    });
+    addr
+}
+
+/// A gateway whose ring holds the one node at `node`; cancelling the token stops it.
+async fn gateway_before(node: SocketAddr) -> (SocketAddr, CancellationToken) {
+    let member = Member {
+        id: NodeId::from("node-0"),
+        addr: node.to_string(),
+        session_addr: node.to_string(),
+        state: MemberState::Active,
+        weight: 1,
+    };
+    let config = GatewayConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        tls: None,
+        allowed_hosts: GatewayConfig::loopback_hosts(),
+        allowed_origins: Vec::new(),
+        max_body_bytes: GatewayConfig::DEFAULT_MAX_BODY,
+        membership: Membership {
+            cluster: None,
+            epoch: 1,
+            members: vec![member],
+        },
+        seeds: Vec::new(),
+        affinity: Default::default(),
+        credentials: Credentials::Hmac(Signer::new(&Secret::generate())),
+        client_limits: Default::default(),
+        admin_limits: ListenerLimits::ADMIN,
+        failover_hold: GatewayConfig::DEFAULT_FAILOVER_HOLD,
+    };
+    let bound = crate::Bound::bind(&config)
+        .await
+        .expect("gateway listeners");
+    let addr = bound.mcp.local_addr().expect("gateway address");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::run(config, bound, shutdown.clone()));
+    (addr, shutdown)
+}
+
+/// POSTs `body` to the gateway's `/mcp` over HTTP/1.1; the status and the whole answer.
+async fn post(gateway: SocketAddr, body: &Value) -> (StatusCode, Bytes) {
+    let stream = TcpStream::connect(gateway).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::post("/mcp")
+        .header(header::HOST, gateway.to_string())
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("an answer");
+    let status = resp.status();
+    let answer = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("the answer arrives whole");
+    (status, answer.to_bytes())
+}
+
+#[tokio::test]
+async fn a_json_answer_that_breaks_off_becomes_an_explicit_error_for_its_request() {
+    let node = node_that_breaks_off().await;
+    let (gateway, shutdown) = gateway_before(node).await;
+    let initialize = json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "proxy-test", "version": "0"},
+        },
+    });
+    let (status, answer) =
+        tokio::time::timeout(Duration::from_secs(10), post(gateway, &initialize))
+            .await
+            .expect("answered, not hung");
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let answer: Value = serde_json::from_slice(&answer).expect("a whole JSON-RPC answer");
+    assert_eq!(answer["id"], json!(1), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("node-0"), "{answer}");
+    assert!(message.contains("broke off"), "{answer}");
+    assert!(message.contains(mcp::INTERRUPTED), "{answer}");
+    shutdown.cancel();
+}

@@ -17,12 +17,15 @@
 //! - a connection with no request in flight is closed after `idle_timeout`. A request is in
 //!   flight until its response has been sent in full, so SSE answers and GET streams that last
 //!   hours are never cut: only reading the request is timed, never writing the response;
-//! - HTTP/2 concurrent streams and header list size; streams beyond the limit are refused.
+//! - HTTP/2 concurrent streams and header list size; streams beyond the limit are refused. A
+//!   peer that resets more than `max_pending_resets` streams before they were taken up has its
+//!   connection closed (a flood of opened-and-reset streams).
 //!
 //! We run our own loop rather than `axum::serve` for these knobs, and because one gateway→node
 //! connection multiplexes every SSE stream of every session on that node, so the node's session
-//! listener allows far more concurrent streams than a client-facing one ([`ListenerLimits`]'s
-//! presets).
+//! listener allows far more concurrent streams than a client-facing one, and far more resets:
+//! a node that wakes from a stall gets one for every call given up meanwhile
+//! ([`ListenerLimits`]'s presets).
 
 mod body;
 mod head;
@@ -165,6 +168,7 @@ impl Shared {
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
             .max_header_list_size(limits.max_header_list_size)
+            .max_pending_accept_reset_streams(limits.max_pending_resets)
             .keep_alive_interval(KEEP_ALIVE_INTERVAL);
         Shared {
             builder,

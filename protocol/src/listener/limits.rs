@@ -21,6 +21,9 @@ pub struct ListenerLimits {
     pub max_concurrent_streams: u32,
     /// HTTP/2: the largest header list a request may carry, in bytes.
     pub max_header_list_size: u32,
+    /// HTTP/2: streams the peer may reset before they were taken up, at once; beyond that the
+    /// connection is closed (the guard against floods of opened-and-reset streams).
+    pub max_pending_resets: usize,
 }
 
 impl Default for ListenerLimits {
@@ -39,6 +42,7 @@ impl ListenerLimits {
         idle_timeout: Duration::from_secs(60),
         max_concurrent_streams: 256,
         max_header_list_size: 16 * 1024,
+        max_pending_resets: 20,
     };
 
     /// An admin listener (`/health`, `/metrics`): probes and scrapers need few connections.
@@ -50,10 +54,14 @@ impl ListenerLimits {
     /// A node's session listener. Each gateway multiplexes every SSE stream to this node over
     /// one pooled HTTP/2 connection, hence the stream limit. The idle timeout outlasts the
     /// gateways' pool (90 s), so that the pool, and not the node, retires an idle connection.
+    /// A node that stalls (a pause, a frozen process) wakes to the resets of every call its
+    /// clients gave up meanwhile, all on that one connection: closing it for them would cut
+    /// every other stream it carries too, hence the reset allowance.
     pub const NODE_SESSION: ListenerLimits = ListenerLimits {
         max_connections: 4_096,
         idle_timeout: Duration::from_secs(300),
         max_concurrent_streams: 100_000,
+        max_pending_resets: 100_000,
         ..Self::CLIENT
     };
 
@@ -88,6 +96,7 @@ impl ListenerLimits {
             ("idle timeout", self.idle_timeout.is_zero()),
             ("max concurrent streams", self.max_concurrent_streams == 0),
             ("max header list size", self.max_header_list_size == 0),
+            ("max pending resets", self.max_pending_resets == 0),
         ];
         if let Some((what, _)) = zero.iter().find(|(_, zero)| *zero) {
             return Err(LimitsError::Zero(what));

@@ -324,3 +324,84 @@ async fn a_first_request_that_outlasts_the_head_timeout_leaves_the_connection_op
     assert!(again.starts_with("HTTP/1.1 200"), "kept alive: {again:?}");
     shutdown.cancel();
 }
+
+/// An HTTP/2 frame: its header (length, type, flags, stream) and payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("a small frame")
+        .to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+const H2_HEADERS: u8 = 0x1;
+const H2_RST_STREAM: u8 = 0x3;
+const H2_GOAWAY: u8 = 0x7;
+
+/// `GET /ok` on `stream`, ending the stream: HPACK-indexed `:method GET`, `:scheme http`,
+/// `:path /` replaced by a literal `/ok`, and a literal `:authority x`.
+fn h2_get_ok(stream: u32) -> Vec<u8> {
+    let block = [0x82, 0x86, 0x04, 0x03, b'/', b'o', b'k', 0x01, 0x01, b'x'];
+    h2_frame(H2_HEADERS, 0x4 | 0x1, stream, &block)
+}
+
+/// Opens `resets` streams on a new HTTP/2 connection and resets each at once, all in one
+/// write, then asks `GET /ok`; returns the types of the frames the server sent on stream 0
+/// (a GOAWAY among them when it gave up on the connection), and whether `/ok` was answered.
+async fn open_and_reset(addr: SocketAddr, resets: u32) -> (Vec<u8>, bool) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    for n in 0..resets {
+        let stream = 2 * n + 1;
+        out.extend(h2_get_ok(stream));
+        // CANCEL, as a client that gave up on its call sends.
+        out.extend(h2_frame(H2_RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+    }
+    let last = 2 * resets + 1;
+    out.extend(h2_get_ok(last));
+    tcp.write_all(&out).await.expect("write");
+    let mut seen = Vec::new();
+    let mut answered = false;
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !answered {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await;
+        let Ok(Ok(n)) = read else { break };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            match stream {
+                0 => seen.push(buf[3]),
+                s if s == last && buf[3] == H2_HEADERS => answered = true,
+                _ => {}
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    (seen, answered)
+}
+
+#[tokio::test]
+async fn a_node_takes_a_burst_of_resets_where_a_client_listener_closes_the_connection() {
+    let (client, shutdown) = listen(ListenerLimits::CLIENT).await;
+    let (frames, answered) = open_and_reset(client, 30).await;
+    assert!(frames.contains(&H2_GOAWAY), "a flood of resets: {frames:?}");
+    assert!(!answered);
+    shutdown.cancel();
+    let (node, shutdown) = listen(ListenerLimits::NODE_SESSION).await;
+    let (frames, answered) = open_and_reset(node, 30).await;
+    assert!(!frames.contains(&H2_GOAWAY), "{frames:?}");
+    assert!(answered, "the connection goes on after the resets");
+    shutdown.cancel();
+}

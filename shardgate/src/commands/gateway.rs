@@ -125,6 +125,7 @@ impl Limits {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_concurrent_streams: self.max_concurrent_streams,
             max_header_list_size: self.max_header_list_bytes,
+            max_pending_resets: ListenerLimits::CLIENT.max_pending_resets,
         };
         let mut admin = ListenerLimits {
             max_connections: self.admin_max_connections,

@@ -167,6 +167,7 @@ impl Limits {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_concurrent_streams: self.max_concurrent_streams,
             max_header_list_size: self.max_header_list_bytes,
+            max_pending_resets: ListenerLimits::NODE_SESSION.max_pending_resets,
         };
         let others = |preset: ListenerLimits, max_connections| ListenerLimits {
             max_connections,

@@ -207,7 +207,8 @@ impl NodeState {
     /// reaches them is served). This node takes no new request for them (it answers 421); each
     /// goes once its calls have answered and everything it wrote is stored (so its listeners
     /// have every answer), or after [`LET_GO_GRACE`], cancelling what still runs. A new owner
-    /// that claims it meanwhile wins: this node's later writes are refused.
+    /// that claims it meanwhile wins: this node's later writes are refused. Stateless-era keys
+    /// the view moves go the same way.
     pub fn let_go_of_moved_sessions(self: &Arc<Self>) -> usize {
         let Some(durable) = self.durable.clone() else {
             return 0;
@@ -222,9 +223,14 @@ impl NodeState {
             .collect();
         let keys = self
             .affinity
-            .forget(|key| !ring.owns(&self.id, key.as_bytes()));
-        for key in &keys {
-            self.upstream.close(&Scope::Affinity(key.clone()));
+            .keys(|key| !ring.owns(&self.id, key.as_bytes()));
+        for key in keys {
+            let node = self.clone();
+            self.letting_go.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                node.let_go_of_key(&key).await;
+                node.letting_go.fetch_sub(1, Ordering::Relaxed);
+            });
         }
         for session in &moved {
             let (node, session, durable) = (self.clone(), session.clone(), durable.clone());
@@ -252,11 +258,33 @@ impl NodeState {
             tracing::debug!(session = %id, %asker, epoch, ours = ring.epoch(), "refused to hand a session to a stale owner");
             return false;
         }
-        if let (Some(session), Some(durable)) = (self.sessions.get(id), &self.durable) {
+        if let Some(key) = crate::stateless_era::kept::key_of(id) {
+            tracing::debug!(%asker, "handing a stateless-era key over");
+            self.let_go_of_key(key).await;
+        } else if let (Some(session), Some(durable)) = (self.sessions.get(id), &self.durable) {
             tracing::debug!(session = %id, %asker, "handing a session over");
             self.let_go(session, durable).await;
         }
         true
+    }
+
+    /// Lets go of a stateless-era key another node now owns, as [`Self::let_go`] does of a
+    /// session: no new call is taken for it, its calls under way get [`LET_GO_GRACE`] to finish
+    /// and store what they left behind, and then its state leaves memory.
+    async fn let_go_of_key(&self, key: &str) {
+        let Some(calls) = self.affinity.leave(key) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + LET_GO_GRACE;
+        while calls.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(LET_GO_POLL).await;
+        }
+        if let Some(durable) = &self.durable {
+            durable.flushed().await;
+        }
+        if self.affinity.forget_leaving(key) {
+            self.upstream.close(&Scope::Affinity(key.to_owned()));
+        }
     }
 
     /// Lets go of a session another node now owns: no new request is taken for it, the calls

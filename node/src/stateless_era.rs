@@ -29,8 +29,9 @@ use shardgate_protocol::internal::{self, CLIENT_SCOPE, KEYED_STATE, Placement};
 use shardgate_protocol::mcp::{self, Message, RequestId, RpcError, code};
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
+use shardgate_store::Fence;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -52,6 +53,35 @@ struct Entry {
     used: Instant,
     /// The key came back at least once after its first call.
     returned: bool,
+    /// Its calls under way here, until what each left behind is stored.
+    calls: Arc<AtomicUsize>,
+    /// Being handed to another node: no new call is taken for it.
+    leaving: bool,
+}
+
+/// Counts one call of a key as under way until dropped.
+pub struct KeyCall(Arc<AtomicUsize>);
+
+impl KeyCall {
+    fn start(calls: &Arc<AtomicUsize>) -> KeyCall {
+        calls.fetch_add(1, Ordering::AcqRel);
+        KeyCall(calls.clone())
+    }
+}
+
+impl Drop for KeyCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a call of a key runs with: the key's state, whether this call created it, the key's
+/// hold on its record, and the call counted as under way.
+struct KeyState {
+    state: UpstreamState,
+    first: bool,
+    held: kept::Held,
+    call: KeyCall,
 }
 
 /// Upstream state per correlation key: the stateless era's counterpart of a session's state,
@@ -72,34 +102,62 @@ impl Affinity {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The state of `key`, and whether this call created it.
-    pub fn state(&self, key: &str) -> (UpstreamState, bool) {
-        let (state, first, _) = self.held_state(key);
-        (state, first)
+    /// The state of `key`, and whether this call created it; `None` while the key is being
+    /// handed to another node.
+    pub fn state(&self, key: &str) -> Option<(UpstreamState, bool)> {
+        self.held_state(key).map(|k| (k.state, k.first))
     }
 
-    /// [`Affinity::state`], and the key's hold on its record in the store.
-    fn held_state(&self, key: &str) -> (UpstreamState, bool, kept::Held) {
+    /// [`Affinity::state`], the key's hold on its record in the store, and the call counted.
+    fn held_state(&self, key: &str) -> Option<KeyState> {
         let mut states = self.lock();
         let now = Instant::now();
-        match states.get_mut(key) {
-            Some(entry) => {
-                entry.used = now;
-                entry.returned = true;
-                (entry.state.clone(), false, entry.held.clone())
-            }
-            None => {
-                let entry = Entry {
-                    state: UpstreamState::default(),
-                    held: kept::Held::default(),
-                    used: now,
-                    returned: false,
-                };
-                let found = (entry.state.clone(), true, entry.held.clone());
-                states.insert(key.to_owned(), entry);
-                found
-            }
+        let first = !states.contains_key(key);
+        let entry = states.entry(key.to_owned()).or_insert_with(|| Entry {
+            state: UpstreamState::default(),
+            held: kept::Held::default(),
+            used: now,
+            returned: false,
+            calls: Arc::default(),
+            leaving: false,
+        });
+        if entry.leaving {
+            return None;
         }
+        if !first {
+            entry.used = now;
+            entry.returned = true;
+        }
+        Some(KeyState {
+            state: entry.state.clone(),
+            first,
+            held: entry.held.clone(),
+            call: KeyCall::start(&entry.calls),
+        })
+    }
+
+    /// The keys `gone` says this node no longer serves.
+    pub fn keys(&self, gone: impl Fn(&str) -> bool) -> Vec<String> {
+        self.lock().keys().filter(|k| gone(k)).cloned().collect()
+    }
+
+    /// Marks `key` as leaving (no new call is taken for it); its calls under way, if it is
+    /// held here.
+    pub fn leave(&self, key: &str) -> Option<Arc<AtomicUsize>> {
+        let mut states = self.lock();
+        let entry = states.get_mut(key)?;
+        entry.leaving = true;
+        Some(entry.calls.clone())
+    }
+
+    /// Forgets `key` if it is leaving; true when it did.
+    pub fn forget_leaving(&self, key: &str) -> bool {
+        let mut states = self.lock();
+        let leaving = states.get(key).is_some_and(|e| e.leaving);
+        if leaving {
+            states.remove(key);
+        }
+        leaving
     }
 
     /// Forgets the keys `gone` says this node no longer serves; returns them.
@@ -290,19 +348,31 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         .and_then(|field| value.get("params")?.get(field)?.as_str());
     let placement = node.upstream.placement(&checked.method, name);
     let scope_key = headers.get(internal::SCOPE).and_then(|v| v.to_str().ok());
-    let (scope, state, scoped, held) = match scope_key {
+    let (scope, state, scoped, held, key_call) = match scope_key {
         Some(key) => {
-            let (state, first, held) = node.affinity.held_state(key);
+            let Some(KeyState {
+                state,
+                first,
+                held,
+                call,
+            }) = node.affinity.held_state(key)
+            else {
+                // Being handed over: the new owner takes the call once this node is done.
+                let here = Fence::new(node.id.to_string(), node.ring().epoch());
+                return crate::takeover::Missing::Moved(here).reply(node, Some(&id));
+            };
             let scoped = Scoped::Key {
                 key: key.to_owned(),
                 first,
             };
-            (Scope::Affinity(key.to_owned()), state, scoped, Some(held))
+            let scope = Scope::Affinity(key.to_owned());
+            (scope, state, scoped, Some(held), Some(call))
         }
         None => (
             node.affinity.one_call(),
             UpstreamState::default(),
             Scoped::Call,
+            None,
             None,
         ),
     };
@@ -359,6 +429,8 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     let audited = Audited::begin(node.auditor.as_ref(), &call);
     let mut task = tokio::spawn(async move {
         let _admitted = admitted;
+        // Under way until what the call left behind is stored: a hand-off waits for it.
+        let _key_call = key_call;
         let outcome = {
             let _counted = serving.call_started();
             tokio::select! {
@@ -443,12 +515,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_key_used_once_is_forgotten_unless_its_client_comes_back() {
         let affinity = Affinity::default();
-        let (state, first) = affinity.state("client/a");
+        let (state, first) = affinity.state("client/a").expect("served here");
         assert!(first);
         state.with(|s| s.insert("counter".into(), 1.into()));
         affinity.state("client/b");
         tokio::time::advance(Duration::from_secs(1)).await;
-        let (again, first) = affinity.state("client/b");
+        let (again, first) = affinity.state("client/b").expect("served here");
         assert!(!first, "the same key finds the same state");
         assert!(again.with(|s| s.is_empty()), "each key its own state");
         tokio::time::advance(FIRST_USE_TTL).await;
@@ -457,9 +529,25 @@ mod tests {
             !affinity.forget_unreturned("client/b", FIRST_USE_TTL),
             "a key that came back is kept until idle"
         );
-        let (fresh, first) = affinity.state("client/a");
+        let (fresh, first) = affinity.state("client/a").expect("served here");
         assert!(first && fresh.with(|s| s.is_empty()));
         assert_ne!(affinity.one_call(), affinity.one_call());
+    }
+
+    #[test]
+    fn a_key_being_handed_over_takes_no_new_call_and_counts_those_under_way() {
+        let affinity = Affinity::default();
+        assert!(affinity.leave("client/a").is_none(), "not held here");
+        let running = affinity.held_state("client/a").expect("served here");
+        let calls = affinity.leave("client/a").expect("held here");
+        assert_eq!(calls.load(Ordering::Acquire), 1);
+        assert!(affinity.held_state("client/a").is_none(), "leaving");
+        drop(running);
+        assert_eq!(calls.load(Ordering::Acquire), 0);
+        assert!(affinity.forget_leaving("client/a"));
+        assert!(!affinity.forget_leaving("client/b"), "not leaving");
+        let (_, first) = affinity.state("client/a").expect("back, as a new key");
+        assert!(first);
     }
 
     #[test]

@@ -124,11 +124,16 @@ fn held(node: &NodeState, id: &str) -> Option<Result<Arc<Session>, Missing>> {
     s.touch().then_some(Ok(s))
 }
 
-/// A planned move (a drain, a join): the node that holds the session is alive. It is asked to
-/// hand the session over first, so that the calls it is serving finish and are stored before
+/// A planned move (a drain, a join): the node that holds the session (or a stateless-era key's
+/// record) is alive. It is asked to hand it over first, so that the calls it is serving finish and are stored before
 /// this node's claim fences it off. A holder that is `Down`, gone, or does not answer in time
 /// is not waited for: the claim fences it.
-async fn ask_holder_to_release(node: &NodeState, durable: &Durable, id: &str, ring: &Ring) {
+pub(crate) async fn ask_holder_to_release(
+    node: &NodeState,
+    durable: &Durable,
+    id: &str,
+    ring: &Ring,
+) {
     let Some(peers) = &node.peers else {
         return;
     };

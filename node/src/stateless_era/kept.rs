@@ -3,8 +3,9 @@
 //! outlives the node that holds it. The record is named `affinity/<key>`; only its upstream
 //! state means anything.
 //!
-//! The first call of a key on a node claims the record under the node's membership epoch and
-//! loads the state; a call that changed the state stores it before its answer goes out, at the
+//! The first call of a key on a node asks the node that held it, if it is alive, to hand it
+//! over (its calls of the key finish and are stored first), then claims the record under the
+//! node's membership epoch and loads the state; a call that changed the state stores it before its answer goes out, at the
 //! node's acknowledgement level. The key's owner is the only writer, as for sessions.
 
 use crate::durable::{self, Durable, Link};
@@ -18,8 +19,16 @@ use tokio::sync::OnceCell;
 /// A key's hold on its record, taken by its first call on this node.
 pub type Held = Arc<OnceCell<Link>>;
 
+/// What names a key's record in the store.
+const RECORD_PREFIX: &str = "affinity/";
+
 fn record_id(key: &str) -> String {
-    format!("affinity/{key}")
+    format!("{RECORD_PREFIX}{key}")
+}
+
+/// The key a record id names, if it names one.
+pub fn key_of(record: &str) -> Option<&str> {
+    record.strip_prefix(RECORD_PREFIX)
 }
 
 /// The key's link to its record: claimed (and its state loaded into `state`) by the first call
@@ -33,7 +42,10 @@ pub async fn hold(
 ) -> Result<Link, StoreError> {
     held.get_or_try_init(|| async {
         let id = record_id(key);
-        let fence = Fence::new(node.id.to_string(), node.ring().epoch());
+        let ring = node.ring();
+        // A node that still runs calls of the key finishes and stores them first.
+        crate::takeover::ask_holder_to_release(node, durable, &id, &ring).await;
+        let fence = Fence::new(node.id.to_string(), ring.epoch());
         let claimed = durable.store.claim(&id, &fence).await?;
         if let Some(record) = claimed.record {
             state.with(|s| *s = record.upstream_state);

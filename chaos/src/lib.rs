@@ -201,9 +201,10 @@ async fn drive(
     up: &Up,
     mut levers: Levers<'_>,
 ) -> anyhow::Result<History> {
+    let client = Client::new(up.endpoint()?);
     let client = match levers.stdio {
-        Some(_) => Client::new(up.endpoint()?).federated(stdio::BUILTIN),
-        None => Client::new(up.endpoint()?),
+        Some(_) => client.federated(stdio::BUILTIN),
+        None => client,
     };
     let admins = &up.summary.admins;
     if admins.is_empty() {

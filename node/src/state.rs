@@ -275,13 +275,7 @@ impl NodeState {
         let Some(calls) = self.affinity.leave(key) else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + LET_GO_GRACE;
-        while calls.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(LET_GO_POLL).await;
-        }
-        if let Some(durable) = &self.durable {
-            durable.flushed().await;
-        }
+        settle(|| calls.load(Ordering::Acquire), self.durable.as_deref()).await;
         if self.affinity.forget_leaving(key) {
             self.upstream.close(&Scope::Affinity(key.to_owned()));
         }
@@ -292,11 +286,7 @@ impl NodeState {
     /// and then it leaves memory (the store keeps it for the new owner).
     async fn let_go(&self, session: Arc<Session>, durable: &Durable) {
         session.leave();
-        let deadline = tokio::time::Instant::now() + LET_GO_GRACE;
-        while session.requests_in_flight() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(LET_GO_POLL).await;
-        }
-        durable.flushed().await;
+        settle(|| session.requests_in_flight(), Some(durable)).await;
         let still_here = self
             .sessions
             .get(&session.id)
@@ -316,5 +306,17 @@ impl NodeState {
     /// to another without knowing it, so it fails closed).
     pub fn serving(&self) -> bool {
         self.consensus.as_ref().is_none_or(|c| c.serving())
+    }
+}
+
+/// Waits for what is letting go to be done: its calls under way (`in_flight`) finish, for at
+/// most [`LET_GO_GRACE`], and everything written so far reaches the store, if there is one.
+async fn settle(in_flight: impl Fn() -> usize, durable: Option<&Durable>) {
+    let deadline = tokio::time::Instant::now() + LET_GO_GRACE;
+    while in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(LET_GO_POLL).await;
+    }
+    if let Some(durable) = durable {
+        durable.flushed().await;
     }
 }

@@ -28,12 +28,7 @@ pub fn check(history: &History) -> Verdict {
     }
     let sessions: BTreeSet<usize> = history.upstream_calls.iter().map(|c| c.session).collect();
     for session in sessions {
-        let healed = history
-            .upstream_calls
-            .iter()
-            .filter(|c| c.healing && c.session == session)
-            .any(|c| c.outcome.value().is_some());
-        if !healed {
+        if !super::healed(&history.upstream_calls, session) {
             v.violated(|| {
                 format!(
                     "session {}'s stdio upstream did not answer after the faults",

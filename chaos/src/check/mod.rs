@@ -47,6 +47,14 @@ pub fn lost_to_gateway_kill(call: &Call, faults: &[Fault]) -> bool {
     })
 }
 
+/// Whether `session` got a value from one of its healing calls among `calls`.
+pub fn healed(calls: &[Call], session: usize) -> bool {
+    calls
+        .iter()
+        .filter(|c| c.healing && c.session == session)
+        .any(|c| c.outcome.value().is_some())
+}
+
 /// What one invariant made of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Verdict {

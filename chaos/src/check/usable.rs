@@ -7,12 +7,7 @@ pub fn check(history: &History) -> Verdict {
     let mut v = Verdict::new("every session is usable once the faults heal");
     for (session, sid) in history.sessions.iter().enumerate() {
         v.checked += 1;
-        let healed = history
-            .calls
-            .iter()
-            .filter(|c| c.healing && c.session == session)
-            .any(|c| c.outcome.value().is_some());
-        if !healed {
+        if !super::healed(&history.calls, session) {
             v.violated(|| format!("session {sid} did not answer after the faults"));
         }
     }

@@ -66,6 +66,7 @@ mod tests {
     fn view(epoch: u64, n: usize) -> Membership {
         Membership {
             cluster: None,
+            ring: Default::default(),
             epoch,
             members: (0..n)
                 .map(|i| Member {

@@ -11,5 +11,5 @@ pub mod consensus;
 pub mod membership;
 pub mod ring;
 
-pub use membership::{Member, MemberState, Membership, NodeId};
+pub use membership::{Member, MemberState, Membership, NodeId, RingScheme};
 pub use ring::{RING_HASH, Ring};

@@ -42,13 +42,36 @@ pub struct Member {
     pub session_addr: String,
     #[serde(default)]
     pub state: MemberState,
-    /// Relative share of keys; the ring gives a member `weight` times the base virtual nodes.
+    /// Relative share of keys: the ring treats a member of weight `w` as `w` members.
     #[serde(default = "default_weight")]
     pub weight: u32,
 }
 
 fn default_weight() -> u32 {
     1
+}
+
+/// How the ring places keys on members. A cluster's scheme is part of its replicated view, so
+/// every gateway and node that holds the view computes the same owner for every key, whatever
+/// release it runs; a release that does not know a view's scheme refuses the view rather than
+/// guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RingScheme {
+    /// 256 points per unit of weight on a hash circle. The scheme of every view that names
+    /// none: clusters founded before rendezvous hashing keep it, so their keys stay put.
+    #[default]
+    Points,
+    /// Rendezvous (highest random weight) hashing: every member scores every key and the
+    /// highest score owns it. Even in expectation for any number of members, and a change
+    /// moves only the keys of the member that joined or left. New clusters are founded with it.
+    Rendezvous,
+}
+
+impl RingScheme {
+    fn is_points(&self) -> bool {
+        *self == RingScheme::Points
+    }
 }
 
 /// One version of the cluster's membership.
@@ -58,6 +81,10 @@ pub struct Membership {
     /// for a fixed membership. A view of another cluster never replaces one of ours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// How keys are placed; left out of the wire form when it is the default, so a view of a
+    /// cluster that keeps the old scheme reads the same to every release.
+    #[serde(default, skip_serializing_if = "RingScheme::is_points")]
+    pub ring: RingScheme,
     pub epoch: u64,
     pub members: Vec<Member>,
 }

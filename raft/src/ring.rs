@@ -1,23 +1,42 @@
 //! The consistent-hash ring: which `Active` member owns a routing key.
 //!
-//! Each member gets `VNODES_PER_WEIGHT × weight` points on a 64-bit circle; a key belongs to the
-//! first point at or after its own hash. Points and keys are hashed with [`RING_HASH`] over byte
-//! strings we write ourselves (never through `std`'s `Hash` impls for `str`, whose byte layout is
-//! not a stability promise), so every gateway and node, of any release, agrees on the owner.
+//! Two placement schemes, chosen by the view ([`RingScheme`]):
+//! - **Rendezvous** (new clusters): every member scores a key with
+//!   `mix(hash(key) ^ hash(member))` and the highest score owns it; a member of weight `w`
+//!   scores `w` times (as `w` members would) and keeps its best. Each member's expected share is
+//!   its weight over the total for any number of members, and a change moves only the keys won
+//!   or lost by the member that changed. One key hash and one multiply-xorshift mix per member:
+//!   cheaper than a search among thousands of points at the sizes a cluster has, and nothing
+//!   allocated per lookup (the rendezvous crates on the registry sort every member per lookup).
+//! - **Points** (clusters founded before): `VNODES_PER_WEIGHT × weight` points per member on a
+//!   64-bit circle; a key belongs to the first point at or after its own hash.
+//!
+//! Keys, points and members are hashed with [`RING_HASH`] over byte strings we write ourselves
+//! (never through `std`'s `Hash` impls for `str`, whose byte layout is not a stability promise),
+//! so every gateway and node, of any release, agrees on the owner.
 
-use crate::membership::{Member, MemberState, Membership, NodeId};
+use crate::membership::{Member, MemberState, Membership, NodeId, RingScheme};
 use hashring::{DefaultHashBuilder, HashRing};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 /// The ring's hash function, named so that it is never changed by accident: SipHash-2-4 with the
-/// all-zero 128-bit key (the `hashring` crate's default builder).
+/// all-zero 128-bit key (the `hashring` crate's default builder). Rendezvous scores mix it with
+/// the finalizer of [`mix`].
 pub const RING_HASH: &str = "siphash-2-4/key=0";
 
-/// Virtual nodes per unit of weight. 256 keeps max/mean load under ~1.1 for 3–10 members (see
-/// the tests) while a ring of 10 members is still only 2,560 points.
+/// Virtual nodes per unit of weight of the points scheme: ~1.1 max/mean for 3–10 members.
 pub const VNODES_PER_WEIGHT: u32 = 256;
 
-/// A point on the circle: the member it belongs to, and which of its replicas this is.
+/// A member's `replica`-th identity: its id, `#`, the replica's number (big-endian). A points
+/// member's points and a rendezvous member's scores are both derived from it.
+fn write_identity<H: Hasher>(state: &mut H, id: &NodeId, replica: u32) {
+    state.write(id.0.as_bytes());
+    state.write(b"#");
+    state.write(&replica.to_be_bytes());
+}
+
+/// A point on the circle of the points scheme: the member it belongs to, and which of its
+/// replicas this is.
 struct Point {
     member: usize,
     id: NodeId,
@@ -26,9 +45,7 @@ struct Point {
 
 impl Hash for Point {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(self.id.0.as_bytes());
-        state.write(b"#");
-        state.write(&self.replica.to_be_bytes());
+        write_identity(state, &self.id, self.replica);
     }
 }
 
@@ -41,31 +58,76 @@ impl Hash for Key<'_> {
     }
 }
 
+/// The rendezvous score of a key (by its hash) for one member replica (by its seed): the
+/// `splitmix64` finalizer of their xor, a bijection whose every output bit depends on every
+/// input bit, so the scores of one key for different seeds behave as independent draws.
+fn mix(key: u64, seed: u64) -> u64 {
+    let mut z = key ^ seed;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// One scoring identity of a rendezvous member.
+struct Seed {
+    seed: u64,
+    member: usize,
+}
+
+enum Placement {
+    Points(HashRing<Point, DefaultHashBuilder>),
+    Rendezvous(Vec<Seed>),
+}
+
 /// An immutable ring built from one membership view; rebuild it when the epoch changes.
 pub struct Ring {
     membership: Membership,
-    /// Indexes into `membership.members` of the members that own keys.
-    points: HashRing<Point, DefaultHashBuilder>,
+    placement: Placement,
 }
 
 impl Ring {
     pub fn new(membership: Membership) -> Self {
-        let mut points = HashRing::with_hasher(DefaultHashBuilder);
-        let batch = membership
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.state == MemberState::Active)
-            .flat_map(|(member, m)| {
-                (0..VNODES_PER_WEIGHT * m.weight).map(move |replica| Point {
-                    member,
-                    id: m.id.clone(),
-                    replica,
-                })
-            })
-            .collect();
-        points.batch_add(batch);
-        Ring { membership, points }
+        let owners = || {
+            membership
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.state == MemberState::Active)
+        };
+        let placement = match membership.ring {
+            RingScheme::Points => {
+                let mut points = HashRing::with_hasher(DefaultHashBuilder);
+                let batch = owners()
+                    .flat_map(|(member, m)| {
+                        (0..VNODES_PER_WEIGHT * m.weight).map(move |replica| Point {
+                            member,
+                            id: m.id.clone(),
+                            replica,
+                        })
+                    })
+                    .collect();
+                points.batch_add(batch);
+                Placement::Points(points)
+            }
+            RingScheme::Rendezvous => Placement::Rendezvous(
+                owners()
+                    .flat_map(|(member, m)| {
+                        (0..m.weight).map(move |replica| {
+                            let mut h = DefaultHashBuilder.build_hasher();
+                            write_identity(&mut h, &m.id, replica);
+                            Seed {
+                                seed: h.finish(),
+                                member,
+                            }
+                        })
+                    })
+                    .collect(),
+            ),
+        };
+        Ring {
+            membership,
+            placement,
+        }
     }
 
     /// Whether `membership` should replace this ring's: it is newer, valid, and of the same
@@ -93,9 +155,27 @@ impl Ring {
 
     /// The member that owns `key`, or `None` when no member is `Active`.
     pub fn owner(&self, key: &[u8]) -> Option<&Member> {
-        self.points
-            .get(&Key(key))
-            .map(|p| &self.membership.members[p.member])
+        let member = match &self.placement {
+            Placement::Points(points) => points.get(&Key(key))?.member,
+            Placement::Rendezvous(seeds) => {
+                let mut h = DefaultHashBuilder.build_hasher();
+                h.write(key);
+                let key = h.finish();
+                let members = &self.membership.members;
+                // Highest score wins; an exact tie (odds 2⁻⁶⁴) goes to the smaller id, so the
+                // order members are listed in never matters.
+                seeds
+                    .iter()
+                    .map(|s| (mix(key, s.seed), s.member))
+                    .reduce(|best, next| {
+                        let better = next.0 > best.0
+                            || (next.0 == best.0 && members[next.1].id < members[best.1].id);
+                        if better { next } else { best }
+                    })?
+                    .1
+            }
+        };
+        Some(&self.membership.members[member])
     }
 
     /// Whether `node` owns `key` in this view.

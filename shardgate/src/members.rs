@@ -1,7 +1,7 @@
 //! The `--members` list: `node-0=127.0.0.1:7100/127.0.0.1:7101,node-1=…`, a static membership
 //! view: each node's session listener, then its internal listener.
 
-use shardgate_raft::{Member, MemberState, Membership, NodeId};
+use shardgate_raft::{Member, MemberState, Membership, NodeId, RingScheme};
 
 /// Parses `id=session/internal[*weight]` entries separated by commas.
 pub fn parse(list: &str, epoch: u64) -> Result<Membership, String> {
@@ -31,6 +31,7 @@ pub fn parse(list: &str, epoch: u64) -> Result<Membership, String> {
     }
     let membership = Membership {
         cluster: None,
+        ring: RingScheme::Rendezvous,
         epoch,
         members,
     };

@@ -228,6 +228,7 @@ async fn t30_a_gateway_takes_no_forged_or_foreign_view() -> anyhow::Result<()> {
     let member = real.members[0].clone();
     let forged = |cluster: Option<String>| Membership {
         cluster,
+        ring: Default::default(),
         epoch: u64::MAX,
         members: vec![shardgate_raft::Member {
             addr: "127.0.0.1:1".into(),

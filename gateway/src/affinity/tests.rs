@@ -4,6 +4,7 @@ use shardgate_raft::{Member, Membership, NodeId};
 fn ring(members: &[(&str, MemberState, u32)]) -> Ring {
     Ring::new(Membership {
         cluster: None,
+        ring: Default::default(),
         epoch: 7,
         members: members
             .iter()

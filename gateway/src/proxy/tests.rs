@@ -71,6 +71,7 @@ async fn gateway_before(node: SocketAddr) -> (SocketAddr, CancellationToken) {
         max_body_bytes: GatewayConfig::DEFAULT_MAX_BODY,
         membership: Membership {
             cluster: None,
+            ring: Default::default(),
             epoch: 1,
             members: vec![member],
         },

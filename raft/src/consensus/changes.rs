@@ -11,7 +11,7 @@ use super::command::Command;
 use super::error::ConsensusError;
 use super::rpc::{self, JoinRequest, LeaveRequest, ProposeRequest};
 use super::types::ordinal;
-use crate::{Membership, NodeId};
+use crate::{Membership, NodeId, RingScheme};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::Serialize;
@@ -194,7 +194,11 @@ impl Shared {
             && let Some(cluster) = self.cluster.get()
         {
             let cluster = cluster.to_owned();
-            self.commit(Command::Found { cluster }).await?;
+            self.commit(Command::Found {
+                cluster,
+                ring: RingScheme::Rendezvous,
+            })
+            .await?;
         }
         // Voters are derived from the members, so the leader must be one before anyone else
         // joins: the founder's own join may still be in its retry loop.
@@ -335,6 +339,7 @@ mod tests {
     fn membership(ordinals: &[u64]) -> Membership {
         Membership {
             cluster: None,
+            ring: Default::default(),
             epoch: 1,
             members: ordinals
                 .iter()

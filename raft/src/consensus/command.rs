@@ -5,11 +5,11 @@
 //! epoch alone, which keeps retried joins and repeated failure-detector verdicts from churning
 //! the ring.
 //!
-//! `Found` is the first command of a cluster: it names the cluster (the id the founder generated),
-//! before any member joins, so every view with members carries the id.
+//! `Found` is the first command of a cluster: it names the cluster (the id the founder generated)
+//! and fixes its ring scheme, before any member joins, so every view with members carries both.
 
 use super::types::ordinal;
-use crate::{Member, MemberState, Membership, NodeId};
+use crate::{Member, MemberState, Membership, NodeId, RingScheme};
 use serde::{Deserialize, Serialize};
 
 /// A change to the membership, as proposed to the leader and stored in the Raft log.
@@ -21,6 +21,10 @@ pub enum Command {
     /// founder commits it before anyone is a member.
     Found {
         cluster: String,
+        /// The scheme keys are placed by. A `Found` logged before schemes existed has none and
+        /// reads as the old default, so that cluster's keys stay where they are.
+        #[serde(default)]
+        ring: RingScheme,
     },
     /// Adds the member as `Active`; a known member becomes `Active` again with the given address
     /// and weight (a restarted pod may come back on a new IP).
@@ -44,9 +48,13 @@ pub enum Command {
 /// every change to the members.
 pub fn apply(membership: &mut Membership, command: &Command) -> bool {
     let changed = match command {
-        Command::Found { cluster } => {
+        Command::Found { cluster, ring } => {
             if membership.cluster.is_none() {
                 membership.cluster = Some(cluster.clone());
+                // Only an empty cluster takes a scheme: members holding keys keep theirs.
+                if membership.members.is_empty() {
+                    membership.ring = *ring;
+                }
                 return true;
             }
             false
@@ -204,6 +212,7 @@ mod tests {
     fn found(cluster: &str) -> Command {
         Command::Found {
             cluster: cluster.into(),
+            ring: RingScheme::Rendezvous,
         }
     }
 
@@ -212,6 +221,7 @@ mod tests {
         let mut m = Membership::default();
         assert!(apply(&mut m, &found("aa")));
         assert_eq!((m.cluster.as_deref(), m.epoch), (Some("aa"), 0));
+        assert_eq!(m.ring, RingScheme::Rendezvous);
         assert!(!apply(&mut m, &found("aa")), "the same id again");
         assert!(!apply(&mut m, &found("bb")), "an id never changes");
         assert_eq!(m.cluster.as_deref(), Some("aa"));
@@ -231,6 +241,11 @@ mod tests {
         assert!(apply(&mut m, &found("aa")));
         assert_eq!(m.members, before.members);
         assert_eq!((m.cluster.as_deref(), m.epoch), (Some("aa"), before.epoch));
+        assert_eq!(
+            m.ring,
+            RingScheme::Points,
+            "members with keys keep their scheme"
+        );
     }
 
     #[test]
@@ -240,6 +255,12 @@ mod tests {
         let back: Command = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, set("node-3", MemberState::Down));
         let json = serde_json::to_string(&found("aa")).expect("serializes");
-        assert_eq!(json, r#"{"op":"found","cluster":"aa"}"#);
+        assert_eq!(json, r#"{"op":"found","cluster":"aa","ring":"rendezvous"}"#);
+        // A `Found` logged before schemes existed founds a cluster on the old scheme.
+        let old: Command =
+            serde_json::from_str(r#"{"op":"found","cluster":"aa"}"#).expect("parses");
+        let mut m = Membership::default();
+        apply(&mut m, &old);
+        assert_eq!(m.ring, RingScheme::Points);
     }
 }

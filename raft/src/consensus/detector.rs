@@ -284,6 +284,7 @@ mod tests {
     fn membership(states: &[(&str, MemberState)]) -> Membership {
         Membership {
             cluster: None,
+            ring: Default::default(),
             epoch: 7,
             members: states
                 .iter()

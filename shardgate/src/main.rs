@@ -37,6 +37,9 @@ enum Command {
     Chaos(commands::chaos::Args),
     /// Apply the PostgreSQL session store's migrations (idempotent).
     Migrate(commands::migrate::Args),
+    /// Measure an MCP endpoint: open-loop load at a fixed rate, latency percentiles, errors
+    /// by kind, CPU per request.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             Command::Scale(args) => commands::scale::run(args).await,
             Command::Chaos(args) => commands::chaos::run(args).await,
             Command::Migrate(args) => commands::migrate::run(args).await,
+            Command::Bench(args) => commands::bench::run(args).await,
         }
     })
 }

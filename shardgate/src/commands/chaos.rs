@@ -2,6 +2,7 @@
 //! against a local cluster of this binary under load, checks the invariants on what the
 //! clients saw, and writes the report. Fails when any invariant was violated.
 
+use super::parse_duration;
 use anyhow::{Context, bail};
 use shardgate_chaos::{Options, scenario};
 use std::path::PathBuf;
@@ -110,40 +111,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("{} invariant violations", report.violations);
     }
     Ok(())
-}
-
-/// `30s`, `10m`, `1h`, `500ms`, or a number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 30s, 10m or 1h"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("'{text}': the unit is ms, s, m or h")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
-    }
 }

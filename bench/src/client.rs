@@ -1,0 +1,360 @@
+//! Connections to the endpoint, on hyper's connection API directly: HTTP/1.1, or cleartext
+//! HTTP/2 by prior knowledge. No pool logic beyond a fixed set of connections that are
+//! reopened when they break: the generator shares the machine with what it measures, so a
+//! request must cost it little.
+//!
+//! - HTTP/1.1: a connection carries one exchange at a time. A session leases its connection
+//!   for the whole exchange, body included; several sessions on one connection queue for it,
+//!   and that wait counts in their latency as it would for a real client.
+//! - HTTP/2: every session sends on a shared connection, concurrently.
+//!
+//! A lease that is dropped before its exchange ended cleanly (a timeout, a body not read to
+//! its end) takes its HTTP/1.1 connection with it: the next lease opens a new one, since
+//! nobody knows what is still in flight on the old one.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, MutexGuard};
+
+type Body = Full<Bytes>;
+
+/// The HTTP version the generator speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge (h2c), as the gateway's listeners accept it.
+    Http2,
+}
+
+impl FromStr for HttpVersion {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HttpVersion, String> {
+        match text.trim() {
+            "1" | "1.1" => Ok(HttpVersion::Http1),
+            "2" => Ok(HttpVersion::Http2),
+            "3" => Err(
+                "HTTP/3 is not available yet (the gateway has no QUIC listener): use 1 or 2".into(),
+            ),
+            other => Err(format!("'{other}' is not an HTTP version: use 1 or 2")),
+        }
+    }
+}
+
+impl fmt::Display for HttpVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HttpVersion::Http1 => "HTTP/1.1",
+            HttpVersion::Http2 => "HTTP/2 (h2c)",
+        })
+    }
+}
+
+/// Where requests go.
+#[derive(Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The `Host` of HTTP/1.1 requests.
+    host: HeaderValue,
+    /// The request target of HTTP/1.1 (origin form) …
+    path: Uri,
+    /// … and of HTTP/2 (absolute: its scheme and authority become pseudo-headers).
+    absolute: Uri,
+}
+
+impl Target {
+    /// Parses an `http://host:port/path` URL and resolves its host.
+    pub async fn resolve(url: &str) -> anyhow::Result<Target> {
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("'{url}' is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                bail!("{url}: https is not supported yet; point the bench at a cleartext listener")
+            }
+            _ => bail!("{url}: the URL must start with http://"),
+        }
+        let authority = uri
+            .authority()
+            .with_context(|| format!("{url}: no host"))?
+            .clone();
+        let port = authority.port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((authority.host(), port))
+            .await
+            .with_context(|| format!("cannot resolve {}", authority.host()))?
+            .next()
+            .with_context(|| format!("{} has no address", authority.host()))?;
+        let path_and_query = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/");
+        Ok(Target {
+            addr,
+            host: HeaderValue::from_str(authority.as_str())?,
+            path: path_and_query.parse()?,
+            absolute: Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()?,
+        })
+    }
+}
+
+/// What went wrong on the wire.
+#[derive(Debug)]
+pub struct TransportError(pub String);
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<hyper::Error> for TransportError {
+    fn from(e: hyper::Error) -> TransportError {
+        // hyper's own message is terse ("connection closed before message completed"); its
+        // source says why.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        TransportError(text)
+    }
+}
+
+impl From<std::io::Error> for TransportError {
+    fn from(e: std::io::Error) -> TransportError {
+        TransportError(e.to_string())
+    }
+}
+
+enum Slot {
+    H1(Mutex<Option<http1::SendRequest<Body>>>),
+    H2(Mutex<Option<http2::SendRequest<Body>>>),
+}
+
+/// A fixed set of connections to the target.
+pub struct Connections {
+    target: Target,
+    version: HttpVersion,
+    slots: Vec<Slot>,
+}
+
+impl Connections {
+    pub fn new(target: Target, version: HttpVersion, count: usize) -> Connections {
+        let slots = (0..count.max(1))
+            .map(|_| match version {
+                HttpVersion::Http1 => Slot::H1(Mutex::new(None)),
+                HttpVersion::Http2 => Slot::H2(Mutex::new(None)),
+            })
+            .collect();
+        Connections {
+            target,
+            version,
+            slots,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn version(&self) -> HttpVersion {
+        self.version
+    }
+
+    /// Opens every connection, so that the run does not start with a burst of handshakes.
+    pub async fn open_all(&self) -> anyhow::Result<()> {
+        for i in 0..self.slots.len() {
+            let lease = self
+                .lease(i)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", self.target.addr))?;
+            lease.release();
+        }
+        Ok(())
+    }
+
+    /// A request to the endpoint, in the form the version needs.
+    pub fn request(&self, method: Method) -> http::request::Builder {
+        match self.version {
+            HttpVersion::Http1 => Request::builder()
+                .method(method)
+                .uri(self.target.path.clone())
+                .header(HOST, self.target.host.clone()),
+            HttpVersion::Http2 => Request::builder()
+                .method(method)
+                .uri(self.target.absolute.clone()),
+        }
+    }
+
+    /// The use of connection `i` (modulo their number) for one exchange, opening it if needed.
+    pub async fn lease(&self, i: usize) -> Result<Lease<'_>, TransportError> {
+        let slot = self
+            .slots
+            .get(i % self.slots.len().max(1))
+            .ok_or_else(|| TransportError("no connections".into()))?;
+        match slot {
+            Slot::H1(mutex) => {
+                let mut guard = mutex.lock().await;
+                let sender = match guard.take() {
+                    Some(s) if !s.is_closed() => s,
+                    _ => connect_h1(self.target.addr).await?,
+                };
+                Ok(Lease::H1 {
+                    guard,
+                    sender: Some(sender),
+                })
+            }
+            Slot::H2(mutex) => {
+                let mut guard = mutex.lock().await;
+                let sender = match guard.as_ref() {
+                    Some(s) if !s.is_closed() => s.clone(),
+                    _ => {
+                        let s = connect_h2(self.target.addr).await?;
+                        *guard = Some(s.clone());
+                        s
+                    }
+                };
+                Ok(Lease::H2 { sender })
+            }
+        }
+    }
+
+    /// A connection of its own for one exchange that will not end cleanly (a GET stream read
+    /// only to its first event), so that no shared HTTP/1.1 connection is lost to it. Over
+    /// HTTP/2 closing a stream costs the connection nothing: this is a lease like any other.
+    pub async fn dedicated(&self, i: usize) -> Result<Lease<'_>, TransportError> {
+        match self.version {
+            HttpVersion::Http1 => Ok(Lease::Own {
+                sender: connect_h1(self.target.addr).await?,
+            }),
+            HttpVersion::Http2 => self.lease(i).await,
+        }
+    }
+}
+
+/// The use of a connection for one exchange.
+pub enum Lease<'a> {
+    H1 {
+        guard: MutexGuard<'a, Option<http1::SendRequest<Body>>>,
+        /// Taken out of the slot while leased: put back only by [`Lease::release`].
+        sender: Option<http1::SendRequest<Body>>,
+    },
+    H2 {
+        sender: http2::SendRequest<Body>,
+    },
+    Own {
+        sender: http1::SendRequest<Body>,
+    },
+}
+
+impl Lease<'_> {
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, TransportError> {
+        match self {
+            Lease::H1 { sender, .. } => {
+                let s = sender
+                    .as_mut()
+                    .ok_or_else(|| TransportError("the connection was given up".into()))?;
+                s.ready().await?;
+                Ok(s.send_request(req).await?)
+            }
+            Lease::H2 { sender } => {
+                sender.ready().await?;
+                Ok(sender.send_request(req).await?)
+            }
+            Lease::Own { sender } => {
+                sender.ready().await?;
+                Ok(sender.send_request(req).await?)
+            }
+        }
+    }
+
+    /// The exchange ended cleanly (its body read to the end): the connection can carry the
+    /// next one. A lease dropped without this closes an HTTP/1.1 connection.
+    pub fn release(self) {
+        if let Lease::H1 { mut guard, sender } = self
+            && let Some(s) = sender
+            && !s.is_closed()
+        {
+            *guard = Some(s);
+        }
+    }
+}
+
+async fn tcp(addr: SocketAddr) -> Result<TokioIo<TcpStream>, TransportError> {
+    let stream = TcpStream::connect(addr).await?;
+    // Requests are small and answered at once: Nagle's delay would be pure latency.
+    stream.set_nodelay(true)?;
+    Ok(TokioIo::new(stream))
+}
+
+async fn connect_h1(addr: SocketAddr) -> Result<http1::SendRequest<Body>, TransportError> {
+    let (sender, conn) = http1::handshake(tcp(addr).await?).await?;
+    tokio::spawn(async move {
+        // Its end (or error) shows up on the sender as a closed connection.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn connect_h2(addr: SocketAddr) -> Result<http2::SendRequest<Body>, TransportError> {
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), tcp(addr).await?).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_http3_says_why_not() {
+        assert_eq!("1".parse(), Ok(HttpVersion::Http1));
+        assert_eq!("1.1".parse(), Ok(HttpVersion::Http1));
+        assert_eq!("2".parse(), Ok(HttpVersion::Http2));
+        let three = "3".parse::<HttpVersion>().expect_err("no HTTP/3 yet");
+        assert!(three.contains("HTTP/3 is not available yet"), "{three}");
+        assert!("h2".parse::<HttpVersion>().is_err());
+    }
+
+    #[tokio::test]
+    async fn urls_become_request_targets_of_both_forms() {
+        let t = Target::resolve("http://127.0.0.1:8080/mcp")
+            .await
+            .expect("valid");
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(t.host, "127.0.0.1:8080");
+        assert_eq!(t.path, "/mcp");
+        assert_eq!(t.absolute, "http://127.0.0.1:8080/mcp");
+        let bare = Target::resolve("http://127.0.0.1").await.expect("valid");
+        assert_eq!((bare.addr.port(), bare.path.to_string()), (80, "/".into()));
+        let https = Target::resolve("https://127.0.0.1/mcp")
+            .await
+            .expect_err("no TLS");
+        assert!(https.to_string().contains("https is not supported"));
+        assert!(Target::resolve("127.0.0.1:8080/mcp").await.is_err());
+    }
+}

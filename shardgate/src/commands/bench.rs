@@ -1,0 +1,107 @@
+//! `shardgate bench --url URL --sessions N --rate R --duration D`: open-loop MCP load at a
+//! fixed rate against a gateway (or any MCP endpoint), with latency from each request's
+//! scheduled send time. Prints a summary, or a Markdown table row, and writes JSON on request;
+//! the work is in `shardgate-bench`.
+
+use super::parse_duration;
+use anyhow::Context;
+use shardgate_bench::{Era, HttpVersion, Mix, Options};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The MCP endpoint (cleartext `http://`): a gateway's `/mcp`, or `up`'s.
+    #[arg(long, default_value = "http://127.0.0.1:8080/mcp")]
+    pub url: String,
+    /// Sessions (session era) or clients (stateless era) the load is spread over.
+    #[arg(long, default_value_t = 50)]
+    pub sessions: usize,
+    /// Requests per second offered, over all sessions together, whatever the answers do.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// The measured phase: `10s`, `2m`, `500ms`, or seconds.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Load before the measured phase, at the same rate; its answers are not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// `session` (2025-11-25: initialize, Mcp-Session-Id) or `stateless` (2026-07-28).
+    #[arg(long, default_value = "session")]
+    pub era: Era,
+    /// Weights of the operations: echo, counter, list (tools/list), and in the session era
+    /// stream (a GET stream read to its first event) and resume (a GET with Last-Event-ID
+    /// replaying the session's last call).
+    #[arg(long, default_value = "echo=8,counter=1,list=1")]
+    pub mix: Mix,
+    /// HTTP version: 1 (HTTP/1.1) or 2 (cleartext HTTP/2 with prior knowledge).
+    #[arg(long, default_value = "1")]
+    pub http: HttpVersion,
+    /// Connections. Default: one per session over HTTP/1.1 (never more than the sessions),
+    /// 4 over HTTP/2.
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// A request without its answer this long after its scheduled send time is a timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// A process under test whose CPU time per request to report (repeatable): a gateway's,
+    /// a node's.
+    #[arg(long = "cpu-pid")]
+    pub cpu_pids: Vec<u32>,
+    /// Write the report as JSON to this file (every percentile, and the settings).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Print a Markdown table (header and this run's row) instead of the summary, which
+    /// then goes to stderr.
+    #[arg(long)]
+    pub markdown: bool,
+    /// No progress line, and no summary on stderr with --markdown.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let opts = Options {
+        url: args.url,
+        era: args.era,
+        sessions: args.sessions,
+        rate: args.rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        mix: args.mix,
+        http: args.http,
+        connections: args.connections,
+        timeout: args.timeout,
+        cpu_pids: args.cpu_pids,
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    // Ctrl-C ends the run early: what was due until then is still awaited and reported. A
+    // second one quits at once.
+    let stop = CancellationToken::new();
+    let interrupt = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping: awaiting the requests already due (Ctrl-C again to quit now)");
+            interrupt.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let report = shardgate_bench::run(opts, stop).await?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.json()? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.markdown {
+        print!("{}", report.markdown());
+        if !args.quiet {
+            eprint!("{}", report.summary());
+        }
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(())
+}

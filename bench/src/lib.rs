@@ -184,11 +184,8 @@ pub async fn run(opts: Options, stop: CancellationToken) -> anyhow::Result<Repor
     for (session, inbox) in sessions.into_iter().zip(inboxes) {
         tasks.spawn(drive(session, inbox, shared.clone()));
     }
-    let pacer = {
-        let stop = stop.clone();
-        // The queues go with it: when it is done, the sessions finish what they hold and end.
-        tokio::task::spawn_blocking(move || schedule::pace(&schedule, t0, &queues, &stop))
-    };
+    let pacer = schedule::start(schedule, t0, queues, stop.clone())
+        .context("cannot start the pacer thread")?;
     let cpu = tokio::spawn(sample_cpu(
         opts.cpu_pids.clone(),
         t0 + opts.warmup,
@@ -206,7 +203,7 @@ pub async fn run(opts: Options, stop: CancellationToken) -> anyhow::Result<Repor
         ))
     });
 
-    let released = pacer.await.context("the pacer failed")?;
+    let released = pacer.await.context("the pacer thread failed")?;
     while let Some(done) = tasks.join_next().await {
         done.context("a session's task failed")?;
     }

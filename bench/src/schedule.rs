@@ -8,12 +8,13 @@
 //! away; the measured ones are those due in `[warmup, warmup + duration)`.
 //!
 //! The times never depend on how fast answers come back: that is what makes the load open.
-//! The pacer is a thread of its own that sleeps with the operating system's timer (tens of
-//! microseconds of slack) rather than tokio's, which wakes on whole milliseconds and would add
-//! up to a millisecond to every latency measured from the due time.
+//! The pacer is a thread of its own that sleeps on the operating system's timer (microseconds
+//! late) rather than tokio's, which wakes on whole milliseconds and would add up to a
+//! millisecond to every latency measured from the due time.
 
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// The longest single sleep of the pacer, so that it notices a stop soon.
@@ -116,6 +117,26 @@ impl Schedule {
     pub fn duration(&self) -> Duration {
         self.duration
     }
+}
+
+/// Runs [`pace`] on a thread of its own; the receiver gets what it released. The queues go
+/// with it: when it is done, the sessions finish what they hold and end.
+pub fn start(
+    schedule: Schedule,
+    t0: Instant,
+    queues: Vec<UnboundedSender<u64>>,
+    stop: CancellationToken,
+) -> std::io::Result<oneshot::Receiver<u64>> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            // The kernel lets a sleeper wake up to its timer slack late (50 µs by default) to
+            // group wake-ups; the pacer's lateness is every request's, so it asks for 1 µs.
+            let _ = nix::sys::prctl::set_timerslack(1_000);
+            let _ = tx.send(pace(&schedule, t0, &queues, &stop));
+        })?;
+    Ok(rx)
 }
 
 /// Releases every request of `schedule` to its session's queue when it falls due, counting

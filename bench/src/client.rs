@@ -171,18 +171,6 @@ impl Connections {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
-    pub fn version(&self) -> HttpVersion {
-        self.version
-    }
-
     /// Opens every connection, so that the run does not start with a burst of handshakes.
     pub async fn open_all(&self) -> anyhow::Result<()> {
         for i in 0..self.slots.len() {

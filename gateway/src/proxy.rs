@@ -21,6 +21,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
@@ -344,9 +345,15 @@ async fn send(
     parts
         .headers
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // A stream's end can reach us as an empty data frame of its own; passed on as data, it
+    // would go out as an empty HTTP/2 DATA frame that ends nothing, and HTTP/2 clients close a
+    // connection after 100 of those (a flood defence).
+    let data = body
+        .into_data_stream()
+        .filter(|chunk| std::future::ready(!matches!(chunk, Ok(bytes) if bytes.is_empty())));
     let body = match requests.is_empty() {
-        true => Body::new(body),
-        false => Body::from_stream(broken::guard(body.into_data_stream(), requests)),
+        true => Body::from_stream(data),
+        false => Body::from_stream(broken::guard(data, requests)),
     };
     Ok((Response::from_parts(parts, body), placement))
 }

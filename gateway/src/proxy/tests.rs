@@ -1,5 +1,5 @@
-//! The proxy against a node that misbehaves on the wire: a stand-in node on a real socket, a
-//! real gateway in front of it, and a client speaking HTTP/1.1 to the gateway.
+//! The proxy against stand-in nodes on a real socket, with the wire behaviour under test, a real
+//! gateway in front of them, and a client speaking HTTP/1.1 or HTTP/2 to the gateway.
 
 use crate::config::GatewayConfig;
 use bytes::Bytes;
@@ -41,6 +41,34 @@ async fn node_that_breaks_off() -> SocketAddr {
                     Response::builder()
                         .status(StatusCode::OK)
                         .header(header::CONTENT_TYPE, "application/json")
+                        .body(StreamBody::new(frames))
+                });
+                let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), answer)
+                    .await;
+                drop(served);
+            });
+        }
+    });
+    addr
+}
+
+/// A node that answers every POST with a one-event SSE stream whose end comes as a frame of
+/// its own, as a streamed answer's end does.
+async fn node_that_streams() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("node address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let answer = hyper::service::service_fn(|_req| async {
+                    let event = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+                    let frames = futures_util::stream::iter([Ok::<_, std::io::Error>(
+                        Frame::data(Bytes::from(format!("event: message\ndata: {event}\n\n"))),
+                    )]);
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, "text/event-stream")
                         .body(StreamBody::new(frames))
                 });
                 let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -112,6 +140,45 @@ async fn post(gateway: SocketAddr, body: &Value) -> (StatusCode, Bytes) {
         .await
         .expect("the answer arrives whole");
     (status, answer.to_bytes())
+}
+
+/// An HTTP/2 client counts the empty DATA frames that do not end a stream over its
+/// connection's whole life, and closes the connection after 100 (h2's defence against a flood
+/// of them). A streamed answer's end reaches the gateway as an empty frame of its own; passed
+/// on as data, it became one such frame per answer, and every HTTP/2 client lost its connection
+/// after 100 answers.
+#[tokio::test]
+async fn an_http2_client_keeps_its_connection_over_many_streamed_answers() {
+    let node = node_that_streams().await;
+    let (gateway, shutdown) = gateway_before(node).await;
+    let stream = TcpStream::connect(gateway).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    for n in 0..250 {
+        let req = Request::post(format!("http://{gateway}/mcp"))
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(mcp::HEADER_SESSION_ID, "s-1")
+            .body(Full::new(Bytes::from(call.clone())))
+            .expect("request");
+        let resp = sender
+            .clone()
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("answer {n}: {e}"));
+        assert_eq!(resp.status(), StatusCode::OK, "answer {n}");
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("answer {n}'s body: {e}"));
+        assert!(body.to_bytes().ends_with(b"\n\n"), "answer {n}");
+    }
+    shutdown.cancel();
 }
 
 #[tokio::test]

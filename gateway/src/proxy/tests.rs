@@ -5,6 +5,7 @@ use crate::config::GatewayConfig;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,38 +14,27 @@ use shardgate_protocol::listener::ListenerLimits;
 use shardgate_protocol::mcp;
 use shardgate_raft::{Member, MemberState, Membership, NodeId};
 use shardgate_trust::{Credentials, Secret, Signer};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// A node that starts every answer as JSON and dies halfway through it.
-async fn node_that_breaks_off() -> SocketAddr {
+type Answer = Response<BoxBody<Bytes, std::io::Error>>;
+
+/// A stand-in node on a real socket that answers every request with `answer()`.
+async fn stand_in(answer: fn() -> Answer) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("node address");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let answer = hyper::service::service_fn(|_req| async {
-                    // The answer's head goes out at once; its body a moment later, then the
-                    // node is gone.
-                    let frames = futures_util::stream::iter([
-                        Ok(Frame::data(Bytes::from_static(
-                            br#"{"jsonrpc":"2.0","id":1,"#,
-                        ))),
-                        Err(std::io::Error::other("the node died")),
-                    ])
-                    .then(|frame| async {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        frame
-                    });
-                    Response::builder()
-                        .status(StatusCode::OK)
-                        .header(header::CONTENT_TYPE, "application/json")
-                        .body(StreamBody::new(frames))
-                });
+                let service =
+                    hyper::service::service_fn(
+                        move |_req| async move { Ok::<_, Infallible>(answer()) },
+                    );
                 let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), answer)
+                    .serve_connection(TokioIo::new(stream), service)
                     .await;
                 drop(served);
             });
@@ -53,32 +43,39 @@ async fn node_that_breaks_off() -> SocketAddr {
     addr
 }
 
-/// A node that answers every POST with a one-event SSE stream whose end comes as a frame of
-/// its own, as a streamed answer's end does.
-async fn node_that_streams() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("node address");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let answer = hyper::service::service_fn(|_req| async {
-                    let event = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
-                    let frames = futures_util::stream::iter([Ok::<_, std::io::Error>(
-                        Frame::data(Bytes::from(format!("event: message\ndata: {event}\n\n"))),
-                    )]);
-                    Response::builder()
-                        .status(StatusCode::OK)
-                        .header(header::CONTENT_TYPE, "text/event-stream")
-                        .body(StreamBody::new(frames))
-                });
-                let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), answer)
-                    .await;
-                drop(served);
-            });
-        }
+fn answer(content_type: &str, body: BoxBody<Bytes, std::io::Error>) -> Answer {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        content_type.parse().expect("a valid content type"),
+    );
+    resp
+}
+
+/// A node that starts every answer as JSON and dies halfway through it.
+fn breaking_off() -> Answer {
+    // The answer's head goes out at once; its body a moment later, then the node is gone.
+    let frames = futures_util::stream::iter([
+        Ok(Frame::data(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"#,
+        ))),
+        Err(std::io::Error::other("the node died")),
+    ])
+    .then(|frame| async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        frame
     });
-    addr
+    answer("application/json", BodyExt::boxed(StreamBody::new(frames)))
+}
+
+/// A node that answers with a one-event SSE stream whose end comes as a frame of its own, as a
+/// streamed answer's end does.
+fn streaming() -> Answer {
+    let event = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+    let frames = futures_util::stream::iter([Ok(Frame::data(Bytes::from(format!(
+        "event: message\ndata: {event}\n\n"
+    ))))]);
+    answer("text/event-stream", BodyExt::boxed(StreamBody::new(frames)))
 }
 
 /// A gateway whose ring holds the one node at `node`; cancelling the token stops it.
@@ -149,7 +146,7 @@ async fn post(gateway: SocketAddr, body: &Value) -> (StatusCode, Bytes) {
 /// after 100 answers.
 #[tokio::test]
 async fn an_http2_client_keeps_its_connection_over_many_streamed_answers() {
-    let node = node_that_streams().await;
+    let node = stand_in(streaming).await;
     let (gateway, shutdown) = gateway_before(node).await;
     let stream = TcpStream::connect(gateway).await.expect("connect");
     let (sender, conn) =
@@ -183,7 +180,7 @@ async fn an_http2_client_keeps_its_connection_over_many_streamed_answers() {
 
 #[tokio::test]
 async fn a_json_answer_that_breaks_off_becomes_an_explicit_error_for_its_request() {
-    let node = node_that_breaks_off().await;
+    let node = stand_in(breaking_off).await;
     let (gateway, shutdown) = gateway_before(node).await;
     let initialize = json!({
         "jsonrpc": "2.0",

@@ -17,7 +17,7 @@ use crate::upstream::{BoxFuture, Peer, UpstreamState};
 use bytes::Bytes;
 use serde_json::Value;
 use shardgate_protocol::mcp::{self, RpcError};
-use shardgate_store::{InFlightRecord, SessionRecord, StoreError};
+use shardgate_store::{InFlightRecord, RawJson, SessionRecord, StoreError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -86,7 +86,7 @@ pub struct Session {
     pub principal: String,
     pub protocol_version: String,
     /// The client's `initialize` params, kept to re-initialize an upstream later.
-    pub initialize_params: Value,
+    pub initialize_params: RawJson,
     pub upstream_state: UpstreamState,
     inner: Mutex<Inner>,
     /// Cancelled when the session ends: every call in flight stops.
@@ -106,7 +106,7 @@ pub struct Opening {
     pub id: String,
     pub principal: String,
     pub protocol_version: String,
-    pub initialize_params: Value,
+    pub initialize_params: RawJson,
     pub upstream_state: UpstreamState,
 }
 
@@ -280,8 +280,9 @@ impl Session {
 
     pub fn client_capabilities(&self) -> Value {
         self.initialize_params
-            .get("capabilities")
-            .cloned()
+            .value()
+            .get_mut("capabilities")
+            .map(Value::take)
             .unwrap_or(Value::Object(Default::default()))
     }
 

@@ -30,7 +30,7 @@ use serde_json::Value;
 use shardgate_protocol::internal;
 use shardgate_protocol::mcp::{self, Accepts, Message, RequestId, RpcError};
 use shardgate_protocol::reply;
-use shardgate_store::{Fence, StoreError};
+use shardgate_store::{Fence, RawJson, StoreError};
 use std::sync::Arc;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -313,6 +313,7 @@ async fn initialize(
     };
     let state = UpstreamState::default();
     let scope = Scope::Session(session_id.clone());
+    let raw = RawJson::new(&params);
     // The id is claimed in the store before anything is done with it.
     let link = match &node.durable {
         Some(durable) => {
@@ -342,7 +343,7 @@ async fn initialize(
         session_peer: Arc::new(session::NoPeer),
         scope: scope.clone(),
         principal: principal.clone(),
-        initialize: Some(params.clone()),
+        initialize: Some(raw.clone()),
         state: state.clone(),
         cancel: Default::default(),
         protocol_version: requested.to_owned(),
@@ -365,7 +366,7 @@ async fn initialize(
         id: session_id.clone(),
         principal,
         protocol_version: negotiated,
-        initialize_params: params,
+        initialize_params: raw,
         upstream_state: state,
     };
     let session = Arc::new(Session::new(opening, &node.budgets, link));

@@ -15,6 +15,7 @@ mod testing;
 use serde_json::{Map, Value};
 use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::RpcError;
+use shardgate_store::RawJson;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,7 +131,7 @@ pub struct Call {
     pub principal: String,
     /// Session era: the client's `initialize` params, to initialize (or re-initialize) an
     /// upstream on its behalf. `None` in the stateless era, where each request carries `_meta`.
-    pub initialize: Option<Value>,
+    pub initialize: Option<RawJson>,
     pub state: UpstreamState,
     /// Cancelled when the client cancels the request or the session ends.
     pub cancel: CancellationToken,

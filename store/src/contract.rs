@@ -6,7 +6,8 @@
 //! hold other data). A check panics, naming what broke, when the store breaks the contract.
 
 use crate::{
-    Changes, Fence, InFlightRecord, Replay, SessionRecord, SessionStore, StoreError, StoredEvent,
+    Changes, Fence, InFlightRecord, RawJson, Replay, SessionRecord, SessionStore, StoreError,
+    StoredEvent,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,11 +50,11 @@ pub fn record(id: &str) -> SessionRecord {
         id: id.to_owned(),
         principal: "tenant-a/alice".into(),
         protocol_version: "2025-11-25".into(),
-        initialize_params: serde_json::json!({
+        initialize_params: RawJson::new(&serde_json::json!({
             "protocolVersion": "2025-11-25",
             "capabilities": {"sampling": {}},
             "clientInfo": {"name": "contract", "version": "1"},
-        }),
+        })),
         upstream_state,
         next_stream: 3,
         next_request: 17,

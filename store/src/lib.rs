@@ -41,7 +41,7 @@ pub mod contract;
 pub use audit::Auditor;
 pub use error::StoreError;
 pub use open::open;
-pub use record::{Claimed, Fence, InFlightRecord, Replay, SessionRecord, StoredEvent};
+pub use record::{Claimed, Fence, InFlightRecord, RawJson, Replay, SessionRecord, StoredEvent};
 
 use futures_util::future::BoxFuture;
 

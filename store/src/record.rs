@@ -6,8 +6,10 @@
 //! owner needs to continue the session after the old owner is gone.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The durable part of one session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,7 +21,7 @@ pub struct SessionRecord {
     /// The negotiated protocol revision.
     pub protocol_version: String,
     /// The client's `initialize` params, replayed to upstreams that must be initialized again.
-    pub initialize_params: Value,
+    pub initialize_params: RawJson,
     /// What upstreams need to continue (their session ids, per upstream name).
     pub upstream_state: Map<String, Value>,
     /// The next stream number this session hands out.
@@ -29,6 +31,40 @@ pub struct SessionRecord {
     /// Requests accepted but not answered when the record was written: a new owner answers each
     /// with an explicit error on its stream.
     pub in_flight: Vec<InFlightRecord>,
+}
+
+/// JSON kept as the text it came as, shared rather than copied. A session's `initialize` params
+/// go into the record of every write and are read only when an upstream connects; held parsed,
+/// a tree of maps (about 640 bytes for each object), they took half of a node's memory per
+/// session, and every write made a deep copy of them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Arc<RawValue>);
+
+impl RawJson {
+    pub fn new(value: &Value) -> RawJson {
+        // A `Value` always serializes; `null` keeps this total.
+        let raw =
+            serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        RawJson(Arc::from(raw))
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, parsed anew (`null` if the text were not JSON, which it always is).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// Equal when the JSON is: a store may give the text back with its keys reordered.
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.get() == other.get() || self.value() == other.value()
+    }
 }
 
 /// A request in flight when the record was written.
@@ -140,7 +176,7 @@ mod tests {
             id: "s".into(),
             principal: "p".into(),
             protocol_version: "2025-11-25".into(),
-            initialize_params: serde_json::json!({"capabilities": {}}),
+            initialize_params: RawJson::new(&serde_json::json!({"capabilities": {}})),
             upstream_state: Map::new(),
             next_stream: 2,
             next_request: 9,

@@ -17,7 +17,7 @@ fn opening(id: &str) -> Opening {
         id: id.into(),
         principal: "p".into(),
         protocol_version: "2025-11-25".into(),
-        initialize_params: json!({"capabilities": {}}),
+        initialize_params: shardgate_store::RawJson::new(&json!({"capabilities": {}})),
         upstream_state: UpstreamState::default(),
     }
 }

@@ -12,7 +12,7 @@ fn session_in(id: &str, budgets: &Budgets) -> Arc<Session> {
             id: id.into(),
             principal: "anonymous".into(),
             protocol_version: "2025-11-25".into(),
-            initialize_params: json!({}),
+            initialize_params: shardgate_store::RawJson::new(&json!({})),
             upstream_state: UpstreamState::default(),
         },
         budgets,

@@ -12,7 +12,7 @@ use crate::durable::{self, Durable, Link};
 use crate::state::NodeState;
 use crate::upstream::UpstreamState;
 use serde_json::Value;
-use shardgate_store::{Fence, SessionRecord, StoreError};
+use shardgate_store::{Fence, RawJson, SessionRecord, StoreError};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -67,7 +67,7 @@ pub async fn keep(link: &Link, key: &str, state: &UpstreamState) -> Result<(), S
         id: record_id(key),
         principal: String::new(),
         protocol_version: String::new(),
-        initialize_params: Value::Null,
+        initialize_params: RawJson::new(&Value::Null),
         upstream_state: state.snapshot(),
         next_stream: 0,
         next_request: 0,

@@ -420,7 +420,7 @@ impl Inner {
             initialize: call
                 .initialize
                 .take()
-                .unwrap_or_else(bridge::initialize_params),
+                .map_or_else(bridge::initialize_params, |raw| raw.value()),
             peer: call.peer.clone(),
             session_peer: call.session_peer.clone(),
             session_era: !client_stateless,

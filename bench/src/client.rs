@@ -1,5 +1,7 @@
-//! Connections to the endpoint, on hyper's connection API directly: HTTP/1.1, or cleartext
-//! HTTP/2 by prior knowledge. No pool logic beyond a fixed set of connections that are
+//! Connections to the endpoint, on hyper's connection API directly: HTTP/1.1, or HTTP/2 by
+//! prior knowledge (cleartext) or by ALPN (over TLS). `https://` takes the cluster's
+//! credentials, so that a node's session listener, which serves only members, can be measured
+//! straight. No pool logic beyond a fixed set of connections that are
 //! reopened when they break: the generator shares the machine with what it measures, so a
 //! request must cost it little.
 //!
@@ -19,12 +21,17 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use shardgate_trust::tls::{Mtls, TlsFiles};
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard};
+use tokio_rustls::TlsConnector;
 
 type Body = Full<Bytes>;
 
@@ -32,7 +39,8 @@ type Body = Full<Bytes>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpVersion {
     Http1,
-    /// Cleartext HTTP/2 with prior knowledge (h2c), as the gateway's listeners accept it.
+    /// HTTP/2: by prior knowledge over cleartext (h2c), as the gateway's listeners accept it;
+    /// by ALPN over TLS.
     Http2,
 }
 
@@ -55,7 +63,7 @@ impl fmt::Display for HttpVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             HttpVersion::Http1 => "HTTP/1.1",
-            HttpVersion::Http2 => "HTTP/2 (h2c)",
+            HttpVersion::Http2 => "HTTP/2",
         })
     }
 }
@@ -64,6 +72,8 @@ impl fmt::Display for HttpVersion {
 #[derive(Debug)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// `https://`: the name the server's certificate must carry.
+    tls: Option<ServerName<'static>>,
     /// The `Host` of HTTP/1.1 requests.
     host: HeaderValue,
     /// The request target of HTTP/1.1 (origin form) …
@@ -73,23 +83,29 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses an `http://host:port/path` URL and resolves its host.
+    /// Parses an `http://` or `https://host:port/path` URL and resolves its host.
     pub async fn resolve(url: &str) -> anyhow::Result<Target> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("'{url}' is not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                bail!("{url}: https is not supported yet; point the bench at a cleartext listener")
-            }
-            _ => bail!("{url}: the URL must start with http://"),
-        }
+        let (scheme, default_port) = match uri.scheme_str() {
+            Some("http") => ("http", 80),
+            Some("https") => ("https", 443),
+            _ => bail!("{url}: the URL must start with http:// or https://"),
+        };
         let authority = uri
             .authority()
             .with_context(|| format!("{url}: no host"))?
             .clone();
-        let port = authority.port_u16().unwrap_or(80);
+        let tls = match scheme {
+            "https" => Some(
+                ServerName::try_from(authority.host().to_owned()).with_context(|| {
+                    format!("{url}: '{}' is not a server name", authority.host())
+                })?,
+            ),
+            _ => None,
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
         let addr = tokio::net::lookup_host((authority.host(), port))
             .await
             .with_context(|| format!("cannot resolve {}", authority.host()))?
@@ -102,10 +118,11 @@ impl Target {
             .unwrap_or("/");
         Ok(Target {
             addr,
+            tls,
             host: HeaderValue::from_str(authority.as_str())?,
             path: path_and_query.parse()?,
             absolute: Uri::builder()
-                .scheme("http")
+                .scheme(scheme)
                 .authority(authority)
                 .path_and_query(path_and_query)
                 .build()?,
@@ -154,20 +171,65 @@ pub struct Connections {
     target: Target,
     version: HttpVersion,
     slots: Vec<Slot>,
+    /// `https://`: TLS with the cluster's client certificate, offering only `version` by ALPN.
+    tls: Option<TlsConnector>,
 }
 
 impl Connections {
-    pub fn new(target: Target, version: HttpVersion, count: usize) -> Connections {
+    /// `credentials` are needed for, and used only with, an `https://` target.
+    pub fn new(
+        target: Target,
+        version: HttpVersion,
+        count: usize,
+        credentials: Option<&TlsFiles>,
+    ) -> anyhow::Result<Connections> {
+        let tls = match (&target.tls, credentials) {
+            (None, _) => None,
+            (Some(_), None) => bail!(
+                "an https:// target needs the cluster's credentials (--credentials DIR, as `shardgate up` prints)"
+            ),
+            (Some(_), Some(files)) => {
+                let mut client = (*Mtls::load(files)?.client).clone();
+                client.alpn_protocols = vec![match version {
+                    HttpVersion::Http1 => b"http/1.1".to_vec(),
+                    HttpVersion::Http2 => b"h2".to_vec(),
+                }];
+                Some(TlsConnector::from(Arc::new(client)))
+            }
+        };
         let slots = (0..count.max(1))
             .map(|_| match version {
                 HttpVersion::Http1 => Slot::H1(Mutex::new(None)),
                 HttpVersion::Http2 => Slot::H2(Mutex::new(None)),
             })
             .collect();
-        Connections {
+        Ok(Connections {
             target,
             version,
             slots,
+            tls,
+        })
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, TransportError> {
+        let tcp = tcp(self.target.addr).await?;
+        match (&self.tls, &self.target.tls) {
+            (Some(tls), Some(name)) => {
+                let stream = tls.connect(name.clone(), tcp).await?;
+                handshake_h1(TokioIo::new(stream)).await
+            }
+            _ => handshake_h1(TokioIo::new(tcp)).await,
+        }
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Body>, TransportError> {
+        let tcp = tcp(self.target.addr).await?;
+        match (&self.tls, &self.target.tls) {
+            (Some(tls), Some(name)) => {
+                let stream = tls.connect(name.clone(), tcp).await?;
+                handshake_h2(TokioIo::new(stream)).await
+            }
+            _ => handshake_h2(TokioIo::new(tcp)).await,
         }
     }
 
@@ -207,7 +269,7 @@ impl Connections {
                 let mut guard = mutex.lock().await;
                 let sender = match guard.take() {
                     Some(s) if !s.is_closed() => s,
-                    _ => connect_h1(self.target.addr).await?,
+                    _ => self.connect_h1().await?,
                 };
                 Ok(Lease::H1 {
                     guard,
@@ -219,7 +281,7 @@ impl Connections {
                 let sender = match guard.as_ref() {
                     Some(s) if !s.is_closed() => s.clone(),
                     _ => {
-                        let s = connect_h2(self.target.addr).await?;
+                        let s = self.connect_h2().await?;
                         *guard = Some(s.clone());
                         s
                     }
@@ -235,7 +297,7 @@ impl Connections {
     pub async fn dedicated(&self, i: usize) -> Result<Lease<'_>, TransportError> {
         match self.version {
             HttpVersion::Http1 => Ok(Lease::Own {
-                sender: connect_h1(self.target.addr).await?,
+                sender: self.connect_h1().await?,
             }),
             HttpVersion::Http2 => self.lease(i).await,
         }
@@ -290,15 +352,18 @@ impl Lease<'_> {
     }
 }
 
-async fn tcp(addr: SocketAddr) -> Result<TokioIo<TcpStream>, TransportError> {
+async fn tcp(addr: SocketAddr) -> Result<TcpStream, TransportError> {
     let stream = TcpStream::connect(addr).await?;
     // Requests are small and answered at once: Nagle's delay would be pure latency.
     stream.set_nodelay(true)?;
-    Ok(TokioIo::new(stream))
+    Ok(stream)
 }
 
-async fn connect_h1(addr: SocketAddr) -> Result<http1::SendRequest<Body>, TransportError> {
-    let (sender, conn) = http1::handshake(tcp(addr).await?).await?;
+async fn handshake_h1<I>(io: I) -> Result<http1::SendRequest<Body>, TransportError>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io).await?;
     tokio::spawn(async move {
         // Its end (or error) shows up on the sender as a closed connection.
         let _ = conn.await;
@@ -306,8 +371,11 @@ async fn connect_h1(addr: SocketAddr) -> Result<http1::SendRequest<Body>, Transp
     Ok(sender)
 }
 
-async fn connect_h2(addr: SocketAddr) -> Result<http2::SendRequest<Body>, TransportError> {
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), tcp(addr).await?).await?;
+async fn handshake_h2<I>(io: I) -> Result<http2::SendRequest<Body>, TransportError>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -341,8 +409,15 @@ mod tests {
         assert_eq!((bare.addr.port(), bare.path.to_string()), (80, "/".into()));
         let https = Target::resolve("https://127.0.0.1/mcp")
             .await
-            .expect_err("no TLS");
-        assert!(https.to_string().contains("https is not supported"));
+            .expect("https");
+        assert_eq!(
+            (https.addr.port(), https.absolute.to_string()),
+            (443, "https://127.0.0.1/mcp".into())
+        );
+        let refused = Connections::new(https, HttpVersion::Http1, 1, None)
+            .err()
+            .expect("https without credentials is refused");
+        assert!(refused.to_string().contains("--credentials"), "{refused}");
         assert!(Target::resolve("127.0.0.1:8080/mcp").await.is_err());
     }
 }

@@ -36,6 +36,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use record::{Done, Failure, Recorder};
 use schedule::Schedule;
 use session::Session;
+use shardgate_trust::tls::TlsFiles;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub struct Options {
     pub cpu_pids: Vec<u32>,
     /// Show the progress line on stderr.
     pub progress: bool,
+    /// The cluster's credentials, for an `https://` endpoint (a node's session listener).
+    pub credentials: Option<TlsFiles>,
 }
 
 impl Options {
@@ -160,7 +163,12 @@ pub async fn run(opts: Options, stop: CancellationToken) -> anyhow::Result<Repor
         cpu::read(*pid).map_err(anyhow::Error::msg)?;
     }
     let target = Target::resolve(&opts.url).await?;
-    let conns = Connections::new(target, opts.http, opts.connections());
+    let conns = Connections::new(
+        target,
+        opts.http,
+        opts.connections(),
+        opts.credentials.as_ref(),
+    )?;
     tokio::select! {
         opened = conns.open_all() => opened?,
         _ = stop.cancelled() => bail!("interrupted"),
@@ -324,6 +332,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             cpu_pids: Vec::new(),
             progress: false,
+            credentials: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use super::parse_duration;
 use anyhow::Context;
 use shardgate_bench::{Era, HttpVersion, Mix, Options};
+use shardgate_trust::TlsFiles;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The MCP endpoint (cleartext `http://`): a gateway's `/mcp`, or `up`'s.
+    /// The MCP endpoint: a gateway's `/mcp`, `up`'s, or (`https://`, with --credentials) a
+    /// node's session listener, measured straight.
     #[arg(long, default_value = "http://127.0.0.1:8080/mcp")]
     pub url: String,
     /// Sessions (session era) or clients (stateless era) the load is spread over.
@@ -36,7 +38,7 @@ pub struct Args {
     /// replaying the session's last call).
     #[arg(long, default_value = "echo=8,counter=1,list=1")]
     pub mix: Mix,
-    /// HTTP version: 1 (HTTP/1.1) or 2 (cleartext HTTP/2 with prior knowledge).
+    /// HTTP version: 1 (HTTP/1.1) or 2 (HTTP/2: prior knowledge over cleartext, ALPN over TLS).
     #[arg(long, default_value = "1")]
     pub http: HttpVersion,
     /// Connections. Default: one per session over HTTP/1.1 (never more than the sessions),
@@ -60,6 +62,10 @@ pub struct Args {
     /// No progress line, and no summary on stderr with --markdown.
     #[arg(long)]
     pub quiet: bool,
+    /// A directory with the cluster's `ca.pem`, `cert.pem` and `key.pem` (the one `shardgate
+    /// up` prints as `credentials`): an `https://` endpoint is dialled with them, as a member.
+    #[arg(long, value_name = "DIR")]
+    pub credentials: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -76,6 +82,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         timeout: args.timeout,
         cpu_pids: args.cpu_pids,
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        credentials: args.credentials.map(|dir| TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        }),
     };
     // Ctrl-C ends the run early: what was due until then is still awaited and reported. A
     // second one quits at once.

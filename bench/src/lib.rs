@@ -24,7 +24,6 @@ pub mod record;
 pub mod report;
 pub mod schedule;
 mod session;
-mod sse;
 
 pub use client::HttpVersion;
 pub use mix::{Mix, Op};

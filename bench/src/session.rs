@@ -9,7 +9,6 @@ use crate::Era;
 use crate::client::{Connections, Lease};
 use crate::mix::{Mix, Op};
 use crate::record::{ErrorKind, Failure};
-use crate::sse;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
@@ -17,6 +16,7 @@ use http::{HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use shardgate_protocol::sse;
 use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
 

@@ -2,10 +2,10 @@
 //! initialize, call, and read SSE streams event by event (including ids, to test resumption).
 
 use anyhow::{Context, bail};
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
+use shardgate_protocol::sse;
 
 pub const SESSION_VERSION: &str = "2025-11-25";
 pub const STATELESS_VERSION: &str = "2026-07-28";
@@ -28,75 +28,30 @@ pub struct Client {
     pub prefix: Option<String>,
 }
 
-/// One SSE event as the client saw it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub id: Option<String>,
-    pub data: String,
-}
-
-impl Event {
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_str(&self.data).ok()
-    }
-
-    /// Where the event stands: its id `<stream>-<seq>` as (stream, seq).
-    pub fn position(&self) -> Option<(String, u64)> {
-        let (stream, seq) = self.id.as_deref()?.rsplit_once('-')?;
-        Some((stream.to_owned(), seq.parse().ok()?))
-    }
-}
+pub use shardgate_protocol::sse::Event;
 
 /// Reads an SSE body event by event.
 pub struct SseReader {
     body: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: BytesMut,
-    /// How much of `buf` has been searched for the end of an event.
-    scanned: usize,
+    events: sse::Parser,
 }
 
 impl SseReader {
     pub fn new(resp: reqwest::Response) -> Self {
         SseReader {
             body: resp.bytes_stream().boxed(),
-            buf: BytesMut::new(),
-            scanned: 0,
+            events: sse::Parser::default(),
         }
     }
 
     /// The next event, skipping comments; `None` when the stream ends.
     pub async fn next(&mut self) -> anyhow::Result<Option<Event>> {
         loop {
-            // Only what arrived since the last look is searched (with room for a separator
-            // split across chunks): a large event must not be rescanned for every chunk.
-            let from = self.scanned.saturating_sub(3);
-            let found = find_event_end(&self.buf[from..]).map(|(at, len)| (from + at, len));
-            self.scanned = self.buf.len();
-            if let Some(end) = found {
-                self.scanned = 0;
-                let raw = self.buf.split_to(end.0);
-                let _ = self.buf.split_to(end.1);
-                let text = String::from_utf8_lossy(&raw).to_string();
-                let (mut id, mut data, mut any_field) = (None, Vec::new(), false);
-                for line in text.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_string());
-                        any_field = true;
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
-                        any_field = true;
-                    }
-                }
-                if any_field {
-                    return Ok(Some(Event {
-                        id,
-                        data: data.join("\n"),
-                    }));
-                }
-                continue;
+            if let Some(event) = self.events.next_event() {
+                return Ok(Some(event));
             }
             match self.body.next().await {
-                Some(chunk) => self.buf.extend_from_slice(&chunk?),
+                Some(chunk) => self.events.push(&chunk?),
                 None => return Ok(None),
             }
         }
@@ -109,19 +64,6 @@ impl SseReader {
             out.push(e);
         }
         Ok(out)
-    }
-}
-
-/// The end of the first complete event in `buf`: (event length, separator length).
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2));
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| (p, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-        (a, b) => a.or(b),
     }
 }
 

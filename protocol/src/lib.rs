@@ -18,6 +18,7 @@ pub mod listener;
 pub mod mcp;
 pub mod reply;
 pub mod session_id;
+pub mod sse;
 pub mod stateless_checks;
 
 /// An error and its causes, `outer: inner: innermost`: where hyper and reqwest say what

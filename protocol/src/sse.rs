@@ -1,13 +1,27 @@
-//! Server-sent events, read as they arrive: bytes in, events out. Only what a client of MCP
-//! needs: each event's `id` and `data`; comments (the keep-alives) and other fields are skipped.
+//! Server-sent events as an MCP client reads them (the load generator, the chaos harness, the
+//! end-to-end tests): bytes in, events out, each with its `id` and `data`; comments (the
+//! keep-alives) and other fields are skipped.
 
 use bytes::{Buf, BytesMut};
+use serde_json::Value;
 
 /// One event: its id, if it had one, and its data lines joined by newlines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub id: Option<String>,
     pub data: String,
+}
+
+impl Event {
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.data).ok()
+    }
+
+    /// Where the event stands: its id `<stream>-<seq>` as (stream, seq).
+    pub fn position(&self) -> Option<(String, u64)> {
+        let (stream, seq) = self.id.as_deref()?.rsplit_once('-')?;
+        Some((stream.to_owned(), seq.parse().ok()?))
+    }
 }
 
 /// Splits a byte stream into events.

@@ -134,6 +134,7 @@ mod tests {
             client_limits: Default::default(),
             admin_limits: shardgate_protocol::listener::ListenerLimits::ADMIN,
             failover_hold: GatewayConfig::DEFAULT_FAILOVER_HOLD,
+            workers: 0,
         }
     }
 

@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     /// How long a request whose owner refuses connections is held for the ring to move its
     /// key to another node, before the client gets a retryable 503.
     pub failover_hold: std::time::Duration,
+    /// Threads that serve client connections, each with its own connections to the nodes;
+    /// 0: one per core.
+    pub workers: usize,
 }
 
 impl GatewayConfig {
@@ -83,6 +86,14 @@ impl GatewayConfig {
     /// The loopback names a local deployment is reached by.
     pub fn loopback_hosts() -> Vec<String> {
         ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
+    }
+
+    /// How many worker threads serve client connections.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -9,6 +9,7 @@
 //! forward: the highest epoch wins (`RingView::adopt`).
 
 use crate::Gateway;
+use crate::forward::Forwarder;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use shardgate_raft::MemberState;
@@ -23,7 +24,12 @@ const BACKOFF: Duration = Duration::from_millis(50);
 /// Nodes asked at once.
 const FAN_OUT: usize = 2;
 
-pub async fn follow(gw: Arc<Gateway>, seeds: Vec<String>, shutdown: CancellationToken) {
+pub async fn follow(
+    gw: Arc<Gateway>,
+    nodes: Forwarder,
+    seeds: Vec<String>,
+    shutdown: CancellationToken,
+) {
     let mut next = 0usize;
     loop {
         let ring = gw.ring.current();
@@ -46,9 +52,9 @@ pub async fn follow(gw: Arc<Gateway>, seeds: Vec<String>, shutdown: Cancellation
             .map(|i| addrs[(next + i) % addrs.len()].clone())
             .collect();
         let poll = |addr: String| {
-            let gw = gw.clone();
+            let nodes = &nodes;
             let epoch = ring.epoch();
-            async move { gw.forwarder.poll_membership(&addr, epoch, POLL).await }
+            async move { nodes.poll_membership(&addr, epoch, POLL).await }
         };
         let mut polls: FuturesUnordered<_> = asked.iter().cloned().map(poll).collect();
         // The first view of our cluster that comes back; `None` when every node asked failed.

@@ -31,7 +31,7 @@ use forward::Forwarder;
 use http::{HeaderName, Method};
 use metrics::Metrics;
 use ring_view::RingView;
-use shardgate_protocol::mcp;
+use shardgate_protocol::{listener, mcp};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -42,10 +42,17 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub struct Gateway {
     pub config: GatewayConfig,
     pub ring: RingView,
-    pub forwarder: Forwarder,
     pub metrics: Metrics,
     /// Stateless-era routing: what nodes said each call needs, and the spread.
     pub affinity: affinity::Affinity,
+}
+
+/// What one worker thread serves client requests with: the gateway's shared state, and the
+/// worker's own connections to the nodes, so that a request and its hop to a node stay on one
+/// thread.
+pub struct Worker {
+    pub gw: Arc<Gateway>,
+    pub forwarder: Forwarder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +70,8 @@ pub enum GatewayError {
     Metrics(#[from] prometheus::Error),
     #[error("client to nodes: {0}")]
     NodeClient(String),
+    #[error("cannot start worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Browsers may read these response headers (a client in a page needs the session id, or its
@@ -86,11 +95,11 @@ fn cors(gw: &Arc<Gateway>) -> CorsLayer {
         .expose_headers(EXPOSED.map(HeaderName::from_static))
 }
 
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(worker: Arc<Worker>) -> Router {
     Router::new()
         .route("/mcp", any(proxy::mcp))
-        .layer(cors(&gw))
-        .with_state(gw)
+        .layer(cors(&worker.gw))
+        .with_state(worker)
 }
 
 /// Listeners bound but not yet serving, so callers learn the real ports first.
@@ -125,14 +134,19 @@ pub async fn run(
         .as_ref()
         .map(tls::acceptor)
         .transpose()?
-        .map(|acceptor| shardgate_protocol::listener::Tls {
+        .map(|acceptor| listener::Tls {
             acceptor,
             client_certificate_required: false,
         });
+    let forwarder = || {
+        Forwarder::new(&config.credentials, config.failover_hold).map_err(GatewayError::NodeClient)
+    };
+    let workers: Vec<Forwarder> = (0..config.worker_count())
+        .map(|_| forwarder())
+        .collect::<Result<_, _>>()?;
+    let follower = forwarder()?;
     let gw = Arc::new(Gateway {
         ring: RingView::new(config.membership.clone()),
-        forwarder: Forwarder::new(&config.credentials, config.failover_hold)
-            .map_err(GatewayError::NodeClient)?,
         metrics: Metrics::new()?,
         affinity: affinity::Affinity::new(config.affinity),
         config,
@@ -141,20 +155,39 @@ pub async fn run(
     if !gw.config.seeds.is_empty() {
         tokio::spawn(follow::follow(
             gw.clone(),
+            follower,
             gw.config.seeds.clone(),
             shutdown.clone(),
         ));
     }
-    let admin = shardgate_protocol::listener::serve(
+    let admin = listener::serve(
         bound.admin,
         gw.config.admin_limits,
         admin::router(gw.clone()),
         None,
         shutdown.clone(),
     );
+    let threads =
+        listener::Workers::start(workers.len(), "gateway-worker").map_err(GatewayError::Workers)?;
+    let routers: Vec<Router> = workers
+        .into_iter()
+        .map(|forwarder| {
+            router(Arc::new(Worker {
+                gw: gw.clone(),
+                forwarder,
+            }))
+        })
+        .collect();
     let client_limits = gw.config.client_limits;
-    let mcp =
-        shardgate_protocol::listener::serve(bound.mcp, client_limits, router(gw), tls, shutdown);
+    let mcp = listener::serve_on(
+        bound.mcp,
+        client_limits,
+        &threads,
+        |i| routers[i].clone(),
+        tls,
+        shutdown,
+    );
     tokio::join!(admin, mcp);
+    threads.stop().await;
     Ok(())
 }

@@ -10,13 +10,13 @@
 //! 4. forward to the owner (one retry after a 421) and stream the answer back; a stateless
 //!    answer teaches the gateway what such calls need, and hands a newly issued key out.
 
-use crate::Gateway;
 use crate::affinity;
 use crate::broken;
 use crate::checks;
 use crate::error::ProxyError;
 use crate::forward::{self, Route};
 use crate::metrics;
+use crate::{Gateway, Worker};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -34,10 +34,11 @@ use shardgate_protocol::stateless_checks;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub async fn mcp(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+pub async fn mcp(State(worker): State<Arc<Worker>>, req: Request) -> Response {
     let started = Instant::now();
+    let gw = &worker.gw;
     let method = req.method().clone();
-    let (resp, era) = match handle(&gw, req).await {
+    let (resp, era) = match handle(&worker, req).await {
         Ok(ok) => ok,
         Err((e, id)) => {
             gw.metrics
@@ -84,7 +85,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), Refused> {
+async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>), Refused> {
+    let gw = &*worker.gw;
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let refuse = |e: ProxyError| (e, None);
@@ -113,8 +115,15 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
                 principal: ANONYMOUS.into(),
                 scope: None,
             };
-            let (resp, _) =
-                send(gw, &parts.method, headers, Bytes::new(), &route, Vec::new()).await?;
+            let (resp, _) = send(
+                worker,
+                &parts.method,
+                headers,
+                Bytes::new(),
+                &route,
+                Vec::new(),
+            )
+            .await?;
             return Ok((resp, Some(Era::Session)));
         }
         _ => return Err(refuse(ProxyError::MethodNotAllowed("GET, POST, DELETE"))),
@@ -139,9 +148,16 @@ async fn handle(gw: &Gateway, req: Request) -> Result<(Response, Option<Era>), R
         }
     };
     // A failure past this point still answers the request it failed: with its id.
-    let (mut resp, placement) = send(gw, &parts.method, headers, bytes, &route, requests(&parsed))
-        .await
-        .map_err(|(e, _)| (e, request_id(&parsed)))?;
+    let (mut resp, placement) = send(
+        worker,
+        &parts.method,
+        headers,
+        bytes,
+        &route,
+        requests(&parsed),
+    )
+    .await
+    .map_err(|(e, _)| (e, request_id(&parsed)))?;
     if let Some(call) = stateless {
         if let (Some(method), Some(placement)) = (call.method, placement) {
             gw.affinity.learn(method, call.name, placement);
@@ -291,20 +307,21 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
 /// said such calls need. An SSE answer that breaks before the client can resume it ends with
 /// an explicit error for each of `requests` not yet answered ([`broken`]).
 async fn send(
-    gw: &Gateway,
+    worker: &Worker,
     method: &Method,
     headers: &HeaderMap,
     body: Bytes,
     route: &Route,
     requests: Vec<RequestId>,
 ) -> Result<(Response, Option<Placement>), Refused> {
+    let gw = &*worker.gw;
     let on_misdirected = |retried: bool| {
         gw.metrics
             .misdirected
             .with_label_values(&[if retried { "yes" } else { "no" }])
             .inc();
     };
-    let resp = gw
+    let resp = worker
         .forwarder
         .forward(&gw.ring, method, headers, body, route, on_misdirected)
         .await

@@ -48,6 +48,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -84,7 +85,8 @@ fn unauthenticated() -> Router {
     })
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` is cancelled.
+/// Serves `router` on `listener` within `limits` until `shutdown` is cancelled, every
+/// connection on the runtime that accepts it.
 pub async fn serve(
     listener: TcpListener,
     limits: ListenerLimits,
@@ -92,7 +94,140 @@ pub async fn serve(
     tls: Option<Tls>,
     shutdown: CancellationToken,
 ) {
-    let shared = Arc::new(Shared::new(limits, router, tls, shutdown));
+    accept(listener, limits, Lanes::Here(router), tls, shutdown).await
+}
+
+/// Serves `listener` within `limits` until `shutdown` is cancelled, each connection on one of
+/// `workers` (the one with the fewest connections open) with the router made for it: from its
+/// handshake to its end, with every task its requests spawn, on that worker's thread. The
+/// accept loop and the limits are shared by all.
+pub async fn serve_on(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    workers: &Workers,
+    mut router: impl FnMut(usize) -> Router,
+    tls: Option<Tls>,
+    shutdown: CancellationToken,
+) {
+    let lanes = workers
+        .handles
+        .iter()
+        .enumerate()
+        .map(|(i, runtime)| Lane {
+            runtime: runtime.clone(),
+            router: router(i),
+            open: Arc::new(AtomicUsize::new(0)),
+        })
+        .collect();
+    accept(listener, limits, Lanes::Workers(lanes), tls, shutdown).await
+}
+
+/// Where a listener's connections are served.
+enum Lanes {
+    /// On the runtime that accepted them.
+    Here(Router),
+    /// Each on one worker.
+    Workers(Vec<Lane>),
+}
+
+/// One worker's share of a listener.
+struct Lane {
+    runtime: Handle,
+    router: Router,
+    /// Connections open on the worker.
+    open: Arc<AtomicUsize>,
+}
+
+impl Lanes {
+    /// Starts serving a connection, on the lane with the fewest open.
+    fn start(&self, shared: &Arc<Shared>, mut slot: Slot, tcp: TcpStream, peer: SocketAddr) {
+        let lane = match self {
+            Lanes::Here(router) => {
+                tokio::spawn(connection(shared.clone(), slot, tcp, peer, router.clone()));
+                return;
+            }
+            Lanes::Workers(lanes) => lanes.iter().min_by_key(|l| l.open.load(Ordering::Relaxed)),
+        };
+        let Some(lane) = lane else { return };
+        // A socket belongs to the runtime that registered it: it moves to the worker's.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand a connection to a worker");
+                return;
+            }
+        };
+        lane.open.fetch_add(1, Ordering::Relaxed);
+        slot.lane = Some(lane.open.clone());
+        let (shared, router) = (shared.clone(), lane.router.clone());
+        lane.runtime.spawn(async move {
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => connection(shared, slot, tcp, peer, router).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "a worker cannot take a connection"),
+            }
+        });
+    }
+}
+
+/// Threads that each drive a single-threaded runtime. A connection served on one stays there
+/// with everything its requests do, down to the connections they open (the gateway's to nodes):
+/// a request and the task that writes it onward never wake each other across threads.
+pub struct Workers {
+    handles: Vec<Handle>,
+    stop: CancellationToken,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `count` workers (at least one), their threads named `name-<i>`.
+    pub fn start(count: usize, name: &str) -> std::io::Result<Workers> {
+        let stop = CancellationToken::new();
+        let mut workers = Workers {
+            handles: Vec::new(),
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        for i in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            workers.handles.push(runtime.handle().clone());
+            let stop = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || runtime.block_on(stop.cancelled()))?;
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    /// Stops the workers, dropping whatever they still run, and waits for their threads.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        let _ = joined.await;
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    lanes: Lanes,
+    tls: Option<Tls>,
+    shutdown: CancellationToken,
+) {
+    let shared = Arc::new(Shared::new(limits, tls, shutdown));
     let mut next_id = 0u64;
     let (mut refused, mut warned) = (0u64, None::<Instant>);
     loop {
@@ -124,7 +259,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         next_id += 1;
         let slot = Slot::open(&shared, next_id, permit);
-        tokio::spawn(connection(shared.clone(), slot, tcp, peer));
+        lanes.start(&shared, slot, tcp, peer);
     }
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(SHUTDOWN_GRACE, shared.permits.acquire_many(all))
@@ -138,7 +273,6 @@ pub async fn serve(
 /// What a listener's connections share.
 struct Shared {
     builder: auto::Builder<TokioExecutor>,
-    router: Router,
     tls: Option<Tls>,
     limits: ListenerLimits,
     shutdown: CancellationToken,
@@ -151,12 +285,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(
-        limits: ListenerLimits,
-        router: Router,
-        tls: Option<Tls>,
-        shutdown: CancellationToken,
-    ) -> Shared {
+    fn new(limits: ListenerLimits, tls: Option<Tls>, shutdown: CancellationToken) -> Shared {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // Heads are timed by `HeadTimed`: hyper's timer would also cut idle connections.
         builder
@@ -172,7 +301,6 @@ impl Shared {
             .keep_alive_interval(KEEP_ALIVE_INTERVAL);
         Shared {
             builder,
-            router,
             tls,
             limits,
             shutdown,
@@ -220,6 +348,8 @@ struct Slot {
     shared: Arc<Shared>,
     id: u64,
     conn: Arc<Conn>,
+    /// The count of connections open on the worker serving it, if one does.
+    lane: Option<Arc<AtomicUsize>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -243,6 +373,7 @@ impl Slot {
             shared: shared.clone(),
             id,
             conn,
+            lane: None,
             _permit: permit,
         }
     }
@@ -255,6 +386,9 @@ impl Drop for Slot {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.id);
+        if let Some(lane) = &self.lane {
+            lane.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -297,9 +431,15 @@ impl Conn {
 }
 
 /// A connection from its TLS handshake, if any, to its end.
-async fn connection(shared: Arc<Shared>, slot: Slot, tcp: TcpStream, peer: SocketAddr) {
+async fn connection(
+    shared: Arc<Shared>,
+    slot: Slot,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+) {
     let Some(tls) = &shared.tls else {
-        return drive(&shared, &slot.conn, tcp, shared.router.clone(), peer).await;
+        return drive(&shared, &slot.conn, tcp, router, peer).await;
     };
     let handshake = tokio::time::timeout(
         shared.limits.tls_handshake_timeout,
@@ -326,7 +466,7 @@ async fn connection(shared: Arc<Shared>, slot: Slot, tcp: TcpStream, peer: Socke
         tracing::debug!(%peer, "a connection without a client certificate");
         unauthenticated()
     } else {
-        shared.router.clone()
+        router
     };
     drive(&shared, &slot.conn, stream, router, peer).await
 }

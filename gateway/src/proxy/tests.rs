@@ -106,6 +106,7 @@ async fn gateway_before(node: SocketAddr) -> (SocketAddr, CancellationToken) {
         client_limits: Default::default(),
         admin_limits: ListenerLimits::ADMIN,
         failover_hold: GatewayConfig::DEFAULT_FAILOVER_HOLD,
+        workers: 0,
     };
     let bound = crate::Bound::bind(&config)
         .await

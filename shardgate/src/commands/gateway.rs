@@ -72,6 +72,10 @@ pub struct Args {
     /// the ring to give its key another owner; then it goes there. Past it, a retryable 503.
     #[arg(long, env = "SHARDGATE_FAILOVER_HOLD_MS", default_value_t = GatewayConfig::DEFAULT_FAILOVER_HOLD.as_millis() as u64)]
     pub failover_hold_ms: u64,
+    /// Threads serving client connections, each with its own connections to the nodes, so
+    /// that a request never crosses threads on its way through; 0: one per core.
+    #[arg(long, env = "SHARDGATE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     #[command(flatten)]
     pub credentials: credentials::ClusterCredentials,
     #[command(flatten)]
@@ -192,6 +196,7 @@ impl Args {
             client_limits,
             admin_limits,
             failover_hold: Duration::from_millis(self.failover_hold_ms),
+            workers: self.workers,
         };
         config.validate()?;
         Ok(config)

@@ -10,14 +10,21 @@
 //! - `mix.rs`: which operation each request is (`echo=8,counter=1,list=1`);
 //! - `client.rs`: the connections (hyper's HTTP/1.1 or h2c connection API, no pool library);
 //! - `session.rs`: the MCP of one session (handshake, headers of each era, judging answers);
-//! - `sse.rs`: reading SSE answers as they arrive;
 //! - `record.rs`: histograms (hdrhistogram) and errors by kind;
 //! - `cpu.rs`: CPU time of the processes under test and of the generator, from `/proc`;
 //! - `report.rs`: the summary, the Markdown row and the JSON;
 //! - `progress.rs`: the progress line on a terminal.
+//!
+//! `--hold-streams` offers no rate: it measures memory instead.
+//!
+//! - `hold.rs`: opens the sessions, then holds every session's GET stream open at once, and
+//!   reads the memory of the processes under test after each step;
+//! - `memory.rs`: their resident set size, from `/proc`, and the memory report.
 
 pub mod client;
 pub mod cpu;
+pub mod hold;
+pub mod memory;
 pub mod mix;
 pub mod progress;
 pub mod record;
@@ -26,6 +33,7 @@ pub mod schedule;
 mod session;
 
 pub use client::HttpVersion;
+pub use memory::MemoryReport;
 pub use mix::{Mix, Op};
 pub use report::Report;
 

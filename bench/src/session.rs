@@ -19,6 +19,7 @@ use serde::Deserialize;
 use shardgate_protocol::sse;
 use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
+use tokio_util::sync::CancellationToken;
 
 pub const SESSION_VERSION: &str = "2025-11-25";
 pub const STATELESS_VERSION: &str = "2026-07-28";
@@ -198,6 +199,41 @@ impl Session {
         })
     }
 
+    /// Opens the session's standalone GET stream on the session's own connection and reads it
+    /// to its first event (the priming event), by `deadline`; the stream stays open for as
+    /// long as the [`HeldStream`] is kept. Over HTTP/1.1 it holds that connection.
+    pub async fn hold_stream<'c>(
+        &self,
+        conns: &'c Connections,
+        deadline: Instant,
+    ) -> anyhow::Result<HeldStream<'c>> {
+        let req = self.get(conns, None)?;
+        let mut lease = timeout_at(deadline.into(), conns.lease(self.index))
+            .await
+            .context("no connection in time")?
+            .map_err(|e| anyhow::anyhow!("cannot connect: {e}"))?;
+        let resp = timeout_at(deadline.into(), lease.send(req))
+            .await
+            .context("no answer in time")?
+            .map_err(|e| anyhow::anyhow!("the GET failed: {e}"))?;
+        let status = resp.status();
+        let sse = is_sse(resp.headers());
+        let mut body = resp.into_body();
+        if !status.is_success() || !sse {
+            let (text, _) = read_all(&mut body, deadline).await;
+            bail!(
+                "answered {status}{}: {}",
+                if sse { "" } else { ", not an SSE stream" },
+                excerpt(&String::from_utf8_lossy(&text))
+            );
+        }
+        first_event(&mut body, deadline).await?;
+        Ok(HeldStream {
+            _lease: lease,
+            body,
+        })
+    }
+
     /// An exchange on the session's connection.
     async fn exchange(
         &self,
@@ -283,6 +319,48 @@ impl Session {
                 format!("cannot build the request: {e}"),
             )
         })
+    }
+}
+
+/// A standalone GET stream kept open: dropping it closes the stream (over HTTP/1.1, with its
+/// connection, which cannot carry anything else while it is open).
+pub struct HeldStream<'c> {
+    /// Keeps an HTTP/1.1 connection from being reused, or an HTTP/2 one open.
+    _lease: Lease<'c>,
+    body: Incoming,
+}
+
+impl HeldStream<'_> {
+    /// Reads the stream as an idle client would, discarding what comes (keep-alives, if any),
+    /// until `stop`. False when the server ended the stream first.
+    pub async fn idle(&mut self, stop: &CancellationToken) -> bool {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return true,
+                frame = self.body.frame() => match frame {
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return false,
+                },
+            }
+        }
+    }
+}
+
+/// Reads a stream until its first event, by `deadline`.
+async fn first_event(body: &mut Incoming, deadline: Instant) -> anyhow::Result<()> {
+    let mut parser = sse::Parser::default();
+    loop {
+        let frame = timeout_at(deadline.into(), body.frame())
+            .await
+            .context("no event in time")?
+            .context("the stream ended before its first event")?
+            .map_err(|e| anyhow::anyhow!("the stream broke: {}", transport(e.into())))?;
+        if let Ok(data) = frame.into_data() {
+            parser.push(&data);
+            if parser.next_event().is_some() {
+                return Ok(());
+            }
+        }
     }
 }
 

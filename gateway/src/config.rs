@@ -88,14 +88,6 @@ impl GatewayConfig {
         ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
     }
 
-    /// How many worker threads serve client connections.
-    pub fn worker_count(&self) -> usize {
-        match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.membership.validate()?;
         if self.membership.members.is_empty() && self.seeds.is_empty() {

@@ -138,24 +138,21 @@ pub async fn run(
             acceptor,
             client_certificate_required: false,
         });
-    let forwarder = || {
-        Forwarder::new(&config.credentials, config.failover_hold).map_err(GatewayError::NodeClient)
-    };
-    let workers: Vec<Forwarder> = (0..config.worker_count())
-        .map(|_| forwarder())
-        .collect::<Result<_, _>>()?;
-    let follower = forwarder()?;
     let gw = Arc::new(Gateway {
         ring: RingView::new(config.membership.clone()),
         metrics: Metrics::new()?,
         affinity: affinity::Affinity::new(config.affinity),
         config,
     });
+    let forwarder = || {
+        Forwarder::new(&gw.config.credentials, gw.config.failover_hold)
+            .map_err(GatewayError::NodeClient)
+    };
     // Without seeds the view is fixed but for what 421s bring.
     if !gw.config.seeds.is_empty() {
         tokio::spawn(follow::follow(
             gw.clone(),
-            follower,
+            forwarder()?,
             gw.config.seeds.clone(),
             shutdown.clone(),
         ));
@@ -167,17 +164,16 @@ pub async fn run(
         None,
         shutdown.clone(),
     );
-    let threads =
-        listener::Workers::start(workers.len(), "gateway-worker").map_err(GatewayError::Workers)?;
-    let routers: Vec<Router> = workers
-        .into_iter()
-        .map(|forwarder| {
-            router(Arc::new(Worker {
+    let threads = listener::Workers::start(gw.config.workers, "gateway-worker")
+        .map_err(GatewayError::Workers)?;
+    let routers: Vec<Router> = (0..threads.len())
+        .map(|_| {
+            Ok(router(Arc::new(Worker {
                 gw: gw.clone(),
-                forwarder,
-            }))
+                forwarder: forwarder()?,
+            })))
         })
-        .collect();
+        .collect::<Result<_, GatewayError>>()?;
     let client_limits = gw.config.client_limits;
     let mcp = listener::serve_on(
         bound.mcp,

@@ -40,6 +40,7 @@ pub use server::Listeners;
 pub use state::NodeState;
 
 use shardgate_protocol::cluster_client::ClusterClient;
+use shardgate_protocol::listener::Workers;
 use shardgate_raft::consensus::Consensus;
 use shardgate_raft::{MemberState, Membership, NodeId};
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct NodeConfig {
     pub file: config::NodeFile,
     /// Where sessions are written through to; none keeps them in memory only.
     pub store: Option<StoreOptions>,
+    /// Threads serving the session listener's connections; 0: one per core.
+    pub workers: usize,
 }
 
 /// The store sessions are written through to, and how.
@@ -98,6 +101,8 @@ pub enum NodeError {
     Config(#[from] config::ConfigError),
     #[error("session store: {0}")]
     Store(#[from] shardgate_store::StoreError),
+    #[error("cannot start worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Runs a node on already-bound listeners, serving its configured upstreams, until
@@ -168,9 +173,13 @@ pub async fn run(
         stop.clone(),
     ));
     let guard = auth::Guard::new(config.credentials);
+    // They outlive the listeners: what requests started on them (upstream connections, stdio
+    // processes) still runs while the node hands over and flushes below.
+    let workers =
+        Arc::new(Workers::start(config.workers, "node-worker").map_err(NodeError::Workers)?);
     let serving = {
-        let (state, stop) = (state.clone(), stop.clone());
-        tokio::spawn(async move { server::serve(listeners, state, &guard, stop).await })
+        let (state, stop, workers) = (state.clone(), stop.clone(), workers.clone());
+        tokio::spawn(async move { server::serve(listeners, state, &guard, &workers, stop).await })
     };
     tokio::select! {
         _ = shutdown.cancelled() => {}

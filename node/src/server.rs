@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use shardgate_protocol::internal;
-use shardgate_protocol::listener::ListenerLimits;
+use shardgate_protocol::listener::{ListenerLimits, Workers};
 use shardgate_protocol::mcp::{self, BodyError, Era, RpcError};
 use shardgate_protocol::reply;
 use shardgate_raft::Ring;
@@ -100,18 +100,21 @@ impl Default for NodeListenerLimits {
 }
 
 /// Serves all three listeners until `shutdown` is cancelled, then finishes the requests in
-/// flight.
+/// flight. Session connections are served on `workers`, the others on the caller's runtime.
 pub async fn serve(
     listeners: Listeners,
     state: Arc<NodeState>,
     guard: &Guard,
+    workers: &Workers,
     shutdown: CancellationToken,
 ) {
     let limits = listeners.limits;
-    let session = shardgate_protocol::listener::serve(
+    let router = guard.protect(session_router(state.clone()), Hop::Session);
+    let session = shardgate_protocol::listener::serve_on(
         listeners.session,
         limits.session,
-        guard.protect(session_router(state.clone()), Hop::Session),
+        workers,
+        |_| router.clone(),
         guard.tls(),
         shutdown.clone(),
     );

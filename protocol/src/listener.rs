@@ -179,15 +179,19 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers (at least one), their threads named `name-<i>`.
+    /// Starts `count` workers, one per core for 0, their threads named `name-<i>`.
     pub fn start(count: usize, name: &str) -> std::io::Result<Workers> {
+        let count = match count {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         let stop = CancellationToken::new();
         let mut workers = Workers {
             handles: Vec::new(),
             stop: stop.clone(),
             threads: Vec::new(),
         };
-        for i in 0..count.max(1) {
+        for i in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -199,6 +203,16 @@ impl Workers {
             workers.threads.push(thread);
         }
         Ok(workers)
+    }
+
+    /// How many there are: at least one.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Never: there is at least one.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
     }
 
     /// Stops the workers, dropping whatever they still run, and waits for their threads.

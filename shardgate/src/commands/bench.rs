@@ -1,7 +1,8 @@
 //! `shardgate bench --url URL --sessions N --rate R --duration D`: open-loop MCP load at a
 //! fixed rate against a gateway (or any MCP endpoint), with latency from each request's
 //! scheduled send time. Prints a summary, or a Markdown table row, and writes JSON on request;
-//! the work is in `shardgate-bench`.
+//! the work is in `shardgate-bench`. With `--hold-streams` it measures memory instead: bytes
+//! per session and per held GET stream of the processes named by `--cpu-pid`.
 
 use super::parse_duration;
 use anyhow::Context;
@@ -66,9 +67,21 @@ pub struct Args {
     /// up` prints as `credentials`): an `https://` endpoint is dialled with them, as a member.
     #[arg(long, value_name = "DIR")]
     pub credentials: Option<PathBuf>,
+    /// Measure memory instead of offering a rate (session era): the RSS of every --cpu-pid
+    /// process before, with --sessions sessions open, with each one's GET stream held open
+    /// at once, and after the streams closed; bytes per session and per held stream. Over
+    /// HTTP/1.1 one connection per session; over HTTP/2 enough for 256 streams each.
+    #[arg(long, conflicts_with_all = ["rate", "duration", "warmup", "mix"])]
+    pub hold_streams: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let show = Show {
+        json: args.json.clone(),
+        markdown: args.markdown,
+        quiet: args.quiet,
+    };
+    let hold_streams = args.hold_streams;
     let opts = Options {
         url: args.url,
         era: args.era,
@@ -88,31 +101,54 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             key: dir.join("key.pem"),
         }),
     };
-    // Ctrl-C ends the run early: what was due until then is still awaited and reported. A
-    // second one quits at once.
+    // Ctrl-C ends the run early: what was due until then is still awaited and reported (a
+    // memory run is abandoned: its readings would be of half-opened things). A second one
+    // quits at once.
     let stop = CancellationToken::new();
     let interrupt = stop.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping: awaiting the requests already due (Ctrl-C again to quit now)");
+            match hold_streams {
+                true => eprintln!("\nstopping (Ctrl-C again to quit now)"),
+                false => eprintln!(
+                    "\nstopping: awaiting the requests already due (Ctrl-C again to quit now)"
+                ),
+            }
             interrupt.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
             }
         }
     });
+    if hold_streams {
+        let report = shardgate_bench::hold::run(opts, stop).await?;
+        return show.print(&report.json()?, &report.markdown(), &report.summary());
+    }
     let report = shardgate_bench::run(opts, stop).await?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.json()? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if args.markdown {
-        print!("{}", report.markdown());
-        if !args.quiet {
-            eprint!("{}", report.summary());
+    show.print(&report.json()?, &report.markdown(), &report.summary())
+}
+
+/// Where a report goes, as the flags ask, whichever mode made it.
+struct Show {
+    json: Option<PathBuf>,
+    markdown: bool,
+    quiet: bool,
+}
+
+impl Show {
+    fn print(&self, json: &str, markdown: &str, summary: &str) -> anyhow::Result<()> {
+        if let Some(path) = &self.json {
+            std::fs::write(path, format!("{json}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
-    } else {
-        print!("{}", report.summary());
+        if self.markdown {
+            print!("{markdown}");
+            if !self.quiet {
+                eprint!("{summary}");
+            }
+        } else {
+            print!("{summary}");
+        }
+        Ok(())
     }
-    Ok(())
 }

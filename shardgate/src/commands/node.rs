@@ -94,6 +94,10 @@ pub struct Args {
     /// Seconds after which a session nobody uses (no request, no open stream) is ended.
     #[arg(long, env = "SHARDGATE_SESSION_IDLE_SECS", default_value_t = 1800)]
     pub session_idle_secs: u64,
+    /// Threads serving the session listener's connections (each gateway's HTTP/2 connections
+    /// and the streams on them stay on one); 0: one per core.
+    #[arg(long, env = "SHARDGATE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Where sessions are written through to, so that they outlive this node:
     /// `sqlite:<path>` (one file the nodes of one machine share), `redis://host:port[,…]` (a
     /// Redis Cluster, by its seed nodes) or `postgres://…`. Without one (or with `none`),
@@ -301,6 +305,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let config = NodeConfig {
+        workers: args.workers,
         id,
         membership,
         state_secret,

@@ -16,8 +16,9 @@ pub const CLIENT_KEY_HEADER: &str = "shardgate-client-key";
 pub const FEDERATION_SEPARATOR: &str = "__";
 
 /// How long an idle connection stays in the client's pool: well below the gateway's idle
-/// timeout (60 s), so that the client never sends a request on a connection the gateway is
-/// closing as idle at that moment (HTTP/1.1 has no way to tell the request was not read).
+/// timeout (60 s, before a connection's first request as after it: the pool opens spares), so
+/// that the client never sends a request on a connection the gateway is closing as idle at
+/// that moment (HTTP/1.1 has no way to tell the request was not read).
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Clone)]

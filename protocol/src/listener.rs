@@ -10,11 +10,12 @@
 //! - at most `max_connections` open at once. At the limit, the connection idle longest is
 //!   closed to make room for the newcomer; when none is idle, the newcomer is closed at once.
 //!   Either way the accept queue keeps moving, long before the descriptor table is full;
-//! - a TLS handshake, the wait for a connection's first request, every HTTP/1.1 request head
-//!   from its first byte ([`head`]; the wait between requests on a kept-alive connection is the
-//!   idle timeout's) and each stall of a request body are timed. A stalled body is answered
-//!   408, and an HTTP/1.1 connection closed;
-//! - a connection with no request in flight is closed after `idle_timeout`. A request is in
+//! - a TLS handshake, every HTTP/1.1 request head from its first byte ([`head`]) and each stall
+//!   of a request body are timed. A stalled body is answered 408, and an HTTP/1.1 connection
+//!   closed;
+//! - a connection with no request in flight, before its first request as between requests,
+//!   is closed after `idle_timeout` (a pool's spare connection is used long after it opened,
+//!   and the connection limit's eviction, not a shorter wait, bounds idle ones). A request is in
 //!   flight until its response has been sent in full, so SSE answers and GET streams that last
 //!   hours are never cut: only reading the request is timed, never writing the response;
 //! - HTTP/2 concurrent streams and header list size; streams beyond the limit are refused. A
@@ -372,7 +373,6 @@ impl Slot {
         let conn = Arc::new(Conn {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
-            used: AtomicBool::new(false),
             idle_since: AtomicU64::new(millis_since(shared.epoch)),
             evicted: AtomicBool::new(false),
             wake: Notify::new(),
@@ -416,8 +416,6 @@ struct Conn {
     in_flight: AtomicUsize,
     /// Requests begun on the connection: each one's head has been read.
     requests: AtomicU64,
-    /// Whether a request has arrived: until one has, the header timeout applies, not the idle.
-    used: AtomicBool,
     /// When the connection last had nothing in flight, in milliseconds since `epoch`.
     idle_since: AtomicU64,
     /// Set by the listener on the connection it closes to make room.
@@ -438,8 +436,10 @@ impl Conn {
             self.epoch + Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
         Some(match closing {
             Some(at) => at.max(idle_since) + CLOSE_GRACE,
-            None if self.used.load(Ordering::Relaxed) => idle_since + limits.idle_timeout,
-            None => idle_since + limits.header_timeout,
+            // Before its first request as between requests: a client's pool may open a spare
+            // connection and use it many seconds later, and closing it sooner than an idle one
+            // races that request as closing a kept-alive one would (see `head.rs`).
+            None => idle_since + limits.idle_timeout,
         })
     }
 }

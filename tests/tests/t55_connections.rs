@@ -117,7 +117,7 @@ async fn t10_idle_sockets_beyond_the_limit_do_not_lock_clients_out() -> anyhow::
         "the gateway holds {during} descriptors (from {before}) under 200 idle sockets"
     );
 
-    // Every idle socket is closed by the server within the header timeout, with margin.
+    // Every idle socket is closed by the server within the idle timeout, with margin.
     let deadline = start + timeout + Duration::from_secs(3);
     for (i, tcp) in idle.iter_mut().enumerate() {
         assert!(closed_by(tcp, deadline).await, "idle socket {i} still open");
@@ -235,7 +235,7 @@ async fn t40_http2_streams_beyond_the_client_limit_are_refused() -> anyhow::Resu
 
 #[tokio::test]
 async fn t50_node_listeners_close_idle_sockets() -> anyhow::Result<()> {
-    let s = setup("t55-node", &["--header-timeout-secs", "2"], &[]).await?;
+    let s = setup("t55-node", &["--idle-timeout-secs", "2"], &[]).await?;
     let start = Instant::now();
     let mut idle = Vec::new();
     for addr in [s.node.session, s.node.internal, s.node.admin] {

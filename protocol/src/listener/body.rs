@@ -58,7 +58,6 @@ pub(super) struct InFlight(Arc<Conn>);
 
 impl InFlight {
     pub(super) fn start(conn: &Arc<Conn>) -> InFlight {
-        conn.used.store(true, Ordering::Relaxed);
         conn.requests.fetch_add(1, Ordering::AcqRel);
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(conn.clone())

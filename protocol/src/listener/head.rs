@@ -7,8 +7,8 @@
 //! gets no answer to it. So hyper's is off, and this reader times heads instead: the clock
 //! starts with the first byte read while no request is in flight, and stops when a request
 //! begins (the head was read in full). A head that takes longer fails the read, and hyper
-//! closes the connection. The wait before a head is the listener's: the header timeout until
-//! the first request, the idle timeout after.
+//! closes the connection. The wait before a head is the listener's idle timeout, before the
+//! first request as after it.
 //!
 //! An HTTP/2 connection (its preface) is left alone: its requests are streams, and an idle
 //! HTTP/2 client sending pings is normal.

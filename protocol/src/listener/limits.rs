@@ -10,7 +10,7 @@ use std::time::Duration;
 pub struct ListenerLimits {
     /// Connections open at once.
     pub max_connections: usize,
-    /// How long a connection may take to send its first request head (HTTP/1.1: every head).
+    /// How long an HTTP/1.1 request head may take from its first byte.
     pub header_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     /// How long a request body may go without sending anything before it is cut off.

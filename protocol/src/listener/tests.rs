@@ -76,7 +76,6 @@ fn conn(epoch: Instant) -> Conn {
     Conn {
         in_flight: AtomicUsize::new(0),
         requests: AtomicU64::new(0),
-        used: AtomicBool::new(false),
         idle_since: AtomicU64::new(0),
         evicted: AtomicBool::new(false),
         wake: Notify::new(),
@@ -85,13 +84,15 @@ fn conn(epoch: Instant) -> Conn {
 }
 
 #[tokio::test(start_paused = true)]
-async fn header_timeout_until_the_first_request_then_idle_timeout() {
+async fn idle_timeout_before_the_first_request_and_between_requests() {
     let epoch = Instant::now();
     let conn = Arc::new(conn(epoch));
     let limits = ListenerLimits::CLIENT;
+    assert!(limits.header_timeout < limits.idle_timeout);
     assert_eq!(
         conn.close_at(&limits, None),
-        Some(epoch + limits.header_timeout)
+        Some(epoch + limits.idle_timeout),
+        "a connection not used yet (a pool's spare) waits as long as an idle one"
     );
 
     let request = InFlight::start(&conn);
@@ -224,7 +225,7 @@ async fn idle_connections_make_room_and_are_closed() {
         .expect("write");
     assert!(read_all(&mut fresh).await.starts_with("HTTP/1.1 200"));
     assert_eq!(read_all(&mut idle1).await, "", "evicted without a word");
-    // An idle connection that sends nothing is closed after the header timeout.
+    // A connection that sends nothing is closed after the idle timeout.
     let started = Instant::now();
     let mut idle3 = TcpStream::connect(addr).await.expect("connect");
     assert_eq!(read_all(&mut idle3).await, "");

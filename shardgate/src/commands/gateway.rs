@@ -96,8 +96,7 @@ pub struct Limits {
     /// Connections the admin listener holds open at once.
     #[arg(long, env = "SHARDGATE_ADMIN_MAX_CONNECTIONS", default_value_t = ListenerLimits::ADMIN.max_connections)]
     pub admin_max_connections: usize,
-    /// Seconds a connection gets to send a request head: its first one, and over HTTP/1.1
-    /// every one, counted from the end of the previous response.
+    /// Seconds an HTTP/1.1 request head may take from its first byte.
     #[arg(long, env = "SHARDGATE_HEADER_TIMEOUT_SECS", default_value_t = ListenerLimits::CLIENT.header_timeout.as_secs())]
     pub header_timeout_secs: u64,
     /// Seconds a TLS handshake may take.
@@ -107,7 +106,8 @@ pub struct Limits {
     /// streams) are never timed.
     #[arg(long, env = "SHARDGATE_BODY_TIMEOUT_SECS", default_value_t = ListenerLimits::CLIENT.body_timeout.as_secs())]
     pub body_timeout_secs: u64,
-    /// Seconds a connection with no request in flight stays open.
+    /// Seconds a connection with no request in flight stays open, before its first request as
+    /// between requests.
     #[arg(long, env = "SHARDGATE_IDLE_TIMEOUT_SECS", default_value_t = ListenerLimits::CLIENT.idle_timeout.as_secs())]
     pub idle_timeout_secs: u64,
     /// HTTP/2 streams a client connection may have open at once; more are refused.

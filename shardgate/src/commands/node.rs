@@ -137,8 +137,7 @@ pub struct Limits {
     /// Connections the admin listener holds open at once.
     #[arg(long, env = "SHARDGATE_NODE_ADMIN_MAX_CONNECTIONS", default_value_t = ListenerLimits::ADMIN.max_connections)]
     pub admin_max_connections: usize,
-    /// Seconds a connection gets to send a request head: its first one, and over HTTP/1.1
-    /// every one, counted from the end of the previous response.
+    /// Seconds an HTTP/1.1 request head may take from its first byte.
     #[arg(long, env = "SHARDGATE_NODE_HEADER_TIMEOUT_SECS", default_value_t = ListenerLimits::NODE_SESSION.header_timeout.as_secs())]
     pub header_timeout_secs: u64,
     /// Seconds a TLS handshake may take.

@@ -301,6 +301,7 @@ mod tests {
             cpu_pids: vec![1],
             progress: false,
             credentials: None,
+            label: None,
         }
     }
 

@@ -15,6 +15,11 @@
 //! - `report.rs`: the summary, the Markdown row and the JSON;
 //! - `progress.rs`: the progress line on a terminal.
 //!
+//! `shardgate bench plot` reads the JSON of several runs instead of running one:
+//!
+//! - `plot.rs`: latency (p50, p99) against offered load, one line per `--label`, with the
+//!   runs where a path saturated marked; as a PNG and as a Markdown table.
+//!
 //! `--hold-streams` offers no rate: it measures memory instead.
 //!
 //! - `hold.rs`: opens the sessions, then holds every session's GET stream open at once, and
@@ -26,6 +31,7 @@ pub mod cpu;
 pub mod hold;
 pub mod memory;
 pub mod mix;
+pub mod plot;
 pub mod progress;
 pub mod record;
 pub mod report;
@@ -115,6 +121,9 @@ pub struct Options {
     pub progress: bool,
     /// The cluster's credentials, for an `https://` endpoint (a node's session listener).
     pub credentials: Option<TlsFiles>,
+    /// What is measured (`node`, `gateway`, `nginx`), kept in the report's settings so that a
+    /// plot of many runs can tell which line each belongs to.
+    pub label: Option<String>,
 }
 
 impl Options {
@@ -132,6 +141,7 @@ impl Options {
 
     fn settings(&self) -> report::Settings {
         report::Settings {
+            label: self.label.clone(),
             url: self.url.clone(),
             era: self.era.to_string(),
             http: self.http.to_string(),
@@ -340,6 +350,7 @@ mod tests {
             cpu_pids: Vec::new(),
             progress: false,
             credentials: None,
+            label: None,
         }
     }
 

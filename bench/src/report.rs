@@ -18,6 +18,9 @@ const PERCENTILES: [f64; 17] = [
 /// What the run was asked to do.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Settings {
+    /// What was measured (`--label`): the line a plot of many runs draws this one on. `null`
+    /// when not given.
+    pub label: Option<String>,
     pub url: String,
     pub era: String,
     pub http: String,
@@ -365,6 +368,7 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
+            label: None,
             url: "http://127.0.0.1:8080/mcp".into(),
             era: "session".into(),
             http: "HTTP/1.1".into(),

@@ -3,6 +3,10 @@
 //! scheduled send time. Prints a summary, or a Markdown table row, and writes JSON on request;
 //! the work is in `shardgate-bench`. With `--hold-streams` it measures memory instead: bytes
 //! per session and per held GET stream of the processes named by `--cpu-pid`.
+//!
+//! `shardgate bench plot --out FILE.png RUN.json...` runs nothing: it draws latency against
+//! offered load from the JSON of earlier runs (one line per `--label`), and prints them as a
+//! Markdown table.
 
 use super::parse_duration;
 use anyhow::Context;
@@ -14,7 +18,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// Without one, a run against --url.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// The MCP endpoint: a gateway's `/mcp`, `up`'s, or (`https://`, with --credentials) a
     /// node's session listener, measured straight.
     #[arg(long, default_value = "http://127.0.0.1:8080/mcp")]
@@ -67,15 +75,42 @@ pub struct Args {
     /// up` prints as `credentials`): an `https://` endpoint is dialled with them, as a member.
     #[arg(long, value_name = "DIR")]
     pub credentials: Option<PathBuf>,
+    /// A name for what is measured (`node`, `gateway`, `nginx`), kept in the JSON's settings:
+    /// `bench plot` draws the runs of one label as one line.
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
     /// Measure memory instead of offering a rate (session era): the RSS of every --cpu-pid
     /// process before, with --sessions sessions open, with each one's GET stream held open
     /// at once, and after the streams closed; bytes per session and per held stream. Over
     /// HTTP/1.1 one connection per session; over HTTP/2 enough for 256 streams each.
-    #[arg(long, conflicts_with_all = ["rate", "duration", "warmup", "mix"])]
+    #[arg(long, conflicts_with_all = ["rate", "duration", "warmup", "mix", "label"])]
     pub hold_streams: bool,
 }
 
+/// What `bench` does instead of a run.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Draw p50 and p99 latency against offered rate from the JSON (--json) of several runs,
+    /// one line per --label, saturated runs marked; print them as a Markdown table.
+    Plot(PlotArgs),
+}
+
+/// What `bench plot` draws, and where.
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+    /// Reports of runs (`shardgate bench --json`), or directories of them: every `*.json`
+    /// directly inside.
+    #[arg(required = true, value_name = "RUN.json")]
+    pub runs: Vec<PathBuf>,
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Plot(plot)) = args.command {
+        return run_plot(&plot);
+    }
     let show = Show {
         json: args.json.clone(),
         markdown: args.markdown,
@@ -100,6 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
         }),
+        label: args.label,
     };
     // Ctrl-C ends the run early: what was due until then is still awaited and reported (a
     // memory run is abandoned: its readings would be of half-opened things). A second one
@@ -126,6 +162,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let report = shardgate_bench::run(opts, stop).await?;
     show.print(&report.json()?, &report.markdown(), &report.summary())
+}
+
+/// `bench plot`: the PNG, then the table on stdout (for a results file).
+fn run_plot(args: &PlotArgs) -> anyhow::Result<()> {
+    let points = shardgate_bench::plot::read_all(&args.runs)?;
+    shardgate_bench::plot::draw(&points, &args.out)
+        .with_context(|| format!("cannot draw {}", args.out.display()))?;
+    eprintln!(
+        "bench plot: {} runs drawn to {}",
+        points.len(),
+        args.out.display()
+    );
+    print!("{}", shardgate_bench::plot::markdown(&points));
+    Ok(())
 }
 
 /// Where a report goes, as the flags ask, whichever mode made it.

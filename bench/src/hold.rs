@@ -284,24 +284,12 @@ async fn all_opened(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Mix;
 
+    /// The run's options, with a process to read the memory of.
     fn options(http: HttpVersion, sessions: usize, connections: Option<usize>) -> Options {
         Options {
-            url: "http://127.0.0.1:8080/mcp".into(),
-            era: Era::Session,
-            sessions,
-            rate: 1.0,
-            duration: Duration::from_secs(1),
-            warmup: Duration::ZERO,
-            mix: Mix::default(),
-            http,
-            connections,
-            timeout: Duration::from_secs(1),
             cpu_pids: vec![1],
-            progress: false,
-            credentials: None,
-            label: None,
+            ..crate::tests::options(http, sessions, connections)
         }
     }
 

@@ -335,7 +335,12 @@ async fn sample_cpu(
 mod tests {
     use super::*;
 
-    fn options(http: HttpVersion, sessions: usize, connections: Option<usize>) -> Options {
+    /// Options of a session-era run at 100 req/s; the hold mode's tests use them too.
+    pub(crate) fn options(
+        http: HttpVersion,
+        sessions: usize,
+        connections: Option<usize>,
+    ) -> Options {
         Options {
             url: "http://127.0.0.1:8080/mcp".into(),
             era: Era::Session,

@@ -237,7 +237,7 @@ impl MemoryReport {
 
     /// The Markdown table's header and separator lines.
     pub fn markdown_header() -> String {
-        let cols = [
+        crate::report::markdown_header(&[
             "process",
             "HTTP",
             "sessions",
@@ -251,12 +251,7 @@ impl MemoryReport {
             "B/session",
             "B/stream",
             "closed/sessions",
-        ];
-        format!(
-            "| {} |\n|{}|\n",
-            cols.join(" | "),
-            cols.map(|_| "---").join("|")
-        )
+        ])
     }
 
     /// One row per process under test.

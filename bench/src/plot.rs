@@ -16,8 +16,7 @@ use std::sync::OnceLock;
 
 /// A run whose achieved rate is below this share of its offered rate did not keep up.
 pub const KEPT_UP: f64 = 0.95;
-/// Where the labels' font is looked for (Debian's `fonts-dejavu-core`), as the chaos
-/// timeline does.
+/// Where the labels' font is looked for (Debian's `fonts-dejavu-core`).
 const FONTS: [&str; 2] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
@@ -175,10 +174,15 @@ pub fn lines(points: &[Point]) -> BTreeMap<&str, Vec<&Point>> {
 /// The points as a Markdown table: a line's rows together, by offered rate.
 pub fn markdown(points: &[Point]) -> String {
     let ms = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
-    let mut out = String::from(
-        "| path | offered req/s | achieved req/s | errors | p50 ms | p99 ms | saturated |\n\
-         |---|---|---|---|---|---|---|\n",
-    );
+    let mut out = crate::report::markdown_header(&[
+        "path",
+        "offered req/s",
+        "achieved req/s",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "saturated",
+    ]);
     for (label, line) in lines(points) {
         for p in line {
             let errors = match p.errors {
@@ -199,8 +203,9 @@ pub fn markdown(points: &[Point]) -> String {
     out
 }
 
-/// Loads the labels' font once; says why not when there is none.
-fn font() -> anyhow::Result<()> {
+/// Loads the labels' font once, for every plot of the process (the chaos timeline's too);
+/// says why not when there is none.
+pub fn font() -> anyhow::Result<()> {
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {

@@ -268,7 +268,7 @@ impl Report {
 
     /// The Markdown table's header and separator lines.
     pub fn markdown_header() -> String {
-        let cols = [
+        markdown_header(&[
             "era",
             "HTTP",
             "sessions",
@@ -284,12 +284,7 @@ impl Report {
             "p99.9 ms",
             "max ms",
             "CPU ms/1k req",
-        ];
-        format!(
-            "| {} |\n|{}|\n",
-            cols.join(" | "),
-            cols.map(|_| "---").join("|")
-        )
+        ])
     }
 
     /// This run as a row of that table.
@@ -358,6 +353,15 @@ fn cpu_line(p: &crate::cpu::ProcessCpu) -> String {
             p.cores.unwrap_or_default()
         ),
     }
+}
+
+/// A Markdown table's header line for `cols`, and its separator line.
+pub fn markdown_header(cols: &[&str]) -> String {
+    format!(
+        "| {} |\n|{}|\n",
+        cols.join(" | "),
+        vec!["---"; cols.len()].join("|")
+    )
 }
 
 #[cfg(test)]

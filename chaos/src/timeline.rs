@@ -4,38 +4,11 @@
 use crate::history::{History, kind};
 use anyhow::{Context, anyhow};
 use plotters::prelude::*;
-use plotters::style::{FontStyle, register_font};
 use std::path::Path;
-use std::sync::OnceLock;
 
-/// Where the labels' font is looked for (Debian's `fonts-dejavu-core`).
-const FONTS: [&str; 2] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-];
 /// The width of one point of the curves.
 const BUCKET_MS: u64 = 250;
 const SIZE: (u32, u32) = (1600, 900);
-
-/// Loads the labels' font once; says why not when there is none.
-fn font() -> anyhow::Result<()> {
-    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
-    LOADED
-        .get_or_init(|| {
-            let bytes = FONTS
-                .iter()
-                .find_map(|p| std::fs::read(p).ok())
-                .ok_or_else(|| format!("no font for the labels (looked for {FONTS:?})"))?;
-            register_font(
-                "sans-serif",
-                FontStyle::Normal,
-                Box::leak(bytes.into_boxed_slice()),
-            )
-            .map_err(|_| "the labels' font cannot be read".to_owned())
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
 
 /// The colour of a fault's band.
 fn colour(kind_of: &str) -> RGBColor {
@@ -96,7 +69,7 @@ fn buckets(history: &History, end_ms: u64) -> Buckets {
 
 /// Draws the timeline of `history` (a run of `duration_s` seconds) to `path`.
 pub fn draw(history: &History, duration_s: f64, path: &Path) -> anyhow::Result<()> {
-    font()?;
+    shardgate_bench::plot::font()?;
     let end_ms = history
         .calls
         .iter()

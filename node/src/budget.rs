@@ -187,6 +187,16 @@ impl Tally {
         })
     }
 
+    /// One more unit for `owner`, whatever it holds: for what exists already (a session
+    /// continued from the store), which a limit cannot undo.
+    pub fn count(self: &Arc<Self>, owner: &str) -> Tallied {
+        *self.lock().entry(owner.to_owned()).or_insert(0) += 1;
+        Tallied {
+            tally: self.clone(),
+            owner: owner.to_owned(),
+        }
+    }
+
     /// Units held, all owners together.
     pub fn total(&self) -> usize {
         self.lock().values().sum()
@@ -205,6 +215,10 @@ pub struct Budgets {
     /// stdio upstream processes, node-wide and per principal.
     pub processes: Arc<Gauge>,
     pub processes_per_principal: Arc<Tally>,
+    /// Sessions and GET streams per verified principal (anonymous clients are bounded by the
+    /// node's own limits alone: they are everyone).
+    pub sessions_per_principal: Arc<Tally>,
+    pub streams_per_principal: Arc<Tally>,
 }
 
 impl Budgets {
@@ -216,7 +230,31 @@ impl Budgets {
             parked: Gauge::new(limits.parked_calls),
             processes: Gauge::new(limits.stdio_processes),
             processes_per_principal: Tally::new(limits.stdio_processes_per_principal),
+            sessions_per_principal: Tally::new(limits.sessions_per_principal),
+            streams_per_principal: Tally::new(limits.streams_per_principal),
         }
+    }
+
+    /// A place for one more session of `principal` on this node; `None` for anonymous
+    /// clients.
+    pub fn session_for(&self, principal: &str) -> Result<Option<Tallied>, Exhausted> {
+        per_principal(
+            &self.sessions_per_principal,
+            principal,
+            "sessions_per_principal",
+            "sessions one principal holds on this node",
+        )
+    }
+
+    /// A place for one more GET stream of `principal` on this node; `None` for anonymous
+    /// clients.
+    pub fn stream_for(&self, principal: &str) -> Result<Option<Tallied>, Exhausted> {
+        per_principal(
+            &self.streams_per_principal,
+            principal,
+            "streams_per_principal",
+            "GET streams one principal holds open on this node",
+        )
     }
 
     /// Admits `n` client requests: one unit each of the node's budget and, for a session, of
@@ -264,6 +302,21 @@ impl Budgets {
             StatusCode::SERVICE_UNAVAILABLE,
         )
     }
+}
+
+fn per_principal(
+    tally: &Arc<Tally>,
+    principal: &str,
+    key: &'static str,
+    what: &'static str,
+) -> Result<Option<Tallied>, Exhausted> {
+    if principal == shardgate_protocol::internal::ANONYMOUS {
+        return Ok(None);
+    }
+    tally
+        .take(principal)
+        .map(Some)
+        .ok_or_else(|| Exhausted::new(key, tally.limit(), what, StatusCode::TOO_MANY_REQUESTS))
 }
 
 /// One admitted request, counted until it is dropped.

@@ -164,6 +164,10 @@ pub struct Limits {
     pub stdio_processes: usize,
     /// stdio upstream processes one principal's sessions and keys run on one node at once.
     pub stdio_processes_per_principal: usize,
+    /// Sessions one verified principal holds on one node.
+    pub sessions_per_principal: usize,
+    /// GET streams one verified principal holds open on one node.
+    pub streams_per_principal: usize,
 }
 
 impl Default for Limits {
@@ -179,13 +183,15 @@ impl Default for Limits {
             upstream_message_bytes: 16 * MIB,
             stdio_processes: 256,
             stdio_processes_per_principal: 64,
+            sessions_per_principal: 1000,
+            streams_per_principal: 1000,
         }
     }
 }
 
 impl Limits {
     /// Every key with its value, in the order they are documented.
-    pub fn entries(&self) -> [(&'static str, usize); 9] {
+    pub fn entries(&self) -> [(&'static str, usize); 11] {
         [
             ("sessions", self.sessions),
             ("requests", self.requests),
@@ -199,6 +205,8 @@ impl Limits {
                 "stdio_processes_per_principal",
                 self.stdio_processes_per_principal,
             ),
+            ("sessions_per_principal", self.sessions_per_principal),
+            ("streams_per_principal", self.streams_per_principal),
         ]
     }
 }

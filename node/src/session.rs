@@ -9,16 +9,19 @@
 //! ([`Session::checkpoint`], [`EventStream::push`]) and is rebuilt from them by
 //! [`Session::continued`]. Channels, tokens and listeners are this node's alone.
 
-use crate::budget::{Budgets, Gauge};
+use crate::budget::{Budgets, Gauge, Tallied};
 use crate::durable::{self, Link};
 use crate::replay::SessionReplay;
 use crate::stream::EventStream;
 use crate::upstream::{BoxFuture, Peer, UpstreamState};
 use bytes::Bytes;
 use serde_json::Value;
+use shardgate_protocol::internal;
 use shardgate_protocol::mcp::{self, RpcError};
 use shardgate_store::{InFlightRecord, RawJson, SessionRecord, StoreError};
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -83,8 +86,8 @@ struct Serving {
 pub struct Session {
     pub id: String,
     /// Who the gateway attributed the `initialize` to: the session's owner.
-    pub principal: String,
-    pub protocol_version: String,
+    pub principal: Cow<'static, str>,
+    pub protocol_version: Cow<'static, str>,
     /// The client's `initialize` params, kept to re-initialize an upstream later.
     pub initialize_params: RawJson,
     pub upstream_state: UpstreamState,
@@ -99,6 +102,8 @@ pub struct Session {
     link: Option<Link>,
     /// Being handed to another node: no new request is taken here.
     leaving: std::sync::atomic::AtomicBool,
+    /// Its place among its principal's sessions on this node (`limits.sessions_per_principal`).
+    _counted: Option<Tallied>,
 }
 
 /// Who a new session belongs to and what it was opened with.
@@ -108,6 +113,9 @@ pub struct Opening {
     pub protocol_version: String,
     pub initialize_params: RawJson,
     pub upstream_state: UpstreamState,
+    /// Its place among its principal's sessions, taken when it was initialized here; counted
+    /// anew for a session continued from the store.
+    pub counted: Option<Tallied>,
 }
 
 /// A client request of a session in flight: ended, however its handler exits, on drop.
@@ -150,6 +158,15 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// `text` as one of the `common` strings every session shares, where it is one: a session
+/// keeps no copy of its own of `anonymous` or of its protocol revision.
+fn shared(text: String, common: &[&'static str]) -> Cow<'static, str> {
+    match common.iter().find(|c| **c == text) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(text),
+    }
+}
+
 /// A request id as a map key: its JSON text, so `1` and `"1"` stay distinct.
 fn id_key(id: &Value) -> String {
     id.to_string()
@@ -157,23 +174,22 @@ fn id_key(id: &Value) -> String {
 
 impl Session {
     pub fn new(opening: Opening, budgets: &Budgets, link: Option<Link>) -> Self {
+        let counted = opening.counted.or_else(|| {
+            (opening.principal != internal::ANONYMOUS)
+                .then(|| budgets.sessions_per_principal.count(&opening.principal))
+        });
         let replay = SessionReplay::new(
             budgets.limits.replay_bytes_per_session,
             budgets.replay.clone(),
         );
-        let mut streams = BTreeMap::new();
-        streams.insert(
-            STANDALONE_STREAM,
-            EventStream::new(STANDALONE_STREAM, replay.clone(), link.clone()),
-        );
         Session {
             id: opening.id,
-            principal: opening.principal,
-            protocol_version: opening.protocol_version,
+            principal: shared(opening.principal, &[internal::ANONYMOUS]),
+            protocol_version: shared(opening.protocol_version, &mcp::SESSION_ERA_VERSIONS),
             initialize_params: opening.initialize_params,
             upstream_state: opening.upstream_state,
             inner: Mutex::new(Inner {
-                streams,
+                streams: BTreeMap::new(),
                 next_stream: STANDALONE_STREAM + 1,
                 pending: HashMap::new(),
                 next_request: 0,
@@ -186,6 +202,7 @@ impl Session {
             requests: Gauge::new(budgets.limits.requests_per_session),
             replay,
             link,
+            _counted: counted,
         }
     }
 
@@ -205,6 +222,7 @@ impl Session {
             protocol_version: record.protocol_version,
             initialize_params: record.initialize_params,
             upstream_state: UpstreamState::from_map(record.upstream_state),
+            counted: None,
         };
         let session = Session::new(opening, budgets, Some(link.clone()));
         {
@@ -243,8 +261,8 @@ impl Session {
         in_flight.sort_by(|a, b| (a.stream, &a.request_id).cmp(&(b.stream, &b.request_id)));
         SessionRecord {
             id: self.id.clone(),
-            principal: self.principal.clone(),
-            protocol_version: self.protocol_version.clone(),
+            principal: self.principal.to_string(),
+            protocol_version: self.protocol_version.to_string(),
             initialize_params: self.initialize_params.clone(),
             upstream_state: self.upstream_state.snapshot(),
             next_stream: inner.next_stream,
@@ -335,7 +353,11 @@ impl Session {
         stream
     }
 
+    /// A stream the session keeps; the standalone one always (it is opened when first used).
     pub fn stream(&self, id: u64) -> Option<Arc<EventStream>> {
+        if id == STANDALONE_STREAM {
+            return Some(self.standalone());
+        }
         self.lock().streams.get(&id).cloned()
     }
 
@@ -365,14 +387,16 @@ impl Session {
         self.lock().pending.len()
     }
 
+    /// The standalone (GET) stream, opened when first used: a session that never sends on it
+    /// and is never listened to on it holds no stream at all.
     pub fn standalone(&self) -> Arc<EventStream> {
         self.lock()
             .streams
-            .get(&STANDALONE_STREAM)
-            .cloned()
-            .unwrap_or_else(|| {
+            .entry(STANDALONE_STREAM)
+            .or_insert_with(|| {
                 EventStream::new(STANDALONE_STREAM, self.replay.clone(), self.link.clone())
             })
+            .clone()
     }
 
     /// Records a client request, answered on `stream`, as in flight until the returned guard
@@ -527,6 +551,35 @@ impl Peer for StreamPeer {
     }
 }
 
+/// The client, as its session's standalone stream reaches it: the stream is opened only when
+/// something is sent on it.
+pub struct StandalonePeer {
+    pub session: Arc<Session>,
+}
+
+impl Peer for StandalonePeer {
+    fn notify(&self, method: &str, params: Value) {
+        self.session
+            .standalone()
+            .push(encode(&mcp::notification(method, params)));
+    }
+
+    fn request(&self, method: &str, params: Value) -> BoxFuture<'_, Result<Value, RpcError>> {
+        let method = method.to_owned();
+        Box::pin(async move {
+            let stream = self.session.standalone();
+            self.session.request_client(&stream, &method, params).await
+        })
+    }
+
+    fn disconnect(&self) {
+        let open = self.session.lock().streams.get(&STANDALONE_STREAM).cloned();
+        if let Some(stream) = open {
+            stream.detach();
+        }
+    }
+}
+
 /// The client during `initialize`, before a session exists: it can be told nothing yet.
 pub struct NoPeer;
 
@@ -561,10 +614,33 @@ pub enum Unreserved {
 
 #[derive(Default)]
 struct Table {
-    live: HashMap<String, Arc<Session>>,
+    live: HashSet<Live>,
     /// Ids being initialized: taken, though not live yet.
     reserved: HashSet<String>,
 }
+
+/// A live session in the table, found by its id: the id is not kept a second time as a key.
+struct Live(Arc<Session>);
+
+impl Borrow<str> for Live {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl Hash for Live {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Live {
+    fn eq(&self, other: &Live) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Live {}
 
 /// An id held for a session being initialized; released on drop unless fulfilled.
 pub struct Reservation<'a> {
@@ -582,7 +658,7 @@ impl Reservation<'_> {
         debug_assert_eq!(session.id, self.id);
         let mut table = self.sessions.write();
         table.reserved.remove(&self.id);
-        table.live.insert(self.id.clone(), session);
+        table.live.insert(Live(session));
     }
 }
 
@@ -617,7 +693,7 @@ impl Sessions {
     /// replaced by another's), or when the node holds its limit of sessions.
     pub fn reserve(&self, id: String) -> Result<Reservation<'_>, Unreserved> {
         let mut table = self.write();
-        if table.live.contains_key(&id) || table.reserved.contains(&id) {
+        if table.live.contains(id.as_str()) || table.reserved.contains(&id) {
             return Err(Unreserved::Taken);
         }
         if table.live.len() + table.reserved.len() >= self.limit {
@@ -639,14 +715,14 @@ impl Sessions {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.read().live.get(id).cloned()
+        self.read().live.get(id).map(|l| l.0.clone())
     }
 
     /// Removes and ends a session; false when there was none.
     pub fn remove(&self, id: &str) -> bool {
-        let removed = self.write().live.remove(id);
+        let removed = self.write().live.take(id);
         match removed {
-            Some(s) => {
+            Some(Live(s)) => {
                 s.end();
                 true
             }
@@ -660,9 +736,9 @@ impl Sessions {
         let idle: Vec<Arc<Session>> = self
             .read()
             .live
-            .values()
-            .filter(|s| s.is_idle(timeout))
-            .cloned()
+            .iter()
+            .filter(|l| l.0.is_idle(timeout))
+            .map(|l| l.0.clone())
             .collect();
         let gone: Vec<Arc<Session>> = idle
             .into_iter()
@@ -670,8 +746,11 @@ impl Sessions {
                 // Under the table's lock, so that a request that finds the session ended then
                 // finds it gone from the table too, and loads it again.
                 let mut table = self.write();
-                let live = table.live.get(&s.id).is_some_and(|l| Arc::ptr_eq(l, s));
-                live && s.retire_if_idle(timeout) && table.live.remove(&s.id).is_some()
+                let live = table
+                    .live
+                    .get(s.id.as_str())
+                    .is_some_and(|l| Arc::ptr_eq(&l.0, s));
+                live && s.retire_if_idle(timeout) && table.live.remove(s.id.as_str())
             })
             .collect();
         for s in &gone {
@@ -686,15 +765,15 @@ impl Sessions {
 
     /// The ids of the live sessions.
     pub fn ids(&self) -> Vec<String> {
-        self.read().live.keys().cloned().collect()
+        self.read().live.iter().map(|l| l.0.id.clone()).collect()
     }
 
     /// Server-to-client requests waiting for an answer, all sessions together.
     pub fn pending_requests(&self) -> usize {
         self.read()
             .live
-            .values()
-            .map(|s| s.pending_requests())
+            .iter()
+            .map(|l| l.0.pending_requests())
             .sum()
     }
 

@@ -16,7 +16,7 @@
 
 use crate::audit::Audited;
 use crate::budget::Admitted;
-use crate::session::{self, InFlight, Opening, Session, StreamPeer, Unreserved};
+use crate::session::{self, InFlight, Opening, Session, StandalonePeer, StreamPeer, Unreserved};
 use crate::sse;
 use crate::state::NodeState;
 use crate::stream::{Event, EventId, EventStream, ReplayError};
@@ -37,9 +37,19 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The session a request names, if it is the requester's: a session is bound to the
+/// principal that initialized it, and to any other it does not exist (404, as an unknown id),
+/// so that a session id learnt by someone else opens nothing. The same principal with a
+/// refreshed token is the same principal.
 async fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session>, Missing> {
     let id = header(headers, mcp::HEADER_SESSION_ID).ok_or(Missing::NoId)?;
-    takeover::find(node, id).await
+    let session = takeover::find(node, id).await?;
+    let principal = header(headers, internal::PRINCIPAL).unwrap_or(internal::ANONYMOUS);
+    if *session.principal != *principal {
+        tracing::warn!("refused a request for a session of another principal");
+        return Err(Missing::Unknown);
+    }
+    Ok(session)
 }
 
 /// A write of `session` that did not reach its acknowledgement level: refused (another node
@@ -218,16 +228,15 @@ async fn serve_one(
             session: session.clone(),
             stream: stream.clone(),
         }),
-        session_peer: Arc::new(StreamPeer {
+        session_peer: Arc::new(StandalonePeer {
             session: session.clone(),
-            stream: session.standalone(),
         }),
         scope: Scope::Session(session.id.clone()),
-        principal: session.principal.clone(),
+        principal: session.principal.to_string(),
         initialize: Some(session.initialize_params.clone()),
         state: session.upstream_state.clone(),
         cancel: cancel.clone(),
-        protocol_version: session.protocol_version.clone(),
+        protocol_version: session.protocol_version.to_string(),
         client_capabilities: session.client_capabilities(),
         param_headers: Vec::new(),
     };
@@ -250,7 +259,7 @@ async fn serve_one(
 /// The priming event, for clients of 2025-11-25 and later: older clients may try to parse its
 /// empty `data` as JSON, so they get none (they cannot resume from it anyway).
 fn priming(session: &Session, resume: EventId) -> Option<bytes::Bytes> {
-    (session.protocol_version.as_str() >= "2025-11-25").then(|| sse::priming(resume))
+    (*session.protocol_version >= *"2025-11-25").then(|| sse::priming(resume))
 }
 
 fn notification(node: &NodeState, session: &Session, method: &str, value: &Value) {
@@ -290,6 +299,10 @@ async fn initialize(
         .to_owned();
     let _admitted = match node.budgets.admit(None, 1) {
         Ok(a) => a,
+        Err(limit) => return limit.reply(Some(id)),
+    };
+    let counted = match node.budgets.session_for(&principal) {
+        Ok(c) => c,
         Err(limit) => return limit.reply(Some(id)),
     };
     // Held before the upstream sees the scope: a second `initialize` naming a live id must
@@ -368,6 +381,7 @@ async fn initialize(
         protocol_version: negotiated,
         initialize_params: raw,
         upstream_state: state,
+        counted,
     };
     let session = Arc::new(Session::new(opening, &node.budgets, link));
     session.upstream_state.take_changed();
@@ -395,9 +409,14 @@ pub async fn get(node: &NodeState, headers: &HeaderMap) -> Response {
             "GET needs Accept: text/event-stream",
         );
     }
+    // Held while the stream is open: one of the principal's places for GET streams here.
+    let place = match node.budgets.stream_for(&session.principal) {
+        Ok(place) => place,
+        Err(limit) => return limit.reply(None),
+    };
     let Some(last) = header(headers, mcp::HEADER_LAST_EVENT_ID) else {
         let (resume, rx) = session.standalone().attach_now();
-        return sse::response(priming(&session, resume), rx, ());
+        return sse::response(priming(&session, resume), rx, place);
     };
     let Some(event) = EventId::parse(last) else {
         return reply::refuse(StatusCode::BAD_REQUEST, "malformed Last-Event-ID");
@@ -413,7 +432,7 @@ pub async fn get(node: &NodeState, headers: &HeaderMap) -> Response {
         Err(refusal) => return refusal,
     };
     match stream.attach_after_stored(event.seq, stored) {
-        Ok(rx) => sse::response(None, rx, ()),
+        Ok(rx) => sse::response(None, rx, place),
         Err(ReplayError::Gap { oldest }) => reply::refuse(
             StatusCode::BAD_REQUEST,
             &format!("events after {event} are no longer kept (oldest is {oldest})"),

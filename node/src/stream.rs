@@ -22,7 +22,6 @@ use crate::replay::SessionReplay;
 use bytes::Bytes;
 use shardgate_store::StoredEvent;
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 
@@ -34,27 +33,7 @@ pub const LOG_BYTES: usize = 4 * 1024 * 1024;
 /// Events buffered towards a live listener before it counts as fallen behind.
 const LISTENER_BUFFER: usize = 256;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct EventId {
-    pub stream: u64,
-    pub seq: u64,
-}
-
-impl EventId {
-    pub fn parse(s: &str) -> Option<EventId> {
-        let (stream, seq) = s.trim().split_once('-')?;
-        Some(EventId {
-            stream: stream.parse().ok()?,
-            seq: seq.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.stream, self.seq)
-    }
-}
+pub use shardgate_protocol::sse::EventId;
 
 /// One SSE event: an id and a serialized JSON-RPC message (empty for the priming event).
 #[derive(Clone, Debug)]

@@ -49,6 +49,27 @@ impl SqliteStore {
     /// Opens (creating it if missing) the database at `location` — a file path, a `sqlite:` URL,
     /// or `sqlite::memory:` for a private in-memory database — and applies its migrations.
     pub async fn open(location: &str, ttl: Duration) -> Result<SqliteStore, StoreError> {
+        // Opening a file another process has open can meet a lock SQLite does not wait on
+        // (`SQLITE_BUSY` at once, "database is locked": while it recovers or checkpoints the
+        // WAL, say). Nodes sharing a file start while others write: try again, for as long as
+        // a writer would wait.
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(25);
+        loop {
+            match SqliteStore::open_once(location, ttl).await {
+                Err(StoreError::Unavailable(why))
+                    if why.contains("database is locked") && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    tracing::debug!(%why, "opening the session store; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    async fn open_once(location: &str, ttl: Duration) -> Result<SqliteStore, StoreError> {
         let options = if location.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(location)?
         } else {
@@ -262,7 +283,8 @@ impl SqliteStore {
 }
 
 /// Applies the embedded migrations. Nodes sharing a file may start together: a migration that
-/// loses the race to another process finds it applied on the next try.
+/// loses the race to another process finds it applied on the next try (a lock SQLite will not
+/// wait on is [`SqliteStore::open`]'s to retry).
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut tries = 0;
     loop {

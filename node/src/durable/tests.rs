@@ -19,6 +19,7 @@ fn opening(id: &str) -> Opening {
         protocol_version: "2025-11-25".into(),
         initialize_params: shardgate_store::RawJson::new(&json!({"capabilities": {}})),
         upstream_state: UpstreamState::default(),
+        counted: None,
     }
 }
 

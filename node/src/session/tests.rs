@@ -14,6 +14,7 @@ fn session_in(id: &str, budgets: &Budgets) -> Arc<Session> {
             protocol_version: "2025-11-25".into(),
             initialize_params: shardgate_store::RawJson::new(&json!({})),
             upstream_state: UpstreamState::default(),
+            counted: None,
         },
         budgets,
         None,

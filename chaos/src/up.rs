@@ -35,6 +35,8 @@ pub struct Summary {
     pub credentials: Option<PathBuf>,
     /// The session store as `up` shows it (without credentials).
     pub store: Option<String>,
+    /// Under `--tls`: the CA clients trust for the gateways' certificate.
+    pub edge_ca: Option<PathBuf>,
 }
 
 impl Summary {
@@ -65,6 +67,7 @@ impl Summary {
                 }
                 ["credentials", dir] => s.credentials = Some(PathBuf::from(dir)),
                 ["store", url] => s.store = Some(url.to_string()),
+                ["edge-ca", path, ..] => s.edge_ca = Some(PathBuf::from(path)),
                 ["ready", ..] => return Ok(s),
                 _ => {}
             }

@@ -122,6 +122,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().expect("addr"),
             admin_listen: "127.0.0.1:0".parse().expect("addr"),
             tls: None,
+            http3: false,
             allowed_hosts: GatewayConfig::loopback_hosts(),
             allowed_origins: vec!["https://app.example.com".into()],
             max_body_bytes: 1024,
@@ -135,6 +136,8 @@ mod tests {
             admin_limits: shardgate_protocol::listener::ListenerLimits::ADMIN,
             failover_hold: GatewayConfig::DEFAULT_FAILOVER_HOLD,
             workers: 0,
+            auth: crate::auth::AuthConfig::Off,
+            rate: Default::default(),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct GatewayConfig {
     pub admin_listen: SocketAddr,
     /// Certificate and key (PEM); when set, the client listener speaks TLS with ALPN h2/http1.1.
     pub tls: Option<TlsFiles>,
+    /// With TLS: HTTP/3 on the UDP port of the same number as the client listener's.
+    pub http3: bool,
     /// Host names (without port) clients may address; `*` allows any. Guards against DNS
     /// rebinding together with the Origin check.
     pub allowed_hosts: Vec<String>,
@@ -59,6 +61,10 @@ pub struct GatewayConfig {
     /// Threads that serve client connections, each with its own connections to the nodes;
     /// 0: one per core.
     pub workers: usize,
+    /// Who may use `/mcp`: bearer tokens, or (explicitly) anyone.
+    pub auth: crate::auth::AuthConfig,
+    /// Requests per minute per principal and per client IP.
+    pub rate: crate::rate::RateConfig,
 }
 
 impl GatewayConfig {

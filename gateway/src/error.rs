@@ -1,6 +1,7 @@
 //! Everything that can go wrong on the proxy path, with who is to blame, whether a retry is
 //! safe, and the one HTTP status, JSON-RPC error and metric label each maps to.
 
+use crate::{auth, rate};
 use http::StatusCode;
 use shardgate_protocol::mcp::{self, RpcError, code};
 use shardgate_protocol::stateless_checks::Refusal;
@@ -21,6 +22,10 @@ pub enum ProxyError {
     /// The host as quoted back: an excerpt, never the whole header.
     #[error("Forbidden: host '{0}' is not allowed")]
     Host(String),
+    #[error("{}", .0.message())]
+    Auth(auth::Refusal),
+    #[error("Too Many Requests: over the rate allowed per {}; retry after {} s", .0.by, .0.retry_after_secs())]
+    RateLimited(rate::Limited),
     #[error("Method not allowed: {0}")]
     MethodNotAllowed(&'static str),
     #[error("Not Acceptable: {0}")]
@@ -68,6 +73,8 @@ impl ProxyError {
             | ProxyError::Invalid
             | ProxyError::MissingSession => StatusCode::BAD_REQUEST,
             ProxyError::Stateless(r) => r.status,
+            ProxyError::Auth(r) => r.status(),
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoNodes | ProxyError::Misdirected { .. } | ProxyError::NodeDown { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -82,14 +89,19 @@ impl ProxyError {
             ProxyError::NoNodes
             | ProxyError::NodeUnreachable { .. }
             | ProxyError::NodeDown { .. }
-            | ProxyError::Misdirected { .. } => RpcError::new(code::UNAVAILABLE, self.to_string()),
+            | ProxyError::Misdirected { .. }
+            | ProxyError::Auth(auth::Refusal::KeysUnavailable) => {
+                RpcError::new(code::UNAVAILABLE, self.to_string())
+            }
             _ => RpcError::new(code::INVALID_REQUEST, self.to_string()),
         }
     }
 
     pub fn blame(&self) -> Blame {
         match self {
-            ProxyError::NoNodes | ProxyError::Misdirected { .. } => Blame::Gateway,
+            ProxyError::NoNodes
+            | ProxyError::Misdirected { .. }
+            | ProxyError::Auth(auth::Refusal::KeysUnavailable) => Blame::Gateway,
             ProxyError::NodeUnreachable { .. } | ProxyError::NodeDown { .. } => Blame::Node,
             _ => Blame::Client,
         }
@@ -100,7 +112,11 @@ impl ProxyError {
     pub fn retry_safe(&self) -> bool {
         matches!(
             self,
-            ProxyError::NoNodes | ProxyError::Misdirected { .. } | ProxyError::NodeDown { .. }
+            ProxyError::NoNodes
+                | ProxyError::Misdirected { .. }
+                | ProxyError::NodeDown { .. }
+                | ProxyError::Auth(auth::Refusal::KeysUnavailable)
+                | ProxyError::RateLimited(_)
         )
     }
 
@@ -109,6 +125,11 @@ impl ProxyError {
         match self {
             ProxyError::Origin(_) => "origin",
             ProxyError::Host(_) => "host",
+            ProxyError::Auth(auth::Refusal::Missing) => "unauthenticated",
+            ProxyError::Auth(auth::Refusal::Invalid(_)) => "invalid_token",
+            ProxyError::Auth(auth::Refusal::Scope) => "insufficient_scope",
+            ProxyError::Auth(auth::Refusal::KeysUnavailable) => "keys_unavailable",
+            ProxyError::RateLimited(_) => "rate_limited",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::NotAcceptable(_) => "not_acceptable",
             ProxyError::UnsupportedMediaType => "unsupported_media_type",

@@ -211,9 +211,11 @@ impl Forwarder {
         let mut out = HeaderMap::with_capacity(headers.len() + 5);
         for (name, value) in headers {
             let n = name.as_str();
+            // The client's token stays here: nodes learn the principal it proved.
             if HOP_BY_HOP.contains(&n)
                 || n == "host"
                 || n == "content-length"
+                || n == "authorization"
                 || n.starts_with(internal::PREFIX)
             {
                 continue;

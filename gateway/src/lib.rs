@@ -3,9 +3,12 @@
 //!
 //! Layout, in the order a request flows through it:
 //! - [`config`]: the typed, validated configuration.
-//! - [`tls`]: the optional TLS acceptor (ALPN h2, http/1.1) for the client listener.
+//! - [`http3`]: HTTP/3 over QUIC beside TLS, into the same router.
+//! - [`tls`]: the optional TLS acceptor (ALPN h2, http/1.1) for the client listener, its
+//!   certificate reloaded when its files change.
 //! - [`proxy`]: the `/mcp` handler and its phases, calling in turn
-//!   [`checks`] (403/405/406/415/413), the era and routing-key decision ([`affinity`] in the
+//!   [`checks`] (403/405/406/415/413), [`rate`] and [`auth`] (429, the bearer token:
+//!   401/403), the era and routing-key decision ([`affinity`] in the
 //!   stateless era), and
 //!   [`forward`] (pooled h2c to the owner, one retry after 421) over [`ring_view`].
 //! - [`error`]: every refusal with its blame, status, JSON-RPC error and metric label.
@@ -13,19 +16,22 @@
 
 pub mod admin;
 pub mod affinity;
+pub mod auth;
 mod broken;
 pub mod checks;
 pub mod config;
 pub mod error;
 pub mod follow;
 pub mod forward;
+pub mod http3;
 pub mod metrics;
 pub mod proxy;
+pub mod rate;
 pub mod ring_view;
 pub mod tls;
 
 use axum::Router;
-use axum::routing::any;
+use axum::routing::{any, get};
 use config::GatewayConfig;
 use forward::Forwarder;
 use http::{HeaderName, Method};
@@ -45,6 +51,12 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Stateless-era routing: what nodes said each call needs, and the spread.
     pub affinity: affinity::Affinity,
+    /// Who may use `/mcp`.
+    pub auth: auth::Auth,
+    /// Requests per minute per principal and per client IP.
+    pub rate: rate::RateLimits,
+    /// `Alt-Svc` advertising HTTP/3, when it is served.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 /// What one worker thread serves client requests with: the gateway's shared state, and the
@@ -72,14 +84,21 @@ pub enum GatewayError {
     NodeClient(String),
     #[error("cannot start worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("auth: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("HTTP/3: {0}")]
+    H3(#[from] http3::H3Error),
 }
 
 /// Browsers may read these response headers (a client in a page needs the session id, or its
-/// stateless-era correlation key).
-const EXPOSED: [&str; 3] = [
+/// stateless-era correlation key; the challenge of a 401 to find where to get a token; when to
+/// retry after a 429).
+const EXPOSED: [&str; 5] = [
     mcp::HEADER_SESSION_ID,
     mcp::HEADER_PROTOCOL_VERSION,
     affinity::KEY_HEADER,
+    "www-authenticate",
+    "retry-after",
 ];
 
 fn cors(gw: &Arc<Gateway>) -> CorsLayer {
@@ -98,14 +117,32 @@ fn cors(gw: &Arc<Gateway>) -> CorsLayer {
 pub fn router(worker: Arc<Worker>) -> Router {
     Router::new()
         .route("/mcp", any(proxy::mcp))
+        .route(auth::METADATA_PATH, get(proxy::resource_metadata))
+        .route(
+            &format!("{}/mcp", auth::METADATA_PATH),
+            get(proxy::resource_metadata),
+        )
         .layer(cors(&worker.gw))
         .with_state(worker)
+}
+
+/// Forgets, now and then, the rate buckets of clients not seen lately.
+async fn forget_idle_buckets(gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(rate::FORGET_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => gw.rate.forget_idle(),
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Listeners bound but not yet serving, so callers learn the real ports first.
 pub struct Bound {
     pub mcp: TcpListener,
     pub admin: TcpListener,
+    /// HTTP/3's UDP socket, on the client listener's port number, when it is served.
+    pub udp: Option<std::net::UdpSocket>,
 }
 
 impl Bound {
@@ -115,9 +152,24 @@ impl Bound {
                 .await
                 .map_err(|error| GatewayError::Bind { addr, error })
         };
+        let mcp = bind(config.listen).await?;
+        let udp = match config.tls.is_some() && config.http3 {
+            true => {
+                let addr = mcp.local_addr().map_err(|error| GatewayError::Bind {
+                    addr: config.listen,
+                    error,
+                })?;
+                Some(
+                    std::net::UdpSocket::bind(addr)
+                        .map_err(|error| GatewayError::Bind { addr, error })?,
+                )
+            }
+            false => None,
+        };
         Ok(Bound {
-            mcp: bind(config.listen).await?,
+            mcp,
             admin: bind(config.admin_listen).await?,
+            udp,
         })
     }
 }
@@ -129,8 +181,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     config.validate()?;
-    let tls = config
+    let certificates = config
         .tls
+        .as_ref()
+        .map(tls::Certificates::load)
+        .transpose()?;
+    let tls = certificates
         .as_ref()
         .map(tls::acceptor)
         .transpose()?
@@ -138,7 +194,36 @@ pub async fn run(
             acceptor,
             client_certificate_required: false,
         });
+    let quic = match (&bound.udp, &certificates) {
+        (Some(udp), Some(certificates)) => {
+            let udp = udp.try_clone().map_err(http3::H3Error::Socket)?;
+            Some(http3::endpoint(udp, certificates, &config.client_limits)?)
+        }
+        _ => None,
+    };
+    if let Some(certificates) = certificates {
+        tokio::spawn(tls::watch(certificates, shutdown.clone()));
+    }
+    let alt_svc = match &quic {
+        Some(endpoint) => {
+            let port = endpoint
+                .local_addr()
+                .map_err(http3::H3Error::Socket)?
+                .port();
+            http::HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
+        }
+        None => None,
+    };
+    let auth = auth::Auth::new(&config.auth).await?;
+    if !auth.is_on() {
+        tracing::warn!(
+            "auth is off: every client is anonymous and may use any session whose id it learns; for local development only"
+        );
+    }
     let gw = Arc::new(Gateway {
+        auth,
+        rate: rate::RateLimits::new(&config.rate),
+        alt_svc,
         ring: RingView::new(config.membership.clone()),
         metrics: Metrics::new()?,
         affinity: affinity::Affinity::new(config.affinity),
@@ -148,6 +233,9 @@ pub async fn run(
         Forwarder::new(&gw.config.credentials, gw.config.failover_hold)
             .map_err(GatewayError::NodeClient)
     };
+    if gw.rate.is_on() {
+        tokio::spawn(forget_idle_buckets(gw.clone(), shutdown.clone()));
+    }
     // Without seeds the view is fixed but for what 421s bring.
     if !gw.config.seeds.is_empty() {
         tokio::spawn(follow::follow(
@@ -175,6 +263,28 @@ pub async fn run(
         })
         .collect::<Result<_, GatewayError>>()?;
     let client_limits = gw.config.client_limits;
+    // HTTP/3 on the main runtime, with a worker of its own.
+    let h3 = match quic {
+        Some(endpoint) => {
+            tracing::info!(addr = %endpoint.local_addr().map_err(http3::H3Error::Socket)?, "HTTP/3 listening");
+            let worker = Arc::new(Worker {
+                gw: gw.clone(),
+                forwarder: forwarder()?,
+            });
+            Some(http3::serve(
+                endpoint,
+                router(worker),
+                client_limits,
+                shutdown.clone(),
+            ))
+        }
+        None => None,
+    };
+    let h3 = async {
+        if let Some(h3) = h3 {
+            h3.await;
+        }
+    };
     let mcp = listener::serve_on(
         bound.mcp,
         client_limits,
@@ -183,7 +293,7 @@ pub async fn run(
         tls,
         shutdown,
     );
-    tokio::join!(admin, mcp);
+    tokio::join!(admin, mcp, h3);
     threads.stop().await;
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::forward::{self, Route};
 use crate::metrics;
 use crate::{Gateway, Worker};
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -31,6 +31,7 @@ use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::{self, BodyError, Era, Message, RequestId};
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,6 +52,16 @@ pub async fn mcp(State(worker): State<Arc<Worker>>, req: Request) -> Response {
                 resp.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
+            if let ProxyError::Auth(refusal) = &e
+                && let Some(challenge) = gw.auth.challenge(refusal)
+            {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            if let ProxyError::RateLimited(limited) = &e {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, limited.retry_after_secs().into());
+            }
             (resp, None)
         }
     };
@@ -68,6 +79,10 @@ pub async fn mcp(State(worker): State<Arc<Worker>>, req: Request) -> Response {
         .latency
         .with_label_values(&[method])
         .observe(started.elapsed().as_secs_f64());
+    let mut resp = resp;
+    if let Some(alt_svc) = &gw.alt_svc {
+        resp.headers_mut().insert(header::ALT_SVC, alt_svc.clone());
+    }
     resp
 }
 
@@ -90,12 +105,28 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let refuse = |e: ProxyError| (e, None);
+    // Before anything costs more than this: a client over its rate is not even verified.
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        gw.rate
+            .check_ip(peer.ip())
+            .map_err(|l| refuse(ProxyError::RateLimited(l)))?;
+    }
     checks::host_and_origin(
         &gw.config,
         headers,
         parts.uri.authority().map(|a| a.as_str()),
     )
     .map_err(refuse)?;
+    let principal = gw
+        .auth
+        .principal(headers)
+        .await
+        .map_err(|r| refuse(ProxyError::Auth(r)))?;
+    if principal != ANONYMOUS {
+        gw.rate
+            .check_principal(&principal)
+            .map_err(|l| refuse(ProxyError::RateLimited(l)))?;
+    }
     let version = header(headers, mcp::HEADER_PROTOCOL_VERSION);
     match parts.method {
         Method::POST => {}
@@ -112,7 +143,7 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
             let route = Route {
                 key: sid.to_owned(),
                 new_session: None,
-                principal: ANONYMOUS.into(),
+                principal,
                 scope: None,
             };
             let (resp, _) = send(
@@ -141,9 +172,9 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
     let first = parsed.messages.first().map(|(_, v)| v);
     let era = mcp::classify_era(version, first);
     let (route, stateless) = match era {
-        Era::Session => (session_route(&parsed, headers)?, None),
+        Era::Session => (session_route(&parsed, headers, principal)?, None),
         Era::Stateless => {
-            let (route, call) = stateless_route(gw, &parsed, headers)?;
+            let (route, call) = stateless_route(gw, &parsed, headers, principal)?;
             (route, Some(call))
         }
     };
@@ -169,13 +200,17 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
     Ok((resp, Some(era)))
 }
 
-fn session_route(parsed: &mcp::Body, headers: &HeaderMap) -> Result<Route, Refused> {
+fn session_route(
+    parsed: &mcp::Body,
+    headers: &HeaderMap,
+    principal: String,
+) -> Result<Route, Refused> {
     if parsed.initialize().is_some() {
         let sid = shardgate_protocol::session_id::mint();
         return Ok(Route {
             key: sid.clone(),
             new_session: Some(sid),
-            principal: ANONYMOUS.into(),
+            principal,
             scope: None,
         });
     }
@@ -185,7 +220,7 @@ fn session_route(parsed: &mcp::Body, headers: &HeaderMap) -> Result<Route, Refus
     Ok(Route {
         key: sid.to_owned(),
         new_session: None,
-        principal: ANONYMOUS.into(),
+        principal,
         scope: None,
     })
 }
@@ -203,6 +238,7 @@ fn stateless_route<'a>(
     gw: &Gateway,
     parsed: &'a mcp::Body,
     headers: &HeaderMap,
+    principal: String,
 ) -> Result<(Route, StatelessCall<'a>), Refused> {
     for (msg, value) in &parsed.messages {
         if let Message::Request { id, .. } = msg {
@@ -229,9 +265,8 @@ fn stateless_route<'a>(
                 method,
                 name,
                 task: task.as_deref(),
-                // No verified principal until the gateway checks tokens: every client is
-                // anonymous, and known by the key it was issued.
-                principal: None,
+                // A client without a verified principal is known by the key it was issued.
+                principal: (principal != ANONYMOUS).then_some(principal.as_str()),
                 key: affinity::presented_key(
                     headers,
                     request.and_then(|v| v.get("params")?.get("requestState")?.as_str()),
@@ -244,7 +279,7 @@ fn stateless_route<'a>(
     let route = Route {
         key: routed.key,
         new_session: None,
-        principal: ANONYMOUS.into(),
+        principal,
         scope: routed.scope,
     };
     let call = StatelessCall {
@@ -253,6 +288,22 @@ fn stateless_route<'a>(
         issued: routed.issued,
     };
     Ok((route, call))
+}
+
+/// Protected Resource Metadata (RFC 9728), from the configured resource URI; 404 when auth
+/// is off.
+pub async fn resource_metadata(State(worker): State<Arc<Worker>>) -> Response {
+    match worker.gw.auth.metadata() {
+        Some(doc) => {
+            let mut resp = Response::new(Body::from(doc));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        None => reply::refuse(StatusCode::NOT_FOUND, "this server takes no bearer tokens"),
+    }
 }
 
 /// The task a `tasks/*` request is about: `Mcp-Name` (SEP-2663), else `params.taskId`.

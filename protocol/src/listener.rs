@@ -56,7 +56,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// How long open connections (long-lived SSE streams, mostly) get to finish after shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a connection asked to close (idle, evicted) gets to say goodbye (an HTTP/2 GOAWAY
 /// and its ping) before it is dropped, when it has nothing in flight.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
@@ -496,6 +496,7 @@ where
         router,
         conn: conn.clone(),
         body_timeout: shared.limits.body_timeout,
+        peer,
     };
     let io = HeadTimed::new(io, conn.clone(), shared.limits.header_timeout);
     let http = shared

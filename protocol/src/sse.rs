@@ -4,6 +4,37 @@
 
 use bytes::{Buf, BytesMut};
 use serde_json::Value;
+use std::fmt;
+
+/// An event's id as the node mints it, `<stream>-<seq>`, and as `Last-Event-ID` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EventId {
+    pub stream: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    /// Two decimal numbers joined by `-`, nothing else (no sign, no spaces inside); the
+    /// whitespace around is dropped, as a header's is.
+    pub fn parse(s: &str) -> Option<EventId> {
+        let (stream, seq) = s.trim().split_once('-')?;
+        let number = |n: &str| {
+            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| n.parse().ok())
+                .flatten()
+        };
+        Some(EventId {
+            stream: number(stream)?,
+            seq: number(seq)?,
+        })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.stream, self.seq)
+    }
+}
 
 /// One event: its id, if it had one, and its data lines joined by newlines.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,10 +48,9 @@ impl Event {
         serde_json::from_str(&self.data).ok()
     }
 
-    /// Where the event stands: its id `<stream>-<seq>` as (stream, seq).
-    pub fn position(&self) -> Option<(String, u64)> {
-        let (stream, seq) = self.id.as_deref()?.rsplit_once('-')?;
-        Some((stream.to_owned(), seq.parse().ok()?))
+    /// Where the event stands: its id `<stream>-<seq>`.
+    pub fn position(&self) -> Option<EventId> {
+        EventId::parse(self.id.as_deref()?)
     }
 }
 
@@ -98,6 +128,28 @@ fn parse(raw: &[u8]) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_are_two_numbers_and_print_as_they_parse() {
+        let id = EventId::parse(" 3-17 ").expect("an id");
+        assert_eq!(id, EventId { stream: 3, seq: 17 });
+        assert_eq!(id.to_string(), "3-17");
+        for bad in [
+            "",
+            "-",
+            "3-",
+            "-17",
+            "3_17",
+            "+3-17",
+            "3-+17",
+            "3 -17",
+            "3-1-7",
+            "a-1",
+            "99999999999999999999-1",
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        }
+    }
 
     fn events(chunks: &[&[u8]]) -> Vec<Event> {
         let mut p = Parser::default();

@@ -46,6 +46,22 @@ const STABLE_RUN: Duration = Duration::from_secs(30);
 /// Shortest pause before restarting a process that died.
 const RESTART_BACKOFF: Duration = Duration::from_millis(500);
 
+/// The variables by which `shardgate gateway` takes a token key. Gateways inherit `up`'s
+/// environment: with one of these set (and `SHARDGATE_JWT_ISSUER`, `SHARDGATE_RESOURCE`),
+/// they verify bearer tokens; without, a local cluster runs with `--auth-off`.
+const AUTH_KEY_ENV: [&str; 4] = [
+    "SHARDGATE_JWKS_URL",
+    "SHARDGATE_JWKS_FILE",
+    "SHARDGATE_JWT_SECRET_FILE",
+    "JWT_SECRET",
+];
+
+fn auth_configured() -> bool {
+    AUTH_KEY_ENV
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+}
+
 /// What `shardgate up` takes on its command line.
 #[derive(clap::Args, Debug)]
 pub struct Options {
@@ -85,6 +101,11 @@ pub struct Options {
     /// this way).
     #[arg(long, value_name = "DIR")]
     pub cgroup: Option<PathBuf>,
+    /// Serve clients HTTPS and HTTP/3: a development CA of its own (`<data dir>/edge/ca.pem`,
+    /// for clients to trust) signs the gateways' certificate for `localhost` and the bind
+    /// address.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// What every process of the cluster is started with.
@@ -100,6 +121,8 @@ struct Plan {
     node_env: Vec<(&'static str, String)>,
     /// `--cgroup`.
     cgroup: Option<PathBuf>,
+    /// `--tls`: the gateways' certificate, apart from the cluster's own.
+    edge: Option<shardgate_trust::TlsFiles>,
 }
 
 #[derive(Clone, Copy)]
@@ -174,6 +197,17 @@ impl Plan {
         ];
         if let Some(id) = cluster_id {
             args.extend(["--cluster-id".into(), id.to_owned()]);
+        }
+        if !auth_configured() {
+            args.push("--auth-off".into());
+        }
+        if let Some(edge) = &self.edge {
+            args.extend([
+                "--tls-cert".into(),
+                edge.cert.display().to_string(),
+                "--tls-key".into(),
+                edge.key.display().to_string(),
+            ]);
         }
         args.extend(self.credentials.iter().cloned());
         args
@@ -359,6 +393,16 @@ pub async fn run(args: Options, shutdown: CancellationToken) -> anyhow::Result<(
         ip: args.bind,
         node_env: args.store.node_env(&data_dir),
         cgroup: args.cgroup.clone(),
+        edge: match args.tls {
+            true => {
+                let hosts = [args.bind.to_string(), "localhost".to_owned()];
+                Some(shardgate_trust::devca::generate(
+                    &data_dir.join("edge"),
+                    &hosts,
+                )?)
+            }
+            false => None,
+        },
     };
     let result = run_cluster(&args, &plan, &mut entry, shutdown).await;
     entry.remove();
@@ -416,7 +460,14 @@ async fn run_cluster(
         replicas.push(gateway);
     }
     let endpoint = front.as_ref().map(|f| f.addr);
-    print_summary(&replicas, endpoint, &plan.data_dir, &args.store).await?;
+    print_summary(
+        &replicas,
+        endpoint,
+        &plan.data_dir,
+        &args.store,
+        plan.edge.as_ref(),
+    )
+    .await?;
 
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     while !shutdown.is_cancelled() {
@@ -671,7 +722,9 @@ async fn print_summary(
     front: Option<SocketAddr>,
     data_dir: &Path,
     store: &StoreOptions,
+    edge: Option<&shardgate_trust::TlsFiles>,
 ) -> anyhow::Result<()> {
+    let scheme = if edge.is_some() { "https" } else { "http" };
     let (nodes, gateways): (Vec<_>, Vec<_>) = replicas
         .iter()
         .partition(|r| matches!(r.bound, Bound::Node(_)));
@@ -685,11 +738,11 @@ async fn print_summary(
         Bound::Node(_) => None,
     });
     if let Some(endpoint) = front.or(first) {
-        out.push_str(&format!("endpoint http://{endpoint}/mcp\n"));
+        out.push_str(&format!("endpoint {scheme}://{endpoint}/mcp\n"));
     }
     for r in &gateways {
         if let Bound::Gateway(g) = r.bound {
-            out.push_str(&format!("gateway {} http://{}/mcp\n", r.name, g.mcp));
+            out.push_str(&format!("gateway {} {scheme}://{}/mcp\n", r.name, g.mcp));
             out.push_str(&format!("admin http://{}/metrics\n", g.admin));
         }
     }
@@ -705,6 +758,12 @@ async fn print_summary(
         "credentials {}\n",
         data_dir.join("credentials").display()
     ));
+    if let Some(edge) = edge {
+        out.push_str(&format!(
+            "edge-ca {} (clients trust it; HTTPS, and HTTP/3 on the same UDP port)\n",
+            edge.ca.display()
+        ));
+    }
     out.push_str(&store.summary(data_dir));
     out.push_str("ready (Ctrl-C stops the cluster; `shardgate status` shows it)\n");
     let mut stdout = tokio::io::stdout();

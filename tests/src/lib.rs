@@ -9,6 +9,7 @@
 //! - [`raft`]: nodes started one by one with Raft membership, for killing and scaling them.
 //! - [`takeover`]: who owns which session, and calls and checks across a change of owner.
 
+pub mod http3;
 pub mod peers;
 pub mod raft;
 /// The throw-away Redis Cluster and PostgreSQL of the tests, which the chaos harness starts too.
@@ -272,7 +273,8 @@ pub async fn start_node(args: &[String]) -> anyhow::Result<(Process, NodeAddrs)>
     Ok((process, addrs))
 }
 
-/// `shardgate gateway <args>` on port 0 for both listeners.
+/// `shardgate gateway <args>` on port 0 for both listeners; with `--auth-off` unless `args` give
+/// a token key.
 pub async fn start_gateway(args: &[String]) -> anyhow::Result<(Process, GatewayAddrs)> {
     let mut all: Vec<String> = vec![
         "gateway".into(),
@@ -281,6 +283,10 @@ pub async fn start_gateway(args: &[String]) -> anyhow::Result<(Process, GatewayA
         "--admin-listen".into(),
         "127.0.0.1:0".into(),
     ];
+    let keyed = ["--jwks-url", "--jwks-file", "--jwt-secret-file"];
+    if !args.iter().any(|a| keyed.contains(&a.as_str())) {
+        all.push("--auth-off".into());
+    }
     all.extend(args.iter().cloned());
     let (process, v) = start_reporting(&all).await?;
     let addrs = GatewayAddrs {
@@ -288,6 +294,68 @@ pub async fn start_gateway(args: &[String]) -> anyhow::Result<(Process, GatewayA
         admin: addr(&v, "admin")?,
     };
     Ok((process, addrs))
+}
+
+/// A one-node cluster behind a gateway that serves TLS (and so HTTP/3) with a certificate
+/// written to `dir` (`tls.crt`, `tls.key`), which a test may replace there.
+pub struct TlsGateway {
+    pub node: Process,
+    pub gateway: Process,
+    pub addrs: GatewayAddrs,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsGateway {
+    /// Starts it with `certified` (rcgen's certificate and key) for a certificate.
+    pub async fn start(
+        dir: &std::path::Path,
+        certified: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    ) -> anyhow::Result<TlsGateway> {
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, certified.cert.pem())?;
+        std::fs::write(&key, certified.signing_key.serialize_pem())?;
+        let (node, at) = start_node(&[
+            "--id".into(),
+            "node-0".into(),
+            "--data-dir".into(),
+            dir.join("node-0").display().to_string(),
+        ])
+        .await?;
+        // The gateway starts from a view naming the node, and follows it.
+        let (gateway, addrs) = start_gateway(&[
+            "--seeds".into(),
+            at.internal.to_string(),
+            "--members".into(),
+            format!("node-0={}/{}", at.session, at.internal),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ])
+        .await?;
+        Ok(TlsGateway {
+            node,
+            gateway,
+            addrs,
+            cert,
+            key,
+        })
+    }
+}
+
+/// TLS for a client that trusts `roots` and offers `alpn`.
+pub fn client_tls(
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(tls)
 }
 
 /// A process we started; SIGTERM on drop, so nothing outlives a test.
@@ -372,6 +440,8 @@ pub struct Cluster {
     pub credentials: PathBuf,
     /// The session store as `up` shows it (without credentials), if it shows one.
     pub store: Option<String>,
+    /// Under [`ClusterBuilder::tls`]: the CA that signed the gateways' certificate.
+    pub edge_ca: Option<PathBuf>,
     process: Process,
 }
 
@@ -381,8 +451,8 @@ pub struct ClusterBuilder {
     config: Option<PathBuf>,
     timings: &'static str,
     envs: Vec<(String, String)>,
-    /// `up`'s `--store`, `--store-durable` and `--ack`, when given.
-    store: Vec<String>,
+    /// `up`'s flags beyond the ones every test gives (`--store`, `--ack`, `--tls`, …).
+    flags: Vec<String>,
 }
 
 impl Cluster {
@@ -393,7 +463,7 @@ impl Cluster {
             config: None,
             timings: "relaxed",
             envs: Vec::new(),
-            store: Vec::new(),
+            flags: Vec::new(),
         }
     }
 
@@ -560,19 +630,25 @@ impl ClusterBuilder {
     /// The session store every node writes through to (`up --store`); without it, `up` gives
     /// its nodes one SQLite file in its data directory.
     pub fn store(mut self, url: &str) -> Self {
-        self.store.extend(["--store".into(), url.into()]);
+        self.flags.extend(["--store".into(), url.into()]);
         self
     }
 
     /// The PostgreSQL behind a `redis://` store (`up --store-durable`).
     pub fn store_durable(mut self, url: &str) -> Self {
-        self.store.extend(["--store-durable".into(), url.into()]);
+        self.flags.extend(["--store-durable".into(), url.into()]);
+        self
+    }
+
+    /// HTTPS and HTTP/3 at the gateways (`up --tls`).
+    pub fn tls(mut self) -> Self {
+        self.flags.push("--tls".into());
         self
     }
 
     /// When a node counts a message as acknowledged: `memory`, `store` or `replicated`.
     pub fn ack(mut self, level: &str) -> Self {
-        self.store.extend(["--ack".into(), level.into()]);
+        self.flags.extend(["--ack".into(), level.into()]);
         self
     }
 
@@ -599,7 +675,7 @@ impl ClusterBuilder {
         if let Some(config) = &self.config {
             args.extend(["--config".into(), config.display().to_string()]);
         }
-        args.extend(self.store.iter().cloned());
+        args.extend(self.flags.iter().cloned());
         let mut process = Process::spawn_with(&args, &self.envs)?;
         let stdout = process.child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
@@ -616,6 +692,7 @@ impl ClusterBuilder {
             nodes: summary.nodes,
             credentials: summary.credentials.context("no credentials line")?,
             store: summary.store,
+            edge_ca: summary.edge_ca,
             process,
         })
     }

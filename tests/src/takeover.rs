@@ -337,7 +337,8 @@ pub fn check_continuation(seen: &[Event], replay: &[Event]) -> anyhow::Result<()
         e.position()
             .ok_or_else(|| anyhow::anyhow!("an event without a <stream>-<seq> id: {e:?}"))
     };
-    let (stream, last) = position(seen.last().expect("something was seen"))?;
+    let end = position(seen.last().expect("something was seen"))?;
+    let (stream, last) = (end.stream, end.seq);
     anyhow::ensure!(!replay.is_empty(), "the resumed stream is empty");
     let mut ids = HashSet::new();
     for e in seen.iter().chain(replay) {
@@ -352,10 +353,10 @@ pub fn check_continuation(seen: &[Event], replay: &[Event]) -> anyhow::Result<()
         .map(position)
         .collect::<anyhow::Result<Vec<_>>>()?;
     assert!(
-        positions.iter().all(|(s, _)| *s == stream),
+        positions.iter().all(|p| p.stream == stream),
         "only stream {stream} is replayed: {replay:?}"
     );
-    let seqs: Vec<u64> = positions.iter().map(|(_, n)| *n).collect();
+    let seqs: Vec<u64> = positions.iter().map(|p| p.seq).collect();
     let want: Vec<u64> = (last + 1..=last + seqs.len() as u64).collect();
     assert_eq!(
         seqs, want,

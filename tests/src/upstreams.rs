@@ -185,15 +185,33 @@ pub fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The request heads a recording upstream got, lowercased, in order.
+#[derive(Clone, Default)]
+pub struct Heads(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Heads {
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The head of the `tools/call` it got.
+    pub fn call(&self) -> anyhow::Result<String> {
+        let all = self.all();
+        all.iter()
+            .find(|h| h.contains("mcp-method: tools/call"))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the call did not reach the upstream: {all:?}"))
+    }
+}
+
 /// A stateless-era upstream of the simplest kind: answers every request with an empty
 /// complete result, and records the headers of every request it gets.
-pub async fn recording_stateless_upstream()
--> anyhow::Result<(String, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
+pub async fn recording_stateless_upstream() -> anyhow::Result<(String, Heads)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/mcp", listener.local_addr()?);
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = seen.clone();
+    let seen = Heads::default();
+    let record = seen.0.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let mut buf = Vec::new();

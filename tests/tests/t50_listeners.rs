@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use shardgate_tests::mcp::Client;
-use shardgate_tests::{Cluster, start_gateway, start_node};
+use shardgate_tests::{Cluster, TlsGateway, client_tls, scratch};
 use std::sync::Arc;
 
 fn init() -> serde_json::Value {
@@ -34,43 +34,14 @@ async fn t10_h2c_and_http1_on_one_port() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn t20_tls_with_alpn_h2() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("shardgate-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch("tls")?;
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem())?;
-    std::fs::write(&key, certified.signing_key.serialize_pem())?;
-
-    // A one-node cluster; the gateway starts from a view naming it, and follows it.
-    let (_node, node) = start_node(&[
-        "--id".into(),
-        "node-0".into(),
-        "--data-dir".into(),
-        dir.join("node-0").display().to_string(),
-    ])
-    .await?;
-    let members = format!("node-0={}/{}", node.session, node.internal);
-    let (_gateway, gw) = start_gateway(&[
-        "--seeds".into(),
-        node.internal.to_string(),
-        "--members".into(),
-        members,
-        "--tls-cert".into(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-    ])
-    .await?;
-    let listen = gw.mcp;
+    let gateway = TlsGateway::start(&dir, &certified).await?;
+    let listen = gateway.addrs.mcp;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tls = client_tls(roots, &[b"h2", b"http/1.1"])?;
     let http = shardgate_tests::http()
         .tls_backend_preconfigured(tls)
         .resolve("localhost", listen)
@@ -82,5 +53,85 @@ async fn t20_tls_with_alpn_h2() -> anyhow::Result<()> {
     let sid = client.initialize().await?;
     assert_eq!(client.count(&sid, 1).await?, 1);
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The certificate a response came with.
+fn served(resp: &reqwest::Response) -> Option<Vec<u8>> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec)
+}
+
+#[tokio::test]
+async fn t30_a_certificate_replaced_on_disk_reaches_new_connections_only() -> anyhow::Result<()> {
+    let dir = scratch("tls-reload")?;
+    let first = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let second = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let gateway = TlsGateway::start(&dir, &first).await?;
+    let (gw, cert, key) = (&gateway.addrs, &gateway.cert, &gateway.key);
+    // Clients trust both certificates: what they tell apart is which one they were served.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(first.cert.der().clone())?;
+    roots.add(second.cert.der().clone())?;
+    let mut tls = client_tls(roots, &[b"h2"])?;
+    // Each new connection a full handshake: a resumed session keeps its first certificate.
+    tls.resumption = rustls::client::Resumption::disabled();
+    let endpoint = format!("https://localhost:{}/mcp", gw.mcp.port());
+    let client = || -> anyhow::Result<Client> {
+        let http = shardgate_tests::http()
+            .tls_backend_preconfigured(tls.clone())
+            .tls_info(true)
+            .resolve("localhost", gw.mcp)
+            .build()?;
+        Ok(Client::with_http(http, &endpoint))
+    };
+
+    // A client on one HTTP/2 connection calls all along.
+    let steady = client()?;
+    let sid = steady.initialize().await?;
+    let resp = steady.post(&init()).send().await?;
+    assert_eq!(served(&resp).as_deref(), Some(first.cert.der().as_ref()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = tokio::spawn({
+        let (steady, stop) = (steady.clone(), stop.clone());
+        async move {
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let count = steady.count(&sid, n).await?;
+                anyhow::ensure!(count == n, "call {n} counted {count}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let resp = steady.post(&init()).send().await?;
+            Ok((n, served(&resp)))
+        }
+    });
+
+    std::fs::write(cert, second.cert.pem())?;
+    std::fs::write(key, second.signing_key.serialize_pem())?;
+    let mut switched = false;
+    for _ in 0..60 {
+        let resp = client()?.post(&init()).send().await?;
+        assert_eq!(resp.status(), 200);
+        if served(&resp).as_deref() == Some(second.cert.der().as_ref()) {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        switched,
+        "no new connection got the new certificate within 15 s"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (calls, kept) = calls.await??;
+    assert!(calls > 10, "the steady client called {calls} times");
+    assert_eq!(
+        kept.as_deref(),
+        Some(first.cert.der().as_ref()),
+        "the connection open before keeps its certificate"
+    );
     Ok(())
 }

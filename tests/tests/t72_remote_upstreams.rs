@@ -222,11 +222,7 @@ async fn t57_mcp_param_headers_reach_a_stateless_upstream_and_nothing_else_does(
     let answer: Value = resp.json().await?;
     assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
     cluster.stop().await?;
-    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    let call = seen
-        .iter()
-        .find(|h| h.contains("mcp-method: tools/call"))
-        .ok_or_else(|| anyhow::anyhow!("the call did not reach the upstream: {seen:?}"))?;
+    let call = seen.call()?;
     assert!(call.contains("mcp-param-region: eu-west"), "{call}");
     assert!(call.contains("mcp-name: weather"), "{call}");
     assert!(

@@ -147,7 +147,7 @@ async fn t20_mistakes_are_refused_before_any_load() -> anyhow::Result<()> {
     };
     refused(&["--mix", "echo=8,ping=1"], "unknown operation 'ping'").await?;
     refused(&["--mix", "echo=x"], "whole number").await?;
-    refused(&["--http", "3"], "HTTP/3 is not available yet").await?;
+    refused(&["--http", "3"], "HTTP/3 needs an https:// target").await?;
     refused(
         &["--era", "stateless", "--mix", "echo=1,resume=1"],
         "'resume'",

@@ -97,7 +97,7 @@ impl Mtls {
 }
 
 /// The CA file's certificates as trust anchors; refuses a file without any.
-pub(crate) fn read_roots(path: &Path) -> Result<RootCertStore, TrustError> {
+pub fn read_roots(path: &Path) -> Result<RootCertStore, TrustError> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path, "CA certificate file")? {
         roots.add(cert).map_err(|source| TrustError::BadCa {
@@ -109,11 +109,12 @@ pub(crate) fn read_roots(path: &Path) -> Result<RootCertStore, TrustError> {
 }
 
 /// A certificate chain, leaf first; refuses a file without any.
-pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
     read_certs(path, "certificate file")
 }
 
-pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TrustError> {
+/// A private key (PKCS#8, PKCS#1 or SEC1).
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TrustError> {
     PrivateKeyDer::from_pem_file(path).map_err(|error| match error {
         pem::Error::NoItemsFound => TrustError::NoPrivateKey {
             path: path.to_owned(),

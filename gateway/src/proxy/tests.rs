@@ -91,6 +91,7 @@ async fn gateway_before(node: SocketAddr) -> (SocketAddr, CancellationToken) {
         listen: "127.0.0.1:0".parse().expect("addr"),
         admin_listen: "127.0.0.1:0".parse().expect("addr"),
         tls: None,
+        http3: false,
         allowed_hosts: GatewayConfig::loopback_hosts(),
         allowed_origins: Vec::new(),
         max_body_bytes: GatewayConfig::DEFAULT_MAX_BODY,
@@ -107,6 +108,8 @@ async fn gateway_before(node: SocketAddr) -> (SocketAddr, CancellationToken) {
         admin_limits: ListenerLimits::ADMIN,
         failover_hold: GatewayConfig::DEFAULT_FAILOVER_HOLD,
         workers: 0,
+        auth: crate::auth::AuthConfig::Off,
+        rate: Default::default(),
     };
     let bound = crate::Bound::bind(&config)
         .await

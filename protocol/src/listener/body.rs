@@ -3,12 +3,14 @@
 
 use super::{Conn, millis_since};
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, Version, header};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -21,6 +23,8 @@ pub(super) struct Service {
     pub(super) router: Router,
     pub(super) conn: Arc<Conn>,
     pub(super) body_timeout: Duration,
+    /// The client's address, for handlers that ask (`ConnectInfo<SocketAddr>`).
+    pub(super) peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Service {
@@ -28,7 +32,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Error = Infallible;
     type Future = Answer;
 
-    fn call(&self, req: Request<Incoming>) -> Answer {
+    fn call(&self, mut req: Request<Incoming>) -> Answer {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
         let in_flight = InFlight::start(&self.conn);
         let http1 = req.version() <= Version::HTTP_11;
         // Only a body still to come can stall; most GETs have none.

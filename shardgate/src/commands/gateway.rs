@@ -1,8 +1,10 @@
 //! `shardgate gateway`: the client-facing endpoint.
 
 use crate::{credentials, members};
-use anyhow::Context;
+use anyhow::{Context, bail};
+use shardgate_gateway::auth::{AuthConfig, BearerConfig, KeySource};
 use shardgate_gateway::config::{AffinityKey, GatewayConfig, TlsFiles};
+use shardgate_gateway::rate::{Rate, RateConfig};
 use shardgate_protocol::listener::{self, ListenerLimits};
 use shardgate_statefulset::ready;
 use std::net::SocketAddr;
@@ -47,6 +49,10 @@ pub struct Args {
     /// TLS private key (PEM).
     #[arg(long, env = "SHARDGATE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// With TLS, serve HTTP/3 too, on the UDP port of the listener's number, and advertise it
+    /// (`Alt-Svc`); `--http3 false` serves TCP only.
+    #[arg(long, env = "SHARDGATE_HTTP3", default_value_t = true, action = clap::ArgAction::Set)]
+    pub http3: bool,
     /// Host names clients may use (repeat or comma-separate); `*` for any. Default: loopback.
     #[arg(
         long = "allowed-host",
@@ -79,10 +85,149 @@ pub struct Args {
     #[command(flatten)]
     pub credentials: credentials::ClusterCredentials,
     #[command(flatten)]
+    pub auth: Auth,
+    #[command(flatten)]
+    pub rate: Rates,
+    #[command(flatten)]
     pub limits: Limits,
     /// Once the listeners are bound, write their addresses here as JSON.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+}
+
+/// Who may use /mcp: bearer JWTs verified with one key source (and `--jwt-issuer`,
+/// `--resource`), or, explicitly, anyone.
+#[derive(clap::Args, Debug)]
+pub struct Auth {
+    /// Let every client in as `anonymous`, with sessions bound to no one: local development
+    /// only (the gateway says so in its log).
+    #[arg(long, env = "SHARDGATE_AUTH_OFF")]
+    pub auth_off: bool,
+    /// Verify tokens with the keys of this JWKS URL (the authorization server's `jwks_uri`),
+    /// fetched again when a token names a key it lacks.
+    #[arg(long, env = "SHARDGATE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Verify tokens with the keys of this JWKS file, read again when a token names a key it
+    /// lacks.
+    #[arg(long, env = "SHARDGATE_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// Verify HS256 tokens with the secret in this file (development). The secret itself may
+    /// come in `JWT_SECRET` instead.
+    #[arg(long, env = "SHARDGATE_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// The `iss` tokens must carry.
+    #[arg(long, env = "SHARDGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// This server's canonical URI as clients reach it (`https://mcp.example.com/mcp`): the
+    /// `aud` tokens must carry, and where the protected resource metadata says it lives.
+    #[arg(long, env = "SHARDGATE_RESOURCE")]
+    pub resource: Option<String>,
+    /// Authorization servers the metadata names (repeat or comma-separate); default: the
+    /// issuer.
+    #[arg(
+        long = "authorization-server",
+        env = "SHARDGATE_AUTHORIZATION_SERVERS",
+        value_delimiter = ','
+    )]
+    pub authorization_servers: Vec<String>,
+    /// Scopes every token must carry (repeat or comma-separate); a token without them gets
+    /// 403 `insufficient_scope`.
+    #[arg(
+        long = "required-scope",
+        env = "SHARDGATE_REQUIRED_SCOPES",
+        value_delimiter = ','
+    )]
+    pub required_scopes: Vec<String>,
+    /// The claim naming a token's tenant: principals become `tenant/sub`, and tokens without
+    /// it are refused.
+    #[arg(long, env = "SHARDGATE_TENANT_CLAIM")]
+    pub tenant_claim: Option<String>,
+}
+
+impl Auth {
+    fn config(&self) -> anyhow::Result<AuthConfig> {
+        let mut sources = Vec::new();
+        if let Some(url) = &self.jwks_url {
+            sources.push(KeySource::JwksUrl(url.clone()));
+        }
+        if let Some(path) = &self.jwks_file {
+            sources.push(KeySource::JwksFile(path.clone()));
+        }
+        if let Some(path) = &self.jwt_secret_file {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("--jwt-secret-file {}", path.display()))?;
+            sources.push(KeySource::Secret(secret.trim().as_bytes().to_vec()));
+        }
+        if let Some(secret) = std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty()) {
+            sources.push(KeySource::Secret(secret.into_bytes()));
+        }
+        let keys = match (self.auth_off, sources.len()) {
+            (true, 0) => return Ok(AuthConfig::Off),
+            (true, _) => bail!("--auth-off, yet a token key is configured: choose one"),
+            (false, 0) => bail!(
+                "no token verification configured: give --jwks-url, --jwks-file, \
+                 --jwt-secret-file or JWT_SECRET (with --jwt-issuer and --resource), \
+                 or --auth-off for local development"
+            ),
+            (false, 1) => sources.remove(0),
+            (false, _) => bail!("more than one token key source configured: give one"),
+        };
+        let (Some(issuer), Some(resource)) = (&self.jwt_issuer, &self.resource) else {
+            bail!("verifying tokens needs --jwt-issuer and --resource");
+        };
+        Ok(AuthConfig::Bearer(BearerConfig {
+            keys,
+            issuer: issuer.clone(),
+            resource: resource.clone(),
+            authorization_servers: self.authorization_servers.clone(),
+            required_scopes: self.required_scopes.clone(),
+            tenant_claim: self.tenant_claim.clone(),
+        }))
+    }
+}
+
+/// Requests a minute through this gateway, per verified principal and per client IP; each
+/// bucket starts full and holds a burst. Per gateway: with G gateways a client may get up to
+/// G times the rate.
+#[derive(clap::Args, Debug)]
+pub struct Rates {
+    /// Requests a minute each verified principal may send (unlimited when not given or 0);
+    /// `RATE_LIMIT_REQUESTS_PER_MINUTE` is read too.
+    #[arg(long, env = "SHARDGATE_RATE_LIMIT_PER_MINUTE")]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Requests a principal may send at once on a full bucket; default: a tenth of a minute's.
+    #[arg(long, env = "SHARDGATE_RATE_LIMIT_BURST", default_value_t = 0)]
+    pub rate_limit_burst: u32,
+    /// Requests a minute from each client IP address, checked before the token is (unlimited
+    /// when 0). Behind a proxy every client has the proxy's address: leave it off there.
+    #[arg(long, env = "SHARDGATE_IP_RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
+    pub ip_rate_limit_per_minute: u32,
+    /// Requests an IP address may send at once on a full bucket; default: a tenth of a
+    /// minute's.
+    #[arg(long, env = "SHARDGATE_IP_RATE_LIMIT_BURST", default_value_t = 0)]
+    pub ip_rate_limit_burst: u32,
+}
+
+impl Rates {
+    /// The name the seed's deployment configuration gives the per-principal rate.
+    const ALIAS: &str = "RATE_LIMIT_REQUESTS_PER_MINUTE";
+
+    fn config(&self) -> anyhow::Result<RateConfig> {
+        let per_principal = match self.rate_limit_per_minute {
+            Some(n) => n,
+            None => match std::env::var(Self::ALIAS) {
+                Ok(v) => v
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{}={v:?}", Self::ALIAS))?,
+                Err(_) => 0,
+            },
+        };
+        Ok(RateConfig {
+            per_principal: Rate::new(per_principal, self.rate_limit_burst),
+            per_ip: Rate::new(self.ip_rate_limit_per_minute, self.ip_rate_limit_burst),
+        })
+    }
 }
 
 /// Connection hygiene of the two listeners; the defaults are `ListenerLimits::CLIENT` and
@@ -179,6 +324,7 @@ impl Args {
                 }),
                 _ => None,
             },
+            http3: self.http3,
             allowed_hosts: if self.allowed_hosts.is_empty() {
                 GatewayConfig::loopback_hosts()
             } else {
@@ -197,6 +343,8 @@ impl Args {
             admin_limits,
             failover_hold: Duration::from_millis(self.failover_hold_ms),
             workers: self.workers,
+            auth: self.auth.config()?,
+            rate: self.rate.config()?,
         };
         config.validate()?;
         Ok(config)

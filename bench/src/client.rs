@@ -1,34 +1,40 @@
 //! Connections to the endpoint, on hyper's connection API directly: HTTP/1.1, or HTTP/2 by
-//! prior knowledge (cleartext) or by ALPN (over TLS). `https://` takes the cluster's
-//! credentials, so that a node's session listener, which serves only members, can be measured
-//! straight. No pool logic beyond a fixed set of connections that are
+//! prior knowledge (cleartext) or by ALPN (over TLS); HTTP/3 over QUIC (quinn and the h3
+//! crate's client). `https://` takes the cluster's credentials, so that a node's session
+//! listener, which serves only members, can be measured straight, or a CA to trust (a
+//! gateway's certificate). No pool logic beyond a fixed set of connections that are
 //! reopened when they break: the generator shares the machine with what it measures, so a
 //! request must cost it little.
 //!
 //! - HTTP/1.1: a connection carries one exchange at a time. A session leases its connection
 //!   for the whole exchange, body included; several sessions on one connection queue for it,
 //!   and that wait counts in their latency as it would for a real client.
-//! - HTTP/2: every session sends on a shared connection, concurrently.
+//! - HTTP/2 and HTTP/3: every session sends on a shared connection, concurrently.
 //!
 //! A lease that is dropped before its exchange ended cleanly (a timeout, a body not read to
 //! its end) takes its HTTP/1.1 connection with it: the next lease opens a new one, since
 //! nobody knows what is still in flight on the old one.
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::header::{HOST, HeaderValue};
 use http::{Method, Request, Response, Uri};
+use http_body_util::BodyExt;
 use http_body_util::Full;
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use shardgate_trust::tls::{Mtls, TlsFiles};
+use shardgate_trust::tls::{Mtls, TlsFiles, read_roots};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_rustls::TlsConnector;
@@ -42,6 +48,8 @@ pub enum HttpVersion {
     /// HTTP/2: by prior knowledge over cleartext (h2c), as the gateway's listeners accept it;
     /// by ALPN over TLS.
     Http2,
+    /// HTTP/3 over QUIC: `https://` only.
+    Http3,
 }
 
 impl FromStr for HttpVersion {
@@ -51,10 +59,8 @@ impl FromStr for HttpVersion {
         match text.trim() {
             "1" | "1.1" => Ok(HttpVersion::Http1),
             "2" => Ok(HttpVersion::Http2),
-            "3" => Err(
-                "HTTP/3 is not available yet (the gateway has no QUIC listener): use 1 or 2".into(),
-            ),
-            other => Err(format!("'{other}' is not an HTTP version: use 1 or 2")),
+            "3" => Ok(HttpVersion::Http3),
+            other => Err(format!("'{other}' is not an HTTP version: use 1, 2 or 3")),
         }
     }
 }
@@ -64,6 +70,7 @@ impl fmt::Display for HttpVersion {
         f.write_str(match self {
             HttpVersion::Http1 => "HTTP/1.1",
             HttpVersion::Http2 => "HTTP/2",
+            HttpVersion::Http3 => "HTTP/3",
         })
     }
 }
@@ -161,9 +168,27 @@ impl From<std::io::Error> for TransportError {
     }
 }
 
+/// One HTTP/3 connection: the QUIC endpoint and connection it lives on, and its sender.
+#[derive(Clone)]
+struct H3Conn {
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+}
+
 enum Slot {
     H1(Mutex<Option<http1::SendRequest<Body>>>),
     H2(Mutex<Option<http2::SendRequest<Body>>>),
+    H3(Mutex<Option<H3Conn>>),
+}
+
+/// Whom an `https://` target is trusted as.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// A member of the cluster (a node's session listener): its CA, and our certificate.
+    Member(TlsFiles),
+    /// A server whose certificate this CA signed (a gateway's), without a client certificate.
+    Ca(PathBuf),
 }
 
 /// A fixed set of connections to the target.
@@ -171,36 +196,54 @@ pub struct Connections {
     target: Target,
     version: HttpVersion,
     slots: Vec<Slot>,
-    /// `https://`: TLS with the cluster's client certificate, offering only `version` by ALPN.
-    tls: Option<TlsConnector>,
+    /// `https://`: TLS offering only `version` by ALPN.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// `Authorization` of every request, when the endpoint wants a bearer token.
+    authorization: Option<HeaderValue>,
 }
 
 impl Connections {
-    /// `credentials` are needed for, and used only with, an `https://` target.
+    /// `trust` is needed for, and used only with, an `https://` target.
     pub fn new(
         target: Target,
         version: HttpVersion,
         count: usize,
-        credentials: Option<&TlsFiles>,
+        trust: Option<&Trust>,
     ) -> anyhow::Result<Connections> {
-        let tls = match (&target.tls, credentials) {
+        let alpn = match version {
+            HttpVersion::Http1 => b"http/1.1".to_vec(),
+            HttpVersion::Http2 => b"h2".to_vec(),
+            HttpVersion::Http3 => b"h3".to_vec(),
+        };
+        let tls = match (&target.tls, trust) {
+            (None, _) if version == HttpVersion::Http3 => {
+                bail!("HTTP/3 needs an https:// target")
+            }
             (None, _) => None,
             (Some(_), None) => bail!(
-                "an https:// target needs the cluster's credentials (--credentials DIR, as `shardgate up` prints)"
+                "an https:// target needs the cluster's credentials (--credentials DIR, as `shardgate up` prints) or the CA of its certificate (--ca FILE)"
             ),
-            (Some(_), Some(files)) => {
+            (Some(_), Some(Trust::Member(files))) => {
                 let mut client = (*Mtls::load(files)?.client).clone();
-                client.alpn_protocols = vec![match version {
-                    HttpVersion::Http1 => b"http/1.1".to_vec(),
-                    HttpVersion::Http2 => b"h2".to_vec(),
-                }];
-                Some(TlsConnector::from(Arc::new(client)))
+                client.alpn_protocols = vec![alpn];
+                Some(Arc::new(client))
+            }
+            (Some(_), Some(Trust::Ca(ca))) => {
+                let roots = read_roots(ca)?;
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let mut client = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                client.alpn_protocols = vec![alpn];
+                Some(Arc::new(client))
             }
         };
         let slots = (0..count.max(1))
             .map(|_| match version {
                 HttpVersion::Http1 => Slot::H1(Mutex::new(None)),
                 HttpVersion::Http2 => Slot::H2(Mutex::new(None)),
+                HttpVersion::Http3 => Slot::H3(Mutex::new(None)),
             })
             .collect();
         Ok(Connections {
@@ -208,12 +251,57 @@ impl Connections {
             version,
             slots,
             tls,
+            authorization: None,
+        })
+    }
+
+    /// Every request carries `token` as its bearer token.
+    pub fn with_bearer(mut self, token: Option<&str>) -> anyhow::Result<Connections> {
+        self.authorization = token
+            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
+            .transpose()
+            .context("the bearer token cannot be a header")?;
+        Ok(self)
+    }
+
+    fn connector(&self) -> Option<TlsConnector> {
+        self.tls.clone().map(TlsConnector::from)
+    }
+
+    async fn connect_h3(&self) -> Result<H3Conn, TransportError> {
+        let (Some(tls), Some(name)) = (&self.tls, &self.target.tls) else {
+            return Err(TransportError("HTTP/3 needs TLS".into()));
+        };
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.clone())
+            .map_err(|e| TransportError(format!("TLS for QUIC: {e}")))?;
+        let local: SocketAddr = match self.target.addr {
+            SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let mut endpoint = quinn::Endpoint::client(local)?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let conn = endpoint
+            .connect(self.target.addr, &name.to_str())
+            .map_err(|e| TransportError(e.to_string()))?
+            .await
+            .map_err(|e| TransportError(e.to_string()))?;
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
+            .await
+            .map_err(|e| TransportError(e.to_string()))?;
+        tokio::spawn(async move {
+            // Its end shows up on the connection as a close reason.
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        Ok(H3Conn {
+            _endpoint: endpoint,
+            conn,
+            send,
         })
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<Body>, TransportError> {
         let tcp = tcp(self.target.addr).await?;
-        match (&self.tls, &self.target.tls) {
+        match (self.connector(), &self.target.tls) {
             (Some(tls), Some(name)) => {
                 let stream = tls.connect(name.clone(), tcp).await?;
                 handshake_h1(TokioIo::new(stream)).await
@@ -224,7 +312,7 @@ impl Connections {
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<Body>, TransportError> {
         let tcp = tcp(self.target.addr).await?;
-        match (&self.tls, &self.target.tls) {
+        match (self.connector(), &self.target.tls) {
             (Some(tls), Some(name)) => {
                 let stream = tls.connect(name.clone(), tcp).await?;
                 handshake_h2(TokioIo::new(stream)).await
@@ -247,14 +335,18 @@ impl Connections {
 
     /// A request to the endpoint, in the form the version needs.
     pub fn request(&self, method: Method) -> http::request::Builder {
-        match self.version {
+        let b = match self.version {
             HttpVersion::Http1 => Request::builder()
                 .method(method)
                 .uri(self.target.path.clone())
                 .header(HOST, self.target.host.clone()),
-            HttpVersion::Http2 => Request::builder()
+            HttpVersion::Http2 | HttpVersion::Http3 => Request::builder()
                 .method(method)
                 .uri(self.target.absolute.clone()),
+        };
+        match &self.authorization {
+            Some(value) => b.header(http::header::AUTHORIZATION, value.clone()),
+            None => b,
         }
     }
 
@@ -288,6 +380,18 @@ impl Connections {
                 };
                 Ok(Lease::H2 { sender })
             }
+            Slot::H3(mutex) => {
+                let mut guard = mutex.lock().await;
+                let conn = match guard.as_ref() {
+                    Some(c) if c.conn.close_reason().is_none() => c.clone(),
+                    _ => {
+                        let c = self.connect_h3().await?;
+                        *guard = Some(c.clone());
+                        c
+                    }
+                };
+                Ok(Lease::H3 { sender: conn.send })
+            }
         }
     }
 
@@ -299,7 +403,7 @@ impl Connections {
             HttpVersion::Http1 => Ok(Lease::Own {
                 sender: self.connect_h1().await?,
             }),
-            HttpVersion::Http2 => self.lease(i).await,
+            HttpVersion::Http2 | HttpVersion::Http3 => self.lease(i).await,
         }
     }
 }
@@ -314,28 +418,51 @@ pub enum Lease<'a> {
     H2 {
         sender: http2::SendRequest<Body>,
     },
+    H3 {
+        sender: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    },
     Own {
         sender: http1::SendRequest<Body>,
     },
 }
 
 impl Lease<'_> {
-    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, TransportError> {
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Answer>, TransportError> {
+        let hyper = |resp: Response<Incoming>| resp.map(Answer::Hyper);
         match self {
             Lease::H1 { sender, .. } => {
                 let s = sender
                     .as_mut()
                     .ok_or_else(|| TransportError("the connection was given up".into()))?;
                 s.ready().await?;
-                Ok(s.send_request(req).await?)
+                Ok(hyper(s.send_request(req).await?))
             }
             Lease::H2 { sender } => {
                 sender.ready().await?;
-                Ok(sender.send_request(req).await?)
+                Ok(hyper(sender.send_request(req).await?))
+            }
+            Lease::H3 { sender } => {
+                let h3 = |e: h3::error::StreamError| TransportError(e.to_string());
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let mut stream = sender
+                    .send_request(Request::from_parts(parts, ()))
+                    .await
+                    .map_err(h3)?;
+                if !body.is_empty() {
+                    stream.send_data(body).await.map_err(h3)?;
+                }
+                stream.finish().await.map_err(h3)?;
+                let head = stream.recv_response().await.map_err(h3)?;
+                Ok(head.map(|()| Answer::H3(Box::new(stream))))
             }
             Lease::Own { sender } => {
                 sender.ready().await?;
-                Ok(sender.send_request(req).await?)
+                Ok(hyper(sender.send_request(req).await?))
             }
         }
     }
@@ -348,6 +475,33 @@ impl Lease<'_> {
             && !s.is_closed()
         {
             *guard = Some(s);
+        }
+    }
+}
+
+/// An answer's body, whichever version carried it.
+pub enum Answer {
+    Hyper(Incoming),
+    H3(Box<h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>>),
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = TransportError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TransportError>>> {
+        match self.get_mut() {
+            Answer::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(TransportError::from),
+            Answer::H3(stream) => match ready!(stream.poll_recv_data(cx)) {
+                Ok(Some(mut data)) => {
+                    Poll::Ready(Some(Ok(Frame::data(data.copy_to_bytes(data.remaining())))))
+                }
+                Ok(None) => Poll::Ready(None),
+                Err(e) => Poll::Ready(Some(Err(TransportError(e.to_string())))),
+            },
         }
     }
 }
@@ -387,12 +541,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_parse_and_http3_says_why_not() {
+    fn versions_parse() {
         assert_eq!("1".parse(), Ok(HttpVersion::Http1));
         assert_eq!("1.1".parse(), Ok(HttpVersion::Http1));
         assert_eq!("2".parse(), Ok(HttpVersion::Http2));
-        let three = "3".parse::<HttpVersion>().expect_err("no HTTP/3 yet");
-        assert!(three.contains("HTTP/3 is not available yet"), "{three}");
+        assert_eq!("3".parse(), Ok(HttpVersion::Http3));
         assert!("h2".parse::<HttpVersion>().is_err());
     }
 

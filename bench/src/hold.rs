@@ -49,7 +49,8 @@ pub async fn run(opts: Options, stop: CancellationToken) -> anyhow::Result<Memor
         memory::read(*pid).map_err(anyhow::Error::msg)?;
     }
     let target = Target::resolve(&opts.url).await?;
-    let conns = Connections::new(target, opts.http, connections, opts.credentials.as_ref())?;
+    let conns = Connections::new(target, opts.http, connections, opts.trust.as_ref())?
+        .with_bearer(opts.bearer.as_deref())?;
     let (readings, ended_early) = tokio::select! {
         measured = measure(&conns, connections, &opts) => measured?,
         _ = stop.cancelled() => bail!("interrupted"),
@@ -82,7 +83,7 @@ fn check(opts: &Options) -> anyhow::Result<()> {
 }
 
 /// The connections to open: one per session over HTTP/1.1, enough for every stream at once
-/// over HTTP/2.
+/// over HTTP/2 and HTTP/3 (the gateway's stream limit holds for both).
 fn connections(opts: &Options) -> Result<usize, String> {
     let sessions = opts.sessions.max(1);
     match (opts.http, opts.connections) {
@@ -92,7 +93,7 @@ fn connections(opts: &Options) -> Result<usize, String> {
              --connections out"
         )),
         (HttpVersion::Http1, _) => Ok(sessions),
-        (HttpVersion::Http2, connections) => {
+        (HttpVersion::Http2 | HttpVersion::Http3, connections) => {
             let needed = sessions.div_ceil(STREAMS_PER_H2_CONNECTION);
             match connections {
                 Some(c) if c < needed => Err(format!(
@@ -255,12 +256,12 @@ async fn hold_one(
     }
 }
 
-/// Over HTTP/2, a stream beyond the gateway's limit of streams per connection waits unopened
+/// Over HTTP/2 and HTTP/3, a stream beyond the gateway's limit of streams per connection waits unopened
 /// until it times out: when the gateway was given a lower limit than its default, say so.
 fn stall_hint(version: HttpVersion) -> String {
     match version {
         HttpVersion::Http1 => String::new(),
-        HttpVersion::Http2 => format!(
+        HttpVersion::Http2 | HttpVersion::Http3 => format!(
             " (if it timed out: a gateway allowing fewer than {STREAMS_PER_H2_CONNECTION} streams \
              per connection holds the rest back; give more --connections)"
         ),

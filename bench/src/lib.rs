@@ -38,7 +38,7 @@ pub mod report;
 pub mod schedule;
 mod session;
 
-pub use client::HttpVersion;
+pub use client::{HttpVersion, Trust};
 pub use memory::MemoryReport;
 pub use mix::{Mix, Op};
 pub use report::Report;
@@ -49,7 +49,6 @@ use futures_util::{StreamExt, TryStreamExt};
 use record::{Done, Failure, Recorder};
 use schedule::Schedule;
 use session::Session;
-use shardgate_trust::tls::TlsFiles;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -119,8 +118,11 @@ pub struct Options {
     pub cpu_pids: Vec<u32>,
     /// Show the progress line on stderr.
     pub progress: bool,
-    /// The cluster's credentials, for an `https://` endpoint (a node's session listener).
-    pub credentials: Option<TlsFiles>,
+    /// Whom an `https://` endpoint is trusted as: a member (a node's session listener, with
+    /// the cluster's credentials) or a server of a CA (a gateway).
+    pub trust: Option<Trust>,
+    /// A bearer token every request carries (a gateway that verifies tokens).
+    pub bearer: Option<String>,
     /// What is measured (`node`, `gateway`, `nginx`), kept in the report's settings so that a
     /// plot of many runs can tell which line each belongs to.
     pub label: Option<String>,
@@ -134,8 +136,8 @@ impl Options {
         match (self.http, self.connections) {
             (HttpVersion::Http1, Some(c)) => c.clamp(1, sessions),
             (HttpVersion::Http1, None) => sessions,
-            (HttpVersion::Http2, Some(c)) => c.max(1),
-            (HttpVersion::Http2, None) => sessions.min(H2_CONNECTIONS),
+            (HttpVersion::Http2 | HttpVersion::Http3, Some(c)) => c.max(1),
+            (HttpVersion::Http2 | HttpVersion::Http3, None) => sessions.min(H2_CONNECTIONS),
         }
     }
 
@@ -180,12 +182,8 @@ pub async fn run(opts: Options, stop: CancellationToken) -> anyhow::Result<Repor
         cpu::read(*pid).map_err(anyhow::Error::msg)?;
     }
     let target = Target::resolve(&opts.url).await?;
-    let conns = Connections::new(
-        target,
-        opts.http,
-        opts.connections(),
-        opts.credentials.as_ref(),
-    )?;
+    let conns = Connections::new(target, opts.http, opts.connections(), opts.trust.as_ref())?
+        .with_bearer(opts.bearer.as_deref())?;
     tokio::select! {
         opened = conns.open_all() => opened?,
         _ = stop.cancelled() => bail!("interrupted"),
@@ -354,7 +352,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             cpu_pids: Vec::new(),
             progress: false,
-            credentials: None,
+            trust: None,
+            bearer: None,
             label: None,
         }
     }

@@ -6,7 +6,7 @@
 //! an error code, or a tool's `isError`.
 
 use crate::Era;
-use crate::client::{Connections, Lease};
+use crate::client::{Answer, Connections, Lease};
 use crate::mix::{Mix, Op};
 use crate::record::{ErrorKind, Failure};
 use anyhow::{Context, bail};
@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use shardgate_protocol::sse;
 use std::time::{Duration, Instant};
@@ -327,7 +326,7 @@ impl Session {
 pub struct HeldStream<'c> {
     /// Keeps an HTTP/1.1 connection from being reused, or an HTTP/2 one open.
     _lease: Lease<'c>,
-    body: Incoming,
+    body: Answer,
 }
 
 impl HeldStream<'_> {
@@ -347,14 +346,14 @@ impl HeldStream<'_> {
 }
 
 /// Reads a stream until its first event, by `deadline`.
-async fn first_event(body: &mut Incoming, deadline: Instant) -> anyhow::Result<()> {
+async fn first_event(body: &mut Answer, deadline: Instant) -> anyhow::Result<()> {
     let mut parser = sse::Parser::default();
     loop {
         let frame = timeout_at(deadline.into(), body.frame())
             .await
             .context("no event in time")?
             .context("the stream ended before its first event")?
-            .map_err(|e| anyhow::anyhow!("the stream broke: {}", transport(e.into())))?;
+            .map_err(|e| anyhow::anyhow!("the stream broke: {}", transport(e)))?;
         if let Ok(data) = frame.into_data() {
             parser.push(&data);
             if parser.next_event().is_some() {
@@ -471,7 +470,7 @@ async fn exchange(
             Ok(None) => break true,
             Ok(Some(Err(e))) => {
                 if answer.is_none() {
-                    answer = Some(Err(transport(e.into())));
+                    answer = Some(Err(transport(e)));
                 }
                 break false;
             }
@@ -543,7 +542,7 @@ enum BodyEnd {
 }
 
 /// Reads a body to its end by the deadline, keeping at most [`MAX_BODY`] of it.
-async fn read_all(body: &mut Incoming, deadline: Instant) -> (Vec<u8>, BodyEnd) {
+async fn read_all(body: &mut Answer, deadline: Instant) -> (Vec<u8>, BodyEnd) {
     let mut text = Vec::new();
     loop {
         match timeout_at(deadline.into(), body.frame()).await {
@@ -554,7 +553,7 @@ async fn read_all(body: &mut Incoming, deadline: Instant) -> (Vec<u8>, BodyEnd) 
                 }
             }
             Ok(None) => return (text, BodyEnd::Ended),
-            Ok(Some(Err(e))) => return (text, BodyEnd::Broke(transport(e.into()).message)),
+            Ok(Some(Err(e))) => return (text, BodyEnd::Broke(transport(e).message)),
             Err(_) => return (text, BodyEnd::Late),
         }
     }

@@ -10,7 +10,7 @@
 
 use super::parse_duration;
 use anyhow::Context;
-use shardgate_bench::{Era, HttpVersion, Mix, Options};
+use shardgate_bench::{Era, HttpVersion, Mix, Options, Trust};
 use shardgate_trust::TlsFiles;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -47,7 +47,8 @@ pub struct Args {
     /// replaying the session's last call).
     #[arg(long, default_value = "echo=8,counter=1,list=1")]
     pub mix: Mix,
-    /// HTTP version: 1 (HTTP/1.1) or 2 (HTTP/2: prior knowledge over cleartext, ALPN over TLS).
+    /// HTTP version: 1 (HTTP/1.1), 2 (HTTP/2: prior knowledge over cleartext, ALPN over TLS) or
+    /// 3 (HTTP/3 over QUIC, `https://` only).
     #[arg(long, default_value = "1")]
     pub http: HttpVersion,
     /// Connections. Default: one per session over HTTP/1.1 (never more than the sessions),
@@ -73,8 +74,15 @@ pub struct Args {
     pub quiet: bool,
     /// A directory with the cluster's `ca.pem`, `cert.pem` and `key.pem` (the one `shardgate
     /// up` prints as `credentials`): an `https://` endpoint is dialled with them, as a member.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "ca")]
     pub credentials: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust an `https://` endpoint by, without a client
+    /// certificate: a gateway's (`shardgate up --tls` prints it as `edge-ca`).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A bearer token every request carries, for a gateway that verifies tokens.
+    #[arg(long, env = "SHARDGATE_BENCH_BEARER", hide_env_values = true)]
+    pub bearer: Option<String>,
     /// A name for what is measured (`node`, `gateway`, `nginx`), kept in the JSON's settings:
     /// `bench plot` draws the runs of one label as one line.
     #[arg(long, value_name = "NAME")]
@@ -130,11 +138,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         timeout: args.timeout,
         cpu_pids: args.cpu_pids,
         progress: !args.quiet && std::io::stderr().is_terminal(),
-        credentials: args.credentials.map(|dir| TlsFiles {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("cert.pem"),
-            key: dir.join("key.pem"),
-        }),
+        trust: match (args.credentials, args.ca) {
+            (Some(dir), _) => Some(Trust::Member(TlsFiles {
+                ca: dir.join("ca.pem"),
+                cert: dir.join("cert.pem"),
+                key: dir.join("key.pem"),
+            })),
+            (None, Some(ca)) => Some(Trust::Ca(ca)),
+            (None, None) => None,
+        },
+        bearer: args.bearer,
         label: args.label,
     };
     // Ctrl-C ends the run early: what was due until then is still awaited and reported (a

@@ -92,6 +92,25 @@ impl H3 {
         self.request(Method::POST, &headers, Some(body)).await
     }
 
+    /// Moves the client to a new UDP socket (a new local port) on the same connection, as a
+    /// phone moving from Wi-Fi to mobile data does; returns the new local address.
+    pub fn migrate(&self) -> anyhow::Result<SocketAddr> {
+        let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        let local = socket.local_addr()?;
+        self.endpoint.rebind(socket)?;
+        Ok(local)
+    }
+
+    /// The QUIC connection's identity, the same across a migration.
+    pub fn connection_id(&self) -> usize {
+        self.conn.stable_id()
+    }
+
+    /// The local address the connection sends from.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
     /// Cuts the connection at once, as a network that goes away does (no GOAWAY first).
     pub fn cut(&self) {
         self.conn.close(0u32.into(), b"cut");

@@ -1,7 +1,8 @@
 //! HTTP/3 through the gateway: the same `/mcp` as over TCP, with our own QUIC client (quinn and
 //! the h3 crate's client). Both eras, SSE answers, the standalone GET stream resumed with
-//! `Last-Event-ID` on a new connection after the first was cut, DELETE, and `Alt-Svc` on TCP
-//! answers pointing at the UDP port.
+//! `Last-Event-ID` on a new connection after the first was cut, DELETE, `Alt-Svc` on TCP
+//! answers pointing at the UDP port, a client that changes address keeping its connection, and
+//! GOAWAY on shutdown letting a call in flight finish.
 
 use http::Method;
 use rustls::pki_types::pem::PemObject;
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 /// A one-node cluster behind a gateway with a self-signed certificate for `localhost`, hence
 /// HTTP/3.
 struct Gateway {
-    _cluster: TlsGateway,
+    cluster: TlsGateway,
     addr: SocketAddr,
     roots: rustls::RootCertStore,
     /// The certificate as PEM, for clients that read trust from a file.
@@ -29,7 +30,7 @@ async fn cluster(name: &str) -> anyhow::Result<Gateway> {
     Ok(Gateway {
         addr: cluster.addrs.mcp,
         ca: cluster.cert.clone(),
-        _cluster: cluster,
+        cluster,
         roots,
     })
 }
@@ -237,5 +238,73 @@ async fn t40_up_with_tls_serves_https_and_http3() -> anyhow::Result<()> {
     assert_eq!(init.status, 200);
     assert!(init.header("mcp-session-id").is_some());
     cluster.stop().await?;
+    Ok(())
+}
+
+/// A session-era call as the session's client sends it.
+async fn session(h3: &mut H3) -> anyhow::Result<String> {
+    let init = h3.post(None, &initialize()).await?;
+    anyhow::ensure!(init.status == 200, "initialize: {}", init.status);
+    let sid = init
+        .header("mcp-session-id")
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no session id"))?;
+    init.answer(&json!(0)).await?;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    anyhow::ensure!(h3.post(Some(&sid), &note).await?.status == 202);
+    Ok(sid)
+}
+
+#[tokio::test]
+async fn t50_a_client_that_changes_address_keeps_its_connection() -> anyhow::Result<()> {
+    let gateway = cluster("h3-migration").await?;
+    let mut h3 = H3::connect(gateway.addr, gateway.roots.clone()).await?;
+    let sid = session(&mut h3).await?;
+    let answer = h3.post(Some(&sid), &call(1, "counter", None)).await?;
+    assert_eq!(text(&answer.answer(&json!(1)).await?), Some("1"));
+
+    let (before, connection) = (h3.local_addr()?, h3.connection_id());
+    let after = h3.migrate()?;
+    assert_ne!(before.port(), after.port());
+    // The same connection, from the new address: the session goes on where it was.
+    for n in 2..=3 {
+        let resp = h3.post(Some(&sid), &call(n, "counter", None)).await?;
+        assert_eq!(resp.status, 200);
+        let answer = resp.answer(&json!(n)).await?;
+        assert_eq!(text(&answer), Some(n.to_string().as_str()), "{answer}");
+    }
+    assert_eq!(h3.connection_id(), connection);
+    Ok(())
+}
+
+#[tokio::test]
+async fn t60_shutdown_sends_goaway_and_lets_a_call_in_flight_finish() -> anyhow::Result<()> {
+    let Gateway {
+        cluster,
+        addr,
+        roots,
+        ..
+    } = cluster("h3-goaway").await?;
+    let TlsGateway {
+        gateway,
+        node: _node,
+        ..
+    } = cluster;
+    let mut h3 = H3::connect(addr, roots).await?;
+    let sid = session(&mut h3).await?;
+    let slow = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "slow", "arguments": {"steps": 10, "delay_ms": 100}}});
+    let in_flight = h3.post(Some(&sid), &slow).await?;
+    assert_eq!(in_flight.status, 200);
+
+    // SIGTERM while the call runs (about a second): GOAWAY, then the grace to finish.
+    let stopping = tokio::spawn(gateway.stop());
+    let answer = in_flight.answer(&json!(7)).await?;
+    assert_eq!(text(&answer), Some("Finished 10 steps"), "{answer}");
+    // After GOAWAY this connection takes no new request.
+    let refused = h3.post(Some(&sid), &call(8, "counter", None)).await;
+    assert!(refused.is_err(), "a request after GOAWAY was taken");
+    let status = stopping.await??;
+    assert!(status.success(), "the gateway exited with {status}");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The admin listener: liveness, readiness (a ring with an active member is known), the
-//! membership view routed by, and Prometheus metrics. Kept off the client port so it is never exposed with it.
+//! membership view routed by, Prometheus metrics, and the status page ([`crate::status`]).
+//! Kept off the client port so it is never exposed with it.
 
 use crate::Gateway;
 use axum::Router;
@@ -7,15 +8,18 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
+use shardgate_protocol::cluster_client::ClusterClient;
 use std::sync::Arc;
 
-pub fn router(gw: Arc<Gateway>) -> Router {
+/// The admin routes; `nodes` asks the members for the status page's reports.
+pub fn router(gw: Arc<Gateway>, nodes: ClusterClient) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/membership", get(membership))
-        .with_state(gw)
+        .with_state(gw.clone())
+        .merge(crate::status::router(gw, nodes))
 }
 
 async fn ready(State(gw): State<Arc<Gateway>>) -> Response {
@@ -36,7 +40,7 @@ async fn membership(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    gw.metrics.ring_epoch.set(gw.ring.current().epoch() as i64);
+    gw.metrics.view(gw.ring.current().membership());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gw.metrics.render(),

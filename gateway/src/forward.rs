@@ -28,10 +28,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use shardgate_protocol::causes;
 use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_protocol::internal;
+use shardgate_protocol::traces;
 use shardgate_raft::{Member, Membership};
 use shardgate_trust::Credentials;
 use shardgate_trust::signature::{self, Signer};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How often a held request tries its owner again while the ring has not moved its key.
 const REFUSED_RETRY: Duration = Duration::from_millis(250);
@@ -198,7 +200,29 @@ impl Forwarder {
         }
     }
 
+    /// One attempt at `node`, in a span of its own: a request sent again after a 421 is a
+    /// second hop.
     async fn send(
+        &self,
+        node: &Member,
+        epoch: u64,
+        method: &Method,
+        headers: &HeaderMap,
+        body: Bytes,
+        route: &Route,
+    ) -> Result<Response<Incoming>, Unsent> {
+        let span = shardgate_protocol::exported_span!(
+            "gateway.forward",
+            otel.kind = "client",
+            shardgate.node = %node.id,
+            shardgate.epoch = epoch,
+        );
+        self.send_once(node, epoch, method, headers, body, route)
+            .instrument(span)
+            .await
+    }
+
+    async fn send_once(
         &self,
         node: &Member,
         epoch: u64,
@@ -211,12 +235,14 @@ impl Forwarder {
         let mut out = HeaderMap::with_capacity(headers.len() + 5);
         for (name, value) in headers {
             let n = name.as_str();
-            // The client's token stays here: nodes learn the principal it proved.
+            // The client's token stays here: nodes learn the principal it proved. The client's
+            // trace context is replaced by this hop's below.
             if HOP_BY_HOP.contains(&n)
                 || n == "host"
                 || n == "content-length"
                 || n == "authorization"
                 || n.starts_with(internal::PREFIX)
+                || traces::HEADERS.contains(&n)
             {
                 continue;
             }
@@ -234,6 +260,7 @@ impl Forwarder {
             }
         }
         out.insert(internal::EPOCH, HeaderValue::from(epoch));
+        traces::inject(&mut out);
         if let Some(signer) = &self.signer {
             let (value, _) = signature::sign_request(signer, method, "/mcp", &out, &body);
             out.insert(signature::AUTH_HEADER, value);

@@ -12,7 +12,8 @@
 //!   stateless era), and
 //!   [`forward`] (pooled h2c to the owner, one retry after 421) over [`ring_view`].
 //! - [`error`]: every refusal with its blame, status, JSON-RPC error and metric label.
-//! - [`admin`] and [`metrics`]: `/health`, `/health/ready`, `/metrics` on the admin port.
+//! - [`admin`] and [`metrics`]: `/health`, `/health/ready`, `/metrics` on the admin port, and
+//!   [`status`]: the status page there.
 
 pub mod admin;
 pub mod affinity;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod rate;
 pub mod ring_view;
+pub mod status;
 pub mod tls;
 
 use axum::Router;
@@ -37,6 +39,7 @@ use forward::Forwarder;
 use http::{HeaderName, Method};
 use metrics::Metrics;
 use ring_view::RingView;
+use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_protocol::{listener, mcp};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,6 +92,9 @@ pub enum GatewayError {
     #[error("HTTP/3: {0}")]
     H3(#[from] http3::H3Error),
 }
+
+/// The longest the status page's client waits for a member; each report asks for less.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Browsers may read these response headers (a client in a page needs the session id, or its
 /// stateless-era correlation key; the challenge of a 401 to find where to get a token; when to
@@ -245,10 +251,12 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    let reports = ClusterClient::new(&gw.config.credentials, STATUS_TIMEOUT)
+        .map_err(GatewayError::NodeClient)?;
     let admin = listener::serve(
         bound.admin,
         gw.config.admin_limits,
-        admin::router(gw.clone()),
+        admin::router(gw.clone(), reports),
         None,
         shutdown.clone(),
     );

@@ -1,7 +1,8 @@
 //! The gateway's Prometheus metrics, registered once in their own registry.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The `method` label of a request: one of a fixed set, whatever method a client sends, so
@@ -16,61 +17,150 @@ pub fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
+/// The `proto` label: the HTTP version a request came over.
+pub fn proto_label(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "http2",
+        http::Version::HTTP_3 => "http3",
+        _ => "http1",
+    }
+}
+
+/// The gateway's series, as docs/metrics.md lists them.
 pub struct Metrics {
     registry: Registry,
-    /// Requests answered, by HTTP method, era and status.
+    /// Requests answered, by HTTP version and method, era, method class and status.
     pub requests: IntCounterVec,
     /// Requests refused or failed at the gateway, by reason and blame.
     pub errors: IntCounterVec,
+    /// 429 answers, by the bucket that ran dry.
+    pub rate_limited: IntCounterVec,
     /// 421 answers from nodes, by whether the retry went to another node.
     pub misdirected: IntCounterVec,
-    /// Time to the response head (the start of a stream, for SSE), by method.
+    /// Time to the response head (the start of a stream, for SSE), by era and class.
     pub latency: HistogramVec,
     pub ring_epoch: IntGauge,
+    /// Members of the view routed by, by state.
+    pub members: IntGaugeVec,
+    /// SSE answers being sent to clients.
+    pub sse_streams_open: IntGauge,
+    pub received_bytes: IntCounter,
+    pub sent_bytes: IntCounter,
+}
+
+/// Registers `metric` in `registry` and hands it back.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> Result<M, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new("shardgate_gateway_requests_total", "requests answered"),
-            &["method", "era", "status"],
-        )?;
-        let errors = IntCounterVec::new(
-            Opts::new(
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels)?,
+            )
+        };
+        let metrics = Metrics {
+            requests: counters(
+                "shardgate_gateway_requests_total",
+                "requests answered",
+                &["proto", "method", "era", "class", "status"],
+            )?,
+            errors: counters(
                 "shardgate_gateway_errors_total",
                 "requests refused or failed",
-            ),
-            &["reason", "blame"],
-        )?;
-        let misdirected = IntCounterVec::new(
-            Opts::new(
+                &["reason", "blame"],
+            )?,
+            rate_limited: counters(
+                "shardgate_gateway_rate_limited_total",
+                "requests refused with 429, by bucket",
+                &["scope"],
+            )?,
+            misdirected: counters(
                 "shardgate_gateway_misdirected_total",
                 "421 answers from nodes",
-            ),
-            &["retried"],
-        )?;
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "shardgate_gateway_response_head_seconds",
-                "time until the response head is sent",
-            ),
-            &["method"],
-        )?;
-        let ring_epoch = IntGauge::new("shardgate_gateway_ring_epoch", "epoch of the ring in use")?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
-        registry.register(Box::new(misdirected.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(ring_epoch.clone()))?;
-        Ok(Metrics {
+                &["retried"],
+            )?,
+            latency: registered(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "shardgate_gateway_response_head_seconds",
+                        "time until the response head is sent",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["era", "class"],
+                )?,
+            )?,
+            ring_epoch: registered(
+                &registry,
+                IntGauge::new("shardgate_gateway_ring_epoch", "epoch of the ring in use")?,
+            )?,
+            members: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "shardgate_gateway_members",
+                        "members of the view routed by, by state",
+                    ),
+                    &["state"],
+                )?,
+            )?,
+            sse_streams_open: registered(
+                &registry,
+                IntGauge::new(
+                    "shardgate_gateway_sse_streams_open",
+                    "SSE answers being sent to clients",
+                )?,
+            )?,
+            received_bytes: registered(
+                &registry,
+                IntCounter::new(
+                    "shardgate_gateway_received_bytes_total",
+                    "request bodies received on /mcp",
+                )?,
+            )?,
+            sent_bytes: registered(
+                &registry,
+                IntCounter::new(
+                    "shardgate_gateway_sent_bytes_total",
+                    "response bodies sent on /mcp",
+                )?,
+            )?,
             registry,
-            requests,
-            errors,
-            misdirected,
-            latency,
-            ring_epoch,
-        })
+        };
+        // Shown at 0 before the first one, so that a rate over them is defined from the start.
+        for retried in ["yes", "no"] {
+            metrics.misdirected.with_label_values(&[retried]);
+        }
+        for scope in ["ip", "principal"] {
+            metrics.rate_limited.with_label_values(&[scope]);
+        }
+        Ok(metrics)
+    }
+
+    /// Sets the gauges that describe the view routed by.
+    pub fn view(&self, membership: &shardgate_raft::Membership) {
+        self.ring_epoch.set(membership.epoch as i64);
+        use shardgate_raft::MemberState;
+        for (state, label) in [
+            (MemberState::Active, "active"),
+            (MemberState::Draining, "draining"),
+            (MemberState::Down, "down"),
+        ] {
+            let n = membership
+                .members
+                .iter()
+                .filter(|m| m.state == state)
+                .count();
+            self.members.with_label_values(&[label]).set(n as i64);
+        }
     }
 
     /// The text exposition format.
@@ -81,6 +171,12 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+/// Latency buckets from 250 µs to 10 s: a hop on this path takes well under a millisecond, an
+/// upstream call can take seconds.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[cfg(test)]
 mod tests {

@@ -29,17 +29,32 @@ use shardgate_protocol::internal;
 use shardgate_protocol::internal::ANONYMOUS;
 use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::{self, BodyError, Era, Message, RequestId};
+use shardgate_protocol::metered;
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
+use shardgate_protocol::traces;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
+/// `/mcp`: in a span that continues the client's trace while traces are on.
 pub async fn mcp(State(worker): State<Arc<Worker>>, req: Request) -> Response {
+    let span = traces::request("gateway.request", req.method(), req.headers());
+    answer(worker, req).instrument(span).await
+}
+
+/// Serves the request, counts and logs it.
+async fn answer(worker: Arc<Worker>, req: Request) -> Response {
     let started = Instant::now();
     let gw = &worker.gw;
-    let method = req.method().clone();
-    let (resp, era) = match handle(&worker, req).await {
+    let (method, proto) = (req.method().clone(), metrics::proto_label(req.version()));
+    let mut seen = Seen {
+        // What only the access log shows is noted only when it is written.
+        logged: tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO),
+        ..Seen::default()
+    };
+    let (resp, era) = match handle(&worker, req, &mut seen).await {
         Ok(ok) => ok,
         Err((e, id)) => {
             gw.metrics
@@ -59,27 +74,46 @@ pub async fn mcp(State(worker): State<Arc<Worker>>, req: Request) -> Response {
                     .insert(header::WWW_AUTHENTICATE, challenge);
             }
             if let ProxyError::RateLimited(limited) = &e {
+                gw.metrics
+                    .rate_limited
+                    .with_label_values(&[limited.by])
+                    .inc();
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, limited.retry_after_secs().into());
             }
             (resp, None)
         }
     };
-    let era_label = match era {
-        Some(Era::Session) => "session",
-        Some(Era::Stateless) => "stateless",
-        None => "none",
-    };
-    let method = metrics::method_label(&method);
+    let era = metered::era_label(era);
+    let status = resp.status();
+    traces::answered(era, seen.class, status);
     gw.metrics
         .requests
-        .with_label_values(&[method, era_label, resp.status().as_str()])
+        .with_label_values(&[
+            proto,
+            metrics::method_label(&method),
+            era,
+            seen.class,
+            status.as_str(),
+        ])
         .inc();
+    let elapsed = started.elapsed();
     gw.metrics
         .latency
-        .with_label_values(&[method])
-        .observe(started.elapsed().as_secs_f64());
-    let mut resp = resp;
+        .with_label_values(&[era, seen.class])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: ACCESS_LOG,
+        principal = seen.principal.as_deref().unwrap_or("-"),
+        era,
+        method = %method,
+        class = seen.class,
+        session = seen.session.as_deref().unwrap_or("-"),
+        node = seen.node.as_deref().unwrap_or("-"),
+        status = status.as_u16(),
+        ms = elapsed.as_secs_f64() * 1000.0,
+    );
+    let mut resp = metered::meter(resp, &gw.metrics.sent_bytes, &gw.metrics.sse_streams_open);
     if let Some(alt_svc) = &gw.alt_svc {
         resp.headers_mut().insert(header::ALT_SVC, alt_svc.clone());
     }
@@ -100,7 +134,63 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>), Refused> {
+/// What the access log line and the metrics say of a request, learnt as it is served.
+struct Seen {
+    /// The method's class ([`metered::body_class`]).
+    class: &'static str,
+    /// Whether the access log line is written: the fields below are noted only then.
+    logged: bool,
+    principal: Option<String>,
+    /// The start of the session id: enough to find it in `shardgate sessions`, not enough to
+    /// use it.
+    session: Option<String>,
+    /// The node the request was sent to.
+    node: Option<String>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            class: "none",
+            logged: false,
+            principal: None,
+            session: None,
+            node: None,
+        }
+    }
+}
+
+impl Seen {
+    /// Notes where `route` sends the request: the owner of its key in the current view and,
+    /// in the session era, the start of its session id.
+    fn routed(&mut self, gw: &Gateway, route: &Route, era: Era) {
+        if !self.logged {
+            return;
+        }
+        self.node = gw
+            .ring
+            .current()
+            .owner(route.key.as_bytes())
+            .map(|m| m.id.to_string());
+        if era == Era::Session {
+            self.session = Some(route.key.chars().take(LOGGED_ID_CHARS).collect());
+        }
+    }
+}
+
+/// The target of the access log: one line per request at `info`, silenced with
+/// `LOG_LEVEL=info,shardgate::access=off`.
+const ACCESS_LOG: &str = "shardgate::access";
+
+/// How much of a session id the access log shows.
+const LOGGED_ID_CHARS: usize = 8;
+
+/// Serves one request, noting in `seen` what it learns on the way.
+async fn handle(
+    worker: &Worker,
+    req: Request,
+    seen: &mut Seen,
+) -> Result<(Response, Option<Era>), Refused> {
     let gw = &*worker.gw;
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
@@ -122,6 +212,9 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
         .principal(headers)
         .await
         .map_err(|r| refuse(ProxyError::Auth(r)))?;
+    if seen.logged {
+        seen.principal = Some(principal.clone());
+    }
     if principal != ANONYMOUS {
         gw.rate
             .check_principal(&principal)
@@ -134,6 +227,7 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
             if mcp::classify_era(version, None) == Era::Stateless {
                 return Err(refuse(ProxyError::MethodNotAllowed("POST")));
             }
+            seen.class = metered::bodiless_class(&parts.method);
             if parts.method == Method::GET {
                 checks::accept(&parts.method, headers).map_err(refuse)?;
             }
@@ -146,6 +240,7 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
                 principal,
                 scope: None,
             };
+            seen.routed(gw, &route, Era::Session);
             let (resp, _) = send(
                 worker,
                 &parts.method,
@@ -165,10 +260,12 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
     let bytes = read_body(body, gw.config.max_body_bytes)
         .await
         .map_err(refuse)?;
+    gw.metrics.received_bytes.inc_by(bytes.len() as u64);
     let parsed = mcp::Body::parse(&bytes).map_err(|e| match e {
         BodyError::Parse => refuse(ProxyError::Parse),
         BodyError::Invalid => refuse(ProxyError::Invalid),
     })?;
+    seen.class = metered::body_class(&parsed);
     let first = parsed.messages.first().map(|(_, v)| v);
     let era = mcp::classify_era(version, first);
     let (route, stateless) = match era {
@@ -178,6 +275,7 @@ async fn handle(worker: &Worker, req: Request) -> Result<(Response, Option<Era>)
             (route, Some(call))
         }
     };
+    seen.routed(gw, &route, era);
     // A failure past this point still answers the request it failed: with its id.
     let (mut resp, placement) = send(
         worker,
@@ -377,7 +475,6 @@ async fn send(
         .forward(&gw.ring, method, headers, body, route, on_misdirected)
         .await
         .map_err(|e| (e, None))?;
-    gw.metrics.ring_epoch.set(gw.ring.current().epoch() as i64);
     let (mut parts, body) = resp.into_parts();
     let placement = parts
         .headers

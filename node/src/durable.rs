@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// Writes taken from the channel at once.
 const BATCH: usize = 512;
@@ -347,7 +349,20 @@ async fn write_batches(w: Batches, mut rx: mpsc::UnboundedReceiver<Op>) {
 
 /// Writes one round of a session's writes; hands back what the queue and the counts need.
 async fn write_round(w: &Batches, round: Round) -> (Key, Vec<u64>, u64, Result<(), StoreError>) {
-    let (writes, outcome) = write_session(&*w.store, w.ack, w.keep, round.ops).await;
+    // A trace of its own: a round carries the writes of many requests of its session.
+    let span = shardgate_protocol::exported_span!(
+        "node.store.write",
+        shardgate.writes = round.ops.len(),
+        shardgate.store_calls = Empty,
+        otel.status_code = Empty,
+    );
+    let (writes, outcome) = write_session(&*w.store, w.ack, w.keep, round.ops)
+        .instrument(span.clone())
+        .await;
+    span.record("shardgate.store_calls", writes);
+    if outcome.is_err() {
+        span.record("otel.status_code", "error");
+    }
     (round.key, round.seqs, writes, outcome)
 }
 

@@ -3,7 +3,7 @@
 //! Layout, in the order a forwarded request flows through it (the MCP facts, the listener and
 //! the request checks it shares with the gateway are in `shardgate-protocol`):
 //! - [`server`]: the session, internal and admin listeners; ownership check (421) and the
-//!   split by era.
+//!   split by era; [`report`]: what the internal listener tells operators.
 //! - [`auth`]: only members of the cluster's trust domain reach the session and internal
 //!   listeners (mTLS or HMAC).
 //! - [`state`]: [`NodeState`], what every handler of a node shares.
@@ -24,7 +24,9 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod durable;
+pub mod metrics;
 pub mod replay;
+pub mod report;
 pub mod server;
 pub mod session;
 pub mod session_era;
@@ -148,7 +150,8 @@ pub async fn run(
         upstream,
         budgets,
         durable,
-    );
+    )
+    .with_setup(report::Setup::new(&config.file, config.store.as_ref()));
     if state.durable.is_some() {
         match ClusterClient::new(&config.credentials, takeover::RELEASE_WAIT) {
             Ok(peers) => state = state.with_peers(peers),

@@ -1,7 +1,7 @@
 //! The node's three listeners, each HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN under mTLS):
 //! - the **session** listener: `/mcp`, the client traffic gateways forward;
 //! - the **internal** listener: Raft and cluster RPCs, the membership view gateways follow,
-//!   `status` and `drain` for operators;
+//!   `status`, `drain` and the reports of [`crate::report`] for operators;
 //! - the **admin** listener: `/health`, `/health/ready`, `/metrics`, which probes and scrapers
 //!   reach without cluster credentials and which changes nothing.
 //!
@@ -12,6 +12,7 @@
 //! with our epoch) → the session-era or stateless-era handler.
 
 use crate::auth::{Guard, Hop};
+use crate::metrics::METRICS;
 use crate::session_era;
 use crate::state::NodeState;
 use crate::stateless_era;
@@ -24,15 +25,18 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use shardgate_protocol::internal;
 use shardgate_protocol::listener::{ListenerLimits, Workers};
 use shardgate_protocol::mcp::{self, BodyError, Era, RpcError};
+use shardgate_protocol::metered;
 use shardgate_protocol::reply;
+use shardgate_protocol::traces;
 use shardgate_raft::Ring;
 use shardgate_raft::consensus::ConsensusError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Largest body a node takes; the gateway enforces the client-facing limit before this.
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -59,6 +63,8 @@ pub fn internal_router(state: Arc<NodeState>) -> Router {
         .route(internal::STATUS_PATH, get(status))
         .route(internal::DRAIN_PATH, post(drain))
         .route(internal::RELEASE_PATH, post(release))
+        .route(internal::REPORT_PATH, get(crate::report::node))
+        .route(internal::SESSIONS_PATH, get(crate::report::sessions))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -233,6 +239,68 @@ async fn release(State(node): State<Arc<NodeState>>, body: axum::body::Bytes) ->
     }
 }
 
+/// This node's part in Raft, as gauges (and the leader changes it saw, as a counter).
+fn raft_gauges(registry: &prometheus::Registry, raft: shardgate_raft::consensus::Gauges) {
+    use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
+    use shardgate_raft::consensus::Role;
+    let role = raft.role;
+    let gauges = [
+        (
+            "shardgate_node_raft_term",
+            "the node's current Raft term",
+            raft.term,
+        ),
+        (
+            "shardgate_node_raft_leader",
+            "1 on the Raft leader",
+            u64::from(role == Role::Leader),
+        ),
+        (
+            "shardgate_node_raft_has_leader",
+            "1 while this node knows a leader",
+            u64::from(raft.has_leader),
+        ),
+        (
+            "shardgate_node_raft_commit_index",
+            "last log index applied to the membership",
+            raft.applied,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Ok(g) = IntGauge::new(name, help) {
+            g.set(i64::try_from(value).unwrap_or(i64::MAX));
+            let _ = registry.register(Box::new(g));
+        }
+    }
+    if let Ok(roles) = IntGaugeVec::new(
+        Opts::new(
+            "shardgate_node_raft_role",
+            "1 for the node's Raft role, 0 for the others",
+        ),
+        &["role"],
+    ) {
+        for each in [
+            Role::Leader,
+            Role::Follower,
+            Role::Candidate,
+            Role::Learner,
+            Role::Shutdown,
+        ] {
+            roles
+                .with_label_values(&[each.as_str()])
+                .set(i64::from(each == role));
+        }
+        let _ = registry.register(Box::new(roles));
+    }
+    if let Ok(c) = IntCounter::new(
+        "shardgate_node_raft_leader_changes_total",
+        "times this node saw the Raft leader change",
+    ) {
+        c.inc_by(raft.leader_changes);
+        let _ = registry.register(Box::new(c));
+    }
+}
+
 /// Prometheus text: what this node holds, against its limits.
 async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
     use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -373,8 +441,16 @@ async fn metrics(State(node): State<Arc<NodeState>>) -> Response {
         }
         let _ = registry.register(Box::new(limits));
     }
+    if let Some(consensus) = &node.consensus {
+        raft_gauges(&registry, consensus.gauges());
+    }
+    let mut families = registry.gather();
+    families.extend(METRICS.gather());
+    families.extend(shardgate_store::measured::gather());
     let mut out = Vec::new();
-    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::warn!(error = %e, "/metrics is cut short");
+    }
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         out,
@@ -459,6 +535,7 @@ async fn misdirected(node: &NodeState, headers: &HeaderMap) -> Option<Response> 
     );
     resp.headers_mut()
         .insert(internal::EPOCH, HeaderValue::from(ring.epoch()));
+    METRICS.misdirected.inc();
     Some(resp)
 }
 
@@ -470,18 +547,43 @@ fn not_serving(message: &str) -> Response {
     resp
 }
 
+/// Counts `resp` (the answer to a request that came in at `started`) and meters its body.
+fn measured(resp: Response, era: Option<Era>, class: &'static str, started: Instant) -> Response {
+    let era = metered::era_label(era);
+    traces::answered(era, class, resp.status());
+    METRICS
+        .requests
+        .with_label_values(&[era, class, resp.status().as_str()])
+        .inc();
+    METRICS
+        .latency
+        .with_label_values(&[era, class])
+        .observe(started.elapsed().as_secs_f64());
+    metered::meter(resp, &METRICS.sent_bytes, &METRICS.sse_streams_open)
+}
+
 async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: Bytes) -> Response {
+    // Every request here has passed the guard (`crate::auth`), so its trace context comes
+    // from a gateway.
+    let span = traces::request("node.request", &Method::POST, &headers);
+    serve_post(node, headers, body).instrument(span).await
+}
+
+async fn serve_post(node: Arc<NodeState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    METRICS.received_bytes.inc_by(body.len() as u64);
     let body = match mcp::Body::parse(&body) {
         Ok(b) => b,
         Err(BodyError::Parse) => {
-            return reply::rpc_error(
+            let resp = reply::rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,
                 &RpcError::new(mcp::code::PARSE_ERROR, "Parse error: body is not JSON"),
             );
+            return measured(resp, None, "none", started);
         }
         Err(BodyError::Invalid) => {
-            return reply::rpc_error(
+            let resp = reply::rpc_error(
                 StatusCode::BAD_REQUEST,
                 None,
                 &RpcError::new(
@@ -489,19 +591,22 @@ async fn mcp_post(State(node): State<Arc<NodeState>>, headers: HeaderMap, body: 
                     "Invalid Request: not a JSON-RPC 2.0 message",
                 ),
             );
+            return measured(resp, None, "none", started);
         }
     };
-    if let Some(resp) = misdirected(&node, &headers).await {
-        return resp;
-    }
+    let class = metered::body_class(&body);
     let era = mcp::classify_era(
         header(&headers, mcp::HEADER_PROTOCOL_VERSION),
         body.messages.first().map(|(_, v)| v),
     );
-    match era {
-        Era::Session => session_era::post(&node, &headers, body).await,
-        Era::Stateless => stateless_era::post(&node, &headers, body).await,
-    }
+    let resp = match misdirected(&node, &headers).await {
+        Some(resp) => resp,
+        None => match era {
+            Era::Session => session_era::post(&node, &headers, body).await,
+            Era::Stateless => stateless_era::post(&node, &headers, body).await,
+        },
+    };
+    measured(resp, Some(era), class, started)
 }
 
 /// GET and DELETE exist only in the session era; a stateless-era client gets 405.
@@ -519,23 +624,32 @@ fn stateless_refusal(headers: &HeaderMap, method: &Method) -> Option<Response> {
 }
 
 async fn mcp_get(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = stateless_refusal(&headers, &Method::GET) {
-        return resp;
-    }
-    if let Some(resp) = misdirected(&node, &headers).await {
-        return resp;
-    }
-    session_era::get(&node, &headers).await
+    let span = traces::request("node.request", &Method::GET, &headers);
+    bodiless(&node, &headers, Method::GET)
+        .instrument(span)
+        .await
 }
 
 async fn mcp_delete(State(node): State<Arc<NodeState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = stateless_refusal(&headers, &Method::DELETE) {
-        return resp;
+    let span = traces::request("node.request", &Method::DELETE, &headers);
+    bodiless(&node, &headers, Method::DELETE)
+        .instrument(span)
+        .await
+}
+
+/// GET (a stream) or DELETE (the end of a session), measured.
+async fn bodiless(node: &Arc<NodeState>, headers: &HeaderMap, method: Method) -> Response {
+    let started = Instant::now();
+    let class = metered::bodiless_class(&method);
+    if let Some(resp) = stateless_refusal(headers, &method) {
+        return measured(resp, Some(Era::Stateless), class, started);
     }
-    if let Some(resp) = misdirected(&node, &headers).await {
-        return resp;
-    }
-    session_era::delete(&node, &headers).await
+    let resp = match misdirected(node, headers).await {
+        Some(resp) => resp,
+        None if method == Method::GET => session_era::get(node, headers).await,
+        None => session_era::delete(node, headers).await,
+    };
+    measured(resp, Some(Era::Session), class, started)
 }
 
 #[cfg(test)]

@@ -104,6 +104,8 @@ pub struct Session {
     leaving: std::sync::atomic::AtomicBool,
     /// Its place among its principal's sessions on this node (`limits.sessions_per_principal`).
     _counted: Option<Tallied>,
+    /// When this node began to hold it, in Unix seconds (operators' reports only).
+    held_since: u64,
 }
 
 /// Who a new session belongs to and what it was opened with.
@@ -203,6 +205,7 @@ impl Session {
             replay,
             link,
             _counted: counted,
+            held_since: unix_now(),
         }
     }
 
@@ -302,6 +305,21 @@ impl Session {
             .get_mut("capabilities")
             .map(Value::take)
             .unwrap_or(Value::Object(Default::default()))
+    }
+
+    /// When this node began to hold the session: created here, or taken over from the store.
+    pub fn held_since(&self) -> u64 {
+        self.held_since
+    }
+
+    /// How long ago the client last sent anything in this session.
+    pub fn idle_for(&self) -> Duration {
+        self.lock().last_active.elapsed()
+    }
+
+    /// The streams the session keeps now, by id.
+    pub fn streams(&self) -> Vec<Arc<EventStream>> {
+        self.lock().streams.values().cloned().collect()
     }
 
     /// Records client activity: an idle session is ended after a while. False when the session
@@ -520,6 +538,13 @@ impl Session {
             s.close();
         }
     }
+}
+
+/// Seconds since the Unix epoch; 0 for a clock set before it.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub fn encode(msg: &Value) -> Bytes {
@@ -761,6 +786,11 @@ impl Sessions {
 
     pub fn len(&self) -> usize {
         self.read().live.len()
+    }
+
+    /// The live sessions.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.read().live.iter().map(|l| l.0.clone()).collect()
     }
 
     /// The ids of the live sessions.

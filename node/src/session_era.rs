@@ -16,6 +16,7 @@
 
 use crate::audit::Audited;
 use crate::budget::Admitted;
+use crate::metrics::{Ended, METRICS};
 use crate::session::{self, InFlight, Opening, Session, StandalonePeer, StreamPeer, Unreserved};
 use crate::sse;
 use crate::state::NodeState;
@@ -30,8 +31,10 @@ use serde_json::Value;
 use shardgate_protocol::internal;
 use shardgate_protocol::mcp::{self, Accepts, Message, RequestId, RpcError};
 use shardgate_protocol::reply;
+use shardgate_protocol::traces;
 use shardgate_store::{Fence, RawJson, StoreError};
 use std::sync::Arc;
+use tracing::Instrument;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -55,8 +58,8 @@ async fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session
 /// A write of `session` that did not reach its acknowledgement level: refused (another node
 /// holds the session now: it leaves this one) or the store is unavailable.
 fn unwritten(node: &NodeState, session: &Session, e: StoreError) -> Missing {
-    if matches!(e, StoreError::Fenced { .. }) {
-        node.end_session(&session.id);
+    if matches!(e, StoreError::Fenced { .. }) && node.end_session(&session.id) {
+        METRICS.sessions_ended(Ended::Lost, 1);
     }
     Missing::from(e)
 }
@@ -136,13 +139,10 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         // Every answer of a batch goes out at once, and each must reach the client here.
         let (resume, rx) = stream.attach_now_with_room(requests.len());
         let first = priming(&session, resume);
-        tokio::spawn(serve_on_stream(
-            node.clone(),
-            session,
-            stream,
-            requests,
-            admitted,
-        ));
+        tokio::spawn(
+            serve_on_stream(node.clone(), session, stream, requests, admitted)
+                .instrument(traces::current()),
+        );
         sse::response(first, rx, ())
     } else {
         let single = (requests.len() == 1).then(|| requests[0].0.0.clone());
@@ -390,6 +390,7 @@ async fn initialize(
         return Missing::from(e).reply(node, Some(id));
     }
     reservation.fulfil(session);
+    METRICS.sessions_created.inc();
     tracing::debug!(session = %session_id, "session initialized");
     let mut resp = reply::json_text(StatusCode::OK, mcp::answer(Some(id), Ok(&result)));
     if let Ok(v) = HeaderValue::from_str(&session_id) {

@@ -1,10 +1,11 @@
 //! What every handler of a node shares: its identity, its ring (the newest membership view it
 //! knows), consensus, the session table, stateless affinity state, the upstream, the count
-//! of calls in flight, the budgets that bound them, the store sessions are written to, and the
-//! audit of tool calls.
+//! of calls in flight, the budgets that bound them, the store sessions are written to, the
+//! audit of tool calls, and what its reports name.
 
 use crate::budget::Budgets;
 use crate::durable::{Durable, Lost};
+use crate::metrics::{Ended, METRICS};
 use crate::session::{Session, Sessions};
 use crate::stateless_era::Affinity;
 use crate::upstream::{Scope, Upstream};
@@ -44,6 +45,8 @@ pub struct NodeState {
     pub auditor: Option<Auditor>,
     /// How this node asks the others to hand sessions over (`RELEASE_PATH`).
     pub peers: Option<ClusterClient>,
+    /// What it was started with that its reports name ([`crate::report`]).
+    pub setup: crate::report::Setup,
 }
 
 /// Counts one upstream call for as long as it lives.
@@ -79,12 +82,19 @@ impl NodeState {
             durable,
             auditor,
             peers: None,
+            setup: Default::default(),
         }
     }
 
     /// How this node asks the others to hand sessions over.
     pub fn with_peers(mut self, peers: ClusterClient) -> Self {
         self.peers = Some(peers);
+        self
+    }
+
+    /// What it was started with, for its reports.
+    pub fn with_setup(mut self, setup: crate::report::Setup) -> Self {
+        self.setup = setup;
         self
     }
 
@@ -103,7 +113,9 @@ impl NodeState {
         &self,
         session: &crate::session::Session,
     ) -> Result<(), shardgate_store::StoreError> {
-        self.end_session(&session.id);
+        if self.end_session(&session.id) {
+            METRICS.sessions_ended(Ended::Deleted, 1);
+        }
         match (&self.durable, session.link()) {
             (Some(durable), Some(link)) => durable.store.delete(&session.id, link.fence()).await,
             _ => Ok(()),
@@ -118,6 +130,7 @@ impl NodeState {
             .get(&lost.session)
             .is_some_and(|s| s.link().is_some_and(|l| *l.fence() == *lost.fence));
         if held && self.end_session(&lost.session) {
+            METRICS.sessions_ended(Ended::Lost, 1);
             if let Some(durable) = &self.durable {
                 crate::durable::Counts::add(&durable.counts.lost, 1);
             }
@@ -137,6 +150,7 @@ impl NodeState {
     ) -> (usize, usize) {
         let ended = self.sessions.reap(timeout);
         let mut reaped = ended.len();
+        METRICS.sessions_ended(Ended::Expired, ended.len() as u64);
         for session in &ended {
             self.upstream.close(&Scope::Session(session.id.clone()));
         }
@@ -291,8 +305,8 @@ impl NodeState {
             .sessions
             .get(&session.id)
             .is_some_and(|s| Arc::ptr_eq(&s, &session));
-        if still_here {
-            self.end_session(&session.id);
+        if still_here && self.end_session(&session.id) {
+            METRICS.sessions_ended(Ended::HandedOff, 1);
         }
     }
 

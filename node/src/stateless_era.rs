@@ -29,6 +29,7 @@ use shardgate_protocol::internal::{self, CLIENT_SCOPE, KEYED_STATE, Placement};
 use shardgate_protocol::mcp::{self, Message, RequestId, RpcError, code};
 use shardgate_protocol::reply;
 use shardgate_protocol::stateless_checks;
+use shardgate_protocol::traces;
 use shardgate_store::Fence;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +38,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Messages a call may send ahead of its result before the client counts as not reading.
 const NOTE_BUFFER: usize = 256;
@@ -427,7 +429,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
     let serving = node.clone();
     let token = cancel.clone();
     let audited = Audited::begin(node.auditor.as_ref(), &call);
-    let mut task = tokio::spawn(async move {
+    let work = async move {
         let _admitted = admitted;
         // Under way until what the call left behind is stored: a hand-off waits for it.
         let _key_call = key_call;
@@ -454,7 +456,8 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
             audited.end(answer.as_ref(), &token, false);
         }
         answer
-    });
+    };
+    let mut task = tokio::spawn(work.instrument(traces::current()));
     // Dropped with this handler (client gone before an answer) or with the SSE body.
     let on_close = cancel.drop_guard();
     let mut resp = tokio::select! {

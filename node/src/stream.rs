@@ -170,6 +170,14 @@ impl EventStream {
         self.account.sub(trim(&mut st));
     }
 
+    /// The id of the newest event sent on it: the priming event's while there is no other.
+    pub fn last_event_id(&self) -> EventId {
+        EventId {
+            stream: self.id,
+            seq: self.lock().next_seq - 1,
+        }
+    }
+
     /// Events up to this seq are only in the store (sent before a takeover).
     pub fn stored_through(&self) -> u64 {
         self.lock().stored_through

@@ -23,6 +23,8 @@ use shardgate_raft::{MemberState, NodeId, Ring};
 use shardgate_store::{Fence, InFlightRecord, SessionStore, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// The JSON-RPC error code of a store that cannot be reached (as budgets' refusals, a
 /// server-defined code the client may retry on).
@@ -180,10 +182,36 @@ pub async fn find(node: &NodeState, id: &str) -> Result<Arc<Session>, Missing> {
     let Some(durable) = &node.durable else {
         return Err(Missing::Unknown);
     };
+    let span = shardgate_protocol::exported_span!(
+        "node.takeover",
+        shardgate.outcome = Empty,
+        shardgate.interrupted = Empty,
+    );
+    let found = take_over(node, durable, id).instrument(span.clone()).await;
+    span.record("shardgate.outcome", outcome(&found));
+    found
+}
+
+/// What a takeover came to, as a trace attribute.
+fn outcome(found: &Result<Arc<Session>, Missing>) -> &'static str {
+    match found {
+        Ok(_) => "held",
+        Err(Missing::NoId) => "no_id",
+        Err(Missing::Unknown) => "unknown",
+        Err(Missing::Moved(_)) => "moved",
+        Err(Missing::Full) => "full",
+        Err(Missing::Unavailable(_)) => "unavailable",
+    }
+}
+
+/// Claims the session `id` from the store and rebuilds it here, one takeover per session at a
+/// time (the second finds the first's).
+async fn take_over(node: &NodeState, durable: &Durable, id: &str) -> Result<Arc<Session>, Missing> {
     let _one_at_a_time = durable.takeover_lock(id).await;
     if let Some(s) = held(node, id) {
         return s;
     }
+    let started = std::time::Instant::now();
     // What this node wrote while it held the session before is in the store first, so the
     // streams continue after it.
     durable.flushed().await;
@@ -234,6 +262,10 @@ pub async fn find(node: &NodeState, id: &str) -> Result<Arc<Session>, Missing> {
         return Err(Missing::Full);
     }
     crate::durable::Counts::add(&durable.counts.takeovers, 1);
+    tracing::Span::current().record("shardgate.interrupted", interrupted.len());
+    crate::metrics::METRICS
+        .takeover_seconds
+        .observe(started.elapsed().as_secs_f64());
     tracing::info!(
         interrupted = interrupted.len(),
         "took over a session from the store"

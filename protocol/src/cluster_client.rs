@@ -1,6 +1,7 @@
 //! The client side of the internal listener: what nodes (Raft and cluster RPCs), gateways
-//! (membership) and the operator CLI (`status`, `drain`) send to a node, authenticated with
-//! the cluster credentials, and whose answers are checked to come from a member.
+//! (membership, reports) and the operator CLI (`status`, `sessions`, `drain`) send to a node,
+//! authenticated with the cluster credentials, and whose answers are checked to come from a
+//! member.
 //!
 //! Under mTLS the connection is HTTPS with our certificate, and only a server certificate of
 //! the cluster CA is trusted. Under HMAC each request is signed and each answer's signature
@@ -140,6 +141,21 @@ impl ClusterClient {
             });
         }
         Ok(answer.body)
+    }
+
+    /// A `GET` whose 2xx answer is JSON of type `T`: the reports operators read.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path_and_query: &str,
+        timeout: Duration,
+    ) -> Result<T, TransportError> {
+        let body = self
+            .call(Method::GET, addr, path_and_query, Vec::new(), timeout)
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            TransportError::Other(format!("{addr} answered {path_and_query} unreadably: {e}"))
+        })
     }
 }
 

@@ -31,7 +31,7 @@ pub const NOT_SERVING: &str = "x-shardgate-not-serving";
 pub const MEMBERSHIP_PATH: &str = "/internal/membership";
 /// Raft and cluster RPCs between nodes: `POST /internal/raft/<name>`, JSON in and out.
 pub const RAFT_PATH: &str = "/internal/raft/{name}";
-/// What `shardgate status` shows: this node's view of consensus and membership.
+/// What `shardgate status` shows first: this node's view of consensus and membership.
 pub const STATUS_PATH: &str = "/internal/status";
 /// Asks the node to drain: mark itself `Draining` (its keys move), let its calls in flight
 /// finish within a grace period, leave, stop.
@@ -42,6 +42,121 @@ pub const DRAIN_PATH: &str = "/internal/drain";
 /// session's new owner asks before it claims the session, so that a planned move interrupts
 /// no call. 409 when the holder's view does not give the session to the asker.
 pub const RELEASE_PATH: &str = "/internal/release";
+
+/// What a node reports of itself: a [`NodeReport`]. `shardgate status` asks every member, and
+/// so does the gateway's status page.
+pub const REPORT_PATH: &str = "/internal/report";
+/// The sessions a node holds in memory: a [`SessionList`], the most recently active first, at
+/// most `?limit=N` of them (default [`SESSIONS_LIMIT`]); with `?id=ID`, that one session as a
+/// [`SessionDetail`], or 404 when the node does not hold it ([`session_path`]).
+pub const SESSIONS_PATH: &str = "/internal/sessions";
+/// How many sessions a [`SESSIONS_PATH`] answer lists unless asked for another number: a node
+/// may hold a hundred thousand, and the list is for people to read.
+pub const SESSIONS_LIMIT: usize = 1000;
+
+/// The [`SESSIONS_PATH`] query for one session. The id is percent-encoded, so that whatever
+/// an operator types reaches the node as typed (and the request is signed as it is sent).
+pub fn session_path(id: &str) -> String {
+    let mut path = format!("{SESSIONS_PATH}?id=");
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            path.push(char::from(b));
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    path
+}
+
+/// A node's [`REPORT_PATH`] answer.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeReport {
+    pub id: shardgate_raft::NodeId,
+    /// Session-era sessions held in memory (with a store, passivated ones are not counted).
+    pub sessions: usize,
+    /// Stateless-era calls served since the node started.
+    pub stateless_calls: u64,
+    /// The epoch of the membership view the node decides ownership by.
+    pub epoch: u64,
+    /// Whether the node serves: it hears from a quorum (always, with a fixed membership).
+    pub serving: bool,
+    /// Its place in Raft; `None` with a fixed membership.
+    pub raft: Option<RaftReport>,
+    /// The session store it writes through to; `None` keeps sessions in memory only.
+    pub store: Option<StoreReport>,
+}
+
+/// A node's place in Raft, as it sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RaftReport {
+    pub role: shardgate_raft::consensus::Role,
+    pub term: u64,
+    pub leader: Option<shardgate_raft::NodeId>,
+}
+
+/// A node's session store: its kind (`sqlite`, `postgres`, `redis cluster`, …, never its URL,
+/// which may carry credentials) and whether it takes the node's writes now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreReport {
+    pub kind: String,
+    pub healthy: bool,
+}
+
+/// A node's [`SESSIONS_PATH`] answer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionList {
+    pub node: shardgate_raft::NodeId,
+    /// Every session the node holds; `sessions` may list fewer (the limit).
+    pub total: usize,
+    pub sessions: Vec<SessionSummary>,
+}
+
+/// One session a node holds. Every session is of the session era (the stateless era has
+/// none), so its era is told by its negotiated revision.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionSummary {
+    pub id: String,
+    pub protocol_version: String,
+    pub principal: String,
+    /// The upstreams that keep state for it (an upstream session, a process's `initialize`,
+    /// the builtin's counter …), by their configured names.
+    pub upstreams: Vec<String>,
+    /// When this node began to hold it (Unix seconds): created here, or taken over from the
+    /// store (which does not keep when a session was first created).
+    pub held_since: u64,
+    /// When its client last sent anything in it (Unix seconds, this node's clock).
+    pub last_active: u64,
+}
+
+/// One session in detail: a [`SESSIONS_PATH`]`?id=` answer.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionDetail {
+    pub node: shardgate_raft::NodeId,
+    #[serde(flatten)]
+    pub session: SessionSummary,
+    /// Client requests being served now.
+    pub requests_in_flight: usize,
+    /// Server-to-client requests waiting for the client's answer.
+    pub pending_client_requests: usize,
+    /// Being handed to another node: new requests are sent there.
+    pub leaving: bool,
+    /// Its streams, by id; `0` is the standalone (GET) stream.
+    pub streams: Vec<StreamReport>,
+}
+
+/// One SSE stream of a session.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamReport {
+    pub id: u64,
+    /// The id of the newest event it sent (`<stream>-<seq>`): what a client resumes after.
+    pub last_event_id: String,
+    /// Its request was answered (the standalone stream never finishes).
+    pub finished: bool,
+    /// A client is connected to it now.
+    pub listening: bool,
+    /// Bytes of events it keeps for replay.
+    pub replay_bytes: usize,
+}
 
 /// The body of a [`RELEASE_PATH`] request: the session, and who asks at which epoch.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -97,4 +212,22 @@ pub const KEYED_STATE: &str = "sgk.";
 pub fn key_in_request_state(state: &str) -> Option<&str> {
     let (key, _) = state.strip_prefix(KEYED_STATE)?.split_once('.')?;
     Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_query_carries_any_id_as_typed() {
+        assert_eq!(
+            session_path("AbC-_9"),
+            "/internal/sessions?id=AbC-_9",
+            "minted ids pass unchanged"
+        );
+        assert_eq!(
+            session_path("a b&id=c/é"),
+            "/internal/sessions?id=a%20b%26id%3Dc%2F%C3%A9"
+        );
+    }
 }

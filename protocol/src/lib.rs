@@ -11,15 +11,20 @@
 //! - [`cluster_client`]: the authenticated client of a node's internal listener (Raft, membership,
 //!   status, drain).
 //! - [`reply`]: HTTP answers with JSON-RPC error bodies.
+//! - [`metered`]: the bounded labels both sides' metrics use, and a response body that counts
+//!   what it sends.
+//! - [`traces`]: the trace context each hop takes from the one before it and hands to the next.
 
 pub mod cluster_client;
 pub mod internal;
 pub mod listener;
 pub mod mcp;
+pub mod metered;
 pub mod reply;
 pub mod session_id;
 pub mod sse;
 pub mod stateless_checks;
+pub mod traces;
 
 /// An error and its causes, `outer: inner: innermost`: where hyper and reqwest say what
 /// happened to a connection.

@@ -2,7 +2,7 @@
 //! for HMAC, and the key that seals MRTR `requestState`. Secrets come from files or the
 //! environment, never from the command line, where every user of the machine can read them.
 //!
-//! The operator commands (`status`, `drain`) also find the credentials of a local cluster that
+//! The operator commands (`status`, `sessions`, `drain`) also find the credentials of a local cluster that
 //! `shardgate up` runs (`shardgate_statefulset::local`), so that they need no flags on a laptop.
 
 use anyhow::{Context, bail};

@@ -1,5 +1,5 @@
-//! `shardgate`: one binary for every role. Parses the command line, sets up logging, and hands
-//! over to the subcommand in `commands/`.
+//! `shardgate`: one binary for every role. Parses the command line, sets up logging (and, for
+//! the gateway and node roles, traces), and hands over to the subcommand in `commands/`.
 
 use clap::{Parser, Subcommand};
 
@@ -7,6 +7,7 @@ mod commands;
 mod credentials;
 mod logging;
 mod members;
+mod traces;
 
 #[derive(Parser)]
 #[command(
@@ -27,8 +28,11 @@ enum Command {
     Node(commands::node::Args),
     /// Run a local cluster (nodes and gateways as processes) until Ctrl-C.
     Up(commands::up::Args),
-    /// Show the cluster's members, their states, the epoch, the leader and the voters.
+    /// Show the cluster's members, their states, the epoch, the leader and the voters, and
+    /// each member's sessions, Raft role and store.
     Status(commands::status::Args),
+    /// List the sessions every member holds, or show one session in detail.
+    Sessions(commands::sessions::Args),
     /// Drain a node: its keys move to the others, then it leaves the cluster.
     Drain(commands::drain::Args),
     /// Change the number of nodes of the local cluster `shardgate up` runs.
@@ -42,28 +46,45 @@ enum Command {
     Bench(commands::bench::Args),
 }
 
+impl Command {
+    /// The service the traces of a role that serves requests are exported as.
+    fn traced_as(&self) -> Option<&'static str> {
+        match self {
+            Command::Gateway(_) => Some("shardgate-gateway"),
+            Command::Node(_) => Some("shardgate-node"),
+            _ => None,
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init();
     // One crypto provider for every TLS client and server in the process (ring; reqwest and
-    // rustls are built without one of their own).
+    // rustls are built without one of their own), the traces exporter's client included.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let traces = logging::init(cli.command.traced_as(), runtime.handle())?;
+    let outcome = runtime.block_on(async {
         match cli.command {
             Command::Gateway(args) => commands::gateway::run(args).await,
             Command::Node(args) => commands::node::run(args).await,
             Command::Up(args) => commands::up::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
+            Command::Sessions(args) => commands::sessions::run(args).await,
             Command::Drain(args) => commands::drain::run(args).await,
             Command::Scale(args) => commands::scale::run(args).await,
             Command::Chaos(args) => commands::chaos::run(args).await,
             Command::Migrate(args) => commands::migrate::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
         }
-    })
+    });
+    // While the runtime still runs: the last batch is sent on it.
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    outcome
 }
 
 #[cfg(test)]

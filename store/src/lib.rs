@@ -19,6 +19,7 @@
 //!   composition.
 //! - [`open()`]: a store from its URL, as configured.
 //! - [`error`]: [`StoreError`]: fenced, gone, unavailable (retry), corrupt, misconfigured.
+//! - [`measured`]: each operation's latency and failures, by store, for the node's `/metrics`.
 //! - `contract`: the checks every implementation passes (feature `contract`).
 //!
 //! Idle sessions expire: each store is built with a ttl, and a session not written for that long
@@ -28,6 +29,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod measured;
 mod open;
 pub mod postgres;
 pub mod record;
@@ -154,14 +156,15 @@ pub trait SessionStore: Send + Sync {
 
 /// Implements [`SessionStore`] for a store whose inherent `async fn`s `claim_now`, `write_now`,
 /// `events_now`, `load_now`, `delete_now` and `replicate_now` do the work: each
-/// implementation writes its operations once, as plain async methods, and this boxes them.
-/// Items in an optional `{ … }` after the type (a provided method overridden) go into the impl
+/// implementation writes its operations once, as plain async methods, and this boxes them,
+/// measured under the store kind given ([`measured`]; `None` for a store made of others).
+/// Items in an optional `{ … }` after the kind (a provided method overridden) go into the impl
 /// as they are.
 macro_rules! session_store_by_inherent_methods {
-    ($store:ty) => {
-        $crate::session_store_by_inherent_methods!($store {});
+    ($store:ty, $kind:expr) => {
+        $crate::session_store_by_inherent_methods!($store, $kind, {});
     };
-    ($store:ty { $($more:tt)* }) => {
+    ($store:ty, $kind:expr, { $($more:tt)* }) => {
         impl $crate::SessionStore for $store {
             fn claim<'a>(
                 &'a self,
@@ -169,7 +172,7 @@ macro_rules! session_store_by_inherent_methods {
                 fence: &'a $crate::Fence,
             ) -> futures_util::future::BoxFuture<'a, Result<$crate::Claimed, $crate::StoreError>>
             {
-                Box::pin(self.claim_now(session_id, fence))
+                Box::pin($crate::measured::op($kind, "claim", self.claim_now(session_id, fence)))
             }
 
             fn write<'a>(
@@ -178,7 +181,11 @@ macro_rules! session_store_by_inherent_methods {
                 fence: &'a $crate::Fence,
                 changes: $crate::Changes<'a>,
             ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
-                Box::pin(self.write_now(session_id, fence, changes))
+                Box::pin($crate::measured::op(
+                    $kind,
+                    "write",
+                    self.write_now(session_id, fence, changes),
+                ))
             }
 
             fn events<'a>(
@@ -188,7 +195,11 @@ macro_rules! session_store_by_inherent_methods {
                 after_seq: u64,
             ) -> futures_util::future::BoxFuture<'a, Result<$crate::Replay, $crate::StoreError>>
             {
-                Box::pin(self.events_now(session_id, stream, after_seq))
+                Box::pin($crate::measured::op(
+                    $kind,
+                    "events",
+                    self.events_now(session_id, stream, after_seq),
+                ))
             }
 
             fn load<'a>(
@@ -198,7 +209,7 @@ macro_rules! session_store_by_inherent_methods {
                 'a,
                 Result<Option<($crate::SessionRecord, $crate::Fence)>, $crate::StoreError>,
             > {
-                Box::pin(self.load_now(session_id))
+                Box::pin($crate::measured::op($kind, "load", self.load_now(session_id)))
             }
 
             fn delete<'a>(
@@ -206,14 +217,18 @@ macro_rules! session_store_by_inherent_methods {
                 session_id: &'a str,
                 fence: &'a $crate::Fence,
             ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
-                Box::pin(self.delete_now(session_id, fence))
+                Box::pin($crate::measured::op($kind, "delete", self.delete_now(session_id, fence)))
             }
 
             fn replicate<'a>(
                 &'a self,
                 session_id: &'a str,
             ) -> futures_util::future::BoxFuture<'a, Result<(), $crate::StoreError>> {
-                Box::pin(self.replicate_now(session_id))
+                Box::pin($crate::measured::op(
+                    $kind,
+                    "replicate",
+                    self.replicate_now(session_id),
+                ))
             }
 
             $($more)*

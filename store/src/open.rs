@@ -32,7 +32,17 @@ pub async fn open(
     durable: Option<&str>,
     ttl: Duration,
 ) -> Result<Arc<dyn SessionStore>, StoreError> {
-    Ok(match Location::parse(url, durable)? {
+    let location = Location::parse(url, durable)?;
+    let kinds: &[&'static str] = match &location {
+        Location::Memory | Location::Sqlite(_) => &["sqlite"],
+        Location::Redis { durable: None, .. } => &["redis"],
+        Location::Redis { .. } => &["redis", "postgres"],
+        Location::Postgres(_) => &["postgres"],
+    };
+    for kind in kinds {
+        crate::measured::show(kind);
+    }
+    Ok(match location {
         Location::Memory => Arc::new(SqliteStore::memory(ttl).await?),
         Location::Sqlite(path) => {
             if let Some(dir) = Path::new(&path).parent()

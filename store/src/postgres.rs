@@ -471,7 +471,7 @@ async fn tails(conn: &mut PgConnection, id: &str) -> Result<BTreeMap<u64, u64>, 
     Ok(tails)
 }
 
-crate::session_store_by_inherent_methods!(PgStore {
+crate::session_store_by_inherent_methods!(PgStore, Some("postgres"), {
     fn auditor(&self) -> Option<Auditor> {
         Some(PgStore::auditor(self))
     }

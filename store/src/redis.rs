@@ -416,7 +416,7 @@ fn entry_seq(id: &str) -> Result<u64, StoreError> {
     number(id.split_once('-').map_or(id, |(seq, _)| seq))
 }
 
-crate::session_store_by_inherent_methods!(RedisStore);
+crate::session_store_by_inherent_methods!(RedisStore, Some("redis"));
 
 #[cfg(test)]
 mod tests {

@@ -370,7 +370,7 @@ fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
-crate::session_store_by_inherent_methods!(SqliteStore);
+crate::session_store_by_inherent_methods!(SqliteStore, Some("sqlite"));
 
 #[cfg(test)]
 mod tests {

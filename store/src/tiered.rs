@@ -205,7 +205,7 @@ impl Tiered {
     }
 }
 
-crate::session_store_by_inherent_methods!(Tiered {
+crate::session_store_by_inherent_methods!(Tiered, None, {
     fn flush(&self) -> futures_util::future::BoxFuture<'_, ()> {
         Box::pin(Tiered::flush(self))
     }

@@ -10,6 +10,7 @@
 //! - [`takeover`]: who owns which session, and calls and checks across a change of owner.
 
 pub mod http3;
+pub mod metrics;
 pub mod peers;
 pub mod raft;
 /// The throw-away Redis Cluster and PostgreSQL of the tests, which the chaos harness starts too.
@@ -216,8 +217,11 @@ pub struct GatewayAddrs {
 }
 
 /// Starts `shardgate <args> --ready-file …` (its listeners on port 0 unless `args` say
-/// otherwise) and returns it with what it bound.
-async fn start_reporting(args: &[String]) -> anyhow::Result<(Process, serde_json::Value)> {
+/// otherwise) with `envs` added to its environment, and returns it with what it bound.
+async fn start_reporting(
+    args: &[String],
+    envs: &[(String, String)],
+) -> anyhow::Result<(Process, serde_json::Value)> {
     let file = std::env::temp_dir().join(format!(
         "shardgate-ready-{}-{}",
         std::process::id(),
@@ -226,7 +230,7 @@ async fn start_reporting(args: &[String]) -> anyhow::Result<(Process, serde_json
     let _ = std::fs::remove_file(&file);
     let mut all = args.to_vec();
     all.extend(["--ready-file".into(), file.display().to_string()]);
-    let mut process = Process::spawn(&all)?;
+    let mut process = Process::spawn_with(&all, envs)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(bytes) = std::fs::read(&file)
@@ -257,6 +261,14 @@ fn addr(v: &serde_json::Value, key: &str) -> anyhow::Result<SocketAddr> {
 
 /// `shardgate node <args>` on port 0 for every listener not given in `args`.
 pub async fn start_node(args: &[String]) -> anyhow::Result<(Process, NodeAddrs)> {
+    start_node_with(args, &[]).await
+}
+
+/// [`start_node`] with more environment variables.
+pub async fn start_node_with(
+    args: &[String],
+    envs: &[(String, String)],
+) -> anyhow::Result<(Process, NodeAddrs)> {
     let mut all: Vec<String> = vec!["node".into()];
     for flag in ["--listen", "--internal-listen", "--admin-listen"] {
         if !args.iter().any(|a| a == flag) {
@@ -264,7 +276,7 @@ pub async fn start_node(args: &[String]) -> anyhow::Result<(Process, NodeAddrs)>
         }
     }
     all.extend(args.iter().cloned());
-    let (process, v) = start_reporting(&all).await?;
+    let (process, v) = start_reporting(&all, envs).await?;
     let addrs = NodeAddrs {
         session: addr(&v, "session")?,
         internal: addr(&v, "internal")?,
@@ -276,6 +288,14 @@ pub async fn start_node(args: &[String]) -> anyhow::Result<(Process, NodeAddrs)>
 /// `shardgate gateway <args>` on port 0 for both listeners; with `--auth-off` unless `args` give
 /// a token key.
 pub async fn start_gateway(args: &[String]) -> anyhow::Result<(Process, GatewayAddrs)> {
+    start_gateway_with(args, &[]).await
+}
+
+/// [`start_gateway`] with more environment variables.
+pub async fn start_gateway_with(
+    args: &[String],
+    envs: &[(String, String)],
+) -> anyhow::Result<(Process, GatewayAddrs)> {
     let mut all: Vec<String> = vec![
         "gateway".into(),
         "--listen".into(),
@@ -288,7 +308,7 @@ pub async fn start_gateway(args: &[String]) -> anyhow::Result<(Process, GatewayA
         all.push("--auth-off".into());
     }
     all.extend(args.iter().cloned());
-    let (process, v) = start_reporting(&all).await?;
+    let (process, v) = start_reporting(&all, envs).await?;
     let addrs = GatewayAddrs {
         mcp: addr(&v, "mcp")?,
         admin: addr(&v, "admin")?,

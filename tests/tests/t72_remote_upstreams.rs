@@ -2,8 +2,10 @@
 //! each kind of upstream, credentials that never reach an upstream, an upstream that forgets a
 //! session, a dead upstream and its breaker, and `Mcp-Param-*` headers.
 
+use anyhow::Context;
 use serde_json::{Value, json};
 use shardgate_tests::mcp::Client;
+use shardgate_tests::metrics::scrape;
 use shardgate_tests::upstreams::*;
 use shardgate_tests::{Cluster, free_addr, peers, scratch};
 use std::time::Duration;
@@ -188,6 +190,17 @@ async fn t56_a_dead_upstream_is_named_and_its_breaker_opens() -> anyhow::Result<
         messages[2].contains("not tried again"),
         "the breaker is open: {messages:?}"
     );
+    // /metrics tells the same: two calls that failed, one failed fast, the breaker open.
+    let admin = &cluster.nodes.first().context("no node")?.1.admin;
+    let http = shardgate_tests::http().build()?;
+    let node = scrape(&http, &format!("http://{admin}/metrics")).await?;
+    let gone = [("upstream", "gone")];
+    assert_eq!(node.sum("shardgate_node_upstream_errors_total", &gone), 3.0);
+    assert_eq!(
+        node.sum("shardgate_node_upstream_call_seconds_count", &gone),
+        2.0
+    );
+    assert_eq!(node.sum("shardgate_node_upstream_breaker_open", &gone), 1.0);
     cluster.stop().await?;
     Ok(())
 }

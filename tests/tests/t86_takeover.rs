@@ -569,6 +569,22 @@ async fn kill_owner_and_count(
         sids.len(),
         problems.join("\n")
     );
+    // Each takeover by the survivors was timed: their histogram counts what their counter does.
+    let mut timed = 0;
+    for (j, (id, _)) in cluster.nodes.iter().enumerate() {
+        if *id == victim {
+            continue;
+        }
+        let count = cluster
+            .metric_of(&c.http, j, "shardgate_node_takeover_seconds_count")
+            .await?;
+        let takeovers = cluster
+            .metric_of(&c.http, j, "shardgate_node_takeovers_total")
+            .await?;
+        assert_eq!(count, takeovers, "{label}: {id} timed every takeover");
+        timed += count;
+    }
+    assert!(timed > 0, "{label}: the survivors took sessions over");
     Ok(())
 }
 

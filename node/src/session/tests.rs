@@ -203,3 +203,28 @@ fn a_stream_its_client_did_not_get_to_the_end_of_outlasts_streams_that_were_deli
     let kept = s.lock().streams.len();
     assert!(kept <= RETAINED_STREAMS + 2, "still bounded: {kept}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_report_sees_activity_and_each_streams_last_event() {
+    let s = session("reported");
+    tokio::time::advance(Duration::from_secs(40)).await;
+    assert_eq!(s.idle_for(), Duration::from_secs(40));
+    assert!(s.touch());
+    assert_eq!(s.idle_for(), Duration::ZERO, "a request is activity");
+    assert!(s.held_since() > 0);
+    let answered = s.open_stream();
+    answered.push(Bytes::from_static(b"{}"));
+    answered.push(Bytes::from_static(b"{}"));
+    let quiet = s.open_stream();
+    let last: Vec<String> = s
+        .streams()
+        .iter()
+        .map(|st| st.last_event_id().to_string())
+        .collect();
+    assert_eq!(
+        last,
+        ["1-2", "2-0"],
+        "a stream with no event but its priming one"
+    );
+    assert_eq!(quiet.id(), 2);
+}

@@ -53,7 +53,7 @@ use rpc::{LeaveRequest, ProbeReply, ProposeRequest};
 use serde::{Deserialize, Serialize};
 use state_machine::StateMachineStore;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -123,11 +123,50 @@ pub struct Status {
     pub serving: bool,
 }
 
+/// This node's part in the Raft group now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Leader,
+    Candidate,
+    Follower,
+    /// Replicates the log without a vote: ordinals beyond the voters, and a node still joining.
+    Learner,
+    /// Raft is stopping: the node is leaving or shutting down.
+    Shutdown,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Candidate => "candidate",
+            Role::Follower => "follower",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// A running consensus node: a Raft group member plus its join loop and failure detector.
 pub struct Consensus {
     shared: Arc<Shared>,
     join: Mutex<Option<AbortHandle>>,
     detector: AbortHandle,
+    /// Counts leader changes for [`Consensus::gauges`].
+    observer: AbortHandle,
+}
+
+/// What `/metrics` shows of this node's part in Raft.
+#[derive(Clone, Copy, Debug)]
+pub struct Gauges {
+    pub term: u64,
+    pub role: Role,
+    pub has_leader: bool,
+    /// The last log index applied to the membership.
+    pub applied: u64,
+    /// Times this node saw the leader change (or go) since it started.
+    pub leader_changes: u64,
 }
 
 /// What the public handle, the RPC handlers and the background loops share.
@@ -147,6 +186,8 @@ pub(crate) struct Shared {
     /// Serializes membership changes on the leader: openraft takes one at a time, and voters
     /// must not be reconciled while a join is half-way (learner added, `Join` not committed).
     changes: tokio::sync::Mutex<()>,
+    /// See [`Gauges::leader_changes`].
+    leader_changes: AtomicU64,
 }
 
 /// Raft snapshots every this many entries. A snapshot is a few hundred bytes, so taking them
@@ -208,6 +249,7 @@ impl Consensus {
             lease: Lease::default(),
             leaving: AtomicBool::new(false),
             changes: tokio::sync::Mutex::new(()),
+            leader_changes: AtomicU64::new(0),
             config,
         });
         if let Err(e) = bootstrap::found_if_first(&shared, pristine).await {
@@ -216,10 +258,12 @@ impl Consensus {
         }
         let join = tokio::spawn(bootstrap::join_loop(shared.clone())).abort_handle();
         let detector = tokio::spawn(detector::run(shared.clone())).abort_handle();
+        let observer = tokio::spawn(count_leader_changes(shared.clone())).abort_handle();
         Ok(Arc::new(Consensus {
             shared,
             join: Mutex::new(Some(join)),
             detector,
+            observer,
         }))
     }
 
@@ -292,6 +336,30 @@ impl Consensus {
         }
     }
 
+    /// Term, role, leader, applied index and leader changes, for `/metrics`.
+    pub fn gauges(&self) -> Gauges {
+        let shared = &self.shared;
+        let metrics = shared.metrics.borrow();
+        Gauges {
+            term: metrics.current_term,
+            role: self.role(),
+            has_leader: metrics.current_leader.is_some(),
+            applied: metrics.last_applied.map_or(0, |id| id.index),
+            leader_changes: shared.leader_changes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// This node's part in the Raft group now.
+    pub fn role(&self) -> Role {
+        match self.shared.metrics.borrow().state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Follower => Role::Follower,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        }
+    }
+
     /// Whether Raft is between two voter sets (joint consensus, during a join or a leave). Both
     /// sets must then reach a quorum, so losing a node now can stall the group until it is back.
     pub fn changing_voters(&self) -> bool {
@@ -325,6 +393,21 @@ impl Consensus {
             join.abort();
         }
         self.detector.abort();
+        self.observer.abort();
+    }
+}
+
+/// Counts each change of the leader this node sees, a lost leader included: elections, seen
+/// from one node.
+async fn count_leader_changes(shared: Arc<Shared>) {
+    let mut metrics = shared.metrics.clone();
+    let mut leader = metrics.borrow_and_update().current_leader;
+    while metrics.changed().await.is_ok() {
+        let now = metrics.borrow_and_update().current_leader;
+        if now != leader {
+            leader = now;
+            shared.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -142,6 +142,28 @@ fn t50_weight_scales_share() {
     }
 }
 
+/// Shares are measured per member in the view's order: they add up to the whole ring, follow
+/// the weights, and are 0 for members that own nothing.
+#[test]
+fn t51_shares_follow_weights_and_states() {
+    for scheme in [RingScheme::Points, RingScheme::Rendezvous] {
+        let mut m = with_scheme(4, scheme);
+        m.members[0].weight = 2;
+        m.members[3].state = MemberState::Down;
+        let shares = Ring::new(m).shares(65_536);
+        assert_eq!(shares.len(), 4);
+        assert!(
+            (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+            "{shares:?}"
+        );
+        assert!((shares[0] - 0.5).abs() < 0.05, "{scheme:?}: {shares:?}");
+        assert!((shares[1] - 0.25).abs() < 0.05, "{scheme:?}: {shares:?}");
+        assert_eq!(shares[3], 0.0, "a down member owns nothing");
+    }
+    let empty = Ring::new(Membership::default()).shares(1000);
+    assert!(empty.is_empty());
+}
+
 /// Rendezvous: the most loaded member carries at most 5 % over the mean, for every cluster size
 /// from 3 to 50 members. 10,000 keys per member keep the sampling noise (±1 % per member) well
 /// below what is measured.

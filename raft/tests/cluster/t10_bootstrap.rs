@@ -1,5 +1,5 @@
 use crate::fixture::{Cluster, id};
-use shardgate_raft::consensus::{ConsensusError, RPC_NAMES};
+use shardgate_raft::consensus::{ConsensusError, RPC_NAMES, Role};
 use shardgate_raft::{MemberState, Ring};
 use std::time::Duration;
 
@@ -21,6 +21,15 @@ async fn t10_three_nodes_found_join_and_agree() {
     let status = c.node(1).status();
     assert_eq!(status.id, id(1));
     assert!(status.term >= 1);
+    let leader = c.leader().expect("a leader");
+    for n in [0, 1, 2] {
+        let want = if n == leader {
+            Role::Leader
+        } else {
+            Role::Follower
+        };
+        assert_eq!(c.node(n).role(), want, "node {n}");
+    }
 
     // Any node forwards a state change to the leader; every node sees it.
     let follower = [0, 1, 2].into_iter().find(|n| Some(*n) != c.leader());

@@ -1,5 +1,7 @@
 //! `shardgate drain node-N`: the node marks itself `Draining` (its keys move to the others),
-//! hands its sessions off, and leaves the cluster; the command returns once it has left.
+//! hands its sessions off, and leaves the cluster; the command prints a line for each step it
+//! sees (the view's epoch and states, the sessions the node still holds) and returns once the
+//! node has left.
 
 use super::cluster::{self, Target};
 use crate::credentials;

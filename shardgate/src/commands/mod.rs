@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod migrate;
 pub mod node;
 pub mod scale;
+pub mod sessions;
 pub mod status;
 pub mod up;
 

@@ -1,8 +1,10 @@
 //! `shardgate scale --nodes N`: asks the local cluster that `shardgate up` runs for N nodes, and
 //! waits until the cluster has exactly N members, all active. `up` adds the next ordinals one by
-//! one, or drains the highest first, as the Kubernetes StatefulSet controller does.
+//! one, or drains the highest first, as the Kubernetes StatefulSet controller does; the command
+//! prints a line for each step it sees (the view's epoch and states, the sessions a draining
+//! member still holds).
 
-use super::cluster::Target;
+use super::cluster::{self, Progress, Target};
 use crate::credentials::ClusterCredentials;
 use anyhow::{Context, bail};
 use shardgate_raft::MemberState;
@@ -34,13 +36,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     entry.request_scale(args.nodes)?;
     let target = Target::resolve(entry.seeds.clone(), &ClusterCredentials::of(&entry))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
+    let mut progress = Progress::default();
     loop {
         // Seeds move as nodes come and go: ask the ones the cluster records now.
         let seeds = local::find(&target.seeds)
             .map(|e| e.seeds)
             .unwrap_or_else(|| target.seeds.clone());
         if let Ok(status) = shardgate_statefulset::status(&target.client, &seeds).await {
-            let members = &status.membership.members;
+            let view = &status.membership;
+            progress.show(cluster::describe(
+                view,
+                &cluster::draining_sessions(&target.client, view).await,
+            ));
+            let members = &view.members;
             let active = members
                 .iter()
                 .filter(|m| m.state == MemberState::Active)
@@ -57,6 +65,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 args.timeout_secs
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(cluster::PROGRESS_EVERY).await;
     }
 }

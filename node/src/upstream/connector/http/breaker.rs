@@ -42,6 +42,12 @@ impl Breaker {
     }
 }
 
+impl crate::metrics::Breaker for Breaker {
+    fn is_open(&self) -> bool {
+        self.admit().is_err()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

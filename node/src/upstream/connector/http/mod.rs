@@ -29,6 +29,7 @@ mod tests;
 
 use super::{Exchange, notification, unavailable};
 use crate::config::{HttpConfig, UpstreamEra};
+use crate::metrics::METRICS;
 use crate::upstream::{Scope, UpstreamState};
 use breaker::Breaker;
 use failure::{Failure, broken, redact, too_large};
@@ -38,9 +39,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use in_flight::InFlight;
 use serde_json::{Value, json};
 use shardgate_protocol::mcp::RpcError;
+use shardgate_protocol::metered;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 /// The longest we wait before resuming, whatever `retry` the upstream asked for.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -52,7 +56,7 @@ pub(super) struct Http {
     client: reqwest::Client,
     stateless: bool,
     timeout: Duration,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
     /// The most a JSON body or an SSE event from the upstream may hold, in bytes.
     max_message_bytes: usize,
     /// One (re)initialization at a time per scope.
@@ -86,6 +90,12 @@ impl Http {
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
+        let breaker = Arc::new(Breaker::new(
+            config.breaker_failures,
+            Duration::from_secs(config.breaker_open_secs),
+        ));
+        let watched: Arc<dyn crate::metrics::Breaker> = breaker.clone();
+        METRICS.watch_breaker(name, Arc::downgrade(&watched));
         Ok(Http {
             name: name.to_owned(),
             url,
@@ -93,10 +103,7 @@ impl Http {
             client,
             stateless: config.era == UpstreamEra::Stateless,
             timeout: Duration::from_secs(config.request_timeout_secs),
-            breaker: Breaker::new(
-                config.breaker_failures,
-                Duration::from_secs(config.breaker_open_secs),
-            ),
+            breaker,
             max_message_bytes,
             handshakes: Mutex::default(),
             sessions: Mutex::default(),
@@ -157,7 +164,14 @@ impl Http {
         method: &str,
         attempt: impl Future<Output = Result<Value, Failure>>,
     ) -> Result<Value, RpcError> {
+        let errors = || {
+            METRICS
+                .upstream_errors
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+        };
         if let Err(wait) = self.breaker.admit() {
+            errors();
             return Err(unavailable(
                 &self.name,
                 format!(
@@ -166,6 +180,15 @@ impl Http {
                 ),
             ));
         }
+        let span = shardgate_protocol::exported_span!(
+            "node.upstream",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            shardgate.upstream = %self.name,
+            mcp.class = metered::method_class(method),
+        );
+        let started = std::time::Instant::now();
+        let attempt = attempt.instrument(span.clone());
         let outcome = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure::Broken(format!(
@@ -173,10 +196,16 @@ impl Http {
                 self.timeout.as_secs()
             ))),
         };
-        self.breaker.record(!matches!(
-            outcome,
-            Err(Failure::Broken(_) | Failure::SessionGone)
-        ));
+        METRICS
+            .upstream_seconds
+            .with_label_values(&[self.name.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        let failed = matches!(outcome, Err(Failure::Broken(_) | Failure::SessionGone));
+        if failed {
+            errors();
+            span.record("otel.status_code", "error");
+        }
+        self.breaker.record(!failed);
         outcome.map_err(|f| match f {
             Failure::Rpc(e) => e,
             Failure::SessionGone => unavailable(&self.name, "the upstream session was lost twice"),

@@ -7,6 +7,7 @@ use super::headers::insert;
 use http::HeaderMap;
 use serde_json::Value;
 use shardgate_protocol::mcp::{self, HEADER_LAST_EVENT_ID};
+use shardgate_protocol::traces;
 
 impl Http {
     pub(super) fn poster(&self, link: &Link) -> Poster {
@@ -34,11 +35,13 @@ pub(super) struct Poster {
 }
 
 impl Poster {
+    /// POSTs `msg`; within a call, with the call's trace context.
     pub(super) async fn post(
         &self,
         msg: &Value,
-        extra: HeaderMap,
+        mut extra: HeaderMap,
     ) -> reqwest::Result<reqwest::Response> {
+        traces::inject(&mut extra);
         self.client
             .post(self.url.clone())
             .headers(self.headers.clone())

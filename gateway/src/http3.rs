@@ -8,7 +8,8 @@
 //! handshake time, a request body that sends nothing for the body timeout, and the idle timeout
 //! (QUIC's own, so a connection that changes address keeps it: migration is on). On shutdown
 //! every connection is sent GOAWAY, gets the shutdown grace to finish what it has in flight,
-//! and is then closed.
+//! and is then closed once its client has closed it or [`CLOSE_LINGER`] has passed, so that
+//! the last bytes of its answers arrive.
 //!
 //! No 0-RTT: a replayed early request could act twice.
 
@@ -34,6 +35,10 @@ const ALPN: &[u8] = b"h3";
 /// Unidirectional streams a client may open: HTTP/3's control stream and QPACK's two, with
 /// room for a client that opens them again.
 const UNI_STREAMS: u32 = 8;
+/// How long a connection that has answered everything waits for its client to close it.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// The error code of a graceful close (RFC 9114 §8.1).
+const H3_NO_ERROR: u32 = 0x100;
 /// Headers HTTP/3 forbids (RFC 9114 §4.2): they describe a TCP connection.
 const CONNECTION_HEADERS: [HeaderName; 5] = [
     header::CONNECTION,
@@ -109,7 +114,7 @@ pub async fn serve(
     }
     endpoint.set_server_config(None);
     while connections.join_next().await.is_some() {}
-    endpoint.close(0u32.into(), b"shutting down");
+    endpoint.close(H3_NO_ERROR.into(), b"shutting down");
     endpoint.wait_idle().await;
 }
 
@@ -152,8 +157,11 @@ async fn connection(
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
             _ = shutdown.cancelled() => {
-                // GOAWAY: no request after those already taken.
-                let _ = h3.shutdown(0).await;
+                // GOAWAY naming the stream after the last one taken: every request taken is
+                // served, none after it is (its client may safely send it again elsewhere).
+                // GOAWAY naming the last one taken itself would tell its client that it was
+                // not processed, and the client would give up on its answer.
+                let _ = h3.shutdown(1).await;
                 break;
             }
         };
@@ -187,7 +195,11 @@ async fn connection(
     if tokio::time::timeout(SHUTDOWN_GRACE, finish).await.is_err() {
         tracing::debug!(%peer, "HTTP/3 requests still open at close; dropped");
     }
-    quic.close(0u32.into(), b"");
+    // Closing at once would discard the last answers' final bytes if they are still in flight
+    // (a QUIC close drops unacknowledged stream data): the client, told by GOAWAY that nothing
+    // more is coming, closes once it has read them; one that does not is closed after a while.
+    let _ = tokio::time::timeout(CLOSE_LINGER, quic.closed()).await;
+    quic.close(H3_NO_ERROR.into(), b"");
 }
 
 /// One request: through the router, its response written back as it comes.
@@ -216,16 +228,21 @@ async fn serve_request<S>(
         return;
     }
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            // The answer broke off upstream: the stream ends without its clean finish.
-            send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
-            return;
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                // The answer broke off upstream: the stream ends without its clean finish.
+                tracing::debug!(%peer, error = %e, "HTTP/3 answer broke off");
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
         };
         if let Ok(data) = frame.into_data()
             && !data.is_empty()
-            && send.send_data(data).await.is_err()
+            && let Err(e) = send.send_data(data).await
         {
             // The client went away; dropping the body lets the node know.
+            tracing::debug!(%peer, error = %e, "HTTP/3 client stopped reading its answer");
             return;
         }
     }

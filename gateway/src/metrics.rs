@@ -4,6 +4,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use shardgate_protocol::metered::{LATENCY_BUCKETS, registered};
 
 /// The `method` label of a request: one of a fixed set, whatever method a client sends, so
 /// that clients cannot grow the metric's series without bound.
@@ -46,15 +47,6 @@ pub struct Metrics {
     pub sse_streams_open: IntGauge,
     pub received_bytes: IntCounter,
     pub sent_bytes: IntCounter,
-}
-
-/// Registers `metric` in `registry` and hands it back.
-fn registered<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: M,
-) -> Result<M, prometheus::Error> {
-    registry.register(Box::new(metric.clone()))?;
-    Ok(metric)
 }
 
 impl Metrics {
@@ -171,12 +163,6 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
-
-/// Latency buckets from 250 µs to 10 s: a hop on this path takes well under a millisecond, an
-/// upstream call can take seconds.
-pub const LATENCY_BUCKETS: [f64; 15] = [
-    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 #[cfg(test)]
 mod tests {

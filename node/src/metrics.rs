@@ -6,6 +6,7 @@
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
+use shardgate_protocol::metered::{LATENCY_BUCKETS, registered};
 use std::sync::{LazyLock, Mutex, PoisonError, Weak};
 
 pub struct NodeMetrics {
@@ -61,22 +62,8 @@ impl Ended {
     }
 }
 
-/// Buckets from 250 µs to 10 s, as the gateway's: a node answers from memory in well under a
-/// millisecond, an upstream call can take seconds.
-const LATENCY_BUCKETS: [f64; 15] = [
-    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 pub static METRICS: LazyLock<NodeMetrics> =
     LazyLock::new(|| NodeMetrics::new().expect("the node's metric names and labels are valid"));
-
-fn registered<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: M,
-) -> Result<M, prometheus::Error> {
-    registry.register(Box::new(metric.clone()))?;
-    Ok(metric)
-}
 
 impl NodeMetrics {
     fn new() -> Result<NodeMetrics, prometheus::Error> {

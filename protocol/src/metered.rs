@@ -11,6 +11,21 @@ use prometheus::{IntCounter, IntGauge};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// Latency buckets of both sides, from 250 µs to 10 s: a hop on this path takes well under a
+/// millisecond, an upstream call can take seconds.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Registers `metric` in `registry` and hands it back.
+pub fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &prometheus::Registry,
+    metric: M,
+) -> Result<M, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
 /// The `era` label: `none` for a request refused before its era was known.
 pub fn era_label(era: Option<Era>) -> &'static str {
     match era {

@@ -70,19 +70,66 @@ pub async fn ask_each<T: DeserializeOwned>(
         .collect()
 }
 
-/// A line for each step a waiting command sees: printed only when it differs from the last.
+/// A line for each step a waiting command sees, printed only when it differs from the last:
+/// text, or with `--json` one JSON object per line (`{"epoch": …, "members": [{"id", "state",
+/// "sessions"?}]}`), and the command's other lines as objects too.
 #[derive(Default)]
 pub struct Progress {
     last: String,
+    json: bool,
 }
 
 impl Progress {
-    pub fn show(&mut self, line: String) {
+    pub fn new(json: bool) -> Progress {
+        Progress {
+            last: String::new(),
+            json,
+        }
+    }
+
+    /// Prints the step `view` is at, with what each draining member still holds.
+    pub fn step(&mut self, view: &Membership, draining: &[(NodeId, usize)]) {
+        let line = match self.json {
+            true => step_json(view, draining).to_string(),
+            false => describe(view, draining),
+        };
         if line != self.last {
             println!("{line}");
             self.last = line;
         }
     }
+
+    /// Takes `view` as the step already seen: only what differs from it is printed.
+    pub fn seen(&mut self, view: &Membership) {
+        self.last = match self.json {
+            true => step_json(view, &[]).to_string(),
+            false => describe(view, &[]),
+        };
+    }
+
+    /// Prints `text`, or `object` with `--json`.
+    pub fn say(&self, text: &str, object: serde_json::Value) {
+        match self.json {
+            true => println!("{object}"),
+            false => println!("{text}"),
+        }
+    }
+}
+
+/// A step as `--json` prints it.
+fn step_json(view: &Membership, draining: &[(NodeId, usize)]) -> serde_json::Value {
+    let members: Vec<serde_json::Value> = view
+        .members
+        .iter()
+        .map(|m| {
+            let mut member = serde_json::json!({"id": m.id, "state": state_name(m.state)});
+            if let Some((_, n)) = draining.iter().find(|(id, _)| *id == m.id) {
+                member["sessions"] = (*n).into();
+            }
+            member
+        })
+        .collect();
+    serde_json::json!({"epoch": view.epoch, "members": members})
 }
 
 /// One line of a view: its epoch, each member's state, and the sessions each draining member
@@ -167,7 +214,12 @@ impl Target {
 
 /// Asks node `id` (found through the seeds) to drain and leave; waits until it has, printing
 /// each step it sees: the node's state, and the sessions it still holds.
-pub async fn drain(target: &Target, id: &str, within: Duration) -> anyhow::Result<()> {
+pub async fn drain(
+    target: &Target,
+    id: &str,
+    within: Duration,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
     let Target { seeds, client } = target;
     let current = status(client, seeds).await?;
     let member = current
@@ -186,7 +238,10 @@ pub async fn drain(target: &Target, id: &str, within: Duration) -> anyhow::Resul
         )
         .await
         .with_context(|| format!("{id} refused to drain"))?;
-    println!("asked {id} to drain");
+    progress.say(
+        &format!("asked {id} to drain"),
+        serde_json::json!({"asked_to_drain": id}),
+    );
     let deadline = tokio::time::Instant::now() + within;
     // Ask the others: the draining node stops answering once it has left.
     let others: Vec<String> = current
@@ -198,16 +253,14 @@ pub async fn drain(target: &Target, id: &str, within: Duration) -> anyhow::Resul
         .chain(seeds.iter().cloned())
         .collect();
     // Steps are changes from the view the drain was asked under.
-    let mut progress = Progress {
-        last: describe(&current.membership, &[]),
-    };
+    progress.seen(&current.membership);
     while tokio::time::Instant::now() < deadline {
         if let Ok(now) = status(client, &others).await {
             let view = &now.membership;
             if !view.members.iter().any(|m| m.id.0 == id) {
                 return Ok(());
             }
-            progress.show(describe(view, &draining_sessions(client, view).await));
+            progress.step(view, &draining_sessions(client, view).await);
         }
         tokio::time::sleep(PROGRESS_EVERY).await;
     }
@@ -248,6 +301,14 @@ mod tests {
             describe(&v, &[]),
             "epoch 7: node-0 active, node-1 draining, node-2 down",
             "a draining member that does not answer is shown without a count"
+        );
+        assert_eq!(
+            step_json(&v, &[(NodeId::from("node-1"), 12)]),
+            serde_json::json!({"epoch": 7, "members": [
+                {"id": "node-0", "state": "active"},
+                {"id": "node-1", "state": "draining", "sessions": 12},
+                {"id": "node-2", "state": "down"},
+            ]})
         );
     }
 

@@ -3,7 +3,7 @@
 //! sees (the view's epoch and states, the sessions the node still holds) and returns once the
 //! node has left.
 
-use super::cluster::{self, Target};
+use super::cluster::{self, Progress, Target};
 use crate::credentials;
 use std::time::Duration;
 
@@ -20,11 +20,19 @@ pub struct Args {
     /// How long to wait for the node to leave, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+    /// Print each step as a JSON object, one per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let target = Target::resolve(args.seeds, &args.credentials)?;
-    cluster::drain(&target, &args.id, Duration::from_secs(args.timeout_secs)).await?;
-    println!("{} has left the cluster", args.id);
+    let mut progress = Progress::new(args.json);
+    let within = Duration::from_secs(args.timeout_secs);
+    cluster::drain(&target, &args.id, within, &mut progress).await?;
+    progress.say(
+        &format!("{} has left the cluster", args.id),
+        serde_json::json!({"left": args.id}),
+    );
     Ok(())
 }

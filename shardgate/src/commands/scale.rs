@@ -23,6 +23,9 @@ pub struct Args {
     /// How long to wait for the cluster to reach that size, in seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Print each step as a JSON object, one per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -36,7 +39,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     entry.request_scale(args.nodes)?;
     let target = Target::resolve(entry.seeds.clone(), &ClusterCredentials::of(&entry))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
-    let mut progress = Progress::default();
+    let mut progress = Progress::new(args.json);
     loop {
         // Seeds move as nodes come and go: ask the ones the cluster records now.
         let seeds = local::find(&target.seeds)
@@ -44,17 +47,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| target.seeds.clone());
         if let Ok(status) = shardgate_statefulset::status(&target.client, &seeds).await {
             let view = &status.membership;
-            progress.show(cluster::describe(
+            progress.step(
                 view,
                 &cluster::draining_sessions(&target.client, view).await,
-            ));
+            );
             let members = &view.members;
             let active = members
                 .iter()
                 .filter(|m| m.state == MemberState::Active)
                 .count();
             if members.len() == args.nodes && active == args.nodes {
-                println!("{} nodes, epoch {}", args.nodes, status.membership.epoch);
+                let epoch = status.membership.epoch;
+                progress.say(
+                    &format!("{} nodes, epoch {epoch}", args.nodes),
+                    serde_json::json!({"nodes": args.nodes, "epoch": epoch}),
+                );
                 return Ok(());
             }
         }

@@ -44,6 +44,11 @@ enum Command {
     /// Measure an MCP endpoint: open-loop load at a fixed rate, latency percentiles, errors
     /// by kind, CPU per request.
     Bench(commands::bench::Args),
+    /// Check a deployed cluster end to end: health, every member and its store, a session in
+    /// each era, metrics. What a pipeline runs after a deploy.
+    Smoke(commands::smoke::Args),
+    /// Ask this container's own admin listener whether it is ready (its health check).
+    Health(commands::health::Args),
 }
 
 impl Command {
@@ -78,6 +83,8 @@ fn main() -> anyhow::Result<()> {
             Command::Chaos(args) => commands::chaos::run(args).await,
             Command::Migrate(args) => commands::migrate::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
+            Command::Smoke(args) => commands::smoke::run(args).await,
+            Command::Health(args) => commands::health::run(args).await,
         }
     });
     // While the runtime still runs: the last batch is sent on it.

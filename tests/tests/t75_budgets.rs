@@ -392,3 +392,142 @@ async fn t60_stdio_processes_are_bounded_per_principal() -> anyhow::Result<()> {
     cluster.stop().await?;
     Ok(())
 }
+
+/// The body of a chunked HTTP/1.1 response read off a raw socket: the chunks' data joined, and
+/// whether the last chunk came (the server ended the body, rather than the read stopping).
+fn dechunk(raw: &[u8]) -> anyhow::Result<(Vec<u8>, bool)> {
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no response head"))?;
+    let head = String::from_utf8_lossy(&raw[..at]);
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "GET answered {head}");
+    let mut rest = &raw[at + 4..];
+    let mut body = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol])?.trim(), 16)?;
+        if size == 0 {
+            return Ok((body, true));
+        }
+        let Some(chunk) = rest.get(eol + 2..eol + 2 + size) else {
+            break;
+        };
+        body.extend_from_slice(chunk);
+        rest = rest.get(eol + 4 + size..).unwrap_or_default();
+    }
+    Ok((body, false))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t70_a_client_that_does_not_read_its_stream_is_cut_off_and_resumes_from_the_log()
+-> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::builder().nodes(1).start().await?;
+    let client = Client::new(&cluster.endpoint);
+    let sid = client.initialize().await?;
+    // The standalone stream, on a socket with a small receive window that nobody reads.
+    let gateway: std::net::SocketAddr = cluster
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .parse()?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut conn = socket.connect(gateway).await?;
+    conn.write_all(
+        format!(
+            "GET /mcp HTTP/1.1\r\nHost: {gateway}\r\nAccept: text/event-stream\r\n\
+             Mcp-Session-Id: {sid}\r\nMCP-Protocol-Version: {}\r\n\r\n",
+            mcp::SESSION_VERSION
+        )
+        .as_bytes(),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Calls answered as JSON: their progress goes to the standalone stream, far more of it than
+    // the way to the client buffers.
+    const CALLS: i64 = 24;
+    const STEPS: u64 = 1000;
+    let calls = (1..=CALLS).map(|id| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "slow", "arguments": {"steps": STEPS, "delay_ms": 0},
+            "_meta": {"progressToken": id}}});
+        let req = client.session_post_json(&sid, &body);
+        async move { req.send().await?.error_for_status().map(drop) }
+    });
+    for answered in join_all(calls).await {
+        answered?;
+    }
+    let sent = CALLS as u64 * STEPS;
+    // Now the client reads: it gets what was on its way, then the end of the body, because the
+    // node detached a listener that fell behind instead of waiting for it.
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = conn.read(&mut buf).await?;
+            if n == 0 {
+                return anyhow::Ok(());
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if raw.ends_with(b"0\r\n\r\n") {
+                return Ok(());
+            }
+        }
+    })
+    .await;
+    let (body, ended) = dechunk(&raw)?;
+    assert!(
+        read.is_ok() && ended,
+        "the stream was not cut off: {} bytes read and still open",
+        raw.len()
+    );
+    let mut parser = shardgate_protocol::sse::Parser::default();
+    parser.push(&body);
+    let events: Vec<_> = std::iter::from_fn(|| parser.next_event()).collect();
+    let progress = events.iter().filter(|e| !e.data.is_empty()).count() as u64;
+    println!(
+        "{sent} events sent; the client got {progress} ({} KiB) before it was cut off",
+        body.len() / 1024
+    );
+    assert!(
+        progress < sent,
+        "the client was cut off only after everything was sent"
+    );
+    // Its events stay replayable: from the last one it got, the rest comes from the stream's
+    // log, or the node says exactly which events it no longer keeps.
+    let last = events
+        .iter()
+        .rev()
+        .find_map(|e| e.position())
+        .ok_or_else(|| anyhow::anyhow!("no event with an id"))?;
+    let resumed = client.resume(&sid, &last.to_string()).send().await?;
+    if resumed.status().is_success() {
+        let mut reader = SseReader::new(resumed);
+        let next = tokio::time::timeout(Duration::from_secs(5), reader.next())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("the resumed stream ended at once"))?;
+        let at = next.position().ok_or_else(|| anyhow::anyhow!("no id"))?;
+        assert_eq!((at.stream, at.seq), (last.stream, last.seq + 1));
+    } else {
+        let text = resumed.text().await?;
+        println!("resuming after {last}: {text}");
+        assert!(text.contains("no longer kept"), "{text}");
+        // The newest events are kept: a resume from near the end gets exactly the rest.
+        let near = shardgate_protocol::sse::EventId {
+            stream: last.stream,
+            seq: sent - 10,
+        };
+        let resumed = client.resume(&sid, &near.to_string()).send().await?;
+        assert!(resumed.status().is_success(), "{}", resumed.status());
+        let mut reader = SseReader::new(resumed);
+        for seq in sent - 9..=sent {
+            let next = tokio::time::timeout(Duration::from_secs(5), reader.next())
+                .await??
+                .ok_or_else(|| anyhow::anyhow!("the resumed stream ended early"))?;
+            assert_eq!(next.position().map(|p| p.seq), Some(seq));
+        }
+    }
+    cluster.stop().await?;
+    Ok(())
+}

@@ -5,10 +5,12 @@ pub mod chaos;
 pub mod cluster;
 pub mod drain;
 pub mod gateway;
+pub mod health;
 pub mod migrate;
 pub mod node;
 pub mod scale;
 pub mod sessions;
+pub mod smoke;
 pub mod status;
 pub mod up;
 

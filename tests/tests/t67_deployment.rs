@@ -7,8 +7,9 @@
 //! that are not the nodes' internal listeners, a drain hook with a flag `shardgate drain` does
 //! not take or a grace period shorter than its wait, an autoscaler metric missing from the
 //! metrics catalog, an image that does not expose or health-check what the manifests use, a
-//! pipeline whose Jenkins stages and workflow jobs disagree, and an environment variable
-//! missing from docs/deploy.md.
+//! pipeline whose Jenkins stages and workflow jobs disagree, a key of the shipped node
+//! configuration the node does not take, and an environment variable missing from
+//! docs/deploy.md.
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
@@ -814,7 +815,13 @@ async fn t10_the_deployment_files_agree_with_the_binary() -> anyhow::Result<()> 
         probes.iter().any(|(r, _)| r == "gateway") && probes.iter().any(|(r, _)| r == "node"),
         "probes for both roles: {probes:?}"
     );
-    let cluster = Cluster::builder().nodes(1).start().await?;
+    // The node runs with the configuration file the manifests ship (its loader refuses unknown
+    // keys), so a key the binary no longer knows fails here too.
+    let cluster = Cluster::builder()
+        .nodes(1)
+        .config(root().join("deploy/k8s/base/shardgate.toml"))
+        .start()
+        .await?;
     let http = shardgate_tests::http().build()?;
     for (role, path) in &probes {
         let base = match role.as_str() {

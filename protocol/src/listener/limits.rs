@@ -66,10 +66,15 @@ impl ListenerLimits {
     };
 
     /// A node's internal listener: Raft and cluster RPCs, membership long polls, operators.
-    /// Its clients pool for 90 s, so it keeps idle connections longer, as the session one.
+    /// Its clients pool for 90 s, so it keeps idle connections longer, as the session one. A
+    /// node that stalls wakes to the resets of the RPCs and long polls its peers gave up
+    /// meanwhile (chaos runs saw more than the client listener's 20 after a freeze): closing
+    /// the connection for them would cut a peer's other calls too, hence a larger allowance,
+    /// still bounded since only nodes, gateways and operators reach this port.
     pub const NODE_INTERNAL: ListenerLimits = ListenerLimits {
         max_connections: 4_096,
         idle_timeout: Duration::from_secs(300),
+        max_pending_resets: 1_024,
         ..Self::CLIENT
     };
 

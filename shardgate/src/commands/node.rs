@@ -126,7 +126,7 @@ pub struct Args {
 }
 
 /// Connection hygiene of the three listeners; the defaults are `ListenerLimits::NODE_SESSION`,
-/// `NODE_INTERNAL` and `ADMIN` (node/src/listener.rs). The timeouts apply to all three.
+/// `NODE_INTERNAL` and `ADMIN` (protocol/src/listener/limits.rs). The timeouts apply to all three.
 #[derive(clap::Args, Debug)]
 pub struct Limits {
     /// Connections the session listener, and the internal one, each hold open at once. At the

@@ -49,9 +49,11 @@ async fn answer(worker: Arc<Worker>, req: Request) -> Response {
     let started = Instant::now();
     let gw = &worker.gw;
     let (method, proto) = (req.method().clone(), metrics::proto_label(req.version()));
+    // What only the access log shows is noted only when it is written.
+    let logged = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO);
     let mut seen = Seen {
-        // What only the access log shows is noted only when it is written.
-        logged: tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO),
+        logged,
+        trace: logged.then(traces::trace_id).flatten(),
         ..Seen::default()
     };
     let (resp, era) = match handle(&worker, req, &mut seen).await {
@@ -112,6 +114,7 @@ async fn answer(worker: Arc<Worker>, req: Request) -> Response {
         node = seen.node.as_deref().unwrap_or("-"),
         status = status.as_u16(),
         ms = elapsed.as_secs_f64() * 1000.0,
+        trace = seen.trace.as_deref().unwrap_or("-"),
     );
     let mut resp = metered::meter(resp, &gw.metrics.sent_bytes, &gw.metrics.sse_streams_open);
     if let Some(alt_svc) = &gw.alt_svc {
@@ -146,6 +149,8 @@ struct Seen {
     session: Option<String>,
     /// The node the request was sent to.
     node: Option<String>,
+    /// The trace the request is part of, while traces are exported.
+    trace: Option<String>,
 }
 
 impl Default for Seen {
@@ -156,6 +161,7 @@ impl Default for Seen {
             principal: None,
             session: None,
             node: None,
+            trace: None,
         }
     }
 }

@@ -99,6 +99,19 @@ pub fn current() -> Span {
     if on() { Span::current() } else { Span::none() }
 }
 
+/// The trace the current request belongs to, as the collector shows it (32 hex digits), so that
+/// a log line can name it; `None` while traces are off.
+pub fn trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    if !on() {
+        return None;
+    }
+    let context = Span::current().context();
+    let span = context.span();
+    let id = span.span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
+
 /// Writes the current span's context into `headers`, as the parent of what the next hop does.
 pub fn inject(headers: &mut HeaderMap) {
     if !on() {
@@ -128,5 +141,6 @@ mod tests {
         let mut out = HeaderMap::new();
         inject(&mut out);
         assert!(out.is_empty());
+        assert_eq!(trace_id(), None);
     }
 }

@@ -60,6 +60,17 @@ async fn t10_passes_against_a_local_cluster() -> anyhow::Result<()> {
     }
     assert!(ran.stdout.contains("3 members active"), "{}", ran.stdout);
     assert!(ran.stdout.contains("tools/call echo"), "{}", ran.stdout);
+    // `--json`: a line per check, then the verdict.
+    let ran = smoke(&cluster.endpoint, &cluster.admin, &["--json"]).await?;
+    assert!(ran.passed, "{}", ran.stderr);
+    let lines: Vec<serde_json::Value> = ran
+        .stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 6, "{}", ran.stdout);
+    assert!(lines[..5].iter().all(|l| l["ok"] == true), "{}", ran.stdout);
+    assert_eq!(lines[5]["passed"], true);
     cluster.stop().await?;
     Ok(())
 }

@@ -53,6 +53,10 @@ pub struct Args {
     /// Seconds each request may take.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
+    /// Print each check as a JSON object, one per line (`{"step","ok","ms","said"}`), the
+    /// failure too, then `{"passed":true,…}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -67,25 +71,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ];
     for (name, step) in steps {
         let at = Instant::now();
-        match step.await {
-            Ok(said) => println!(
-                "ok    {name:<14} {:>6} ms  {said}",
-                at.elapsed().as_millis()
-            ),
+        let outcome = step.await;
+        let ms = at.elapsed().as_millis();
+        match (outcome, args.json) {
+            (Ok(said), false) => println!("ok    {name:<14} {ms:>6} ms  {said}"),
+            (Ok(said), true) => println!("{}", step_json(name, true, ms, &said)),
             // One line, the step and why, whatever the cause's chain (and with no backtrace,
             // which an error returned from main would print when RUST_BACKTRACE is set).
-            Err(e) => {
-                eprintln!("smoke failed at {name}: {}", one_line(&e));
+            (Err(e), json) => {
+                let why = one_line(&e);
+                if json {
+                    println!("{}", step_json(name, false, ms, &why));
+                }
+                eprintln!("smoke failed at {name}: {why}");
                 std::process::exit(1);
             }
         }
     }
-    println!(
-        "smoke passed against {} in {} ms",
-        args.url,
-        started.elapsed().as_millis()
-    );
+    let total = started.elapsed().as_millis();
+    match args.json {
+        true => println!("{}", json!({"passed": true, "url": args.url, "ms": total})),
+        false => println!("smoke passed against {} in {total} ms", args.url),
+    }
     Ok(())
+}
+
+fn step_json(step: &str, ok: bool, ms: u128, said: &str) -> Value {
+    json!({"step": step, "ok": ok, "ms": ms, "said": said})
 }
 
 type Step<'a> = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<String>> + 'a>>;

@@ -1,7 +1,9 @@
 //! The deployment files against the binary they deploy: every rendered Kubernetes overlay, the
 //! compose files and the Dockerfile are read, and each fact they state about shardgate is
 //! checked against what the binary says of itself (`--help`) or does (a live cluster answers
-//! the probe paths). Fails on: an environment variable no subcommand reads, a listener's port
+//! the probe paths). Fails on: a container not locked down (uid 1000, read-only root, no
+//! capabilities), gateways that roll otherwise than one surge pod at a time or run fewer than
+//! three in production, an environment variable no subcommand reads, a listener's port
 //! that is not the container port or Service port it should be, a probe path the admin
 //! listener does not serve, a StatefulSet whose `serviceName` is not its headless Service, seeds
 //! that are not the nodes' internal listeners, a drain hook with a flag `shardgate drain` does
@@ -363,6 +365,48 @@ fn check_overlay(dir: &str, binary: &Binary, probes: &mut Probes) -> anyhow::Res
         }
     }
     let internal = internal_port.context("no node container")?;
+
+    // Every container locked down: non-root, read-only root, no capabilities, no escalation.
+    for (c, workload) in &containers {
+        let pod = &workload["spec"]["template"]["spec"]["securityContext"];
+        let sc = &c.spec["securityContext"];
+        let either = |key: &str| sc.get(key).or_else(|| pod.get(key)).cloned();
+        ensure!(
+            either("runAsNonRoot") == Some(Value::Bool(true))
+                && either("runAsUser") == Some(Value::from(1000)),
+            "{}: does not run as the non-root uid 1000",
+            c.whose
+        );
+        ensure!(
+            sc["readOnlyRootFilesystem"] == true && sc["allowPrivilegeEscalation"] == false,
+            "{}: a writable root or privilege escalation",
+            c.whose
+        );
+        ensure!(
+            items(&sc["capabilities"]["drop"]).contains(&Value::from("ALL")),
+            "{}: capabilities not all dropped",
+            c.whose
+        );
+    }
+    // Gateways roll one new pod at a time with none taken down first, and run at least three
+    // in production (the autoscaler's minimum: a fixed `replicas` would fight it).
+    for deployment in rendered.of_kind("Deployment") {
+        let name = s(&deployment["metadata"], "name");
+        let rolling = &deployment["spec"]["strategy"]["rollingUpdate"];
+        ensure!(
+            rolling["maxSurge"] == 1 && rolling["maxUnavailable"] == 0,
+            "{dir}: Deployment {name} rolls with {rolling}"
+        );
+        if dir.ends_with("production") {
+            let least = rendered
+                .of_kind("HorizontalPodAutoscaler")
+                .find(|h| s(&h["spec"]["scaleTargetRef"], "name") == name)
+                .and_then(|h| h["spec"]["minReplicas"].as_u64())
+                .or_else(|| deployment["spec"]["replicas"].as_u64())
+                .unwrap_or(1);
+            ensure!(least >= 3, "{dir}: Deployment {name} may run {least} pods");
+        }
+    }
 
     // Every Service reaches ports its pods have, by name or number and protocol.
     let pods: Vec<(&Value, &Container)> = containers

@@ -58,7 +58,11 @@ async fn t10_passes_against_a_local_cluster() -> anyhow::Result<()> {
             ran.stdout
         );
     }
-    assert!(ran.stdout.contains("3 members active"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("3 members serving at"),
+        "{}",
+        ran.stdout
+    );
     assert!(ran.stdout.contains("tools/call echo"), "{}", ran.stdout);
     // `--json`: a line per check, then the verdict.
     let ran = smoke(&cluster.endpoint, &cluster.admin, &["--json"]).await?;
@@ -73,6 +77,53 @@ async fn t10_passes_against_a_local_cluster() -> anyhow::Result<()> {
     assert_eq!(lines[5]["passed"], true);
     cluster.stop().await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t15_a_member_marked_down_is_named_and_its_keys_served_by_the_others() -> anyhow::Result<()>
+{
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let cluster = Cluster::builder().nodes(3).start().await?;
+    let frozen = Pid::from_raw(i32::try_from(cluster.node_pid("node-2")?)?);
+    kill(frozen, Signal::SIGSTOP)?;
+    let http = shardgate_tests::http().build()?;
+    let mut down = false;
+    for _ in 0..150 {
+        let status: serde_json::Value = http
+            .get(format!("{}/status.json", cluster.admin))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        if members
+            .iter()
+            .any(|m| m["id"] == "node-2" && m["state"] == "down")
+        {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let outcome = async {
+        anyhow::ensure!(down, "node-2 was never marked down");
+        let ran = smoke(&cluster.endpoint, &cluster.admin, &[]).await?;
+        anyhow::ensure!(ran.passed, "{}", ran.stderr);
+        anyhow::ensure!(
+            ran.stdout.contains("2 members serving (node-2 down"),
+            "{}",
+            ran.stdout
+        );
+        let ran = smoke(&cluster.endpoint, &cluster.admin, &["--require-all"]).await?;
+        anyhow::ensure!(!ran.passed);
+        anyhow::ensure!(reason(&ran).contains("node-2 is down"), "{}", ran.stderr);
+        Ok(())
+    }
+    .await;
+    kill(frozen, Signal::SIGCONT)?;
+    cluster.stop().await?;
+    outcome
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -337,12 +337,16 @@ impl Consensus {
     }
 
     /// Term, role, leader, applied index and leader changes, for `/metrics`.
+    ///
+    /// One `borrow()` of the metrics channel for all of them: a second one while the first is
+    /// held blocks for good once Raft waits to publish new metrics in between (the channel's
+    /// lock lets a waiting writer go first), stalling this caller and Raft with it.
     pub fn gauges(&self) -> Gauges {
         let shared = &self.shared;
         let metrics = shared.metrics.borrow();
         Gauges {
             term: metrics.current_term,
-            role: self.role(),
+            role: role_of(metrics.state),
             has_leader: metrics.current_leader.is_some(),
             applied: metrics.last_applied.map_or(0, |id| id.index),
             leader_changes: shared.leader_changes.load(Ordering::Relaxed),
@@ -351,13 +355,8 @@ impl Consensus {
 
     /// This node's part in the Raft group now.
     pub fn role(&self) -> Role {
-        match self.shared.metrics.borrow().state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Follower => Role::Follower,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Shutdown,
-        }
+        let state = self.shared.metrics.borrow().state;
+        role_of(state)
     }
 
     /// Whether Raft is between two voter sets (joint consensus, during a join or a leave). Both
@@ -458,4 +457,14 @@ fn raft_config(timing: &Timing) -> Result<openraft::Config, ConsensusError> {
 /// Locks a std mutex that guards plain data; a panic elsewhere does not make the data unusable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn role_of(state: ServerState) -> Role {
+    match state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Follower => Role::Follower,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
+    }
 }

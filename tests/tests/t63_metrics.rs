@@ -19,6 +19,12 @@ const IP_BURST: &str = "80";
 const BURST: usize = 200;
 
 /// Series this cluster cannot show, and where they are checked.
+/// Node series whose labels come from the requests served, so that they appear on a node
+/// only once it has served one.
+const BY_TRAFFIC: [&str; 2] = [
+    "shardgate_node_requests_total",
+    "shardgate_node_request_seconds",
+];
 const ELSEWHERE: [&str; 6] = [
     "shardgate_node_upstream_call_seconds",
     "shardgate_node_upstream_errors_total",
@@ -90,6 +96,10 @@ async fn t10_a_workload_shows_in_every_series_of_the_catalog() -> anyhow::Result
         }
         let shown = match component {
             "gateway" => gateway.families.contains(&name),
+            // Labelled by what was served: a node the workload's keys did not reach has none.
+            _ if BY_TRAFFIC.contains(&name.as_str()) => {
+                nodes.iter().any(|n| n.families.contains(&name))
+            }
             _ => nodes.iter().all(|n| n.families.contains(&name)),
         };
         if !shown {

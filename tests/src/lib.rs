@@ -259,6 +259,21 @@ fn addr(v: &serde_json::Value, key: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("ready file: bad {key}"))
 }
 
+/// `shardgate node --id ID --data-dir DIR/ID`: a node of its own Raft cluster (it founds one),
+/// with no store, on port 0 for every listener.
+pub async fn start_raft_node(
+    dir: &std::path::Path,
+    id: &str,
+) -> anyhow::Result<(Process, NodeAddrs)> {
+    start_node(&[
+        "--id".into(),
+        id.into(),
+        "--data-dir".into(),
+        dir.join(id).display().to_string(),
+    ])
+    .await
+}
+
 /// `shardgate node <args>` on port 0 for every listener not given in `args`.
 pub async fn start_node(args: &[String]) -> anyhow::Result<(Process, NodeAddrs)> {
     start_node_with(args, &[]).await
@@ -335,13 +350,7 @@ impl TlsGateway {
         let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
         std::fs::write(&cert, certified.cert.pem())?;
         std::fs::write(&key, certified.signing_key.serialize_pem())?;
-        let (node, at) = start_node(&[
-            "--id".into(),
-            "node-0".into(),
-            "--data-dir".into(),
-            dir.join("node-0").display().to_string(),
-        ])
-        .await?;
+        let (node, at) = start_raft_node(dir, "node-0").await?;
         // The gateway starts from a view naming the node, and follows it.
         let (gateway, addrs) = start_gateway(&[
             "--seeds".into(),

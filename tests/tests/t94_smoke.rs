@@ -5,7 +5,7 @@
 
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
-use shardgate_tests::{Cluster, scratch, shardgate_bin, start_gateway, start_node};
+use shardgate_tests::{Cluster, scratch, shardgate_bin, start_gateway, start_raft_node};
 use std::path::Path;
 
 /// What `shardgate smoke` printed, and whether it passed.
@@ -129,13 +129,7 @@ async fn t15_a_member_marked_down_is_named_and_its_keys_served_by_the_others() -
 #[tokio::test(flavor = "multi_thread")]
 async fn t20_fails_against_a_node_without_a_store() -> anyhow::Result<()> {
     let dir = scratch("smoke-memory-only")?;
-    let (node, at) = start_node(&[
-        "--id".into(),
-        "node-0".into(),
-        "--data-dir".into(),
-        dir.join("node-0").display().to_string(),
-    ])
-    .await?;
+    let (node, at) = start_raft_node(&dir, "node-0").await?;
     let (gateway, addrs) = start_gateway(&["--seeds".into(), at.internal.to_string()]).await?;
     let url = format!("http://{}/mcp", addrs.mcp);
     let admin = format!("http://{}", addrs.admin);

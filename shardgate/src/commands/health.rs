@@ -3,7 +3,6 @@
 //! and exits non-zero unless it says 200, so that an image needs no `curl` for its
 //! `HEALTHCHECK`.
 
-use anyhow::{Context, bail};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -25,16 +24,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(args.timeout_secs))
         .build()?;
-    let resp = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("{url} did not answer"))?;
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{url} answered {status}: {}", body.trim());
-    }
+    let body = super::smoke::get_ok(&client, &url).await?;
     println!("{}", body.trim());
     Ok(())
 }

@@ -161,19 +161,7 @@ impl Smoke {
     }
 
     async fn get_admin(&self, path: &str) -> anyhow::Result<String> {
-        let url = format!("{}{path}", self.admin);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("{url} did not answer"))?;
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("{url} answered {status}: {}", first_line(&body));
-        }
-        Ok(body)
+        get_ok(&self.http, &format!("{}{path}", self.admin)).await
     }
 
     async fn health(&self) -> anyhow::Result<String> {
@@ -466,6 +454,22 @@ impl Smoke {
             text.lines().filter(|l| !l.starts_with('#')).count()
         ))
     }
+}
+
+/// `GET url`'s body, or why not: no answer, or a status other than success (with the first
+/// line of what it said). The admin listeners' probes, for `smoke` and `health` alike.
+pub async fn get_ok(http: &Client, url: &str) -> anyhow::Result<String> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer"))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{url} answered {status}: {}", first_line(&body));
+    }
+    Ok(body)
 }
 
 fn is_sse(headers: &HeaderMap) -> bool {

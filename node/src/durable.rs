@@ -156,6 +156,7 @@ impl Durable {
             writer: self.writer.clone(),
             session: session.into(),
             fence: Arc::new(fence),
+            forgotten: Arc::default(),
         }
     }
 
@@ -197,6 +198,8 @@ pub struct Link {
     writer: Writer,
     session: Arc<str>,
     fence: Arc<Fence>,
+    /// Streams let go since the session's last write, dropped from the store with its next.
+    forgotten: Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
 /// The outcome of a write, once the acknowledgement level holds (or cannot).
@@ -212,15 +215,26 @@ impl Link {
     }
 
     fn send(&self, write: Write, done: Done) {
-        self.writer.backlog.fetch_add(1, Ordering::Relaxed);
-        let op = Op {
-            session: self.session.clone(),
-            fence: self.fence.clone(),
-            write,
-            done,
-        };
-        if self.writer.tx.send(op).is_err() {
-            tracing::warn!("the session writer has stopped; a write is lost");
+        let forgotten = std::mem::take(
+            &mut *self
+                .forgotten
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let forgets = forgotten
+            .into_iter()
+            .map(|s| (Write::Forget(s), Done::Nothing));
+        for (write, done) in forgets.chain([(write, done)]) {
+            self.writer.backlog.fetch_add(1, Ordering::Relaxed);
+            let op = Op {
+                session: self.session.clone(),
+                fence: self.fence.clone(),
+                write,
+                done,
+            };
+            if self.writer.tx.send(op).is_err() {
+                tracing::warn!("the session writer has stopped; a write is lost");
+            }
         }
     }
 
@@ -231,9 +245,14 @@ impl Link {
     }
 
     /// Drops a stream the session no longer keeps for replay from the store too, so that what
-    /// the store holds of a session stays as bounded as what memory does.
+    /// the store holds of a session stays as bounded as what memory does: with the session's
+    /// next write (a stream is let go as another opens, whose write follows at once), not in a
+    /// store write of its own.
     pub fn forget(&self, stream: u64) {
-        self.send(Write::Forget(stream), Done::Nothing);
+        self.forgotten
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(stream);
     }
 
     /// Saves the record; the answer says when it is written.
@@ -243,10 +262,15 @@ impl Link {
         rx
     }
 
-    /// Appends one event of `stream`; the writer releases it to the stream's listener once it
-    /// is written. True when the caller releases it now instead: at the `memory` level, while
-    /// the writer keeps up.
-    pub fn append(&self, event: StoredEvent, stream: Weak<EventStream>) -> bool {
+    /// Appends one event of `stream`, in one write with `record` when one is given; the writer
+    /// releases the event to the stream's listener once it is written. True when the caller
+    /// releases it now instead: at the `memory` level, while the writer keeps up.
+    pub fn append(
+        &self,
+        event: StoredEvent,
+        record: Option<SessionRecord>,
+        stream: Weak<EventStream>,
+    ) -> bool {
         let seq = event.seq;
         let at_once = self.writer.ack == Ack::Memory
             && self.writer.backlog.load(Ordering::Relaxed) < MEMORY_BACKLOG;
@@ -255,7 +279,7 @@ impl Link {
         } else {
             Done::Release(stream, seq)
         };
-        self.send(Write::Append(event), done);
+        self.send(Write::Append(event, record.map(Box::new)), done);
         at_once
     }
 }
@@ -272,7 +296,8 @@ pub async fn settled(link: &Link, written: Written) -> Result<(), StoreError> {
 
 enum Write {
     Save(Box<SessionRecord>),
-    Append(StoredEvent),
+    /// An event, and the record as it is once the event is stored.
+    Append(StoredEvent, Option<Box<SessionRecord>>),
     /// Drops a stream whole.
     Forget(u64),
     /// Restarts the time to live.
@@ -389,7 +414,12 @@ async fn write_session(
         for op in &ops[i..i + run] {
             match &op.write {
                 Write::Save(r) => record = Some(&**r),
-                Write::Append(e) => events.push(e.clone()),
+                Write::Append(e, r) => {
+                    if let Some(r) = r {
+                        record = Some(&**r);
+                    }
+                    events.push(e.clone());
+                }
                 Write::Forget(stream) => forget.push(*stream),
                 Write::Touch | Write::Barrier => {}
             }
@@ -440,7 +470,7 @@ fn run_length(ops: &[Op]) -> usize {
                 forgotten.push(*stream);
                 true
             }
-            Write::Append(e) => !forgotten.contains(&e.stream),
+            Write::Append(e, _) => !forgotten.contains(&e.stream),
             _ => true,
         })
         .count()

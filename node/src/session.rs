@@ -133,6 +133,32 @@ impl InFlight {
     pub fn token(&self) -> &CancellationToken {
         &self.token
     }
+
+    /// Puts the request's answer on its stream and ends the request. With a store, the answer
+    /// goes in one write with the record that no longer lists the request and holds what its
+    /// call changed, so a new owner finds the answer and its effect, or neither (and tells the
+    /// client the request was interrupted).
+    pub fn answer(self, stream: &EventStream, data: Bytes) {
+        let session = &self.session;
+        let mut guard = session.lock();
+        let inner = &mut *guard;
+        if inner
+            .in_flight
+            .get(&self.key)
+            .is_some_and(|s| s.serial == self.serial)
+        {
+            inner.in_flight.remove(&self.key);
+        }
+        // Taken and sent under the session's lock, so records reach the writer in the order
+        // they were taken.
+        let record = session.link.is_some().then(|| {
+            session.upstream_state.take_changed();
+            session.record_of(inner)
+        });
+        stream.push_recorded(data, record);
+        // Before `self` goes, whose drop takes the lock.
+        drop(guard);
+    }
 }
 
 impl Drop for InFlight {
@@ -252,7 +278,10 @@ impl Session {
 
     /// What a store keeps of the session now.
     pub fn record(&self) -> SessionRecord {
-        let inner = self.lock();
+        self.record_of(&self.lock())
+    }
+
+    fn record_of(&self, inner: &Inner) -> SessionRecord {
         let mut in_flight: Vec<InFlightRecord> = inner
             .in_flight
             .iter()

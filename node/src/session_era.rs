@@ -182,23 +182,25 @@ async fn serve_on_stream(
     admitted: Vec<Admitted>,
 ) {
     let places = admitted.len();
+    let unanswered = std::sync::atomic::AtomicBool::new(false);
     stream::iter(requests)
         .for_each_concurrent(places, |(r, serving)| {
-            let (node, session, stream) = (&node, &session, &stream);
+            let (node, session, stream, unanswered) = (&node, &session, &stream, &unanswered);
             async move {
-                let (answer, serving) = serve_one(node, session, stream, r, serving).await;
-                if let Some(answer) = answer {
-                    stream.push(answer.into());
+                match serve_one(node, session, stream, r, serving).await {
+                    // In flight until its answer is on the stream: a new owner either finds
+                    // the answer or tells the client the request was interrupted.
+                    (Some(answer), serving) => serving.answer(stream, answer.into()),
+                    (None, _) => unanswered.store(true, std::sync::atomic::Ordering::Relaxed),
                 }
-                // In flight until its answer is on the stream: a new owner either finds the
-                // answer or tells the client the request was interrupted.
-                drop(serving);
             }
         })
         .await;
     drop(admitted);
-    // The record no longer lists these requests as in flight.
-    let _ = session.checkpoint();
+    // A request that got no answer (cancelled) leaves the record through a write of its own.
+    if unanswered.into_inner() {
+        let _ = session.checkpoint();
+    }
     session.finish_stream(&stream);
 }
 
@@ -249,17 +251,19 @@ async fn serve_one(
     if let Some(audited) = audited {
         audited.end(outcome.as_ref(), &cancel, session.has_ended());
     }
-    // What the call changed is stored before its answer is (the writer keeps the order).
-    if session.upstream_state.take_changed() {
-        let _ = session.checkpoint();
-    }
+    // What the call changed is stored with its answer ([`InFlight::answer`]), or, answered in
+    // JSON, before the answer leaves (the POST's last write).
     (outcome.map(|r| mcp::answer(Some(&id), r.as_ref())), serving)
 }
 
 /// The priming event, for clients of 2025-11-25 and later: older clients may try to parse its
 /// empty `data` as JSON, so they get none (they cannot resume from it anyway).
-fn priming(session: &Session, resume: EventId) -> Option<bytes::Bytes> {
-    (*session.protocol_version >= *"2025-11-25").then(|| sse::priming(resume))
+fn priming(session: &Session, resume: EventId) -> sse::Start {
+    if *session.protocol_version >= *"2025-11-25" {
+        sse::Start::Priming(sse::priming(resume))
+    } else {
+        sse::Start::Nothing
+    }
 }
 
 fn notification(node: &NodeState, session: &Session, method: &str, value: &Value) {
@@ -433,7 +437,7 @@ pub async fn get(node: &NodeState, headers: &HeaderMap) -> Response {
         Err(refusal) => return refusal,
     };
     match stream.attach_after_stored(event.seq, stored) {
-        Ok(rx) => sse::response(None, rx, place),
+        Ok(rx) => sse::response(sse::Start::Nothing, rx, place),
         Err(ReplayError::Gap { oldest }) => reply::refuse(
             StatusCode::BAD_REQUEST,
             &format!("events after {event} are no longer kept (oldest is {oldest})"),

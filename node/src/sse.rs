@@ -5,10 +5,15 @@ use crate::stream::{Event, EventId};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 use http::{HeaderValue, StatusCode, header};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Sleep;
 
 /// Idle time after which a `:` comment goes out, well under the ~60 s at which common proxies
 /// and load balancers cut a silent connection.
@@ -57,38 +62,49 @@ fn frame(id: Option<EventId>, data: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// An SSE response body: `first` (a priming event, or a first message), then every item from
-/// `rx`, with keep-alive comments while idle; it ends when every sender is dropped. `on_close`
-/// lives as long as the body, so dropping it can signal that the client went away.
-pub fn response<T: Frame, G: Send + 'static>(
-    first: Option<Bytes>,
-    mut rx: mpsc::Receiver<T>,
+/// How long a priming event waits for the stream's first message to go out with it. A call
+/// answered within this time reaches the client in one write instead of two (through the
+/// gateway, one relay instead of two); a longer one gets its priming event when the time is up.
+/// The stream is stored before the response starts either way, so a resume from the priming
+/// event finds it.
+pub const PRIMING_HOLD: Duration = Duration::from_millis(5);
+/// Events written together at most, when several are ready at once.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// What an SSE response starts with.
+pub enum Start {
+    Nothing,
+    /// A message, sent at once.
+    Message(Bytes),
+    /// A priming event: sent with the first message, or alone after [`PRIMING_HOLD`].
+    Priming(Bytes),
+}
+
+/// An SSE response: `start`, then every item from `rx`, with keep-alive comments while idle;
+/// it ends when every sender is dropped. Items that are ready together go out in one write.
+/// `on_close` lives as long as the body, so dropping it signals that the client went away.
+pub fn response<T: Frame, G: Send + Unpin + 'static>(
+    start: Start,
+    rx: mpsc::Receiver<T>,
     on_close: G,
 ) -> Response {
-    let (tx, body_rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
-    tokio::spawn(async move {
-        let _on_close = on_close;
-        if let Some(first) = first
-            && tx.send(Ok(first)).await.is_err()
-        {
-            return;
-        }
-        loop {
-            let chunk = tokio::select! {
-                event = rx.recv() => match event {
-                    Some(e) => e.frame(),
-                    None => break,
-                },
-                _ = tokio::time::sleep(KEEP_ALIVE) => Bytes::from_static(b":\n\n"),
-                _ = tx.closed() => break,
-            };
-            if tx.send(Ok(chunk)).await.is_err() {
-                break;
-            }
-        }
-    });
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(body_rx));
-    let mut resp = Response::new(body);
+    let (first, hold) = match start {
+        Start::Nothing => (None, None),
+        Start::Message(first) => (Some(first), None),
+        Start::Priming(first) => (
+            Some(first),
+            Some(Box::pin(tokio::time::sleep(PRIMING_HOLD))),
+        ),
+    };
+    let events = Events {
+        first,
+        hold,
+        rx,
+        idle: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
+        ended: false,
+        _on_close: on_close,
+    };
+    let mut resp = Response::new(Body::from_stream(events));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
     h.insert(
@@ -98,6 +114,78 @@ pub fn response<T: Frame, G: Send + 'static>(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// The body of an SSE response, polled by the connection that writes it.
+struct Events<T, G> {
+    first: Option<Bytes>,
+    /// Until when `first` waits for company.
+    hold: Option<Pin<Box<Sleep>>>,
+    rx: mpsc::Receiver<T>,
+    /// Restarted with every write; when it fires, a keep-alive comment goes out.
+    idle: Pin<Box<Sleep>>,
+    ended: bool,
+    _on_close: G,
+}
+
+impl<T: Frame, G: Unpin> Events<T, G> {
+    /// Appends the items that are ready to `out`, up to [`COALESCE_BYTES`]; notes the end of
+    /// the stream.
+    fn take_ready(&mut self, cx: &mut Context<'_>, out: &mut BytesMut) {
+        while out.len() < COALESCE_BYTES {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(item)) => out.extend_from_slice(&item.frame()),
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn sent(&mut self, out: BytesMut) -> Poll<Option<Result<Bytes, Infallible>>> {
+        let deadline = tokio::time::Instant::now() + KEEP_ALIVE;
+        self.idle.as_mut().reset(deadline);
+        Poll::Ready(Some(Ok(out.freeze())))
+    }
+}
+
+impl<T: Frame, G: Unpin> Stream for Events<T, G> {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            let mut out = BytesMut::from(&first[..]);
+            this.take_ready(cx, &mut out);
+            if out.len() == first.len()
+                && !this.ended
+                && let Some(hold) = this.hold.as_mut()
+                && hold.as_mut().poll(cx).is_pending()
+            {
+                this.first = Some(out.freeze());
+                return Poll::Pending;
+            }
+            this.hold = None;
+            return this.sent(out);
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let mut out = BytesMut::new();
+        this.take_ready(cx, &mut out);
+        if !out.is_empty() {
+            return this.sent(out);
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.idle.as_mut().poll(cx).is_ready() {
+            return this.sent(BytesMut::from(&b":\n\n"[..]));
+        }
+        Poll::Pending
+    }
 }
 
 #[cfg(test)]

@@ -475,7 +475,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
                     let _ = tx.send(answer.into()).await;
                 }
             });
-            sse::response(Some(sse::Frame::frame(&first)), rx, on_close)
+            sse::response(sse::Start::Message(sse::Frame::frame(&first)), rx, on_close)
         }
     };
     resp.headers_mut().insert(

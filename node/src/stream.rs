@@ -20,7 +20,7 @@
 use crate::durable::Link;
 use crate::replay::SessionReplay;
 use bytes::Bytes;
-use shardgate_store::StoredEvent;
+use shardgate_store::{SessionRecord, StoredEvent};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
@@ -131,6 +131,12 @@ impl EventStream {
 
     /// Appends a message, hands it to the listener if one keeps up, and returns its id.
     pub fn push(&self, data: Bytes) -> EventId {
+        self.push_recorded(data, None)
+    }
+
+    /// [`EventStream::push`], stored in one write with `record` (the session as it is once
+    /// this event is stored) when one is given.
+    pub fn push_recorded(&self, data: Bytes, record: Option<SessionRecord>) -> EventId {
         let mut st = self.lock();
         let id = EventId {
             stream: self.id,
@@ -153,7 +159,7 @@ impl EventStream {
                     seq: id.seq,
                     data,
                 };
-                if link.append(stored, self.me.clone()) {
+                if link.append(stored, record, self.me.clone()) {
                     release(&mut st, id.seq);
                 }
             }

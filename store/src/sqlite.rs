@@ -114,7 +114,13 @@ impl SqliteStore {
         let ttl_ms = to_sql(ttl_millis(ttl), "ttl")?;
         let writing = Arc::new(tokio::sync::Mutex::new(()));
         let (writes, queued) = mpsc::unbounded_channel();
-        tokio::spawn(write_queued(writer, writing.clone(), ttl_ms, queued));
+        tokio::spawn(write_queued(
+            writer,
+            !memory,
+            writing.clone(),
+            ttl_ms,
+            queued,
+        ));
         Ok(SqliteStore {
             pool,
             writing,

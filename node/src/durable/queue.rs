@@ -105,11 +105,14 @@ mod tests {
         Op {
             session: session.into(),
             fence: fence.clone(),
-            write: Write::Append(StoredEvent {
-                stream: 1,
-                seq: 1,
-                data: String::new(),
-            }),
+            write: Write::Append(
+                StoredEvent {
+                    stream: 1,
+                    seq: 1,
+                    data: String::new(),
+                },
+                None,
+            ),
             done: Done::Nothing,
         }
     }

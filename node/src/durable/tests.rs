@@ -171,6 +171,46 @@ async fn the_store_keeps_only_the_streams_the_session_keeps() {
     );
 }
 
+#[tokio::test]
+async fn an_answer_is_stored_in_one_write_with_what_its_call_changed() {
+    let store = store().await;
+    let (lost, _lost) = mpsc::unbounded_channel();
+    let durable = Durable::start(store.clone(), Ack::Store, 100, lost);
+    let budgets = Budgets::new(&Limits::default());
+    let link = held(&durable, &*store, "s6", 1).await;
+    let session = Arc::new(Session::new(opening("s6"), &budgets, Some(link)));
+    let stream = session.open_stream();
+    let serving = session.begin_request(&json!(1), stream.id());
+    session.persist().await.expect("in flight, written");
+    let rounds = || durable.counts.batches.load(Ordering::Relaxed);
+    let before = rounds();
+    session
+        .upstream_state
+        .with(|s| s.insert("counter".into(), 1.into()));
+    let (_, mut rx) = stream.attach_now();
+    serving.answer(&stream, "{\"result\":1}".into());
+    let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("released")
+        .expect("the answer");
+    while rounds() == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rounds() - before, 1, "one store write");
+    let (record, _) = store.load("s6").await.expect("loaded").expect("a record");
+    assert!(
+        record.in_flight.is_empty(),
+        "answered, so no longer in flight"
+    );
+    assert_eq!(record.upstream_state.get("counter"), Some(&json!(1)));
+    let stored = store.events("s6", stream.id(), 0).await.expect("events");
+    assert_eq!(
+        stored.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![event.id.seq]
+    );
+}
+
 fn op(write: Write) -> Op {
     Op {
         session: "s".into(),
@@ -181,11 +221,14 @@ fn op(write: Write) -> Op {
 }
 
 fn event(stream: u64, seq: u64) -> Write {
-    Write::Append(StoredEvent {
-        stream,
-        seq,
-        data: "{}".into(),
-    })
+    Write::Append(
+        StoredEvent {
+            stream,
+            seq,
+            data: "{}".into(),
+        },
+        None,
+    )
 }
 
 #[test]

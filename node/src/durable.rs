@@ -166,6 +166,7 @@ impl Durable {
         let op = Op {
             session: "".into(),
             fence: Arc::new(Fence::new("", 0)),
+            forgotten: Vec::new(),
             write: Write::Barrier,
             done: Done::Tell(tx),
         };
@@ -221,20 +222,16 @@ impl Link {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        let forgets = forgotten
-            .into_iter()
-            .map(|s| (Write::Forget(s), Done::Nothing));
-        for (write, done) in forgets.chain([(write, done)]) {
-            self.writer.backlog.fetch_add(1, Ordering::Relaxed);
-            let op = Op {
-                session: self.session.clone(),
-                fence: self.fence.clone(),
-                write,
-                done,
-            };
-            if self.writer.tx.send(op).is_err() {
-                tracing::warn!("the session writer has stopped; a write is lost");
-            }
+        self.writer.backlog.fetch_add(1, Ordering::Relaxed);
+        let op = Op {
+            session: self.session.clone(),
+            fence: self.fence.clone(),
+            forgotten,
+            write,
+            done,
+        };
+        if self.writer.tx.send(op).is_err() {
+            tracing::warn!("the session writer has stopped; a write is lost");
         }
     }
 
@@ -298,8 +295,6 @@ enum Write {
     Save(Box<SessionRecord>),
     /// An event, and the record as it is once the event is stored.
     Append(StoredEvent, Option<Box<SessionRecord>>),
-    /// Drops a stream whole.
-    Forget(u64),
     /// Restarts the time to live.
     Touch,
     /// Writes nothing: done once everything queued before it is.
@@ -315,6 +310,8 @@ enum Done {
 struct Op {
     session: Arc<str>,
     fence: Arc<Fence>,
+    /// Streams the session let go since its last write: dropped whole, before `write`.
+    forgotten: Vec<u64>,
     write: Write,
     done: Done,
 }
@@ -412,6 +409,7 @@ async fn write_session(
         let run = run_length(&ops[i..]);
         let (mut record, mut events, mut forget) = (None, Vec::new(), Vec::new());
         for op in &ops[i..i + run] {
+            forget.extend_from_slice(&op.forgotten);
             match &op.write {
                 Write::Save(r) => record = Some(&**r),
                 Write::Append(e, r) => {
@@ -420,7 +418,6 @@ async fn write_session(
                     }
                     events.push(e.clone());
                 }
-                Write::Forget(stream) => forget.push(*stream),
                 Write::Touch | Write::Barrier => {}
             }
         }
@@ -465,13 +462,12 @@ async fn write_session(
 fn run_length(ops: &[Op]) -> usize {
     let mut forgotten = Vec::new();
     ops.iter()
-        .take_while(|op| match &op.write {
-            Write::Forget(stream) => {
-                forgotten.push(*stream);
-                true
+        .take_while(|op| {
+            forgotten.extend_from_slice(&op.forgotten);
+            match &op.write {
+                Write::Append(e, _) => !forgotten.contains(&e.stream),
+                _ => true,
             }
-            Write::Append(e, _) => !forgotten.contains(&e.stream),
-            _ => true,
         })
         .count()
         .max(1)

@@ -105,6 +105,7 @@ mod tests {
         Op {
             session: session.into(),
             fence: fence.clone(),
+            forgotten: Vec::new(),
             write: Write::Append(
                 StoredEvent {
                     stream: 1,
@@ -127,6 +128,7 @@ mod tests {
         let op = Op {
             session: "".into(),
             fence: fence.clone(),
+            forgotten: Vec::new(),
             write: Write::Barrier,
             done: Done::Tell(tx),
         };

@@ -217,9 +217,22 @@ async fn follow(
     mut views: tokio::sync::watch::Receiver<Membership>,
     stop: CancellationToken,
 ) {
+    let mut seen = node.ring().epoch();
     loop {
         let view = views.borrow_and_update().clone();
+        // Views are numbered one by one; this node sees the newest, and may miss some between.
+        let skipped = view.epoch > seen.saturating_add(1);
+        let epoch = view.epoch;
         if node.adopt(view) {
+            if skipped {
+                tracing::info!(
+                    from = seen,
+                    to = epoch,
+                    "membership views skipped: the sessions held here are checked against the store before they serve again"
+                );
+                node.doubt_held_sessions();
+            }
+            seen = epoch;
             let moved = node.let_go_of_moved_sessions();
             if moved > 0 {
                 tracing::info!(

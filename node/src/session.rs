@@ -102,6 +102,10 @@ pub struct Session {
     link: Option<Link>,
     /// Being handed to another node: no new request is taken here.
     leaving: std::sync::atomic::AtomicBool,
+    /// Set when this node adopted a view that skipped others: in those, another node may have
+    /// owned the session and claimed it, so it is checked against the store before it serves
+    /// again ([`crate::takeover::find`]).
+    doubted: std::sync::atomic::AtomicBool,
     /// Its place among its principal's sessions on this node (`limits.sessions_per_principal`).
     _counted: Option<Tallied>,
     /// When this node began to hold it, in Unix seconds (operators' reports only).
@@ -227,6 +231,7 @@ impl Session {
             }),
             ended: CancellationToken::new(),
             leaving: Default::default(),
+            doubted: Default::default(),
             requests: Gauge::new(budgets.limits.requests_per_session),
             replay,
             link,
@@ -487,6 +492,23 @@ impl Session {
 
     pub fn is_leaving(&self) -> bool {
         self.leaving.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the session as possibly claimed by another node since this one last knew it
+    /// owned it.
+    pub fn doubt(&self) {
+        self.doubted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_doubted(&self) -> bool {
+        self.doubted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The store confirmed this node's claim.
+    pub fn confirmed(&self) {
+        self.doubted
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn requests_in_flight(&self) -> usize {

@@ -9,6 +9,7 @@
 //! with the stored `initialize` params, an HTTP upstream's session is reused by its id.
 
 use crate::durable::Durable;
+use crate::metrics::{Ended, METRICS};
 use crate::session::Session;
 use crate::state::LET_GO_GRACE;
 use crate::state::NodeState;
@@ -176,8 +177,14 @@ pub(crate) async fn ask_holder_to_release(
 
 /// The session `id` names: held here, or taken over from the store.
 pub async fn find(node: &NodeState, id: &str) -> Result<Arc<Session>, Missing> {
-    if let Some(s) = held(node, id) {
-        return s;
+    match held(node, id) {
+        Some(Ok(s)) if s.is_doubted() => {
+            if let Some(confirmed) = confirm(node, s).await {
+                return confirmed;
+            }
+        }
+        Some(found) => return found,
+        None => {}
     }
     let Some(durable) = &node.durable else {
         return Err(Missing::Unknown);
@@ -190,6 +197,36 @@ pub async fn find(node: &NodeState, id: &str) -> Result<Arc<Session>, Missing> {
     let found = take_over(node, durable, id).instrument(span.clone()).await;
     span.record("shardgate.outcome", outcome(&found));
     found
+}
+
+/// A held session this node doubts ([`Session::doubt`]): served if the store still names
+/// this node's claim; dropped from memory if another node claimed it since (then none: the
+/// caller takes it over afresh, with what that node stored). Without a store nothing can have
+/// claimed it.
+async fn confirm(node: &NodeState, s: Arc<Session>) -> Option<Result<Arc<Session>, Missing>> {
+    let (Some(durable), Some(link)) = (&node.durable, s.link()) else {
+        s.confirmed();
+        return Some(Ok(s));
+    };
+    match durable.store.load(&s.id).await {
+        Ok(Some((_, holder))) if holder != *link.fence() => {
+            tracing::info!(
+                session = %s.id,
+                holder = %holder.owner,
+                epoch = holder.epoch,
+                "a session held here was claimed by another node since: taking it over afresh"
+            );
+            if node.end_session(&s.id) {
+                METRICS.sessions_ended(Ended::Lost, 1);
+            }
+            None
+        }
+        Ok(_) => {
+            s.confirmed();
+            Some(Ok(s))
+        }
+        Err(e) => Some(Err(Missing::from(e))),
+    }
 }
 
 /// What a takeover came to, as a trace attribute.
@@ -291,4 +328,114 @@ async fn answered(
                 && (msg.get("result").is_some() || msg.get("error").is_some())
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::Budgets;
+    use crate::config::Limits;
+    use crate::durable::Ack;
+    use crate::session::Opening;
+    use crate::upstream::UpstreamState;
+    use crate::upstream::builtin::Builtin;
+    use shardgate_raft::{Member, Membership};
+    use shardgate_store::sqlite::SqliteStore;
+    use shardgate_store::{Changes, RawJson, StoredEvent};
+
+    /// A view in which `node-0` owns every key.
+    fn alone(epoch: u64) -> Membership {
+        Membership {
+            cluster: None,
+            ring: Default::default(),
+            epoch,
+            members: vec![Member {
+                id: NodeId("node-0".into()),
+                addr: "h0:1".into(),
+                session_addr: "h0:2".into(),
+                state: MemberState::Active,
+                weight: 1,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_doubted_session_that_another_node_claimed_is_taken_over_afresh() {
+        let store: Arc<dyn SessionStore> = Arc::new(
+            SqliteStore::memory(Duration::from_secs(300))
+                .await
+                .expect("store"),
+        );
+        let (lost, _lost) = tokio::sync::mpsc::unbounded_channel();
+        let durable = Arc::new(Durable::start(store.clone(), Ack::Store, 100, lost));
+        let budgets = Arc::new(Budgets::new(&Limits::default()));
+        let node = NodeState::new(
+            NodeId("node-0".into()),
+            alone(1),
+            None,
+            Arc::new(Builtin::new([0; 32])),
+            budgets.clone(),
+            Some(durable.clone()),
+        );
+        // Held here, claimed under epoch 1.
+        let fence = Fence::new("node-0", 1);
+        store.claim("s", &fence).await.expect("claimed");
+        let opening = Opening {
+            id: "s".into(),
+            principal: internal::ANONYMOUS.into(),
+            protocol_version: "2025-11-25".into(),
+            initialize_params: RawJson::new(&serde_json::json!({"capabilities": {}})),
+            upstream_state: UpstreamState::default(),
+            counted: None,
+        };
+        let stale = Arc::new(Session::new(
+            opening,
+            &budgets,
+            Some(durable.link("s", fence)),
+        ));
+        stale.persist().await.expect("saved");
+        assert!(node.sessions.insert(stale.clone()));
+        // In views this node never saw, node-1 owned the session, claimed it and answered a
+        // call on stream 5.
+        let theirs = Fence::new("node-1", 2);
+        let claimed = store.claim("s", &theirs).await.expect("taken");
+        let mut record = claimed.record.expect("a record");
+        record.next_stream = 6;
+        let events = [StoredEvent {
+            stream: 5,
+            seq: 1,
+            data: "{}".into(),
+        }];
+        let changes = Changes {
+            record: Some(&record),
+            events: &events,
+            keep: 100,
+            forget: &[],
+        };
+        store.write("s", &theirs, changes).await.expect("written");
+        // The view this node adopts next gives it the key again.
+        assert!(node.adopt(alone(3)));
+        let found = find(&node, "s").await.expect("held");
+        assert!(
+            Arc::ptr_eq(&found, &stale),
+            "undoubted, the copy in memory is served"
+        );
+        assert!(found.stream(5).is_none(), "and it does not know stream 5");
+
+        node.doubt_held_sessions();
+        let found = find(&node, "s").await.expect("taken over");
+        assert!(!Arc::ptr_eq(&found, &stale), "the stale copy went");
+        assert!(
+            found.stream(5).is_some(),
+            "the stream node-1 served is there"
+        );
+        let (_, holder) = store.load("s").await.expect("loaded").expect("a record");
+        assert_eq!(holder, Fence::new("node-0", 3));
+
+        // A doubt the store answers with this node's own claim costs nothing more.
+        found.doubt();
+        let again = find(&node, "s").await.expect("confirmed");
+        assert!(Arc::ptr_eq(&again, &found));
+        assert!(!again.is_doubted());
+    }
 }

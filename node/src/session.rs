@@ -146,13 +146,7 @@ impl InFlight {
         let session = &self.session;
         let mut guard = session.lock();
         let inner = &mut *guard;
-        if inner
-            .in_flight
-            .get(&self.key)
-            .is_some_and(|s| s.serial == self.serial)
-        {
-            inner.in_flight.remove(&self.key);
-        }
+        self.end_in(inner);
         // Taken and sent under the session's lock, so records reach the writer in the order
         // they were taken.
         let record = session.link.is_some().then(|| {
@@ -163,11 +157,10 @@ impl InFlight {
         // Before `self` goes, whose drop takes the lock.
         drop(guard);
     }
-}
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut inner = self.session.lock();
+    /// Takes the request out of the session's requests in flight, unless a later request
+    /// reusing its id took its place.
+    fn end_in(&self, inner: &mut Inner) {
         if inner
             .in_flight
             .get(&self.key)
@@ -175,6 +168,13 @@ impl Drop for InFlight {
         {
             inner.in_flight.remove(&self.key);
         }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let session = self.session.clone();
+        self.end_in(&mut session.lock());
     }
 }
 

@@ -144,10 +144,10 @@ impl<T: Frame, G: Unpin> Events<T, G> {
         }
     }
 
-    fn sent(&mut self, out: BytesMut) -> Poll<Option<Result<Bytes, Infallible>>> {
+    fn sent(&mut self, out: Bytes) -> Poll<Option<Result<Bytes, Infallible>>> {
         let deadline = tokio::time::Instant::now() + KEEP_ALIVE;
         self.idle.as_mut().reset(deadline);
-        Poll::Ready(Some(Ok(out.freeze())))
+        Poll::Ready(Some(Ok(out)))
     }
 }
 
@@ -157,18 +157,23 @@ impl<T: Frame, G: Unpin> Stream for Events<T, G> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if let Some(first) = this.first.take() {
-            let mut out = BytesMut::from(&first[..]);
-            this.take_ready(cx, &mut out);
-            if out.len() == first.len()
+            let mut more = BytesMut::new();
+            this.take_ready(cx, &mut more);
+            if more.is_empty()
                 && !this.ended
                 && let Some(hold) = this.hold.as_mut()
                 && hold.as_mut().poll(cx).is_pending()
             {
-                this.first = Some(out.freeze());
+                this.first = Some(first);
                 return Poll::Pending;
             }
             this.hold = None;
-            return this.sent(out);
+            if more.is_empty() {
+                return this.sent(first);
+            }
+            let mut out = BytesMut::from(&first[..]);
+            out.extend_from_slice(&more);
+            return this.sent(out.freeze());
         }
         if this.ended {
             return Poll::Ready(None);
@@ -176,13 +181,13 @@ impl<T: Frame, G: Unpin> Stream for Events<T, G> {
         let mut out = BytesMut::new();
         this.take_ready(cx, &mut out);
         if !out.is_empty() {
-            return this.sent(out);
+            return this.sent(out.freeze());
         }
         if this.ended {
             return Poll::Ready(None);
         }
         if this.idle.as_mut().poll(cx).is_ready() {
-            return this.sent(BytesMut::from(&b":\n\n"[..]));
+            return this.sent(Bytes::from_static(b":\n\n"));
         }
         Poll::Pending
     }

@@ -98,8 +98,6 @@ impl NodeState {
         self
     }
 
-    /// Ends a session here and releases what its upstream holds for it; false if there was
-    /// none. A stored session stays in the store (see [`NodeState::delete_session`]).
     /// Doubts every session held here: a view was adopted that skipped others, in which this
     /// node may have lost a session's key and got it back, another node claiming it meanwhile
     /// (this node, never having seen itself lose it, did not let go of it).
@@ -111,6 +109,8 @@ impl NodeState {
         }
     }
 
+    /// Ends a session here and releases what its upstream holds for it; false if there was
+    /// none. A stored session stays in the store (see [`NodeState::delete_session`]).
     pub fn end_session(&self, id: &str) -> bool {
         let ended = self.sessions.remove(id);
         if ended {

@@ -507,6 +507,21 @@ impl Cluster {
         Ok(resp.json().await?)
     }
 
+    /// The first gateway's `/status.json`, and the members it lists.
+    pub async fn status(
+        &self,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<(serde_json::Value, Vec<serde_json::Value>)> {
+        let status: serde_json::Value = http
+            .get(format!("{}/status.json", self.admin))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        Ok((status, members))
+    }
+
     /// The process id of node `id` (`node-K`) as `up` runs it now: a node that `up` restarted
     /// has a new one.
     pub fn node_pid(&self, id: &str) -> anyhow::Result<u32> {

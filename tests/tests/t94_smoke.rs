@@ -90,13 +90,7 @@ async fn t15_a_member_marked_down_is_named_and_its_keys_served_by_the_others() -
     let http = shardgate_tests::http().build()?;
     let mut down = false;
     for _ in 0..150 {
-        let status: serde_json::Value = http
-            .get(format!("{}/status.json", cluster.admin))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let members = status["members"].as_array().cloned().unwrap_or_default();
+        let (_, members) = cluster.status(&http).await?;
         if members
             .iter()
             .any(|m| m["id"] == "node-2" && m["state"] == "down")

@@ -29,14 +29,35 @@ async fn held(durable: &Durable, store: &dyn SessionStore, id: &str, epoch: u64)
     durable.link(id, fence)
 }
 
+/// A store, the writer in front of it at one acknowledgement level, and one session held
+/// through it under epoch 1; `lost` hears of the sessions the writer reports lost.
+struct Fixture {
+    store: Arc<dyn SessionStore>,
+    durable: Durable,
+    budgets: Budgets,
+    lost: mpsc::UnboundedReceiver<Lost>,
+    session: Arc<Session>,
+}
+
+async fn fixture(id: &str, ack: Ack) -> Fixture {
+    let store = store().await;
+    let (lost_tx, lost) = mpsc::unbounded_channel();
+    let durable = Durable::start(store.clone(), ack, 100, lost_tx);
+    let budgets = Budgets::new(&Limits::default());
+    let link = held(&durable, &*store, id, 1).await;
+    let session = Arc::new(Session::new(opening(id), &budgets, Some(link)));
+    Fixture {
+        store,
+        durable,
+        budgets,
+        lost,
+        session,
+    }
+}
+
 #[tokio::test]
 async fn an_event_reaches_its_listener_only_once_the_store_has_it() {
-    let store = store().await;
-    let (lost, _lost) = mpsc::unbounded_channel();
-    let durable = Durable::start(store.clone(), Ack::Store, 100, lost);
-    let budgets = Budgets::new(&Limits::default());
-    let link = held(&durable, &*store, "s1", 1).await;
-    let session = Session::new(opening("s1"), &budgets, Some(link));
+    let Fixture { store, session, .. } = fixture("s1", Ack::Store).await;
     session.persist().await.expect("record written");
     let stream = session.open_stream();
     let (_, mut rx) = stream.attach_now();
@@ -56,12 +77,12 @@ async fn an_event_reaches_its_listener_only_once_the_store_has_it() {
 
 #[tokio::test]
 async fn memory_level_releases_at_once_and_writes_behind() {
-    let store = store().await;
-    let (lost, _lost) = mpsc::unbounded_channel();
-    let durable = Durable::start(store.clone(), Ack::Memory, 100, lost);
-    let budgets = Budgets::new(&Limits::default());
-    let link = held(&durable, &*store, "s2", 1).await;
-    let session = Session::new(opening("s2"), &budgets, Some(link));
+    let Fixture {
+        store,
+        durable,
+        session,
+        ..
+    } = fixture("s2", Ack::Memory).await;
     let stream = session.open_stream();
     let (_, mut rx) = stream.attach_now();
     stream.push("{}".into());
@@ -73,12 +94,12 @@ async fn memory_level_releases_at_once_and_writes_behind() {
 
 #[tokio::test]
 async fn a_write_refused_by_a_newer_claim_reports_the_session_lost() {
-    let store = store().await;
-    let (lost_tx, mut lost) = mpsc::unbounded_channel();
-    let durable = Durable::start(store.clone(), Ack::Store, 100, lost_tx);
-    let budgets = Budgets::new(&Limits::default());
-    let link = held(&durable, &*store, "s3", 1).await;
-    let session = Session::new(opening("s3"), &budgets, Some(link));
+    let Fixture {
+        store,
+        mut lost,
+        session,
+        ..
+    } = fixture("s3", Ack::Store).await;
     session.persist().await.expect("record written");
     store
         .claim("s3", &Fence::new("node-1", 2))
@@ -93,12 +114,13 @@ async fn a_write_refused_by_a_newer_claim_reports_the_session_lost() {
 
 #[tokio::test]
 async fn a_continued_session_never_reuses_a_stream_or_an_event_id() {
-    let store = store().await;
-    let (lost, _lost) = mpsc::unbounded_channel();
-    let durable = Durable::start(store.clone(), Ack::Store, 100, lost);
-    let budgets = Budgets::new(&Limits::default());
-    let link = held(&durable, &*store, "s4", 1).await;
-    let session = Arc::new(Session::new(opening("s4"), &budgets, Some(link)));
+    let Fixture {
+        store,
+        durable,
+        budgets,
+        session,
+        ..
+    } = fixture("s4", Ack::Store).await;
     let first = session.open_stream();
     let second = session.open_stream();
     let _serving = session.begin_request(&json!(7), second.id());
@@ -139,12 +161,12 @@ async fn a_continued_session_never_reuses_a_stream_or_an_event_id() {
 
 #[tokio::test]
 async fn the_store_keeps_only_the_streams_the_session_keeps() {
-    let store = store().await;
-    let (lost, _lost) = mpsc::unbounded_channel();
-    let durable = Durable::start(store.clone(), Ack::Store, 100, lost);
-    let budgets = Budgets::new(&Limits::default());
-    let link = held(&durable, &*store, "s5", 1).await;
-    let session = Session::new(opening("s5"), &budgets, Some(link));
+    let Fixture {
+        store,
+        durable,
+        session,
+        ..
+    } = fixture("s5", Ack::Store).await;
     session.persist().await.expect("record written");
     let mut ids = Vec::new();
     for _ in 0..100 {
@@ -173,12 +195,12 @@ async fn the_store_keeps_only_the_streams_the_session_keeps() {
 
 #[tokio::test]
 async fn an_answer_is_stored_in_one_write_with_what_its_call_changed() {
-    let store = store().await;
-    let (lost, _lost) = mpsc::unbounded_channel();
-    let durable = Durable::start(store.clone(), Ack::Store, 100, lost);
-    let budgets = Budgets::new(&Limits::default());
-    let link = held(&durable, &*store, "s6", 1).await;
-    let session = Arc::new(Session::new(opening("s6"), &budgets, Some(link)));
+    let Fixture {
+        store,
+        durable,
+        session,
+        ..
+    } = fixture("s6", Ack::Store).await;
     let stream = session.open_stream();
     let serving = session.begin_request(&json!(1), stream.id());
     session.persist().await.expect("in flight, written");

@@ -52,26 +52,21 @@ pub(super) async fn write_queued(
             next = batch.split_off(again);
         }
         let _writing = writing.lock().await;
-        let conn = match kept.take() {
-            Some(conn) => Ok(conn),
-            None => pool.acquire().await,
-        };
-        let outcomes = match conn {
-            Ok(mut conn) => {
-                let outcomes = write_all(&mut conn, ttl_ms, &batch).await;
-                // A connection whose transaction failed goes back (or is closed), and the next
-                // batch takes one afresh.
-                if dedicated && outcomes.is_ok() {
-                    kept = Some(conn);
-                }
-                outcomes
+        let written = async {
+            let mut conn = match kept.take() {
+                Some(conn) => conn,
+                None => pool.acquire().await?,
+            };
+            let outcomes = write_all(&mut conn, ttl_ms, &batch).await?;
+            // A connection whose transaction failed goes back (or is closed), and the next
+            // batch takes one afresh.
+            if dedicated {
+                kept = Some(conn);
             }
-            Err(e) => Err(e.into()),
-        };
-        let outcomes = match outcomes {
-            Ok(outcomes) => outcomes,
-            Err(e) => vec![Err(e); batch.len()],
-        };
+            Ok::<_, StoreError>(outcomes)
+        }
+        .await;
+        let outcomes = written.unwrap_or_else(|e| vec![Err(e); batch.len()]);
         for (queued, outcome) in batch.drain(..).zip(outcomes) {
             let _ = queued.done.send(outcome);
         }
@@ -159,7 +154,7 @@ fn batch_sql(events: bool, trims: bool, forgets: bool) -> &'static str {
 /// index, which cost about a quarter of a write's time in SQLite. A session is then gone
 /// between one ttl and one ttl and this slack after its last write (at most a second, and a
 /// quarter of a short ttl).
-pub(super) fn expiry_slack(ttl_ms: i64) -> i64 {
+fn expiry_slack(ttl_ms: i64) -> i64 {
     (ttl_ms / 4).min(1000)
 }
 

@@ -2,10 +2,12 @@
 //!
 //! Memory stays the hot path: a session is served from its [`crate::session::Session`], and
 //! every change a new owner needs (the record, each stream's events) is handed to this node's
-//! one [`Writer`] task. Each session's writes go to the store in order, different sessions' side
-//! by side ([`queue`]): the writes of a session that queue up while its last round is with the
-//! store form its next round, written as one atomic store write. An event reaches its client
-//! only once the acknowledgement level ([`Ack`]) holds for it.
+//! [`Writer`]. Each session's writes go to the store in order, different sessions' side by side
+//! ([`queue`]): the writes of a session that queue up while its last round is with the store
+//! form its next round, written as one atomic store write. A round is a task of its own, on the
+//! runtime of the request that started it, so that the request, its round and the answer's
+//! stream wake each other on one thread: only the store's own trips cross to another. An event
+//! reaches its client only once the acknowledgement level ([`Ack`]) holds for it.
 //!
 //! Every write carries the session's [`Fence`] (this node, and the membership epoch it claimed
 //! the session under). A refused write means another node has claimed the session since: the
@@ -13,20 +15,16 @@
 //! store. A store that stays unreachable is reported the same way, and marks the node unready.
 
 use crate::stream::EventStream;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use queue::{Key, Queue, Round};
 use shardgate_store::{Changes, Fence, SessionRecord, SessionStore, StoreError, StoredEvent};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-/// Writes taken from the channel at once.
-const BATCH: usize = 512;
 /// Writes the writer may be behind by before `memory` stops letting events out at once: then
 /// clients wait for the store, as at the `store` level, and the backlog cannot grow without
 /// bound.
@@ -110,33 +108,31 @@ pub struct Durable {
 }
 
 impl Durable {
-    /// Starts the writer; sessions it can no longer write are sent to `lost`.
+    /// The writer in front of `store`; sessions it can no longer write are sent to `lost`.
     pub fn start(
         store: Arc<dyn SessionStore>,
         ack: Ack,
         keep: usize,
         lost: mpsc::UnboundedSender<Lost>,
     ) -> Durable {
-        let (tx, rx) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
-        let backlog = Arc::new(AtomicUsize::new(0));
         let counts = Arc::new(Counts::default());
-        tokio::spawn(write_batches(
-            Batches {
-                store: store.clone(),
-                ack,
-                keep,
-                lost,
-                healthy: healthy.clone(),
-                counts: counts.clone(),
-                backlog: backlog.clone(),
-            },
-            rx,
-        ));
+        let writer = Writer(Arc::new(Rounds {
+            store: store.clone(),
+            ack,
+            keep,
+            lost,
+            healthy: healthy.clone(),
+            counts: counts.clone(),
+            backlog: AtomicUsize::new(0),
+            queue: Mutex::default(),
+            at_once: tokio::sync::Semaphore::new(ROUNDS_AT_ONCE),
+            home: tokio::runtime::Handle::current(),
+        }));
         Durable {
             store,
             ack,
-            writer: Writer { tx, ack, backlog },
+            writer,
             healthy,
             counts,
             takeovers: (0..TAKEOVER_LOCKS)
@@ -170,9 +166,8 @@ impl Durable {
             write: Write::Barrier,
             done: Done::Tell(tx),
         };
-        if self.writer.tx.send(op).is_ok() {
-            let _ = rx.await;
-        }
+        self.writer.send(op);
+        let _ = rx.await;
     }
 
     /// Held while a session is being taken over, so that one request does it and the others
@@ -185,12 +180,122 @@ impl Durable {
     }
 }
 
+/// Where the node's sessions hand their writes.
 #[derive(Clone)]
-struct Writer {
-    tx: mpsc::UnboundedSender<Op>,
+struct Writer(Arc<Rounds>);
+
+/// The writes waiting and under way, and what their rounds work with.
+struct Rounds {
+    store: Arc<dyn SessionStore>,
     ack: Ack,
+    keep: usize,
+    lost: mpsc::UnboundedSender<Lost>,
+    healthy: Arc<AtomicBool>,
+    counts: Arc<Counts>,
     /// Writes handed to the writer and not done yet.
-    backlog: Arc<AtomicUsize>,
+    backlog: AtomicUsize,
+    queue: Mutex<Queue>,
+    /// Rounds with the store at once; the others wait for a turn.
+    at_once: tokio::sync::Semaphore,
+    /// Where a round goes when it is not started from a runtime.
+    home: tokio::runtime::Handle,
+}
+
+impl Writer {
+    /// Queues a write, and starts a round for its session if none is under way.
+    fn send(&self, op: Op) {
+        if !matches!(op.write, Write::Barrier) {
+            self.0.backlog.fetch_add(1, Ordering::Relaxed);
+        }
+        let ready: Vec<Round> = {
+            let mut queue = self.0.lock();
+            queue.push(op);
+            std::iter::from_fn(|| queue.next_round()).collect()
+        };
+        for round in ready {
+            let rounds = write_rounds(UnderWay::of(&self.0, round));
+            match tokio::runtime::Handle::try_current() {
+                Ok(here) => here.spawn(rounds),
+                Err(_) => self.0.home.spawn(rounds),
+            };
+        }
+    }
+}
+
+impl Rounds {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Writes a session's round, then its next while it has one.
+async fn write_rounds(mut round: UnderWay) {
+    loop {
+        let rounds = round.rounds.clone();
+        let ops = std::mem::take(&mut round.ops);
+        let writes = {
+            let _turn = rounds.at_once.acquire().await;
+            write_round(&rounds, ops).await
+        };
+        round.finish();
+        Counts::add(&rounds.counts.batches, 1);
+        match writes {
+            Ok(writes) => {
+                Counts::add(&rounds.counts.writes, writes);
+                rounds.healthy.store(true, Ordering::Relaxed);
+            }
+            Err((writes, error)) => {
+                Counts::add(&rounds.counts.writes, writes);
+                if error.is_retryable() {
+                    rounds.healthy.store(false, Ordering::Relaxed);
+                }
+                let (session, fence) = round.key.clone();
+                let _ = rounds.lost.send(Lost { session, fence, error });
+            }
+        }
+        // The session's writes that queued meanwhile, if no other round took them.
+        match rounds.lock().next_round() {
+            Some(next) => round = UnderWay::of(&rounds, next),
+            None => return,
+        }
+    }
+}
+
+/// A round taken from the queue, until it is done. Should it be dropped before (its task
+/// never run, or its runtime stopping), its writes count as done, failed (their callers hear
+/// that the writer stopped), so that nothing waits for them for ever.
+struct UnderWay {
+    rounds: Arc<Rounds>,
+    key: Key,
+    seqs: Vec<u64>,
+    ops: Vec<Op>,
+}
+
+impl UnderWay {
+    fn of(rounds: &Arc<Rounds>, round: Round) -> UnderWay {
+        UnderWay {
+            rounds: rounds.clone(),
+            key: round.key,
+            seqs: round.seqs,
+            ops: round.ops,
+        }
+    }
+
+    /// The round is done: its session may go again, and barriers behind it may be done.
+    fn finish(&mut self) {
+        let seqs = std::mem::take(&mut self.seqs);
+        if seqs.is_empty() {
+            return;
+        }
+        self.rounds.lock().finished(&self.key, &seqs);
+        self.rounds.backlog.fetch_sub(seqs.len(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// A session's way to its store: what it writes carries its fence.
@@ -208,7 +313,7 @@ pub type Written = oneshot::Receiver<Result<(), StoreError>>;
 
 impl Link {
     pub fn ack(&self) -> Ack {
-        self.writer.ack
+        self.writer.0.ack
     }
 
     pub fn fence(&self) -> &Fence {
@@ -222,17 +327,13 @@ impl Link {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        self.writer.backlog.fetch_add(1, Ordering::Relaxed);
-        let op = Op {
+        self.writer.send(Op {
             session: self.session.clone(),
             fence: self.fence.clone(),
             forgotten,
             write,
             done,
-        };
-        if self.writer.tx.send(op).is_err() {
-            tracing::warn!("the session writer has stopped; a write is lost");
-        }
+        });
     }
 
     /// Restarts the session's time to live in the store: a session held here is alive though
@@ -269,8 +370,8 @@ impl Link {
         stream: Weak<EventStream>,
     ) -> bool {
         let seq = event.seq;
-        let at_once = self.writer.ack == Ack::Memory
-            && self.writer.backlog.load(Ordering::Relaxed) < MEMORY_BACKLOG;
+        let at_once = self.writer.0.ack == Ack::Memory
+            && self.writer.0.backlog.load(Ordering::Relaxed) < MEMORY_BACKLOG;
         let done = if at_once {
             Done::Nothing
         } else {
@@ -316,76 +417,23 @@ struct Op {
     done: Done,
 }
 
-/// What the writer task works with.
-struct Batches {
-    store: Arc<dyn SessionStore>,
-    ack: Ack,
-    keep: usize,
-    lost: mpsc::UnboundedSender<Lost>,
-    healthy: Arc<AtomicBool>,
-    counts: Arc<Counts>,
-    backlog: Arc<AtomicUsize>,
-}
-
-async fn write_batches(w: Batches, mut rx: mpsc::UnboundedReceiver<Op>) {
-    let mut queue = Queue::default();
-    let mut rounds = FuturesUnordered::new();
-    let mut incoming = Vec::with_capacity(BATCH);
-    let mut open = true;
-    loop {
-        while rounds.len() < ROUNDS_AT_ONCE
-            && let Some(round) = queue.next_round()
-        {
-            rounds.push(write_round(&w, round));
-        }
-        tokio::select! {
-            received = rx.recv_many(&mut incoming, BATCH), if open => {
-                open = received > 0;
-                for op in incoming.drain(..) {
-                    queue.push(op);
-                }
-            }
-            Some((key, seqs, writes, outcome)) = rounds.next(), if !rounds.is_empty() => {
-                queue.finished(&key, &seqs);
-                w.backlog.fetch_sub(seqs.len(), Ordering::Relaxed);
-                Counts::add(&w.counts.batches, 1);
-                Counts::add(&w.counts.writes, writes);
-                match outcome {
-                    Ok(()) => w.healthy.store(true, Ordering::Relaxed),
-                    Err(error) => {
-                        if error.is_retryable() {
-                            w.healthy.store(false, Ordering::Relaxed);
-                        }
-                        let (session, fence) = key;
-                        let _ = w.lost.send(Lost { session, fence, error });
-                    }
-                }
-            }
-            else => return,
-        }
-        if !open && queue.is_idle() && rounds.is_empty() {
-            return;
-        }
-    }
-}
-
-/// Writes one round of a session's writes; hands back what the queue and the counts need.
-async fn write_round(w: &Batches, round: Round) -> (Key, Vec<u64>, u64, Result<(), StoreError>) {
+/// Writes one round of a session's writes; the store calls it made, and the error it met.
+async fn write_round(w: &Rounds, ops: Vec<Op>) -> Result<u64, (u64, StoreError)> {
     // A trace of its own: a round carries the writes of many requests of its session.
     let span = shardgate_protocol::exported_span!(
         "node.store.write",
-        shardgate.writes = round.ops.len(),
+        shardgate.writes = ops.len(),
         shardgate.store_calls = Empty,
         otel.status_code = Empty,
     );
-    let (writes, outcome) = write_session(&*w.store, w.ack, w.keep, round.ops)
+    let (writes, outcome) = write_session(&*w.store, w.ack, w.keep, ops)
         .instrument(span.clone())
         .await;
     span.record("shardgate.store_calls", writes);
     if outcome.is_err() {
         span.record("otel.status_code", "error");
     }
-    (round.key, round.seqs, writes, outcome)
+    outcome.map(|()| writes).map_err(|e| (writes, e))
 }
 
 /// Writes one round of a session's writes as one store write: the newest record, every event,

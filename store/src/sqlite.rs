@@ -7,9 +7,10 @@
 //! another process's (`busy_timeout` makes a second writer wait rather than fail). Within one
 //! process, writers queue on a lock of their own first: SQLite's busy handler waits by sleeping,
 //! which made concurrent writers of one node take turns at a few hundred commits a second.
-//! Session writes go through one writer task, which puts every write that queued while its
-//! last transaction ran into its next one (a group commit): each is checked against its own
-//! fence, and the batch commits once, in one trip to the database's thread. Expiry is a
+//! Session writes are batched: every write that queued while the last transaction ran goes
+//! into the next one (a group commit, led by the first write to find none under way): each
+//! is checked against its own fence, and the batch commits once, in one trip to the
+//! database's thread. Expiry is a
 //! unix-millisecond `expires_at` per session, set from this process's clock at each write and
 //! compared at each read; [`SqliteStore::purge_expired`] deletes what has expired.
 
@@ -24,8 +25,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
-use writer::{Queued, write_queued};
+use tokio::sync::oneshot;
+use writer::{Queued, Writes};
 
 mod writer;
 
@@ -40,8 +41,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Held by this process's writer for the length of a write transaction.
     writing: Arc<tokio::sync::Mutex<()>>,
-    /// To the task that writes sessions, a batch per transaction.
-    writes: mpsc::UnboundedSender<Queued>,
+    /// Session writes, a batch per transaction.
+    writes: Arc<Writes>,
     ttl_ms: i64,
 }
 
@@ -113,14 +114,7 @@ impl SqliteStore {
         migrate(&pool).await?;
         let ttl_ms = to_sql(ttl_millis(ttl), "ttl")?;
         let writing = Arc::new(tokio::sync::Mutex::new(()));
-        let (writes, queued) = mpsc::unbounded_channel();
-        tokio::spawn(write_queued(
-            writer,
-            !memory,
-            writing.clone(),
-            ttl_ms,
-            queued,
-        ));
+        let writes = Arc::new(Writes::new(writer, !memory, writing.clone(), ttl_ms));
         Ok(SqliteStore {
             pool,
             writing,
@@ -208,9 +202,7 @@ impl SqliteStore {
                 .collect::<Result<_, StoreError>>()?,
             done,
         };
-        if self.writes.send(queued).is_err() {
-            return Err(StoreError::Unavailable("the session writer stopped".into()));
-        }
+        self.writes.queue(queued);
         outcome
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("the write was abandoned".into())))

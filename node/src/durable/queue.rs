@@ -1,4 +1,4 @@
-//! The writer's queue: each session's writes in order, different sessions' side by side.
+//! The queue of the node's writes: each session's writes in order, different sessions' side by side.
 //!
 //! A session's writes wait while an earlier round of its writes is with the store, and then go
 //! as one round (so they batch up behind a slow write instead of making more calls); a slow
@@ -76,6 +76,7 @@ impl Queue {
     }
 
     /// Whether nothing waits or runs.
+    #[cfg(test)]
     pub(super) fn is_idle(&self) -> bool {
         self.outstanding.is_empty()
     }

@@ -12,63 +12,131 @@ use sqlx::Row;
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqlitePool;
-use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
-use tokio::sync::{mpsc, oneshot};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use tokio::sync::oneshot;
 
 /// Session writes taken into one transaction at most.
 const BATCH: usize = 256;
 
-/// The store's writer: every session write that queued while the last transaction ran goes
-/// into the next one (a group commit), so a commit's cost is shared by all of them. A session
-/// has one write per transaction at most; a second one waits for the next. Ends when every
-/// handle of the store is dropped. A `dedicated` pool is the writer's alone: it keeps its
-/// connection from one batch to the next rather than taking it from the pool each time.
-pub(super) async fn write_queued(
+/// The store's writes in process: every session write that queues while a transaction runs
+/// goes into the next one (a group commit), so a commit's cost is shared by all of them. A
+/// session has one write per transaction at most; a second one waits for the next.
+///
+/// No task waits for writes: the first write to find nobody leading starts the leader, a
+/// task on the writer's own runtime, which writes batches until none is left. A write then
+/// costs the trip to the database's thread and back, not two more between tasks that may
+/// wait on other threads. The leader is a task, not the writer's future, so that a caller
+/// that stops waiting cannot break a transaction off halfway.
+#[derive(Debug)]
+pub(super) struct Writes {
     pool: SqlitePool,
+    /// Whether the pool is the writes' alone: its connection is then kept from one batch to
+    /// the next rather than taken from the pool each time.
     dedicated: bool,
+    /// Held for the length of a write transaction (claims take it too).
     writing: Arc<tokio::sync::Mutex<()>>,
     ttl_ms: i64,
-    mut queued: mpsc::UnboundedReceiver<Queued>,
-) {
-    let mut next = Vec::new();
-    let mut kept: Option<PoolConnection<Sqlite>> = None;
-    loop {
-        let mut batch: Vec<Queued> = std::mem::take(&mut next);
-        if batch.is_empty() {
-            if queued.recv_many(&mut batch, BATCH).await == 0 {
-                return;
-            }
-        } else {
-            while batch.len() < BATCH {
-                match queued.try_recv() {
-                    Ok(write) => batch.push(write),
-                    Err(_) => break,
+    group: Mutex<Group>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    queued: VecDeque<Queued>,
+    leading: bool,
+    kept: Option<PoolConnection<Sqlite>>,
+}
+
+impl Writes {
+    pub(super) fn new(
+        pool: SqlitePool,
+        dedicated: bool,
+        writing: Arc<tokio::sync::Mutex<()>>,
+        ttl_ms: i64,
+    ) -> Writes {
+        Writes {
+            pool,
+            dedicated,
+            writing,
+            ttl_ms,
+            group: Mutex::default(),
+        }
+    }
+
+    /// Queues a write for the next transaction, starting a leader if none is at work.
+    pub(super) fn queue(self: &Arc<Writes>, write: Queued) {
+        let lead = {
+            let mut group = self.lock();
+            group.queued.push_back(write);
+            !std::mem::replace(&mut group.leading, true)
+        };
+        if lead {
+            tokio::spawn(self.clone().lead());
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes batches until none is queued.
+    async fn lead(self: Arc<Writes>) {
+        // Whatever else ends the leader (its runtime stopping, say) lets the next write lead.
+        let mut leading = Leading(Some(&self));
+        let mut kept = self.lock().kept.take();
+        loop {
+            let batch = {
+                let mut group = self.lock();
+                let mut ids = HashSet::new();
+                let mut batch = Vec::new();
+                while batch.len() < BATCH
+                    && group.queued.front().is_some_and(|q| ids.insert(q.id.clone()))
+                {
+                    batch.extend(group.queued.pop_front());
                 }
-            }
-        }
-        let mut ids = HashSet::with_capacity(batch.len());
-        if let Some(again) = batch.iter().position(|q| !ids.insert(q.id.as_str())) {
-            next = batch.split_off(again);
-        }
-        let _writing = writing.lock().await;
-        let written = async {
-            let mut conn = match kept.take() {
-                Some(conn) => conn,
-                None => pool.acquire().await?,
+                if batch.is_empty() {
+                    group.kept = kept.take();
+                    group.leading = false;
+                    leading.0 = None;
+                    return;
+                }
+                batch
             };
-            let outcomes = write_all(&mut conn, ttl_ms, &batch).await?;
-            // A connection whose transaction failed goes back (or is closed), and the next
-            // batch takes one afresh.
-            if dedicated {
-                kept = Some(conn);
+            let _writing = self.writing.lock().await;
+            let written = async {
+                let mut conn = match kept.take() {
+                    Some(conn) => conn,
+                    None => self.pool.acquire().await?,
+                };
+                let outcomes = write_all(&mut conn, self.ttl_ms, &batch).await?;
+                // A connection whose transaction failed goes back (or is closed), and the
+                // next batch takes one afresh.
+                if self.dedicated {
+                    kept = Some(conn);
+                }
+                Ok::<_, StoreError>(outcomes)
             }
-            Ok::<_, StoreError>(outcomes)
+            .await;
+            let outcomes = written.unwrap_or_else(|e| vec![Err(e); batch.len()]);
+            for (queued, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = queued.done.send(outcome);
+            }
         }
-        .await;
-        let outcomes = written.unwrap_or_else(|e| vec![Err(e); batch.len()]);
-        for (queued, outcome) in batch.drain(..).zip(outcomes) {
-            let _ = queued.done.send(outcome);
+    }
+}
+
+/// Held by the leader until it finds nothing left to write. Should the leader be dropped
+/// before (its runtime stopping), the lead is free again and the writes it left fail (their
+/// callers hear that the write was abandoned, and may try again), rather than wait for a
+/// leader that is gone.
+struct Leading<'a>(Option<&'a Writes>);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if let Some(writes) = self.0 {
+            let mut group = writes.lock();
+            group.leading = false;
+            group.queued.clear();
         }
     }
 }

@@ -7,9 +7,12 @@
 //! 3. with `--sessions` session-era sessions open (`initialize`, `notifications/initialized`);
 //! 4. with every session's standalone GET stream open at once, each read to its first event
 //!    and then read on as an idle client would;
-//! 5. after every stream closed, the sessions still open.
+//! 5. after every stream closed, the sessions still open, once the RSS stopped falling.
 //!
-//! Each reading after the first follows a [`SETTLE`] pause. Over HTTP/1.1 a held stream takes
+//! Each reading after the first follows a [`SETTLE`] pause; the last one then waits, for at
+//! most [`GIVING_BACK`], until no process has given back more than a hundredth of its RSS for
+//! a few seconds: an allocator that returns freed memory to the system in the background does
+//! so over seconds. Over HTTP/1.1 a held stream takes
 //! its connection for as long as it is open, so there is one connection per session, and the
 //! stream goes on its session's; closing the stream closes that connection. Over HTTP/2 the
 //! streams share the connections, each carrying at most the gateway's default of concurrent
@@ -34,6 +37,10 @@ use tokio_util::sync::CancellationToken;
 /// The pause before each reading after the first: what the step started (tasks, handshakes,
 /// store writes) has finished, and what it freed is freed.
 pub const SETTLE: Duration = Duration::from_secs(2);
+/// How long the reading after the streams closed waits at most for the RSS to stop falling.
+pub const GIVING_BACK: Duration = Duration::from_secs(30);
+/// How long the RSS must hold still for the reading after the streams closed.
+const STILL: Duration = Duration::from_secs(6);
 /// HTTP/2 streams a gateway lets one client connection have open at once, by default
 /// (`shardgate gateway --max-concurrent-streams`). A stream beyond it would wait, unopened.
 const STREAMS_PER_H2_CONNECTION: usize = ListenerLimits::CLIENT.max_concurrent_streams as usize;
@@ -159,7 +166,7 @@ async fn measure(
     step(opts, format_args!("holding {} GET streams", sessions.len()));
     let (held, ended_early) = hold_streams(conns, &sessions, opts).await?;
     step(opts, format_args!("streams closed"));
-    let closed = settled(pids).await;
+    let closed = given_back(pids).await;
     let readings = Readings {
         before,
         connected,
@@ -174,6 +181,33 @@ async fn measure(
 async fn settled(pids: &[u32]) -> Sample {
     tokio::time::sleep(SETTLE).await;
     memory::sample(pids)
+}
+
+/// A reading after the [`SETTLE`] pause, once no process's RSS has fallen by more than a
+/// hundredth for [`STILL`] (or [`GIVING_BACK`] has passed): an allocator that gives memory
+/// back from a background thread does it in steps, seconds apart.
+async fn given_back(pids: &[u32]) -> Sample {
+    let deadline = Instant::now() + GIVING_BACK;
+    let mut last = settled(pids).await;
+    let mut reference = last.clone();
+    let mut fell_at = Instant::now();
+    while Instant::now() < deadline && fell_at.elapsed() < STILL {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        last = memory::sample(pids);
+        let fell = reference
+            .pids
+            .iter()
+            .zip(&last.pids)
+            .any(|((_, before), (_, after))| match (before, after) {
+                (Ok(before), Ok(after)) => after.rss_bytes * 100 < before.rss_bytes * 99,
+                _ => false,
+            });
+        if fell {
+            reference = last.clone();
+            fell_at = Instant::now();
+        }
+    }
+    last
 }
 
 /// Where the run is, on stderr, when a progress line was asked for: opening thousands of

@@ -202,7 +202,8 @@ impl MemoryReport {
         let _ = writeln!(
             out,
             "RSS in MiB: before; with the connections; the sessions; their {} GET streams held; \
-             after the streams closed ({} s settle before each but the first)",
+             after the streams closed, once the RSS stopped falling ({} s settle before each \
+             but the first)",
             m.streams, s.settle_s
         );
         let _ = writeln!(

@@ -250,7 +250,11 @@ async fn write_rounds(mut round: UnderWay) {
                     rounds.healthy.store(false, Ordering::Relaxed);
                 }
                 let (session, fence) = round.key.clone();
-                let _ = rounds.lost.send(Lost { session, fence, error });
+                let _ = rounds.lost.send(Lost {
+                    session,
+                    fence,
+                    error,
+                });
             }
         }
         // The session's writes that queued meanwhile, if no other round took them.

@@ -90,7 +90,10 @@ impl Writes {
                 let mut ids = HashSet::new();
                 let mut batch = Vec::new();
                 while batch.len() < BATCH
-                    && group.queued.front().is_some_and(|q| ids.insert(q.id.clone()))
+                    && group
+                        .queued
+                        .front()
+                        .is_some_and(|q| ids.insert(q.id.clone()))
                 {
                     batch.extend(group.queued.pop_front());
                 }

@@ -413,6 +413,17 @@ impl Session {
         self.lock().streams.get(&id).cloned()
     }
 
+    /// The lowest and the highest of the request streams the session keeps, if it keeps any.
+    pub fn kept_streams(&self) -> Option<(u64, u64)> {
+        let inner = self.lock();
+        let mut kept = inner
+            .streams
+            .range(STANDALONE_STREAM + 1..)
+            .map(|(id, _)| *id);
+        let first = kept.next()?;
+        Some((first, kept.next_back().unwrap_or(first)))
+    }
+
     /// Ends a request stream, then holds the replay budgets: while this session is over its
     /// own, its oldest finished streams go; then the node drops its oldest while it is over.
     pub fn finish_stream(&self, stream: &Arc<EventStream>) {

@@ -427,9 +427,16 @@ pub async fn get(node: &NodeState, headers: &HeaderMap) -> Response {
         return reply::refuse(StatusCode::BAD_REQUEST, "malformed Last-Event-ID");
     };
     let Some(stream) = session.stream(event.stream) else {
+        let kept = match session.kept_streams() {
+            Some((first, last)) => format!("it keeps streams {first} to {last}"),
+            None => "it keeps no request stream".to_owned(),
+        };
         return reply::refuse(
             StatusCode::BAD_REQUEST,
-            "Last-Event-ID names a stream this session no longer keeps",
+            &format!(
+                "Last-Event-ID names stream {}, which this session no longer keeps ({kept})",
+                event.stream
+            ),
         );
     };
     let stored = match stored_events(node, &session, &stream, event).await {

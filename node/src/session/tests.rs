@@ -167,6 +167,11 @@ fn a_session_over_its_replay_budget_drops_its_oldest_finished_streams() {
     }
     assert!(s.stream(ids[0]).is_none() && s.stream(ids[1]).is_none());
     assert!(s.stream(ids[2]).is_some() && s.stream(ids[3]).is_some());
+    assert_eq!(
+        s.kept_streams(),
+        Some((ids[2], ids[3])),
+        "a refused resume can say which streams are kept"
+    );
     assert_eq!(budgets.replay.used(), 200);
     drop(s);
     assert_eq!(

@@ -230,8 +230,8 @@ impl Rounds {
 
 /// Writes a session's round, then its next while it has one.
 async fn write_rounds(mut round: UnderWay) {
+    let rounds = round.rounds.clone();
     loop {
-        let rounds = round.rounds.clone();
         let ops = std::mem::take(&mut round.ops);
         let writes = {
             let _turn = rounds.at_once.acquire().await;

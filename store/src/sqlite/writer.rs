@@ -85,25 +85,20 @@ impl Writes {
         let mut leading = Leading(Some(&self));
         let mut kept = self.lock().kept.take();
         loop {
-            let batch = {
+            let batch: Vec<Queued> = {
                 let mut group = self.lock();
+                // The writes in order up to a session's second one, which waits for the next.
                 let mut ids = HashSet::new();
-                let mut batch = Vec::new();
-                while batch.len() < BATCH
-                    && group
-                        .queued
-                        .front()
-                        .is_some_and(|q| ids.insert(q.id.clone()))
-                {
-                    batch.extend(group.queued.pop_front());
-                }
-                if batch.is_empty() {
+                let take = (group.queued.iter().take(BATCH))
+                    .take_while(|q| ids.insert(q.id.as_str()))
+                    .count();
+                if take == 0 {
                     group.kept = kept.take();
                     group.leading = false;
                     leading.0 = None;
                     return;
                 }
-                batch
+                group.queued.drain(..take).collect()
             };
             let _writing = self.writing.lock().await;
             let written = async {

@@ -15,7 +15,7 @@
 //! store. A store that stays unreachable is reported the same way, and marks the node unready.
 
 use crate::stream::EventStream;
-use queue::{Key, Queue, Round};
+use queue::{Key, Queue};
 use shardgate_store::{Changes, Fence, SessionRecord, SessionStore, StoreError, StoredEvent};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -164,6 +164,7 @@ impl Durable {
             fence: Arc::new(Fence::new("", 0)),
             forgotten: Vec::new(),
             write: Write::Barrier,
+            mark: Mark::Plain,
             done: Done::Tell(tx),
         };
         self.writer.send(op);
@@ -207,13 +208,13 @@ impl Writer {
         if !matches!(op.write, Write::Barrier) {
             self.0.backlog.fetch_add(1, Ordering::Relaxed);
         }
-        let ready: Vec<Round> = {
+        let ready: Vec<Key> = {
             let mut queue = self.0.lock();
             queue.push(op);
-            std::iter::from_fn(|| queue.next_round()).collect()
+            std::iter::from_fn(|| queue.next_ready()).collect()
         };
-        for round in ready {
-            let rounds = write_rounds(UnderWay::of(&self.0, round));
+        for key in ready {
+            let rounds = write_rounds(UnderWay::of(&self.0, key));
             match tokio::runtime::Handle::try_current() {
                 Ok(here) => here.spawn(rounds),
                 Err(_) => self.0.home.spawn(rounds),
@@ -228,13 +229,18 @@ impl Rounds {
     }
 }
 
-/// Writes a session's round, then its next while it has one.
+/// Writes a session's round, then the next session's while one is ready.
+///
+/// A round starts once the tasks ready on its runtime have run: what the request that wrote
+/// does next (its call, when the node answers it at once) and what other requests of the
+/// session do meanwhile goes in the same store write, rather than in one after it.
 async fn write_rounds(mut round: UnderWay) {
     let rounds = round.rounds.clone();
+    tokio::task::yield_now().await;
     loop {
-        let ops = std::mem::take(&mut round.ops);
         let writes = {
             let _turn = rounds.at_once.acquire().await;
+            let ops = round.take();
             write_round(&rounds, ops).await
         };
         round.finish();
@@ -257,40 +263,64 @@ async fn write_rounds(mut round: UnderWay) {
                 });
             }
         }
-        // The session's writes that queued meanwhile, if no other round took them.
-        match rounds.lock().next_round() {
+        // The session's writes that queued meanwhile, or another session's, if no other
+        // round took them.
+        match rounds.lock().next_ready() {
             Some(next) => round = UnderWay::of(&rounds, next),
             None => return,
         }
     }
 }
 
-/// A round taken from the queue, until it is done. Should it be dropped before (its task
-/// never run, or its runtime stopping), its writes count as done, failed (their callers hear
-/// that the writer stopped), so that nothing waits for them for ever.
+/// A session's round, from the queue's choosing it until it is done. Should it be dropped
+/// before (its task never run, or its runtime stopping), its writes count as done, failed
+/// (their callers hear that the writer stopped), so that nothing waits for them for ever.
 struct UnderWay {
     rounds: Arc<Rounds>,
     key: Key,
+    stage: Stage,
     seqs: Vec<u64>,
-    ops: Vec<Op>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Chosen; its writes still wait in the queue.
+    Chosen,
+    /// Its writes taken.
+    Taken,
+    /// Done: its session may go again.
+    Finished,
 }
 
 impl UnderWay {
-    fn of(rounds: &Arc<Rounds>, round: Round) -> UnderWay {
+    fn of(rounds: &Arc<Rounds>, key: Key) -> UnderWay {
         UnderWay {
             rounds: rounds.clone(),
-            key: round.key,
-            seqs: round.seqs,
-            ops: round.ops,
+            key,
+            stage: Stage::Chosen,
+            seqs: Vec::new(),
         }
+    }
+
+    /// The session's writes waiting now, taken from the queue as the round's.
+    fn take(&mut self) -> Vec<Op> {
+        let (seqs, ops) = self.rounds.lock().take(&self.key);
+        self.seqs = seqs;
+        self.stage = Stage::Taken;
+        ops
     }
 
     /// The round is done: its session may go again, and barriers behind it may be done.
     fn finish(&mut self) {
-        let seqs = std::mem::take(&mut self.seqs);
-        if seqs.is_empty() {
+        if self.stage == Stage::Finished {
             return;
         }
+        if self.stage == Stage::Chosen {
+            // Never started: what waits goes, failed, with it.
+            drop(self.take());
+        }
+        self.stage = Stage::Finished;
+        let seqs = std::mem::take(&mut self.seqs);
         self.rounds.lock().finished(&self.key, &seqs);
         self.rounds.backlog.fetch_sub(seqs.len(), Ordering::Relaxed);
     }
@@ -324,7 +354,7 @@ impl Link {
         &self.fence
     }
 
-    fn send(&self, write: Write, done: Done) {
+    fn send(&self, write: Write, mark: Mark, done: Done) {
         let forgotten = std::mem::take(
             &mut *self
                 .forgotten
@@ -336,6 +366,7 @@ impl Link {
             fence: self.fence.clone(),
             forgotten,
             write,
+            mark,
             done,
         });
     }
@@ -343,7 +374,7 @@ impl Link {
     /// Restarts the session's time to live in the store: a session held here is alive though
     /// nothing was written for a while (a long call, a client listening).
     pub fn touch(&self) {
-        self.send(Write::Touch, Done::Nothing);
+        self.send(Write::Touch, Mark::Plain, Done::Nothing);
     }
 
     /// Drops a stream the session no longer keeps for replay from the store too, so that what
@@ -357,20 +388,33 @@ impl Link {
             .push(stream);
     }
 
-    /// Saves the record; the answer says when it is written.
-    pub fn save(&self, record: SessionRecord) -> Written {
+    /// Saves the record (`changed`: its upstream state changed since the session's last
+    /// write); the answer says when it is written.
+    pub fn save(&self, record: SessionRecord, changed: bool) -> Written {
         let (tx, rx) = oneshot::channel();
-        self.send(Write::Save(Box::new(record)), Done::Tell(tx));
+        let mark = if changed { Mark::Changes } else { Mark::Plain };
+        self.send(Write::Save(Box::new(record)), mark, Done::Tell(tx));
         rx
     }
 
-    /// Appends one event of `stream`, in one write with `record` when one is given; the writer
-    /// releases the event to the stream's listener once it is written. True when the caller
-    /// releases it now instead: at the `memory` level, while the writer keeps up.
+    /// Saves the record of requests just accepted. A later write of the session that changes
+    /// its upstream state does not go in one store write with it: a store write reported
+    /// failed (timed out) may still land, and the client of a request whose acceptance failed
+    /// hears that it may try again, which must not find the request's effect stored.
+    pub fn accept(&self, record: SessionRecord) -> Written {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Save(Box::new(record)), Mark::Accepts, Done::Tell(tx));
+        rx
+    }
+
+    /// Appends one event of `stream`, in one write with `record` (and whether its upstream
+    /// state changed) when one is given; the writer releases the event to the stream's
+    /// listener once it is written. True when the caller releases it now instead: at the
+    /// `memory` level, while the writer keeps up.
     pub fn append(
         &self,
         event: StoredEvent,
-        record: Option<SessionRecord>,
+        record: Option<(SessionRecord, bool)>,
         stream: Weak<EventStream>,
     ) -> bool {
         let seq = event.seq;
@@ -381,7 +425,12 @@ impl Link {
         } else {
             Done::Release(stream, seq)
         };
-        self.send(Write::Append(event, record.map(Box::new)), done);
+        let mark = match record {
+            Some((_, true)) => Mark::Changes,
+            _ => Mark::Plain,
+        };
+        let record = record.map(|(r, _)| Box::new(r));
+        self.send(Write::Append(event, record), mark, done);
         at_once
     }
 }
@@ -406,6 +455,16 @@ enum Write {
     Barrier,
 }
 
+/// What a write means for the store writes it may share.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Plain,
+    /// The record of requests just accepted.
+    Accepts,
+    /// A record whose upstream state changed since the session's last write.
+    Changes,
+}
+
 enum Done {
     Nothing,
     Release(Weak<EventStream>, u64),
@@ -418,6 +477,7 @@ struct Op {
     /// Streams the session let go since its last write: dropped whole, before `write`.
     forgotten: Vec<u64>,
     write: Write,
+    mark: Mark,
     done: Done,
 }
 
@@ -510,11 +570,18 @@ async fn write_session(
 }
 
 /// How many of `ops` (at least one) one store write takes: all of them, but that it appends
-/// before it forgets, so a run ends before an append to a stream it forgot.
+/// before it forgets, so a run ends before an append to a stream it forgot, and that a change
+/// of the upstream state waits for an acceptance before it ([`Link::accept`]), so a run ends
+/// before it too.
 fn run_length(ops: &[Op]) -> usize {
     let mut forgotten = Vec::new();
+    let mut accepting = false;
     ops.iter()
         .take_while(|op| {
+            if accepting && op.mark == Mark::Changes {
+                return false;
+            }
+            accepting |= op.mark == Mark::Accepts;
             forgotten.extend_from_slice(&op.forgotten);
             match &op.write {
                 Write::Append(e, _) => !forgotten.contains(&e.stream),

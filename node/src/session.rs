@@ -13,7 +13,7 @@ use crate::budget::{Budgets, Gauge, Tallied};
 use crate::durable::{self, Link};
 use crate::replay::SessionReplay;
 use crate::stream::EventStream;
-use crate::upstream::{BoxFuture, Peer, UpstreamState};
+use crate::upstream::{Accepted, BoxFuture, Peer, UpstreamState};
 use bytes::Bytes;
 use serde_json::Value;
 use shardgate_protocol::internal;
@@ -50,19 +50,27 @@ struct Inner {
 }
 
 impl Inner {
-    /// The finished request streams, in the order they leave when too many are kept: first
-    /// those whose client had the whole stream, oldest first, then those it may still resume
-    /// (it lost its connection before the end, or the stream was continued from the store
-    /// after a takeover), oldest first.
-    fn evictable(&self) -> Vec<u64> {
-        let mut finished: Vec<(bool, u64)> = self
-            .streams
-            .iter()
-            .filter(|(id, s)| **id != STANDALONE_STREAM && s.is_finished())
-            .map(|(id, s)| (!s.is_delivered(), *id))
-            .collect();
-        finished.sort_unstable();
-        finished.into_iter().map(|(_, id)| id).collect()
+    /// How many request streams are finished, and the first of them to leave when too many
+    /// are kept: those whose client had the whole stream go first, oldest first, then those it
+    /// may still resume (it lost its connection before the end, or the stream was continued
+    /// from the store after a takeover), oldest first.
+    fn evictable(&self) -> (usize, Option<u64>) {
+        // Once per request stream opened: one pass, one lock per stream, nothing allocated.
+        let mut finished = 0;
+        let mut first: Option<(bool, u64)> = None;
+        for (id, s) in &self.streams {
+            if *id == STANDALONE_STREAM {
+                continue;
+            }
+            if let Some(delivered) = s.finished_and_delivered() {
+                finished += 1;
+                let rank = (!delivered, *id);
+                if first.is_none_or(|f| rank < f) {
+                    first = Some(rank);
+                }
+            }
+        }
+        (finished, first.map(|(_, id)| id))
     }
 }
 
@@ -149,10 +157,7 @@ impl InFlight {
         self.end_in(inner);
         // Taken and sent under the session's lock, so records reach the writer in the order
         // they were taken.
-        let record = session.link.is_some().then(|| {
-            session.upstream_state.take_changed();
-            session.record_of(inner)
-        });
+        let record = session.link.is_some().then(|| session.record_of(inner));
         stream.push_recorded(data, record);
         // Before `self` goes, whose drop takes the lock.
         drop(guard);
@@ -281,12 +286,9 @@ impl Session {
         session
     }
 
-    /// What a store keeps of the session now.
-    pub fn record(&self) -> SessionRecord {
-        self.record_of(&self.lock())
-    }
-
-    fn record_of(&self, inner: &Inner) -> SessionRecord {
+    /// What a store keeps of the session now, for a write, and whether its upstream state
+    /// changed since the last write.
+    fn record_of(&self, inner: &Inner) -> (SessionRecord, bool) {
         let mut in_flight: Vec<InFlightRecord> = inner
             .in_flight
             .iter()
@@ -296,16 +298,18 @@ impl Session {
             })
             .collect();
         in_flight.sort_by(|a, b| (a.stream, &a.request_id).cmp(&(b.stream, &b.request_id)));
-        SessionRecord {
+        let (upstream_state, changed) = self.upstream_state.snapshot_for_write();
+        let record = SessionRecord {
             id: self.id.clone(),
             principal: self.principal.to_string(),
             protocol_version: self.protocol_version.to_string(),
             initialize_params: self.initialize_params.clone(),
-            upstream_state: self.upstream_state.snapshot(),
+            upstream_state,
             next_stream: inner.next_stream,
             next_request: inner.next_request,
             in_flight,
-        }
+        };
+        (record, changed)
     }
 
     /// Where the session is written through to, if anywhere.
@@ -316,14 +320,36 @@ impl Session {
     /// Hands the record to the writer (after every write made before); a session that is not
     /// written through does nothing.
     pub fn checkpoint(&self) -> Option<durable::Written> {
-        self.link.as_ref().map(|link| link.save(self.record()))
+        let link = self.link.as_ref()?;
+        let (record, changed) = self.record_of(&self.lock());
+        Some(link.save(record, changed))
     }
 
     /// Checkpoints and waits for the acknowledgement level to hold for it.
     pub async fn persist(&self) -> Result<(), StoreError> {
-        match (&self.link, self.checkpoint()) {
-            (Some(link), Some(written)) => durable::settled(link, written).await,
-            _ => Ok(()),
+        self.stored(self.checkpoint()).wait().await
+    }
+
+    /// Checkpoints the requests just accepted: resolved once the acknowledgement level holds
+    /// for them. What the session writes next may go in the same store write, but for a
+    /// change of its upstream state, which waits for this one to be stored
+    /// ([`durable::Link::accept`]).
+    pub fn accept(&self) -> Accepted {
+        let written = self.link.as_ref().map(|link| {
+            let (record, _) = self.record_of(&self.lock());
+            link.accept(record)
+        });
+        self.stored(written)
+    }
+
+    /// Resolved once the acknowledgement level holds for `written`.
+    pub fn stored(&self, written: Option<durable::Written>) -> Accepted {
+        match (&self.link, written) {
+            (Some(link), Some(written)) => {
+                let link = link.clone();
+                Accepted::after(async move { durable::settled(&link, written).await })
+            }
+            _ => Accepted::now(),
         }
     }
 
@@ -393,13 +419,15 @@ impl Session {
         inner.next_stream += 1;
         let stream = EventStream::new(id, self.replay.clone(), self.link.clone());
         inner.streams.insert(id, stream.clone());
-        let finished = inner.evictable();
-        for old in finished
-            .iter()
-            .take(finished.len().saturating_sub(RETAINED_STREAMS))
-        {
-            if let Some(old) = inner.streams.remove(old) {
+        while let (finished, Some(first)) = inner.evictable() {
+            if finished <= RETAINED_STREAMS {
+                break;
+            }
+            if let Some(old) = inner.streams.remove(&first) {
                 old.forget();
+            }
+            if finished - 1 <= RETAINED_STREAMS {
+                break;
             }
         }
         stream
@@ -431,7 +459,7 @@ impl Session {
         while self.replay.over() {
             let oldest = {
                 let mut inner = self.lock();
-                let id = inner.evictable().first().copied();
+                let id = inner.evictable().1;
                 id.and_then(|id| inner.streams.remove(&id))
             };
             match oldest {

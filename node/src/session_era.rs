@@ -16,13 +16,14 @@
 
 use crate::audit::Audited;
 use crate::budget::Admitted;
-use crate::metrics::{Ended, METRICS};
+use crate::durable::Lost;
+use crate::metrics::METRICS;
 use crate::session::{self, InFlight, Opening, Session, StandalonePeer, StreamPeer, Unreserved};
 use crate::sse;
 use crate::state::NodeState;
 use crate::stream::{Event, EventId, EventStream, ReplayError};
 use crate::takeover::{self, Missing};
-use crate::upstream::{Call, Scope, UpstreamState};
+use crate::upstream::{Accepted, Call, Scope, UpstreamState};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use futures_util::stream;
@@ -34,6 +35,7 @@ use shardgate_protocol::reply;
 use shardgate_protocol::traces;
 use shardgate_store::{Fence, RawJson, StoreError};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -56,10 +58,17 @@ async fn session_of(node: &NodeState, headers: &HeaderMap) -> Result<Arc<Session
 }
 
 /// A write of `session` that did not reach its acknowledgement level: refused (another node
-/// holds the session now: it leaves this one) or the store is unavailable.
+/// holds the session now) or the store is unavailable. Either way the session leaves this
+/// node's memory.
 fn unwritten(node: &NodeState, session: &Session, e: StoreError) -> Missing {
-    if matches!(e, StoreError::Fenced { .. }) && node.end_session(&session.id) {
-        METRICS.sessions_ended(Ended::Lost, 1);
+    // What the session did here since its last stored write is not in the store: it leaves
+    // memory now, before another request can build on it (the next one loads it again).
+    if let Some(link) = session.link() {
+        node.drop_lost(&Lost {
+            session: session.id.as_str().into(),
+            fence: Arc::new(link.fence().clone()),
+            error: e.clone(),
+        });
     }
     Missing::from(e)
 }
@@ -130,27 +139,43 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
             (r, serving)
         })
         .collect();
-    // The stream and its requests are stored before the client hears of them.
-    if let Err(e) = session.persist().await {
-        let id = (requests.len() == 1).then(|| &requests[0].0.0);
-        return unwritten(node, &session, e).reply(node, id);
-    }
+    // The stream and its requests are stored before the client hears of them. The calls run
+    // meanwhile: one the node answers at once has its answer in the same store write (the
+    // writer starts a round once the tasks ready have run); a call to an upstream waits for
+    // the acceptance. Should the store not take it, what the calls did here goes with the
+    // session from memory, so the client may try again.
+    let accepted = session.accept();
+    let single = (requests.len() == 1).then(|| requests[0].0.0.clone());
     if accepts.sse {
         // Every answer of a batch goes out at once, and each must reach the client here.
         let (resume, rx) = stream.attach_now_with_room(requests.len());
-        let first = priming(&session, resume);
+        let calls: Vec<_> = requests.iter().map(|(_, s)| s.token().clone()).collect();
         tokio::spawn(
-            serve_on_stream(node.clone(), session, stream, requests, admitted)
-                .instrument(traces::current()),
+            serve_on_stream(
+                node.clone(),
+                session.clone(),
+                stream,
+                requests,
+                admitted,
+                accepted.clone(),
+            )
+            .instrument(traces::current()),
         );
-        sse::response(first, rx, ())
+        if let Err(e) = accepted.wait().await {
+            calls.iter().for_each(CancellationToken::cancel);
+            return unwritten(node, &session, e).reply(node, single.as_ref());
+        }
+        sse::response(priming(&session, resume), rx, ())
     } else {
-        let single = (requests.len() == 1).then(|| requests[0].0.0.clone());
         // A client that goes away drops these calls with this handler; their guards end them.
         let answers: Vec<Option<String>> = stream::iter(requests)
             .map(|(r, serving)| {
-                let (session, stream) = (&session, &stream);
-                async move { serve_one(node, session, stream, r, serving).await.0 }
+                let (session, stream, accepted) = (&session, &stream, &accepted);
+                async move {
+                    serve_one(node, session, stream, r, serving, accepted.clone())
+                        .await
+                        .0
+                }
             })
             .buffered(places)
             .collect()
@@ -158,7 +183,11 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         drop(admitted);
         // As on a stream, the answers reach the client only once what the calls did is
         // stored. Calls whose effect could not be stored did run: not known to have completed.
-        if let Err(e) = session.persist().await {
+        let answered = session.accept();
+        if let Err(e) = accepted.wait().await {
+            return unwritten(node, &session, e).reply(node, single.as_ref());
+        }
+        if let Err(e) = answered.wait().await {
             let _ = unwritten(node, &session, e);
             let err = RpcError::new(mcp::code::INTERNAL_ERROR, mcp::INTERRUPTED)
                 .with_data(serde_json::json!({ "reason": "unstored" }));
@@ -180,14 +209,16 @@ async fn serve_on_stream(
     stream: Arc<EventStream>,
     requests: Vec<(Request, InFlight)>,
     admitted: Vec<Admitted>,
+    accepted: Accepted,
 ) {
     let places = admitted.len();
     let unanswered = std::sync::atomic::AtomicBool::new(false);
     stream::iter(requests)
         .for_each_concurrent(places, |(r, serving)| {
             let (node, session, stream, unanswered) = (&node, &session, &stream, &unanswered);
+            let accepted = accepted.clone();
             async move {
-                match serve_one(node, session, stream, r, serving).await {
+                match serve_one(node, session, stream, r, serving, accepted).await {
                     // In flight until its answer is on the stream: a new owner either finds
                     // the answer or tells the client the request was interrupted.
                     (Some(answer), serving) => serving.answer(stream, answer.into()),
@@ -216,6 +247,7 @@ async fn serve_one(
     stream: &Arc<EventStream>,
     (id, method, value): Request,
     serving: InFlight,
+    accepted: Accepted,
 ) -> (Option<String>, InFlight) {
     if method == "initialize" {
         let err = RpcError::new(mcp::code::INVALID_REQUEST, "session is already initialized");
@@ -241,6 +273,7 @@ async fn serve_one(
         protocol_version: session.protocol_version.to_string(),
         client_capabilities: session.client_capabilities(),
         param_headers: Vec::new(),
+        accepted,
     };
     let audited = Audited::begin(node.auditor.as_ref(), &call);
     let _counted = node.call_started();
@@ -366,6 +399,7 @@ async fn initialize(
         protocol_version: requested.to_owned(),
         client_capabilities: params.get("capabilities").cloned().unwrap_or_default(),
         param_headers: Vec::new(),
+        accepted: Accepted::now(),
     };
     let result = match node.upstream.call(call).await {
         Ok(r) => r,

@@ -20,7 +20,7 @@ use crate::session::NoPeer;
 use crate::session::encode;
 use crate::sse;
 use crate::state::NodeState;
-use crate::upstream::{BoxFuture, Call, Peer, Scope, UpstreamState};
+use crate::upstream::{Accepted, BoxFuture, Call, Peer, Scope, UpstreamState};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -425,6 +425,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         protocol_version: checked.version,
         client_capabilities: checked.client_capabilities,
         param_headers: param_headers(headers),
+        accepted: Accepted::now(),
     };
     let serving = node.clone();
     let token = cancel.clone();

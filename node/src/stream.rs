@@ -135,8 +135,8 @@ impl EventStream {
     }
 
     /// [`EventStream::push`], stored in one write with `record` (the session as it is once
-    /// this event is stored) when one is given.
-    pub fn push_recorded(&self, data: Bytes, record: Option<SessionRecord>) -> EventId {
+    /// this event is stored, and whether its upstream state changed) when one is given.
+    pub fn push_recorded(&self, data: Bytes, record: Option<(SessionRecord, bool)>) -> EventId {
         let mut st = self.lock();
         let id = EventId {
             stream: self.id,
@@ -223,6 +223,12 @@ impl EventStream {
     /// Finished, and its last listener was handed every event.
     pub fn is_delivered(&self) -> bool {
         self.lock().delivered
+    }
+
+    /// Whether its last listener was handed every event, if it is finished.
+    pub fn finished_and_delivered(&self) -> Option<bool> {
+        let st = self.lock();
+        st.finished.then_some(st.delivered)
     }
 
     /// Bytes of event data in the log.

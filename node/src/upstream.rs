@@ -12,10 +12,12 @@ pub mod federation;
 #[cfg(test)]
 mod testing;
 
+use futures_util::FutureExt;
+use futures_util::future::Shared;
 use serde_json::{Map, Value};
 use shardgate_protocol::internal::Placement;
 use shardgate_protocol::mcp::RpcError;
-use shardgate_store::RawJson;
+use shardgate_store::{RawJson, StoreError};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,6 +87,14 @@ impl UpstreamState {
         self.lock().clone()
     }
 
+    /// A copy of the state for a write, and whether it changed since the last write took one
+    /// (both under the lock that changes take, so no change falls between them).
+    pub fn snapshot_for_write(&self) -> (Map<String, Value>, bool) {
+        let guard = self.lock();
+        let changed = self.0.changed.swap(false, Ordering::AcqRel);
+        (guard.clone(), changed)
+    }
+
     /// Whether the state may have changed since the last time this was asked.
     pub fn take_changed(&self) -> bool {
         self.0.changed.swap(false, Ordering::AcqRel)
@@ -143,6 +153,35 @@ pub struct Call {
     /// mirror arguments for the upstream's own use, so they pass to it unchanged. No other
     /// client header ever reaches an upstream.
     pub param_headers: Vec<(String, String)>,
+    /// Whether the request is stored as accepted. What leaves the node for an upstream waits
+    /// for it, so that a request the store never took has done nothing outside the node.
+    pub accepted: Accepted,
+}
+
+/// Resolves once a request is stored as accepted (a new owner of its session would know of
+/// it), or fails with why it could not be. The node answers a request it can at once (a
+/// builtin tool, a list it holds) while the store takes the acceptance, so that the acceptance
+/// and the answer go in one write; a call to an upstream waits for it first.
+#[derive(Clone)]
+pub struct Accepted(Shared<BoxFuture<'static, Result<(), StoreError>>>);
+
+impl Accepted {
+    /// Accepted already: nothing is stored for the request.
+    pub fn now() -> Accepted {
+        Accepted::after(std::future::ready(Ok(())))
+    }
+
+    /// Accepted once `stored` resolves.
+    pub fn after(
+        stored: impl Future<Output = Result<(), StoreError>> + Send + 'static,
+    ) -> Accepted {
+        let stored: BoxFuture<'static, Result<(), StoreError>> = Box::pin(stored);
+        Accepted(stored.shared())
+    }
+
+    pub async fn wait(&self) -> Result<(), StoreError> {
+        self.0.clone().await
+    }
 }
 
 impl Call {

@@ -28,13 +28,6 @@ pub(super) struct Queue {
     barriers: Vec<(u64, Done)>,
 }
 
-/// A round of one session's writes, taken from the queue.
-pub(super) struct Round {
-    pub(super) key: Key,
-    pub(super) seqs: Vec<u64>,
-    pub(super) ops: Vec<Op>,
-}
-
 impl Queue {
     pub(super) fn push(&mut self, op: Op) {
         let seq = self.next_seq;
@@ -53,14 +46,22 @@ impl Queue {
         waiting.push((seq, op));
     }
 
-    /// The next session's waiting writes, as one round; the session is busy until
-    /// [`Queue::finished`].
-    pub(super) fn next_round(&mut self) -> Option<Round> {
+    /// The next session with waiting writes, busy from now on until [`Queue::finished`]: its
+    /// round takes what it has waiting when it starts ([`Queue::take`]), so that the writes
+    /// queued meanwhile go with it.
+    pub(super) fn next_ready(&mut self) -> Option<Key> {
         let key = self.ready.pop_front()?;
-        let waiting = self.waiting.remove(&key).unwrap_or_default();
         self.busy.insert(key.clone());
-        let (seqs, ops) = waiting.into_iter().unzip();
-        Some(Round { key, seqs, ops })
+        Some(key)
+    }
+
+    /// A busy session's waiting writes, as one round: their sequence numbers and the writes.
+    pub(super) fn take(&mut self, key: &Key) -> (Vec<u64>, Vec<Op>) {
+        self.waiting
+            .remove(key)
+            .unwrap_or_default()
+            .into_iter()
+            .unzip()
     }
 
     /// A round is done: its session may go again, and barriers behind it may be done.
@@ -98,7 +99,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durable::Write;
+    use crate::durable::{Mark, Write};
     use shardgate_store::StoredEvent;
     use tokio::sync::oneshot;
 
@@ -115,6 +116,7 @@ mod tests {
                 },
                 None,
             ),
+            mark: Mark::Plain,
             done: Done::Nothing,
         }
     }
@@ -131,6 +133,7 @@ mod tests {
             fence: fence.clone(),
             forgotten: Vec::new(),
             write: Write::Barrier,
+            mark: Mark::Plain,
             done: Done::Tell(tx),
         };
         (op, rx)
@@ -141,18 +144,27 @@ mod tests {
         let fence = Arc::new(Fence::new("n", 1));
         let mut q = Queue::default();
         q.push(op("a", &fence));
-        let first = q.next_round().expect("a goes");
+        let a = q.next_ready().expect("a goes");
+        q.push(op("a", &fence));
+        let (first, ops) = q.take(&a);
+        assert_eq!(
+            ops.len(),
+            2,
+            "what queued before the round started goes with it"
+        );
         q.push(op("a", &fence));
         q.push(op("b", &fence));
         q.push(op("a", &fence));
-        let b = q.next_round().expect("b goes while a is busy");
-        assert_eq!(&*b.key.0, "b");
-        assert!(q.next_round().is_none(), "a waits for its round");
-        q.finished(&first.key, &first.seqs);
-        let second = q.next_round().expect("a goes again");
-        assert_eq!((&*second.key.0, second.ops.len()), ("a", 2), "as one round");
-        q.finished(&b.key, &b.seqs);
-        q.finished(&second.key, &second.seqs);
+        let b = q.next_ready().expect("b goes while a is busy");
+        assert_eq!(&*b.0, "b");
+        let (b_seqs, _) = q.take(&b);
+        assert!(q.next_ready().is_none(), "a waits for its round");
+        q.finished(&a, &first);
+        let again = q.next_ready().expect("a goes again");
+        let (second, ops) = q.take(&again);
+        assert_eq!((&*again.0, ops.len()), ("a", 2), "as one round");
+        q.finished(&b, &b_seqs);
+        q.finished(&again, &second);
         assert!(q.is_idle());
     }
 
@@ -165,13 +177,16 @@ mod tests {
         let (b1, mut done) = barrier(&fence);
         q.push(b1);
         q.push(op("c", &fence));
-        let a = q.next_round().expect("a");
-        let b = q.next_round().expect("b");
-        let c = q.next_round().expect("c");
-        q.finished(&c.key, &c.seqs);
-        q.finished(&a.key, &a.seqs);
+        let mut round = || {
+            let key = q.next_ready().expect("a session is ready");
+            let (seqs, _) = q.take(&key);
+            (key, seqs)
+        };
+        let (a, b, c) = (round(), round(), round());
+        q.finished(&c.0, &c.1);
+        q.finished(&a.0, &a.1);
         assert!(done.try_recv().is_err(), "b is not written yet");
-        q.finished(&b.key, &b.seqs);
+        q.finished(&b.0, &b.1);
         assert!(done.try_recv().is_ok(), "everything before it is");
         let (b2, mut at_once) = barrier(&fence);
         q.push(b2);

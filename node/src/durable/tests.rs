@@ -239,6 +239,7 @@ fn op(write: Write) -> Op {
         fence: Arc::new(Fence::new("node-0", 1)),
         forgotten: Vec::new(),
         write,
+        mark: Mark::Plain,
         done: Done::Nothing,
     }
 }
@@ -274,4 +275,85 @@ fn one_store_write_takes_a_round_but_not_an_append_after_its_stream_is_forgotten
         "up to the append to forgotten stream 2"
     );
     assert_eq!(run_length(&ops[4..]), 2);
+}
+
+#[test]
+fn a_change_of_the_upstream_state_waits_for_an_acceptance_before_it() {
+    let marked = |mark, write| Op { mark, ..op(write) };
+    let ops: Vec<Op> = vec![
+        marked(Mark::Changes, event(1, 1)),
+        marked(Mark::Accepts, Write::Touch),
+        op(event(2, 1)),
+        marked(Mark::Accepts, Write::Touch),
+        marked(Mark::Changes, event(3, 1)),
+        marked(Mark::Changes, event(2, 2)),
+    ];
+    assert_eq!(run_length(&ops), 4, "up to the change after an acceptance");
+    assert_eq!(
+        run_length(&ops[4..]),
+        2,
+        "changes with no acceptance go together"
+    );
+}
+
+#[tokio::test]
+async fn what_ready_tasks_write_before_a_round_starts_goes_in_its_store_write() {
+    let Fixture {
+        store,
+        durable,
+        session,
+        ..
+    } = fixture("s9", Ack::Store).await;
+    let stream = session.open_stream();
+    let (_, mut rx) = stream.attach_now();
+    // A request accepted, and its call answered by another task that was ready already: the
+    // round started by the acceptance lets it run first, and takes its answer along.
+    let accepted = session.accept();
+    let answering = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.push("{\"n\":1}".into()) }
+    });
+    accepted.wait().await.expect("accepted");
+    let id = answering.await.expect("answered");
+    let event = rx.recv().await.expect("released");
+    assert_eq!(event.id, id);
+    assert_eq!(
+        durable.counts.writes.load(Ordering::Relaxed),
+        1,
+        "the acceptance and the answer in one store write"
+    );
+    let stored = store.events("s9", stream.id(), 0).await.expect("events");
+    assert_eq!(stored.events.len(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_that_changed_the_upstream_state_is_stored_after_its_acceptance() {
+    let Fixture {
+        store,
+        durable,
+        session,
+        ..
+    } = fixture("s10", Ack::Store).await;
+    let stream = session.open_stream();
+    let serving = session.begin_request(&json!(1), stream.id());
+    let accepted = session.accept();
+    let answering = tokio::spawn({
+        let (session, stream) = (session.clone(), stream.clone());
+        async move {
+            session
+                .upstream_state
+                .with(|s| s.insert("counter".into(), 1.into()));
+            serving.answer(&stream, "{\"result\":1}".into());
+        }
+    });
+    accepted.wait().await.expect("accepted");
+    answering.await.expect("answered");
+    session.persist().await.expect("everything written");
+    let writes = durable.counts.writes.load(Ordering::Relaxed);
+    assert_eq!(
+        writes, 3,
+        "the acceptance, then the answer with its change, then the last checkpoint"
+    );
+    let (record, _) = store.load("s10").await.expect("loaded").expect("a record");
+    assert_eq!(record.upstream_state.get("counter"), Some(&json!(1)));
 }

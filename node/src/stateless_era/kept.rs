@@ -73,5 +73,5 @@ pub async fn keep(link: &Link, key: &str, state: &UpstreamState) -> Result<(), S
         next_request: 0,
         in_flight: Vec::new(),
     };
-    durable::settled(link, link.save(record)).await
+    durable::settled(link, link.save(record, true)).await
 }

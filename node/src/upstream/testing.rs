@@ -54,6 +54,7 @@ impl Client {
             protocol_version: self.version.to_owned(),
             client_capabilities: self.caps.clone(),
             param_headers: Vec::new(),
+            accepted: crate::upstream::Accepted::now(),
         }
     }
 

@@ -105,8 +105,19 @@ impl Upstream for Connector {
         let inner = self.inner.clone();
         Box::pin(async move {
             let cancel = call.cancel.clone();
+            let accepted = call.accepted.clone();
+            let served = async move {
+                // Nothing reaches the upstream before the request is stored as accepted.
+                if let Err(e) = accepted.wait().await {
+                    return Err(RpcError::new(
+                        code::INTERNAL_ERROR,
+                        format!("the request was not stored, so not sent on: {e}"),
+                    ));
+                }
+                inner.serve(call).await
+            };
             tokio::select! {
-                r = inner.serve(call) => r,
+                r = served => r,
                 _ = cancel.cancelled() => Err(RpcError::new(code::INTERNAL_ERROR, "cancelled")),
             }
         })

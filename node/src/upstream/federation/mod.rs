@@ -166,6 +166,7 @@ impl Inner {
             protocol_version: call.protocol_version.clone(),
             client_capabilities: call.client_capabilities.clone(),
             param_headers: call.param_headers.clone(),
+            accepted: call.accepted.clone(),
         };
         let running = member.upstream.call(sub);
         // Also when the call is dropped half way (cancelled): what the member changed so far

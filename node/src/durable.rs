@@ -164,7 +164,7 @@ impl Durable {
             fence: Arc::new(Fence::new("", 0)),
             forgotten: Vec::new(),
             write: Write::Barrier,
-            mark: Mark::Plain,
+            mark: Mark::default(),
             done: Done::Tell(tx),
         };
         self.writer.send(op);
@@ -374,7 +374,7 @@ impl Link {
     /// Restarts the session's time to live in the store: a session held here is alive though
     /// nothing was written for a while (a long call, a client listening).
     pub fn touch(&self) {
-        self.send(Write::Touch, Mark::Plain, Done::Nothing);
+        self.send(Write::Touch, Mark::default(), Done::Nothing);
     }
 
     /// Drops a stream the session no longer keeps for replay from the store too, so that what
@@ -392,7 +392,10 @@ impl Link {
     /// write); the answer says when it is written.
     pub fn save(&self, record: SessionRecord, changed: bool) -> Written {
         let (tx, rx) = oneshot::channel();
-        let mark = if changed { Mark::Changes } else { Mark::Plain };
+        let mark = Mark {
+            accepts: false,
+            changes: changed,
+        };
         self.send(Write::Save(Box::new(record)), mark, Done::Tell(tx));
         rx
     }
@@ -401,9 +404,14 @@ impl Link {
     /// its upstream state does not go in one store write with it: a store write reported
     /// failed (timed out) may still land, and the client of a request whose acceptance failed
     /// hears that it may try again, which must not find the request's effect stored.
-    pub fn accept(&self, record: SessionRecord) -> Written {
+    /// `changed` as for [`Link::save`]: the record may carry what an earlier call changed.
+    pub fn accept(&self, record: SessionRecord, changed: bool) -> Written {
         let (tx, rx) = oneshot::channel();
-        self.send(Write::Save(Box::new(record)), Mark::Accepts, Done::Tell(tx));
+        let mark = Mark {
+            accepts: true,
+            changes: changed,
+        };
+        self.send(Write::Save(Box::new(record)), mark, Done::Tell(tx));
         rx
     }
 
@@ -425,9 +433,9 @@ impl Link {
         } else {
             Done::Release(stream, seq)
         };
-        let mark = match record {
-            Some((_, true)) => Mark::Changes,
-            _ => Mark::Plain,
+        let mark = Mark {
+            accepts: false,
+            changes: matches!(record, Some((_, true))),
         };
         let record = record.map(|(r, _)| Box::new(r));
         self.send(Write::Append(event, record), mark, done);
@@ -456,13 +464,12 @@ enum Write {
 }
 
 /// What a write means for the store writes it may share.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mark {
-    Plain,
+#[derive(Clone, Copy, Default)]
+struct Mark {
     /// The record of requests just accepted.
-    Accepts,
+    accepts: bool,
     /// A record whose upstream state changed since the session's last write.
-    Changes,
+    changes: bool,
 }
 
 enum Done {
@@ -578,10 +585,10 @@ fn run_length(ops: &[Op]) -> usize {
     let mut accepting = false;
     ops.iter()
         .take_while(|op| {
-            if accepting && op.mark == Mark::Changes {
+            if accepting && op.mark.changes {
                 return false;
             }
-            accepting |= op.mark == Mark::Accepts;
+            accepting |= op.mark.accepts;
             forgotten.extend_from_slice(&op.forgotten);
             match &op.write {
                 Write::Append(e, _) => !forgotten.contains(&e.stream),

@@ -327,7 +327,10 @@ impl Session {
 
     /// Checkpoints and waits for the acknowledgement level to hold for it.
     pub async fn persist(&self) -> Result<(), StoreError> {
-        self.stored(self.checkpoint()).wait().await
+        match (&self.link, self.checkpoint()) {
+            (Some(link), Some(written)) => durable::settled(link, written).await,
+            _ => Ok(()),
+        }
     }
 
     /// Checkpoints the requests just accepted: resolved once the acknowledgement level holds
@@ -336,8 +339,8 @@ impl Session {
     /// ([`durable::Link::accept`]).
     pub fn accept(&self) -> Accepted {
         let written = self.link.as_ref().map(|link| {
-            let (record, _) = self.record_of(&self.lock());
-            link.accept(record)
+            let (record, changed) = self.record_of(&self.lock());
+            link.accept(record, changed)
         });
         self.stored(written)
     }

@@ -183,7 +183,7 @@ pub async fn post(node: &Arc<NodeState>, headers: &HeaderMap, body: mcp::Body) -
         drop(admitted);
         // As on a stream, the answers reach the client only once what the calls did is
         // stored. Calls whose effect could not be stored did run: not known to have completed.
-        let answered = session.accept();
+        let answered = session.stored(session.checkpoint());
         if let Err(e) = accepted.wait().await {
             return unwritten(node, &session, e).reply(node, single.as_ref());
         }

@@ -163,12 +163,12 @@ pub struct Call {
 /// builtin tool, a list it holds) while the store takes the acceptance, so that the acceptance
 /// and the answer go in one write; a call to an upstream waits for it first.
 #[derive(Clone)]
-pub struct Accepted(Shared<BoxFuture<'static, Result<(), StoreError>>>);
+pub struct Accepted(Option<Shared<BoxFuture<'static, Result<(), StoreError>>>>);
 
 impl Accepted {
     /// Accepted already: nothing is stored for the request.
     pub fn now() -> Accepted {
-        Accepted::after(std::future::ready(Ok(())))
+        Accepted(None)
     }
 
     /// Accepted once `stored` resolves.
@@ -176,11 +176,14 @@ impl Accepted {
         stored: impl Future<Output = Result<(), StoreError>> + Send + 'static,
     ) -> Accepted {
         let stored: BoxFuture<'static, Result<(), StoreError>> = Box::pin(stored);
-        Accepted(stored.shared())
+        Accepted(Some(stored.shared()))
     }
 
     pub async fn wait(&self) -> Result<(), StoreError> {
-        self.0.clone().await
+        match &self.0 {
+            Some(stored) => stored.clone().await,
+            None => Ok(()),
+        }
     }
 }
 

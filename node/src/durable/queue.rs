@@ -116,7 +116,7 @@ mod tests {
                 },
                 None,
             ),
-            mark: Mark::Plain,
+            mark: Mark::default(),
             done: Done::Nothing,
         }
     }
@@ -133,7 +133,7 @@ mod tests {
             fence: fence.clone(),
             forgotten: Vec::new(),
             write: Write::Barrier,
-            mark: Mark::Plain,
+            mark: Mark::default(),
             done: Done::Tell(tx),
         };
         (op, rx)

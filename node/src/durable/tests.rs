@@ -239,7 +239,7 @@ fn op(write: Write) -> Op {
         fence: Arc::new(Fence::new("node-0", 1)),
         forgotten: Vec::new(),
         write,
-        mark: Mark::Plain,
+        mark: Mark::default(),
         done: Done::Nothing,
     }
 }
@@ -279,20 +279,32 @@ fn one_store_write_takes_a_round_but_not_an_append_after_its_stream_is_forgotten
 
 #[test]
 fn a_change_of_the_upstream_state_waits_for_an_acceptance_before_it() {
-    let marked = |mark, write| Op { mark, ..op(write) };
+    let marked = |accepts, changes, write| Op {
+        mark: Mark { accepts, changes },
+        ..op(write)
+    };
     let ops: Vec<Op> = vec![
-        marked(Mark::Changes, event(1, 1)),
-        marked(Mark::Accepts, Write::Touch),
+        marked(false, true, event(1, 1)),
+        marked(true, false, Write::Touch),
         op(event(2, 1)),
-        marked(Mark::Accepts, Write::Touch),
-        marked(Mark::Changes, event(3, 1)),
-        marked(Mark::Changes, event(2, 2)),
+        marked(true, false, Write::Touch),
+        marked(false, true, event(3, 1)),
+        marked(false, true, event(2, 2)),
     ];
     assert_eq!(run_length(&ops), 4, "up to the change after an acceptance");
     assert_eq!(
         run_length(&ops[4..]),
         2,
         "changes with no acceptance go together"
+    );
+    let ops: Vec<Op> = vec![
+        marked(true, false, Write::Touch),
+        marked(true, true, Write::Touch),
+    ];
+    assert_eq!(
+        run_length(&ops),
+        1,
+        "an acceptance whose record carries a change is a change too"
     );
 }
 

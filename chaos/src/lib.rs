@@ -550,10 +550,13 @@ async fn apply(
     let Levers { own, net, stdio } = levers;
     let at_ms = ms(t0);
     let admins = &up.summary.admins;
-    let pick = |victims: &mut Rng| -> anyhow::Result<String> {
-        let ids = up.node_ids()?;
-        ids.get(victims.below(ids.len() as u64) as usize)
-            .cloned()
+    // A node's process as found once, signalled by its pid: `up` may restart a node between
+    // two looks at its processes.
+    let pick = |victims: &mut Rng| -> anyhow::Result<(Pid, String)> {
+        let nodes = up.nodes()?;
+        nodes
+            .get(victims.below(nodes.len() as u64) as usize)
+            .map(|(pid, id)| (Pid::from_raw(*pid as i32), id.clone()))
             .context("no node is running")
     };
     let fault = |kind: &str, target: String, planned: bool| Fault {
@@ -566,14 +569,17 @@ async fn apply(
     };
     match step {
         Step::Kill => {
-            let id = pick(victims)?;
+            let (pid, id) = pick(victims)?;
             let target = leader_named(up, &id).await;
-            up.signal(&id, Signal::SIGKILL)?;
+            let target = match signal(pid, &id, Signal::SIGKILL)? {
+                true => target,
+                false => format!("{target} (had exited already)"),
+            };
             Ok(fault(kind::KILL, target, false))
         }
         Step::Partition { side, lasting } | Step::SlowLink { side, lasting } => {
             let net = net.context("links cannot be cut here")?;
-            let id = pick(victims)?;
+            let (_, id) = pick(victims)?;
             let target = leader_named(up, &id).await;
             let (kind, loss) = match step {
                 Step::Partition { .. } => (kind::PARTITION, None),
@@ -613,11 +619,19 @@ async fn apply(
             Ok(fault(kind::GATEWAY_KILL, name, false))
         }
         Step::Freeze(how_long) => {
-            let id = pick(victims)?;
-            up.signal(&id, Signal::SIGSTOP)?;
+            let (pid, id) = pick(victims)?;
+            if !signal(pid, &id, Signal::SIGSTOP)? {
+                return Ok(fault(kind::FREEZE, format!("{id} (had exited)"), false));
+            }
             tokio::time::sleep(how_long).await;
-            up.signal(&id, Signal::SIGCONT)?;
-            Ok(fault(kind::FREEZE, format!("{id} for {how_long:?}"), false))
+            let target =
+                match signal(pid, &id, Signal::SIGCONT)? && !up::exited(pid.as_raw() as u32) {
+                    true => format!("{id} for {how_long:?}"),
+                    // Only SIGKILL ends a stopped process: the report says so rather than the run
+                    // ending without a verdict.
+                    false => format!("{id} for {how_long:?}, killed while frozen (pid {pid})"),
+                };
+            Ok(fault(kind::FREEZE, target, false))
         }
         Step::StoreRestart(down) => match own {
             Some(OwnStore::Postgres(pg)) => {
@@ -678,6 +692,15 @@ async fn apply(
             f.moved = moved;
             Ok(f)
         }
+    }
+}
+
+/// Sends `sig` to node `id`'s process; false when that process is gone.
+fn signal(pid: Pid, id: &str, sig: Signal) -> anyhow::Result<bool> {
+    match kill(pid, sig) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::ESRCH) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("{sig} to {id} (pid {pid})")),
     }
 }
 

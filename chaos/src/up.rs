@@ -137,12 +137,17 @@ impl Up {
         Ok(gateways)
     }
 
+    /// The nodes `up` runs now: (pid, id), by id.
+    pub fn nodes(&self) -> anyhow::Result<Vec<(u32, String)>> {
+        let up = self.child.id().context("up has exited")?;
+        let mut nodes = node_pids(up)?;
+        nodes.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(nodes)
+    }
+
     /// The ids of the nodes `up` runs now.
     pub fn node_ids(&self) -> anyhow::Result<Vec<String>> {
-        let up = self.child.id().context("up has exited")?;
-        let mut ids: Vec<String> = node_pids(up)?.into_iter().map(|(_, id)| id).collect();
-        ids.sort();
-        Ok(ids)
+        Ok(self.nodes()?.into_iter().map(|(_, id)| id).collect())
     }
 
     /// The Raft leader, as the first node that answers sees it.
@@ -164,12 +169,6 @@ impl Up {
             .collect();
         let status = shardgate_statefulset::status(&client, &seeds).await.ok()?;
         status.leader.map(|l| l.0)
-    }
-
-    /// Sends `signal` to node `id`.
-    pub fn signal(&self, id: &str, signal: Signal) -> anyhow::Result<()> {
-        let pid = self.node_pid(id)?;
-        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("{signal} to {id}"))
     }
 
     /// Asks `up` for `nodes` nodes (what `shardgate scale` does).

@@ -1,5 +1,5 @@
-//! Forwarding to the owning node's session listener over pooled HTTP/2, and the retries a 421
-//! allows.
+//! Forwarding to the owning node's session listener over pooled HTTP/2 ([`pool`]: a bounded
+//! number of streams per connection), and the retries a 421 allows.
 //!
 //! Every request is authenticated as the node demands: over h2 with our client certificate
 //! under mTLS, or over h2c with an HMAC signature over the request and its trusted headers.
@@ -20,11 +20,9 @@ use crate::ring_view::RingView;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pool::{Failed, NodeBody, Pool};
 use shardgate_protocol::causes;
 use shardgate_protocol::cluster_client::ClusterClient;
 use shardgate_protocol::internal;
@@ -34,6 +32,8 @@ use shardgate_trust::Credentials;
 use shardgate_trust::signature::{self, Signer};
 use std::time::Duration;
 use tracing::Instrument;
+
+mod pool;
 
 /// How often a held request tries its owner again while the ring has not moved its key.
 const REFUSED_RETRY: Duration = Duration::from_millis(250);
@@ -103,7 +103,7 @@ impl Forwarder {
         body: Bytes,
         route: &Route,
         on_misdirected: impl Fn(bool),
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<NodeBody>, ProxyError> {
         let key = route.key.as_bytes();
         let view = ring.current();
         let mut target = view.owner(key).ok_or(ProxyError::NoNodes)?.clone();
@@ -171,7 +171,7 @@ impl Forwarder {
         headers: &HeaderMap,
         body: Bytes,
         route: &Route,
-    ) -> Result<(Response<Incoming>, Member), ProxyError> {
+    ) -> Result<(Response<NodeBody>, Member), ProxyError> {
         let key = route.key.as_bytes();
         let deadline = tokio::time::Instant::now() + self.failover_hold;
         loop {
@@ -210,7 +210,7 @@ impl Forwarder {
         headers: &HeaderMap,
         body: Bytes,
         route: &Route,
-    ) -> Result<Response<Incoming>, Unsent> {
+    ) -> Result<Response<NodeBody>, Unsent> {
         let span = shardgate_protocol::exported_span!(
             "gateway.forward",
             otel.kind = "client",
@@ -230,7 +230,7 @@ impl Forwarder {
         headers: &HeaderMap,
         body: Bytes,
         route: &Route,
-    ) -> Result<Response<Incoming>, Unsent> {
+    ) -> Result<Response<NodeBody>, Unsent> {
         let uri = format!("{}://{}/mcp", self.scheme, node.session_addr);
         let mut out = HeaderMap::with_capacity(headers.len() + 5);
         for (name, value) in headers {
@@ -271,12 +271,12 @@ impl Forwarder {
             .body(Full::new(body))
             .map_err(|e| Unsent::Failed(unreachable_node(node, e)))?;
         *req.headers_mut() = out;
-        let resp = self.client.request(req).await.map_err(|e| {
-            if e.is_connect() || never_sent(&e) {
+        let resp = self.client.request(req).await.map_err(|e| match e {
+            Failed::Unsent(why) => {
+                tracing::debug!(node = %node.id, %why, "nothing reached the node");
                 Unsent::Refused
-            } else {
-                Unsent::Failed(unreachable_node(node, causes(&e)))
             }
+            Failed::Sent(e) => Unsent::Failed(unreachable_node(node, causes(&e))),
         })?;
         if resp.status() == StatusCode::SERVICE_UNAVAILABLE
             && resp.headers().contains_key(internal::NOT_SERVING)
@@ -332,11 +332,11 @@ impl Forwarder {
 /// The longest a membership long poll may be held, with room for the answer.
 const POLL_CAP: Duration = Duration::from_secs(90);
 
-/// The pooled client to nodes' session listeners: h2 with our certificate under mTLS, h2c
-/// under HMAC.
+/// The pooled client to nodes' session listeners ([`pool`]): h2 with our certificate under
+/// mTLS, h2c under HMAC.
 enum NodeClient {
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Plain(Pool<HttpConnector>),
+    Tls(Pool<HttpsConnector<HttpConnector>>),
 }
 
 impl NodeClient {
@@ -344,13 +344,6 @@ impl NodeClient {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(2)));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .http2_keep_alive_while_idle(true);
         match credentials {
             Credentials::Mtls(mtls) => {
                 http.enforce_http(false);
@@ -362,19 +355,16 @@ impl NodeClient {
                     .https_only()
                     .enable_http2()
                     .wrap_connector(http);
-                NodeClient::Tls(builder.build(tls))
+                NodeClient::Tls(Pool::new(tls))
             }
-            Credentials::Hmac(_) => NodeClient::Plain(builder.build(http)),
+            Credentials::Hmac(_) => NodeClient::Plain(Pool::new(http)),
         }
     }
 
-    async fn request(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<NodeBody>, Failed> {
         match self {
-            NodeClient::Plain(c) => c.request(req).await,
-            NodeClient::Tls(c) => c.request(req).await,
+            NodeClient::Plain(pool) => pool.request(req).await,
+            NodeClient::Tls(pool) => pool.request(req).await,
         }
     }
 }
@@ -397,20 +387,6 @@ impl Unsent {
             Unsent::Failed(e) => e,
         }
     }
-}
-
-/// Whether the connection went away before the request was written to it: hyper cancels the
-/// requests it still holds when their connection closes. Nothing of such a request reached the
-/// node, so it is held and sent again like one whose connection was refused.
-fn never_sent(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(err) = source {
-        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
-            return hyper.is_canceled();
-        }
-        source = err.source();
-    }
-    false
 }
 
 fn unreachable_node(node: &Member, e: impl std::fmt::Display) -> ProxyError {
@@ -448,12 +424,11 @@ mod tests {
     struct Inner;
 
     #[test]
-    fn an_error_names_its_causes_and_is_not_taken_for_a_request_never_sent() {
+    fn an_error_names_its_causes() {
         let e = Outer(Inner);
         assert_eq!(
             causes(&e),
             "client error (SendRequest): connection error: peer closed connection"
         );
-        assert!(!never_sent(&e), "no hyper cancellation in the chain");
     }
 }

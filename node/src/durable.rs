@@ -401,9 +401,10 @@ impl Link {
     }
 
     /// Saves the record of requests just accepted. A later write of the session that changes
-    /// its upstream state does not go in one store write with it: a store write reported
-    /// failed (timed out) may still land, and the client of a request whose acceptance failed
-    /// hears that it may try again, which must not find the request's effect stored.
+    /// its upstream state goes in one store write with it only where a write reported failed
+    /// never lands ([`SessionStore::failed_writes_may_land`]): the client of a request whose
+    /// acceptance failed hears that it may try again, which must not find the request's
+    /// effect stored.
     /// `changed` as for [`Link::save`]: the record may carry what an earlier call changed.
     pub fn accept(&self, record: SessionRecord, changed: bool) -> Written {
         let (tx, rx) = oneshot::channel();
@@ -525,7 +526,7 @@ async fn write_session(
     let mut writes = 0;
     let mut i = 0;
     while i < ops.len() && outcome.is_ok() {
-        let run = run_length(&ops[i..]);
+        let run = run_length(&ops[i..], store.failed_writes_may_land());
         let (mut record, mut events, mut forget) = (None, Vec::new(), Vec::new());
         for op in &ops[i..i + run] {
             forget.extend_from_slice(&op.forgotten);
@@ -577,15 +578,15 @@ async fn write_session(
 }
 
 /// How many of `ops` (at least one) one store write takes: all of them, but that it appends
-/// before it forgets, so a run ends before an append to a stream it forgot, and that a change
-/// of the upstream state waits for an acceptance before it ([`Link::accept`]), so a run ends
-/// before it too.
-fn run_length(ops: &[Op]) -> usize {
+/// before it forgets, so a run ends before an append to a stream it forgot, and, on a store
+/// whose failed writes may land (`split`), that a change of the upstream state waits for an
+/// acceptance before it ([`Link::accept`]), so a run ends before it too.
+fn run_length(ops: &[Op], split: bool) -> usize {
     let mut forgotten = Vec::new();
     let mut accepting = false;
     ops.iter()
         .take_while(|op| {
-            if accepting && op.mark.changes {
+            if split && accepting && op.mark.changes {
                 return false;
             }
             accepting |= op.mark.accepts;

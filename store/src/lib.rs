@@ -146,6 +146,15 @@ pub trait SessionStore: Send + Sync {
         Box::pin(std::future::ready(()))
     }
 
+    /// Whether a write this store reports failed may still have landed: a request that timed
+    /// out on its way back, a connection lost after the write went out. A caller that tells
+    /// its client "not done, try again" on a failed write must then never put an effect in
+    /// one write with what it accepted (a node writes them one after the other). A store that
+    /// answers false reports a failure only for a write that did not land.
+    fn failed_writes_may_land(&self) -> bool {
+        true
+    }
+
     /// The writer of the audit of tool calls this store keeps, if it keeps one: only a store
     /// with PostgreSQL does. One writer per store, whichever handle is asked (it starts, on
     /// the current tokio runtime, the first time one is).

@@ -30,13 +30,18 @@
 use crate::record::{Claimed, Fence, Replay, SessionRecord, StoredEvent};
 use crate::{Changes, StoreError, ordered, ttl_millis};
 use ::redis::Script;
-use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::LazyLock;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+use tokio::runtime::RuntimeFlavor;
+use tokio::sync::OnceCell;
 
 /// How long [`SessionStore::replicate`](crate::SessionStore::replicate) waits for a replica to
 /// acknowledge a session's writes: well above a replica's round trip, well below the client
@@ -178,8 +183,28 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 /// Sessions in a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: ClusterClient,
+    /// The connection of the tasks that may move between threads, and of every thread that
+    /// could not open one of its own.
     conn: ClusterConnection,
+    /// Tells this store's connections apart from another's on one thread.
+    id: u64,
     ttl_ms: u64,
+}
+
+/// Stores made so far in this process, for [`RedisStore::id`].
+static STORES: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's own connection of one store: opened once, by the first task to need it.
+type Near = Arc<OnceCell<Option<ClusterConnection>>>;
+
+thread_local! {
+    /// Each store's connection opened on this thread (`None` when opening it failed), for a
+    /// single-threaded runtime's tasks. A node serves requests on one such runtime per core,
+    /// and a write started there goes out and comes back on its own thread: a connection's
+    /// task on another thread costs two wake-ups across threads per write.
+    static NEAR: RefCell<Vec<(u64, Near)>> =
+        const { RefCell::new(Vec::new()) };
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -237,9 +262,46 @@ impl RedisStore {
             .build()?;
         let conn = client.get_async_connection().await?;
         Ok(RedisStore {
+            client,
             conn,
+            id: STORES.fetch_add(1, Ordering::Relaxed),
             ttl_ms: ttl_millis(ttl),
         })
+    }
+
+    /// The connection to send on: this thread's own on a single-threaded runtime (opened by
+    /// the first task to ask, the others waiting for it), else the shared one. A thread keeps
+    /// to the connection it started with, so a session's round of writes and the `WAIT` after
+    /// them ([`RedisStore::replicate_now`]) go over one connection.
+    async fn conn(&self) -> ClusterConnection {
+        let single = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        if !single {
+            return self.conn.clone();
+        }
+        let cell = NEAR.with(|near| {
+            let mut near = near.borrow_mut();
+            match near.iter().find(|(id, _)| *id == self.id) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    near.push((self.id, cell.clone()));
+                    cell
+                }
+            }
+        });
+        let opened = cell
+            .get_or_init(|| async {
+                match self.client.get_async_connection().await {
+                    Ok(conn) => Some(conn),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no Redis connection of this thread's own; sharing one");
+                        None
+                    }
+                }
+            })
+            .await;
+        opened.clone().unwrap_or_else(|| self.conn.clone())
     }
 
     /// Runs a session script: `KEYS` = owner, record, tails; `ARGV` = fence, ttl, prefix, then
@@ -262,7 +324,7 @@ impl RedisStore {
         for a in extra {
             call.arg(*a);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let reply: Vec<String> = call.invoke_async(&mut conn).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(reply),
@@ -322,7 +384,7 @@ impl RedisStore {
     async fn events_now(&self, id: &str, stream: u64, after: u64) -> Result<Replay, StoreError> {
         let keys = Keys::of(id);
         let key = format!("{}{stream}", keys.streams);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let reply: Vec<String> = SCRIPTS
             .events
             .key(&key)
@@ -352,7 +414,7 @@ impl RedisStore {
 
     async fn load_now(&self, id: &str) -> Result<Option<(SessionRecord, Fence)>, StoreError> {
         let keys = Keys::of(id);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let reply: Vec<String> = SCRIPTS
             .load
             .key(&keys.owner)
@@ -378,9 +440,11 @@ impl RedisStore {
 
     /// `WAIT 1` on the primary that owns the session's slot. `WAIT` counts the replicas that
     /// have every write made so far on the connection it is sent on, and this handle (with its
-    /// clones) sends everything for one primary over one connection, so a replica that has this
-    /// session's writes has acknowledged them. Two limits follow: writes made through another
-    /// handle are not covered, and a write whose connection broke before the `WAIT` is not
+    /// clones) sends everything for one primary from one thread over one connection
+    /// ([`RedisStore::conn`]), so a replica that has the writes this thread made of the
+    /// session has acknowledged them: a node asks from the thread that wrote, after each round
+    /// of writes. Two limits follow: writes made through another handle or from another
+    /// thread are not covered, and a write whose connection broke before the `WAIT` is not
     /// either. While `WAIT` blocks, so do the commands queued behind it on that connection;
     /// a healthy replica acknowledges within a round trip.
     async fn replicate_now(&self, id: &str) -> Result<(), StoreError> {
@@ -388,7 +452,7 @@ impl RedisStore {
         let mut wait = ::redis::cmd("WAIT");
         wait.arg(1)
             .arg(u64::try_from(REPLICA_WAIT.as_millis()).unwrap_or(u64::MAX));
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn().await;
         let reply = conn
             .route_command(
                 wait,

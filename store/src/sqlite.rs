@@ -368,7 +368,14 @@ fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
-crate::session_store_by_inherent_methods!(SqliteStore, Some("sqlite"));
+crate::session_store_by_inherent_methods!(SqliteStore, Some("sqlite"), {
+    /// A transaction that reports failure was rolled back: SQLite commits atomically on this
+    /// machine's own disk, with nothing between the writer and the file to lose an answer.
+    /// (A write abandoned as the process stops is the exception, heard by nobody.)
+    fn failed_writes_may_land(&self) -> bool {
+        false
+    }
+});
 
 #[cfg(test)]
 mod tests {

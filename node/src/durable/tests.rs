@@ -3,6 +3,7 @@ use crate::budget::Budgets;
 use crate::config::Limits;
 use crate::session::{Opening, STANDALONE_STREAM, Session};
 use crate::upstream::UpstreamState;
+use futures_util::future::BoxFuture;
 use serde_json::json;
 use shardgate_store::sqlite::SqliteStore;
 
@@ -40,7 +41,10 @@ struct Fixture {
 }
 
 async fn fixture(id: &str, ack: Ack) -> Fixture {
-    let store = store().await;
+    fixture_on(store().await, id, ack).await
+}
+
+async fn fixture_on(store: Arc<dyn SessionStore>, id: &str, ack: Ack) -> Fixture {
     let (lost_tx, lost) = mpsc::unbounded_channel();
     let durable = Durable::start(store.clone(), ack, 100, lost_tx);
     let budgets = Budgets::new(&Limits::default());
@@ -270,11 +274,12 @@ fn one_store_write_takes_a_round_but_not_an_append_after_its_stream_is_forgotten
         op(event(1, 3)),
     ];
     assert_eq!(
-        run_length(&ops),
+        run_length(&ops, true),
         4,
         "up to the append to forgotten stream 2"
     );
-    assert_eq!(run_length(&ops[4..]), 2);
+    assert_eq!(run_length(&ops[4..], true), 2);
+    assert_eq!(run_length(&ops, false), 4, "whatever the store");
 }
 
 #[test]
@@ -291,9 +296,18 @@ fn a_change_of_the_upstream_state_waits_for_an_acceptance_before_it() {
         marked(false, true, event(3, 1)),
         marked(false, true, event(2, 2)),
     ];
-    assert_eq!(run_length(&ops), 4, "up to the change after an acceptance");
     assert_eq!(
-        run_length(&ops[4..]),
+        run_length(&ops, true),
+        4,
+        "up to the change after an acceptance"
+    );
+    assert_eq!(
+        run_length(&ops, false),
+        6,
+        "together where a failed write never lands"
+    );
+    assert_eq!(
+        run_length(&ops[4..], true),
         2,
         "changes with no acceptance go together"
     );
@@ -302,7 +316,7 @@ fn a_change_of_the_upstream_state_waits_for_an_acceptance_before_it() {
         marked(true, true, Write::Touch),
     ];
     assert_eq!(
-        run_length(&ops),
+        run_length(&ops, true),
         1,
         "an acceptance whose record carries a change is a change too"
     );
@@ -338,14 +352,70 @@ async fn what_ready_tasks_write_before_a_round_starts_goes_in_its_store_write() 
     assert_eq!(stored.events.len(), 1);
 }
 
-#[tokio::test]
-async fn an_answer_that_changed_the_upstream_state_is_stored_after_its_acceptance() {
+/// A store whose failed writes may land, as a networked one's may: the SQLite store behind,
+/// saying so.
+struct Uncertain(Arc<dyn SessionStore>);
+
+impl SessionStore for Uncertain {
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<shardgate_store::Claimed, StoreError>> {
+        self.0.claim(id, fence)
+    }
+
+    fn write<'a>(
+        &'a self,
+        id: &'a str,
+        fence: &'a Fence,
+        changes: Changes<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.0.write(id, fence, changes)
+    }
+
+    fn events<'a>(
+        &'a self,
+        id: &'a str,
+        stream: u64,
+        after: u64,
+    ) -> BoxFuture<'a, Result<shardgate_store::Replay, StoreError>> {
+        self.0.events(id, stream, after)
+    }
+
+    fn load<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(SessionRecord, Fence)>, StoreError>> {
+        self.0.load(id)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        id: &'a str,
+        fence: &'a Fence,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.0.delete(id, fence)
+    }
+
+    fn replicate<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.0.replicate(id)
+    }
+
+    fn failed_writes_may_land(&self) -> bool {
+        true
+    }
+}
+
+/// A `counter`-like call answered at once: accepted, then answered with a change of the
+/// upstream state. Returns the store writes it took, and the counter as stored.
+async fn a_changing_call_on(store: Arc<dyn SessionStore>) -> (u64, Option<serde_json::Value>) {
     let Fixture {
         store,
         durable,
         session,
         ..
-    } = fixture("s10", Ack::Store).await;
+    } = fixture_on(store, "s10", Ack::Store).await;
     let stream = session.open_stream();
     let serving = session.begin_request(&json!(1), stream.id());
     let accepted = session.accept();
@@ -361,11 +431,29 @@ async fn an_answer_that_changed_the_upstream_state_is_stored_after_its_acceptanc
     accepted.wait().await.expect("accepted");
     answering.await.expect("answered");
     session.persist().await.expect("everything written");
-    let writes = durable.counts.writes.load(Ordering::Relaxed);
+    let (record, _) = store.load("s10").await.expect("loaded").expect("a record");
+    (
+        durable.counts.writes.load(Ordering::Relaxed),
+        record.upstream_state.get("counter").cloned(),
+    )
+}
+
+#[tokio::test]
+async fn an_answer_that_changed_the_upstream_state_is_stored_after_its_acceptance() {
+    let (writes, counter) = a_changing_call_on(Arc::new(Uncertain(store().await))).await;
     assert_eq!(
         writes, 3,
         "the acceptance, then the answer with its change, then the last checkpoint"
     );
-    let (record, _) = store.load("s10").await.expect("loaded").expect("a record");
-    assert_eq!(record.upstream_state.get("counter"), Some(&json!(1)));
+    assert_eq!(counter, Some(json!(1)));
+}
+
+#[tokio::test]
+async fn where_failed_writes_never_land_an_acceptance_and_its_change_share_a_write() {
+    let (writes, counter) = a_changing_call_on(store().await).await;
+    assert_eq!(
+        writes, 2,
+        "the acceptance with the answer and its change, then the last checkpoint"
+    );
+    assert_eq!(counter, Some(json!(1)));
 }

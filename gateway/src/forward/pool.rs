@@ -83,7 +83,8 @@ where
         }
     }
 
-    /// Sends `req` (its URI names the node) on a connection to its node with room for it.
+    /// Sends `req` (its URI names the node) on a connection to its node with room for it. A
+    /// request the connection never wrote (it closed first) goes once more, on another.
     pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<NodeBody>, Failed> {
         let uri = req.uri().clone();
         let authority = uri
@@ -91,7 +92,44 @@ where
             .map(|a| a.as_str().to_owned())
             .ok_or_else(|| Failed::Unsent(format!("no node address in {uri}")))?;
         let node = self.node(&authority);
-        let lease = loop {
+        let mut req = req;
+        let mut tries = 0;
+        loop {
+            let lease = self.lease(&node, &uri).await?;
+            let mut send = lease.conn.send.clone();
+            match send.try_send_request(req).await {
+                Ok(resp) => {
+                    return Ok(resp.map(|inner| NodeBody {
+                        inner,
+                        _lease: lease,
+                    }));
+                }
+                Err(mut unsent) => {
+                    // hyper hands back a request it had not written when the connection
+                    // closed (or cancels it).
+                    let untouched = unsent.take_message();
+                    let e = unsent.into_error();
+                    if !e.is_canceled() && untouched.is_none() {
+                        return Err(Failed::Sent(e));
+                    }
+                    lease.forget();
+                    tries += 1;
+                    match untouched {
+                        Some(untouched) if tries < 2 => req = untouched,
+                        _ => {
+                            return Err(Failed::Unsent(format!(
+                                "the connection closed before the request went: {e}"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A place on a connection to `node` with room, opened if none has.
+    async fn lease(&self, node: &Arc<Node>, uri: &Uri) -> Result<Lease, Failed> {
+        loop {
             let opening = {
                 let mut state = lock(&node.state);
                 state.conns.retain(|c| !c.send.is_closed());
@@ -101,10 +139,10 @@ where
                     .find(|c| c.streams.load(Ordering::Relaxed) < STREAMS)
                 {
                     conn.streams.fetch_add(1, Ordering::Relaxed);
-                    break Lease {
+                    return Ok(Lease {
                         conn: conn.clone(),
-                        node: Arc::downgrade(&node),
-                    };
+                        node: Arc::downgrade(node),
+                    });
                 }
                 match &state.opening {
                     Some(opening) => opening.clone(),
@@ -116,22 +154,7 @@ where
                 }
             };
             opening.await.map_err(Failed::Unsent)?;
-        };
-        let mut send = lease.conn.send.clone();
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| match e.is_canceled() {
-                // hyper cancels what it had not written when the connection closed.
-                true => Failed::Unsent(format!(
-                    "the connection closed before the request went: {e}"
-                )),
-                false => Failed::Sent(e),
-            })?;
-        Ok(resp.map(|inner| NodeBody {
-            inner,
-            _lease: lease,
-        }))
+        }
     }
 
     fn node(&self, authority: &str) -> Arc<Node> {
@@ -219,6 +242,17 @@ impl Drop for Lease {
                 || first == Some(Arc::as_ptr(c))
                 || c.streams.load(Ordering::Relaxed) > 0
         });
+    }
+}
+
+impl Lease {
+    /// Takes the connection out of the pool: it closed under a request.
+    fn forget(&self) {
+        if let Some(node) = self.node.upgrade() {
+            lock(&node.state)
+                .conns
+                .retain(|c| !Arc::ptr_eq(c, &self.conn));
+        }
     }
 }
 

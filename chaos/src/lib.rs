@@ -552,11 +552,11 @@ async fn apply(
     let admins = &up.summary.admins;
     // A node's process as found once, signalled by its pid: `up` may restart a node between
     // two looks at its processes.
-    let pick = |victims: &mut Rng| -> anyhow::Result<(Pid, String)> {
+    let pick = |victims: &mut Rng| -> anyhow::Result<(u32, String)> {
         let nodes = up.nodes()?;
         nodes
             .get(victims.below(nodes.len() as u64) as usize)
-            .map(|(pid, id)| (Pid::from_raw(*pid as i32), id.clone()))
+            .cloned()
             .context("no node is running")
     };
     let fault = |kind: &str, target: String, planned: bool| Fault {
@@ -624,13 +624,12 @@ async fn apply(
                 return Ok(fault(kind::FREEZE, format!("{id} (had exited)"), false));
             }
             tokio::time::sleep(how_long).await;
-            let target =
-                match signal(pid, &id, Signal::SIGCONT)? && !up::exited(pid.as_raw() as u32) {
-                    true => format!("{id} for {how_long:?}"),
-                    // Only SIGKILL ends a stopped process: the report says so rather than the run
-                    // ending without a verdict.
-                    false => format!("{id} for {how_long:?}, killed while frozen (pid {pid})"),
-                };
+            let target = match signal(pid, &id, Signal::SIGCONT)? && !up::exited(pid) {
+                true => format!("{id} for {how_long:?}"),
+                // Only SIGKILL ends a stopped process: the report says so rather than the run
+                // ending without a verdict.
+                false => format!("{id} for {how_long:?}, killed while frozen (pid {pid})"),
+            };
             Ok(fault(kind::FREEZE, target, false))
         }
         Step::StoreRestart(down) => match own {
@@ -696,8 +695,8 @@ async fn apply(
 }
 
 /// Sends `sig` to node `id`'s process; false when that process is gone.
-fn signal(pid: Pid, id: &str, sig: Signal) -> anyhow::Result<bool> {
-    match kill(pid, sig) {
+fn signal(pid: u32, id: &str, sig: Signal) -> anyhow::Result<bool> {
+    match kill(Pid::from_raw(pid as i32), sig) {
         Ok(()) => Ok(true),
         Err(nix::errno::Errno::ESRCH) => Ok(false),
         Err(e) => Err(e).with_context(|| format!("{sig} to {id} (pid {pid})")),

@@ -525,8 +525,9 @@ async fn write_session(
     let mut outcome = Ok(());
     let mut writes = 0;
     let mut i = 0;
+    let split = store.failed_writes_may_land();
     while i < ops.len() && outcome.is_ok() {
-        let run = run_length(&ops[i..], store.failed_writes_may_land());
+        let run = run_length(&ops[i..], split);
         let (mut record, mut events, mut forget) = (None, Vec::new(), Vec::new());
         for op in &ops[i..i + run] {
             forget.extend_from_slice(&op.forgotten);

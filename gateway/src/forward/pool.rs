@@ -89,9 +89,8 @@ where
         let uri = req.uri().clone();
         let authority = uri
             .authority()
-            .map(|a| a.as_str().to_owned())
             .ok_or_else(|| Failed::Unsent(format!("no node address in {uri}")))?;
-        let node = self.node(&authority);
+        let node = self.node(authority.as_str());
         let mut req = req;
         let mut tries = 0;
         loop {
